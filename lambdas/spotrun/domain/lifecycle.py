@@ -1,0 +1,180 @@
+"""The task state machine, outcome classification and job state derivation: pure functions.
+
+A handler reads a task, asks one of these functions what should happen, and the store applies the
+answer as a conditional write guarded by the state and attempt it read. A duplicate, late or
+out-of-order message therefore finds the task moved on, and the function answers "nothing".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotrun.messages import CompletionReport
+from spotrun.model import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Desired,
+    JobState,
+    Scope,
+    Task,
+    TaskState,
+)
+from spotrun.spec import RetrySpec
+
+# Which moves are legal at all; everything else is a bug or a stale message.
+ALLOWED = {
+    TaskState.WAITING: {TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED},
+    TaskState.QUEUED: {TaskState.LAUNCHING, TaskState.SUSPENDED, TaskState.CANCELLED},
+    TaskState.LAUNCHING: {
+        TaskState.RUNNING, TaskState.QUEUED, TaskState.LAUNCHING, TaskState.SUSPENDED,
+        TaskState.CANCELLED, TaskState.FAILED,
+    },
+    TaskState.RUNNING: {
+        TaskState.SUCCEEDED, TaskState.FAILED, TaskState.QUEUED, TaskState.LAUNCHING,
+        TaskState.SUSPENDED, TaskState.CANCELLED,
+    },
+    TaskState.SUSPENDED: {TaskState.QUEUED, TaskState.CANCELLED},
+    TaskState.SUCCEEDED: set(),
+    TaskState.FAILED: set(),
+    TaskState.CANCELLED: set(),
+}
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """One guarded move of a task: applied only if the task is still `from_state` at `attempt`."""
+
+    task: Task
+    to_state: TaskState
+    event: str  # timeline event kind
+    reason: str = ""
+    new_attempt: bool = False  # the move starts the next attempt (the fencing token goes up)
+    set_fields: dict[str, Any] = field(default_factory=dict)
+    remove_fields: tuple[str, ...] = ()
+    increments: dict[str, int] = field(default_factory=dict)
+    end_attempt: AttemptEnd | None = None
+
+    def __post_init__(self) -> None:
+        if self.to_state not in ALLOWED[self.task.state]:
+            raise ValueError(f"task cannot go from {self.task.state} to {self.to_state}")
+
+    @property
+    def from_state(self) -> TaskState:
+        return self.task.state
+
+    @property
+    def active_delta(self) -> int:
+        return int(self.to_state in ACTIVE_STATES) - int(self.from_state in ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, for the attempt record and the pool's statistics."""
+
+    attempt: int
+    pool: str
+    outcome: str
+    scope: Scope | None
+    exit_code: int | None = None
+    exec_seconds: float = 0.0
+    interrupted: bool = False
+
+
+def ended(task: Task, outcome: str, scope: Scope | None, **details: Any) -> AttemptEnd:
+    return AttemptEnd(
+        attempt=task.attempt, pool=task.pool or "unknown", outcome=outcome, scope=scope,
+        interrupted=outcome == "interrupted", **details,
+    )
+
+
+def after_completion(task: Task, report: CompletionReport, retries: RetrySpec) -> TaskChange | None:
+    """What a completion report does to its task; None when the report is stale or a duplicate."""
+    if report.attempt != task.attempt or task.state not in ACTIVE_STATES:
+        return None
+    program = report.program
+    exit_code = program.exit_code if program else None
+    exec_seconds = program.exec_seconds if program else 0.0
+    log_tail = program.log_tail if program else ""
+    end = ended(task, report.outcome, report.scope, exit_code=exit_code, exec_seconds=exec_seconds)
+    finished = {"exit_code": exit_code, "log_tail": log_tail}
+
+    if report.outcome == "completed" and exit_code == 0:
+        return TaskChange(task, TaskState.SUCCEEDED, "TaskSucceeded", set_fields=finished, end_attempt=end)
+    if report.outcome == "completed":
+        return _program_failed(task, exit_code, report, retries, end, finished)
+    if report.outcome == "input_error":
+        return TaskChange(
+            task, TaskState.FAILED, "TaskFailed", reason=f"input: {report.reason}", set_fields=finished,
+            end_attempt=end,
+        )
+    if report.outcome == "suspended":
+        return TaskChange(task, TaskState.SUSPENDED, "TaskSuspended", end_attempt=end, set_fields={"desired": Desired.RUN})
+    if report.outcome == "cancelled":
+        return TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user", end_attempt=end)
+    # interrupted or environment_error: the environment's fault, never the program's.
+    return environment_fault(task, report.reason or report.outcome, retries, end)
+
+
+def _program_failed(
+    task: Task,
+    exit_code: int | None,
+    report: CompletionReport,
+    retries: RetrySpec,
+    end: AttemptEnd,
+    finished: dict[str, Any],
+) -> TaskChange:
+    signal = report.program.signal if report.program else None
+    what = f"killed by signal {signal}" if signal else f"exited with code {exit_code}"
+    retryable = not retries.exit_codes or exit_code in retries.exit_codes
+    if retryable and task.program_failures < retries.program:
+        return TaskChange(
+            task, TaskState.QUEUED, "TaskRetrying", reason=f"program {what}; retry {task.program_failures + 1} of {retries.program}",
+            set_fields=finished, increments={"program_failures": 1}, end_attempt=end,
+        )
+    return TaskChange(
+        task, TaskState.FAILED, "TaskFailed", reason=f"program {what}", set_fields=finished,
+        increments={"program_failures": 1}, end_attempt=end,
+    )
+
+
+def environment_fault(task: Task, reason: str, retries: RetrySpec, end: AttemptEnd | None) -> TaskChange:
+    """The attempt was lost to the environment: retry elsewhere within the environment budget."""
+    pool = task.pool
+    avoid = tuple(dict.fromkeys((*task.avoid_pools, pool))) if pool else task.avoid_pools
+    common = {
+        "increments": {"environment_failures": 1, "consecutive_environment_failures": 1},
+        "set_fields": {"avoid_pools": list(avoid[-10:])},
+        "end_attempt": end,
+    }
+    if task.environment_failures >= retries.environment:
+        return TaskChange(
+            task, TaskState.FAILED, "TaskFailed",
+            reason=f"environment: {reason} (environment retries exhausted: {retries.environment})", **common,
+        )
+    return TaskChange(task, TaskState.QUEUED, "TaskInterrupted", reason=f"environment: {reason}", **common)
+
+
+def derive_job_state(counts: dict[str, int], desired: Desired) -> JobState:
+    """A job's state follows from how many of its tasks are in each state."""
+    total = sum(counts.values())
+    busy = sum(counts.get(s, 0) for s in (TaskState.LAUNCHING, TaskState.RUNNING))
+    queued = counts.get(TaskState.QUEUED, 0)
+    if busy:
+        return JobState.RUNNING
+    if queued:
+        return JobState.RUNNING if _any_started(counts) else JobState.QUEUED
+    if counts.get(TaskState.SUSPENDED, 0):
+        return JobState.SUSPENDED
+    finished = sum(counts.get(s, 0) for s in TERMINAL_STATES)
+    if total and finished + counts.get(TaskState.WAITING, 0) == total and counts.get(TaskState.WAITING, 0) == 0:
+        if counts.get(TaskState.FAILED, 0):
+            return JobState.FAILED
+        if counts.get(TaskState.CANCELLED, 0) or desired == Desired.CANCEL:
+            return JobState.CANCELLED
+        return JobState.SUCCEEDED
+    return JobState.RUNNING if _any_started(counts) else JobState.QUEUED
+
+
+def _any_started(counts: dict[str, int]) -> bool:
+    return any(counts.get(s, 0) for s in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED))

@@ -1,0 +1,173 @@
+"""Stored shapes of the control plane: jobs, tasks, attempts, checkpoints, pools, timeline events.
+
+Plain dataclasses: the domain reads them, the DynamoDB adapter maps them to and from items, and the
+worker agent shares them, so there is one definition of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    WAITING = "WAITING"  # a combine task until every task succeeded
+    QUEUED = "QUEUED"
+    LAUNCHING = "LAUNCHING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+# States that hold a worker (count against max_concurrency and the account cap).
+ACTIVE_STATES = frozenset({TaskState.LAUNCHING, TaskState.RUNNING})
+
+
+class JobState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINISHED_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Desired(StrEnum):
+    """What the user asked of a task or job; the agent reads it on every heartbeat tick."""
+
+    RUN = "RUN"
+    CHECKPOINT = "CHECKPOINT"  # take a checkpoint now, keep running
+    SUSPEND = "SUSPEND"
+    CANCEL = "CANCEL"
+
+
+class Scope(StrEnum):
+    """Who owns an error (the Condor lesson): decides whether and where it is retried."""
+
+    PROGRAM = "program"
+    ENVIRONMENT = "environment"
+    TRANSIENT = "transient"
+    INPUT = "input"
+
+
+class Market(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    key: str  # S3 prefix holding the files and the manifest
+    attempt: int
+    size_bytes: int
+    committed_at: datetime
+    method: str
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    name: str
+    spec: dict[str, Any]
+    state: JobState
+    task_count: int  # tasks of the problem, without the combine task
+    has_combine: bool
+    counts: dict[str, int]  # tasks (combine included) per TaskState
+    active: int  # tasks holding a worker
+    desired: Desired
+    created_at: datetime
+    updated_at: datetime
+    owner: str = ""
+    reason: str = ""
+
+    @property
+    def combine_index(self) -> int | None:
+        return self.task_count if self.has_combine else None
+
+
+@dataclass(frozen=True)
+class Task:
+    job_id: str
+    index: int
+    state: TaskState
+    attempt: int  # the fencing token: the number of the attempt that owns the task
+    desired: Desired = Desired.RUN
+    kind: str = "task"  # or "combine"
+    pool: str | None = None
+    market: Market | None = None
+    instance_id: str | None = None
+    program_failures: int = 0
+    environment_failures: int = 0
+    consecutive_environment_failures: int = 0
+    avoid_pools: tuple[str, ...] = ()
+    checkpoint: Checkpoint | None = None
+    draining_attempt: int | None = None  # an interrupted attempt still allowed to commit a final checkpoint
+    last_heartbeat_at: datetime | None = None
+    progress: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    log_tail: str = ""
+    launched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: str
+    index: int
+    number: int
+    pool: str
+    market: Market
+    instance_id: str | None = None
+    launched_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    scope: Scope | None = None
+    exit_code: int | None = None
+    exec_seconds: float = 0.0
+    price_per_hour: float | None = None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """An instance spotrun launched, and the attempt it serves."""
+
+    instance_id: str
+    job_id: str
+    index: int
+    attempt: int
+    pool: str
+    launched_at: datetime
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    pool: str
+    executions: int = 0
+    failures: int = 0
+    interruptions: int = 0
+    exec_seconds: float = 0.0
+    running: int = 0
+    cooldown_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    job_id: str
+    at: datetime
+    kind: str  # e.g. TaskLaunching, TaskStarted, CheckpointCommitted, TaskInterrupted, TaskSucceeded
+    event_id: str  # deterministic, so a redelivered message writes the same event once
+    index: int | None = None
+    attempt: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

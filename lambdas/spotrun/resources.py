@@ -1,0 +1,201 @@
+"""The control plane's wiring, declared once.
+
+The CDK stack (`stacks/`) and the local runtime both build from these declarations, so the queues,
+subscriptions, event patterns and handlers that run locally are the ones that get deployed; a test
+compares the synthesized template with this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Message attribute that routes control messages (SNS filter policies match on it).
+MESSAGE_TYPE_ATTRIBUTE = "type"
+
+
+class MessageType:
+    """Types of messages on the control topic."""
+
+    JOB_SUBMITTED = "JobSubmitted"
+    TASKS_RUNNABLE = "TasksRunnable"  # tasks went (back) to QUEUED: requeue, resume
+    CAPACITY_FREED = "CapacityFreed"  # an attempt ended: a slot may be free for queued work
+
+
+class EnvVar:
+    """Environment variable names the functions and the agent read their wiring from."""
+
+    TABLE = "SPOTRUN_TABLE"
+    BUCKET = "SPOTRUN_BUCKET"
+    CONTROL_TOPIC_ARN = "SPOTRUN_CONTROL_TOPIC_ARN"
+    NOTIFY_TOPIC_ARN = "SPOTRUN_NOTIFY_TOPIC_ARN"
+    HEARTBEAT_QUEUE_URL = "SPOTRUN_HEARTBEAT_QUEUE_URL"
+    REPORT_QUEUE_URL = "SPOTRUN_REPORT_QUEUE_URL"
+    LAUNCH_TEMPLATE_ID = "SPOTRUN_LAUNCH_TEMPLATE_ID"
+    # JSON object: availability zone -> subnet id the workers launch into.
+    SUBNETS = "SPOTRUN_SUBNETS"
+    # JSON list of instance types the broker may choose from (the pool catalogue).
+    INSTANCE_TYPES = "SPOTRUN_INSTANCE_TYPES"
+    ACCOUNT_MAX_INSTANCES = "SPOTRUN_ACCOUNT_MAX_INSTANCES"
+    POOL_MAX_INSTANCES = "SPOTRUN_POOL_MAX_INSTANCES"
+    # Seconds without a heartbeat before the reaper asks EC2 whether a worker is alive.
+    HEARTBEAT_STALE_SECONDS = "SPOTRUN_HEARTBEAT_STALE_SECONDS"
+    LAUNCH_STALE_SECONDS = "SPOTRUN_LAUNCH_STALE_SECONDS"
+    # Endpoint override for every AWS client (the local runtime points it at moto's server).
+    AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+@dataclass(frozen=True)
+class TableDef:
+    partition_key: str = "pk"
+    sort_key: str = "sk"
+    indexes: tuple[TableIndex, ...] = ()
+    ttl_attribute: str = "expires_at"
+
+
+# One table, items keyed by entity (see spotrun.adapters.dynamo for the key layout).
+TABLE = TableDef(
+    indexes=(
+        # Tasks of a job by state, sharded so 100,000 tasks do not share one partition.
+        TableIndex("by_state", "state_pk", "state_sk"),
+        # All tasks of a job in index order, sharded the same way.
+        TableIndex("by_job", "job_pk", "job_sk"),
+        # Jobs newest first (sparse: only job items carry it).
+        TableIndex("jobs_by_time", "list_pk", "list_sk"),
+        # Attempts in flight by last sign of life (sparse, sharded): what the reaper sweeps.
+        TableIndex("live", "live_pk", "live_sk"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class QueueDef:
+    key: str
+    consumer: str  # key of the function in FUNCTIONS that reads it
+    visibility_timeout_seconds: int
+    batch_size: int
+    max_batching_window_seconds: int = 0
+    max_receive_count: int = 5  # then the message moves to the queue's dead-letter queue
+
+
+@dataclass(frozen=True)
+class SubscriptionDef:
+    topic: str
+    queue: str
+    message_types: tuple[str, ...]
+
+    def filter_policy(self) -> dict[str, list[str]]:
+        return {MESSAGE_TYPE_ATTRIBUTE: list(self.message_types)}
+
+
+@dataclass(frozen=True)
+class RuleDef:
+    key: str
+    queue: str
+    pattern: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FunctionDef:
+    key: str
+    handler: str  # module:function below lambdas/
+    description: str
+    timeout_seconds: int = 60
+    memory_mb: int = 512
+    schedule_minutes: int | None = None
+    # What the function may touch; the stack turns these into least-privilege grants.
+    grants: tuple[str, ...] = field(default_factory=tuple)
+
+
+TOPICS = ("control", "notifications")
+
+QUEUES = (
+    QueueDef("scheduler", consumer="scheduler", visibility_timeout_seconds=180, batch_size=10),
+    QueueDef(
+        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=60, batch_size=100,
+        max_batching_window_seconds=5,
+    ),
+    QueueDef("reports", consumer="finisher", visibility_timeout_seconds=120, batch_size=10),
+    QueueDef("interruptions", consumer="interruption", visibility_timeout_seconds=120, batch_size=10),
+)
+
+SUBSCRIPTIONS = (
+    SubscriptionDef(
+        "control",
+        "scheduler",
+        (MessageType.JOB_SUBMITTED, MessageType.TASKS_RUNNABLE, MessageType.CAPACITY_FREED),
+    ),
+)
+
+RULES = (
+    RuleDef(
+        "ec2-instance-events",
+        "interruptions",
+        {
+            "source": ["aws.ec2"],
+            "detail-type": [
+                "EC2 Spot Instance Interruption Warning",
+                "EC2 Instance Rebalance Recommendation",
+                "EC2 Instance State-change Notification",
+            ],
+        },
+    ),
+    RuleDef(
+        "health-scheduled-changes",
+        "interruptions",
+        {
+            "source": ["aws.health"],
+            "detail-type": ["AWS Health Event"],
+            "detail": {"service": ["EC2"], "eventTypeCategory": ["scheduledChange"]},
+        },
+    ),
+)
+
+FUNCTIONS = (
+    FunctionDef(
+        "api", "spotrun.handlers.api.handler", "HTTP API: submit, list, inspect and control jobs",
+        timeout_seconds=29, memory_mb=1024,
+        grants=("table:rw", "bucket:presign", "topic:control:publish", "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "scheduler", "spotrun.handlers.scheduler.handler", "Admits queued tasks and launches spot workers",
+        timeout_seconds=150, memory_mb=1024,
+        grants=("table:rw", "ec2:launch", "topic:control:publish", "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "heartbeat", "spotrun.handlers.heartbeat.handler", "Records worker heartbeats",
+        timeout_seconds=50, grants=("table:rw",),
+    ),
+    FunctionDef(
+        "interruption", "spotrun.handlers.interruption.handler",
+        "Acts on spot interruption warnings, rebalance, state-change and health events",
+        timeout_seconds=100, memory_mb=1024,
+        grants=("table:rw", "ec2:launch", "topic:control:publish", "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "finisher", "spotrun.handlers.finisher.handler", "Classifies attempt outcomes and completes tasks",
+        timeout_seconds=100,
+        grants=("table:rw", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "reaper", "spotrun.handlers.reaper.handler",
+        "Finds lost workers, stuck launches, orphan instances and timed-out jobs",
+        timeout_seconds=240, memory_mb=1024, schedule_minutes=1,
+        grants=("table:rw", "ec2:describe", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
+    ),
+)
+
+
+def function(key: str) -> FunctionDef:
+    return next(f for f in FUNCTIONS if f.key == key)
+
+
+def queue(key: str) -> QueueDef:
+    return next(q for q in QUEUES if q.key == key)
