@@ -107,6 +107,7 @@ class Task:
     instance_id: str | None = None
     program_failures: int = 0
     environment_failures: int = 0
+    interruptions: int = 0
     consecutive_environment_failures: int = 0
     avoid_pools: tuple[str, ...] = ()
     checkpoint: Checkpoint | None = None

@@ -20,6 +20,7 @@ class MessageType:
     JOB_SUBMITTED = "JobSubmitted"
     TASKS_RUNNABLE = "TasksRunnable"  # tasks went (back) to QUEUED: requeue, resume
     CAPACITY_FREED = "CapacityFreed"  # an attempt ended: a slot may be free for queued work
+    JOB_CONTROL = "JobControl"  # the user asked to cancel, suspend or resume
 
 
 class EnvVar:
@@ -130,7 +131,7 @@ SUBSCRIPTIONS = (
     SubscriptionDef(
         "control",
         "scheduler",
-        (MessageType.JOB_SUBMITTED, MessageType.TASKS_RUNNABLE, MessageType.CAPACITY_FREED),
+        (MessageType.JOB_SUBMITTED, MessageType.TASKS_RUNNABLE, MessageType.CAPACITY_FREED, MessageType.JOB_CONTROL),
     ),
 )
 

@@ -7,7 +7,7 @@ every field that is wrong is named in the error (pydantic collects them all).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -211,4 +211,4 @@ def parse_spec(document: Any) -> JobSpec:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -79,6 +79,7 @@ class AttemptEnd:
     exit_code: int | None = None
     exec_seconds: float = 0.0
     interrupted: bool = False
+    launched: bool = True  # False when the launch call itself failed: no execution to count
 
 
 def ended(task: Task, outcome: str, scope: Scope | None, **details: Any) -> AttemptEnd:
@@ -113,7 +114,9 @@ def after_completion(task: Task, report: CompletionReport, retries: RetrySpec) -
     if report.outcome == "cancelled":
         return TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user", end_attempt=end)
     # interrupted or environment_error: the environment's fault, never the program's.
-    return environment_fault(task, report.reason or report.outcome, retries, end)
+    return environment_fault(
+        task, report.reason or report.outcome, retries, end, reclaimed=report.outcome == "interrupted"
+    )
 
 
 def _program_failed(
@@ -138,16 +141,24 @@ def _program_failed(
     )
 
 
-def environment_fault(task: Task, reason: str, retries: RetrySpec, end: AttemptEnd | None) -> TaskChange:
-    """The attempt was lost to the environment: retry elsewhere within the environment budget."""
+def environment_fault(
+    task: Task, reason: str, retries: RetrySpec, end: AttemptEnd | None, reclaimed: bool = False
+) -> TaskChange:
+    """The attempt was lost to the environment: retry elsewhere, never against the program's budget.
+
+    A spot reclaim is the normal price of spot and its progress is kept by the checkpoint, so it
+    does not use up the environment budget (a long job in a busy pool would otherwise fail); it
+    does count as a fault in a row, which is what moves a task to on-demand.
+    """
     pool = task.pool
     avoid = tuple(dict.fromkeys((*task.avoid_pools, pool))) if pool else task.avoid_pools
+    increments = {"interruptions": 1} if reclaimed else {"environment_failures": 1}
     common = {
-        "increments": {"environment_failures": 1, "consecutive_environment_failures": 1},
+        "increments": {**increments, "consecutive_environment_failures": 1},
         "set_fields": {"avoid_pools": list(avoid[-10:])},
         "end_attempt": end,
     }
-    if task.environment_failures >= retries.environment:
+    if not reclaimed and task.environment_failures >= retries.environment:
         return TaskChange(
             task, TaskState.FAILED, "TaskFailed",
             reason=f"environment: {reason} (environment retries exhausted: {retries.environment})", **common,

@@ -1,0 +1,169 @@
+"""EC2: launch workers one call per pool, terminate them, ask whether they are alive, read spot prices."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+MANAGED_TAG = "spotrun:managed"
+
+# Launch errors that say "not here, not now": the environment's fault; try the next pool.
+CAPACITY_ERRORS = frozenset({
+    "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
+    "InstanceLimitExceeded", "Unsupported", "InsufficientCapacity", "VcpuLimitExceeded",
+})
+THROTTLING_ERRORS = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    instance_type: str
+    zone: str
+    spot: bool
+    tags: dict[str, str]  # common to every instance of the call
+    per_instance_tags: list[dict[str, str]]  # one entry per instance wanted, in order
+    token: str  # idempotency: the same request twice launches once
+
+    @property
+    def count(self) -> int:
+        return len(self.per_instance_tags)
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    instance_ids: list[str] = field(default_factory=list)
+    error_code: str | None = None
+    error_message: str = ""
+
+
+def client_token(parts: Sequence[str]) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:64]
+
+
+class Ec2Compute:
+    """Takes a boto3 EC2 client, the launch template id and the subnet per availability zone."""
+
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], sleep: Any = time.sleep):
+        self.client = client
+        self.launch_template_id = launch_template_id
+        self.subnets = subnets
+        self._sleep = sleep
+
+    @property
+    def zones(self) -> list[str]:
+        return sorted(self.subnets)
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        subnet = self.subnets.get(request.zone)
+        if subnet is None:
+            return LaunchResult(error_code="Unsupported", error_message=f"no subnet in {request.zone}")
+        tags = {MANAGED_TAG: "true", **request.tags}
+        if request.count == 1:
+            tags.update(request.per_instance_tags[0])
+        params: dict[str, Any] = {
+            "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": "$Default"},
+            "InstanceType": request.instance_type, "MinCount": 1, "MaxCount": request.count, "SubnetId": subnet,
+            "ClientToken": request.token,
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+                for kind in ("instance", "volume")
+            ],
+        }
+        if request.spot:
+            params["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+            }
+        for delay in (0.2, 0.5, 1.0, 2.0, None):
+            try:
+                answer = self.client.run_instances(**params)
+                break
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code in THROTTLING_ERRORS and delay is not None:
+                    self._sleep(delay)
+                    continue
+                if code in CAPACITY_ERRORS or code in THROTTLING_ERRORS:
+                    return LaunchResult(error_code=code, error_message=error.response["Error"].get("Message", ""))
+                raise
+        ids = [i["InstanceId"] for i in answer.get("Instances", [])]
+        if request.count > 1:
+            # One launch call per pool cannot give each instance its own tags: name task and attempt afterwards.
+            for instance_id, own in zip(ids, request.per_instance_tags, strict=False):
+                self.client.create_tags(Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in own.items()])
+        return LaunchResult(instance_ids=ids)
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        for start in range(0, len(instance_ids), 500):
+            chunk = list(instance_ids[start:start + 500])
+            try:
+                self.client.terminate_instances(InstanceIds=chunk)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
+                    raise
+
+    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """Instance state names; an instance EC2 no longer knows is reported 'terminated'."""
+        out = {i: "terminated" for i in instance_ids}
+        for start in range(0, len(instance_ids), 500):
+            chunk = list(instance_ids[start:start + 500])
+            try:
+                pages = self.client.get_paginator("describe_instances").paginate(InstanceIds=chunk)
+                for page in pages:
+                    for reservation in page.get("Reservations", []):
+                        for instance in reservation.get("Instances", []):
+                            out[instance["InstanceId"]] = instance["State"]["Name"]
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
+                    raise
+                for instance_id in chunk:  # ask one by one to tell the unknown ones apart
+                    if len(chunk) > 1:
+                        out.update(self.states([instance_id]))
+        return out
+
+    def managed_instances(self) -> list[dict[str, Any]]:
+        """Every live instance spotrun launched, with its tags (a tag-filtered EC2 query, not a table scan)."""
+        found = []
+        pages = self.client.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ])
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    found.append({
+                        "instance_id": instance["InstanceId"], "state": instance["State"]["Name"],
+                        "launched_at": instance.get("LaunchTime"),
+                        "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", [])},
+                    })
+        return found
+
+
+class Ec2SpotPrices:
+    """Current spot prices per pool from DescribeSpotPriceHistory, cached for a few minutes."""
+
+    def __init__(self, client: Any, ttl_seconds: float = 300.0):
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self._cache: dict[str, float] = {}
+        self._fetched = 0.0
+
+    def prices(self, instance_types: Sequence[str], now: datetime) -> dict[str, float]:
+        if self._cache and time.monotonic() - self._fetched < self.ttl_seconds:
+            return self._cache
+        prices: dict[str, float] = {}
+        pages = self.client.get_paginator("describe_spot_price_history").paginate(
+            InstanceTypes=list(instance_types), ProductDescriptions=["Linux/UNIX"],
+            StartTime=now.astimezone(UTC),
+        )
+        for page in pages:
+            for row in page.get("SpotPriceHistory", []):
+                prices.setdefault(f"{row['InstanceType']}@{row['AvailabilityZone']}", float(row["SpotPrice"]))
+        self._cache, self._fetched = prices, time.monotonic()
+        return prices

@@ -1,0 +1,219 @@
+"""An attempt's life after launch: claim, heartbeats, checkpoints, completion, interruptions, loss.
+
+Each use case reads the task, asks the pure lifecycle what to do, and writes it guarded by the
+state and attempt it read; on a lost race it reads again, so duplicates and stragglers change
+nothing and a redelivered message repairs what a crash left half done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from spotrun.control import ControlPlane
+from spotrun.domain.interruptions import Action, InstanceEvent
+from spotrun.domain.lifecycle import TaskChange, after_completion, derive_job_state, ended, environment_fault
+from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
+from spotrun.model import ACTIVE_STATES, Checkpoint, Desired, Job, Scope, Task, TaskState, TimelineEvent
+from spotrun.resources import MessageType
+from spotrun.scheduling import ScheduleReport, _spec_for_validation, replace_task
+from spotrun.spec import JobSpec
+
+log = logging.getLogger(__name__)
+RETRIES_ON_RACE = 4
+
+
+class ClaimRefused(Exception):
+    """The attempt does not own its task (superseded, cancelled, or never launched)."""
+
+
+def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
+    """The agent takes its task: LAUNCHING -> RUNNING, fenced by the attempt number."""
+    for _ in range(RETRIES_ON_RACE):
+        task = cp.store.get_task(ref.job_id, ref.index)
+        if task is None:
+            raise ClaimRefused(f"no task {ref.job_id}/{ref.index}")
+        if task.attempt != ref.attempt:
+            raise ClaimRefused(f"attempt {ref.attempt} was superseded by attempt {task.attempt}")
+        if task.state == TaskState.RUNNING:
+            return task  # a retried claim
+        if task.state != TaskState.LAUNCHING:
+            raise ClaimRefused(f"task is {task.state}")
+        change = TaskChange(task, TaskState.RUNNING, "TaskStarted", set_fields={"instance_id": ref.instance_id},
+                            remove_fields=("draining_attempt",))
+        if cp.store.apply(change, cp.clock(), {"instance": ref.instance_id}):
+            cp.store.refresh_job_state(ref.job_id, derive_job_state, cp.clock())
+            return cp.store.get_task(ref.job_id, ref.index)
+    raise ClaimRefused("the task kept changing while it was claimed")
+
+
+def record_heartbeat(cp: ControlPlane, beat: Heartbeat) -> bool:
+    """Liveness and progress. False when the heartbeat is stale (old attempt, or older than the last)."""
+    fields = {"progress": beat.progress, "phase": beat.phase, "cpu_percent": beat.cpu_percent,
+              "memory_bytes": beat.memory_bytes}
+    return bool(cp.store.record_heartbeat(beat.job_id, beat.index, beat.attempt, beat.sent_at,
+                                          {k: v for k, v in fields.items() if v is not None}))
+
+
+def commit_checkpoint(cp: ControlPlane, ref: AttemptRef, checkpoint: Checkpoint) -> bool:
+    """Move the task's pointer to a checkpoint whose files and manifest are already in S3."""
+    committed = bool(cp.store.commit_checkpoint(ref.job_id, ref.index, checkpoint))
+    if committed:
+        cp.store.add_event(TimelineEvent(
+            ref.job_id, checkpoint.committed_at, "CheckpointCommitted", f"{ref.index}-ckpt-{checkpoint.seq}",
+            ref.index, ref.attempt, {"seq": checkpoint.seq, "bytes": checkpoint.size_bytes, "method": checkpoint.method},
+        ))
+    return committed
+
+
+@dataclass
+class Completion:
+    change: TaskChange | None
+    applied: bool
+    task: Task | None = None
+
+
+def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
+    """Classify an attempt's end by scope and move the task; stale or repeated reports change nothing."""
+    for _ in range(RETRIES_ON_RACE):
+        task = cp.store.get_task(report.job_id, report.index)
+        job = cp.store.get_job(report.job_id)
+        if task is None or job is None:
+            log.warning("completion for unknown task %s/%s dropped", report.job_id, report.index)
+            return Completion(None, False)
+        retries = JobSpec.model_validate(_spec_for_validation(job)).retries
+        change = after_completion(task, report, retries)
+        if change is None:
+            _close_superseded_attempt(cp, task, report)
+            return Completion(None, False, task)
+        if cp.store.apply(change, cp.clock(), _report_detail(report)):
+            _after_change(cp, job, change, terminate=report.instance_id)
+            return Completion(change, True, cp.store.get_task(report.job_id, report.index))
+    raise RuntimeError(f"task {report.job_id}/{report.index} kept changing; the message will be retried")
+
+
+def _report_detail(report: CompletionReport) -> dict[str, object]:
+    detail: dict[str, object] = {"outcome": report.outcome}
+    if report.program is not None:
+        detail.update(exit_code=report.program.exit_code, exec_seconds=round(report.program.exec_seconds, 3))
+    return detail
+
+
+def _close_superseded_attempt(cp: ControlPlane, task: Task, report: CompletionReport) -> None:
+    """The report of an attempt that no longer owns its task (e.g. the interrupted one after its final checkpoint)."""
+    if report.attempt < task.attempt:
+        cp.store.record_attempt_end(task.job_id, task.index, report.attempt, report.outcome, report.scope,
+                                    report.program.exec_seconds if report.program else 0.0, cp.clock())
+
+
+def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str | None = None) -> None:
+    """What follows a task move: free the instance, wake the scheduler, start the combine, refresh the job."""
+    now = cp.clock()
+    to = change.to_state
+    if terminate and change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES:
+        cp.compute.terminate([terminate])
+    if to == TaskState.QUEUED:
+        cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job.job_id, indexes=[change.task.index],
+                                   reason=change.event))
+    elif change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES:
+        cp.bus.send(ControlMessage(type=MessageType.CAPACITY_FREED, job_id=job.job_id))
+    if to in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
+        _maybe_release_combine(cp, job.job_id, now)
+    cp.store.refresh_job_state(job.job_id, derive_job_state, now)
+    _notify(cp, change, now)
+
+
+def _maybe_release_combine(cp: ControlPlane, job_id: str, now: datetime) -> None:
+    """Queue the combine task once every task succeeded; cancel it when that can no longer happen."""
+    job = cp.store.get_job(job_id)
+    if job is None or job.combine_index is None:
+        return
+    combine = cp.store.get_task(job_id, job.combine_index)
+    if combine is None or combine.state != TaskState.WAITING:
+        return
+    counts = job.counts
+    succeeded = counts.get(TaskState.SUCCEEDED, 0)
+    unfinished = sum(counts.get(s, 0) for s in (TaskState.QUEUED, TaskState.LAUNCHING, TaskState.RUNNING,
+                                                  TaskState.SUSPENDED))
+    allow_partial = bool((job.spec.get("combine") or {}).get("allow_partial"))
+    if succeeded == job.task_count or (allow_partial and unfinished == 0):
+        if cp.store.apply(TaskChange(combine, TaskState.QUEUED, "CombineQueued"), now):
+            cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job_id, indexes=[combine.index]))
+    elif not allow_partial and (counts.get(TaskState.FAILED, 0) or counts.get(TaskState.CANCELLED, 0)):
+        cp.store.apply(TaskChange(combine, TaskState.CANCELLED, "CombineCancelled",
+                                  reason="a task did not succeed and the combine does not allow partial results"), now)
+
+
+def _notify(cp: ControlPlane, change: TaskChange, now: datetime) -> None:
+    task = change.task
+    attempt = task.attempt + 1 if change.new_attempt else task.attempt
+    event = TimelineEvent(task.job_id, now, change.event, f"{task.index}-{attempt}-{change.event}", task.index, attempt,
+                          {"reason": change.reason} if change.reason else {})
+    try:
+        cp.bus.notify([event])
+    except Exception:  # noqa: BLE001 - the timeline holds the event; a lost notification must not fail the move
+        log.warning("notification failed", exc_info=True)
+
+
+@dataclass
+class InterruptionOutcome:
+    replaced: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    checkpoint_requested: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> InterruptionOutcome:
+    """Carry out the one action the pure classifier chose for an instance event."""
+    outcome = InterruptionOutcome()
+    for instance_id in event.instance_ids:
+        worker = cp.store.worker(instance_id)
+        task = cp.store.get_task(worker.job_id, worker.index) if worker else None
+        if worker is None or task is None or event.action == Action.IGNORE:
+            outcome.ignored.append(instance_id)
+            continue
+        owns = task.attempt == worker.attempt and task.state in ACTIVE_STATES
+        if event.action == Action.REPLACE and owns:
+            cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
+            replace_task(cp, task, event.reason, ScheduleReport())
+            outcome.replaced.append(instance_id)
+        elif event.action == Action.CHECKPOINT and owns and task.state == TaskState.RUNNING:
+            cp.store.request_checkpoint(task.job_id, task.index, task.attempt, cp.clock())
+            outcome.checkpoint_requested.append(instance_id)
+        elif event.action == Action.ATTEMPT_LOST and owns:
+            if lose_attempt(cp, task, event.reason):
+                outcome.requeued.append(instance_id)
+        elif event.action == Action.ATTEMPT_LOST and worker.attempt < task.attempt:
+            cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
+                                        cp.clock())
+            outcome.ignored.append(instance_id)
+        else:
+            outcome.ignored.append(instance_id)
+    return outcome
+
+
+def lose_attempt(cp: ControlPlane, task: Task, reason: str) -> bool:
+    """The attempt's instance is gone without a report: an environment fault, retried from the checkpoint."""
+    job = cp.store.get_job(task.job_id)
+    if job is None:
+        return False
+    retries = JobSpec.model_validate(_spec_for_validation(job)).retries
+    change = environment_fault(task, reason, retries, ended(task, "lost", Scope.ENVIRONMENT))
+    if cp.store.apply(change, cp.clock(), {"reason": reason}):
+        _after_change(cp, job, change, terminate=task.instance_id)
+        return True
+    return False
+
+
+def desired_for(task: Task, attempt: int) -> Desired:
+    """What an agent of `attempt` should do now, read on its heartbeat tick."""
+    if task.attempt != attempt:
+        return Desired.CANCEL if task.draining_attempt != attempt else Desired.CHECKPOINT
+    return task.desired
+
+
+def stop_instances(cp: ControlPlane, instance_ids: Sequence[str]) -> None:
+    if instance_ids:
+        cp.compute.terminate(list(instance_ids))

@@ -1,0 +1,50 @@
+"""What every handler shares: Powertools logger, metrics and tracer, and the SQS batch loop.
+
+Handlers stay thin: parse the record into a wire model, call one use case, report partial batch
+failures. A record that cannot be parsed is dropped with a log line and a metric (retrying it
+would never help); a record whose use case raised is reported failed and retried, then dead-lettered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import BaseModel, ValidationError
+
+logger = Logger(service="spotrun")
+metrics = Metrics(namespace="spotrun", service="spotrun")
+tracer = Tracer(service="spotrun")
+
+
+class Malformed(Exception):
+    """A message that can never be handled: acknowledged and counted, not retried."""
+
+
+def parse_body(record: SQSRecord, model: type[BaseModel], sns_envelope: bool = False) -> Any:
+    try:
+        body = json.loads(record.body)
+        if sns_envelope:
+            body = json.loads(body["Message"])
+        return model.model_validate(body)
+    except (ValueError, KeyError, TypeError, ValidationError) as error:
+        raise Malformed(f"{model.__name__}: {str(error)[:300]}") from None
+
+
+def run_batch(event: dict[str, Any], context: Any, handle: Callable[[SQSRecord], None]) -> dict[str, Any]:
+    """Process an SQS batch with partial failures; malformed records are dropped, not retried."""
+
+    def guarded(record: SQSRecord) -> None:
+        try:
+            handle(record)
+        except Malformed as problem:
+            logger.warning("dropped a malformed message", extra={"message_id": record.message_id, "problem": str(problem)})
+            metrics.add_metric(name="MalformedMessages", unit=MetricUnit.Count, value=1)
+
+    return process_partial_response(event=event, record_handler=guarded, processor=BatchProcessor(EventType.SQS),
+                                    context=context)

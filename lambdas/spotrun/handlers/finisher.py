@@ -1,0 +1,30 @@
+"""SQS completion reports -> the attempt's outcome, classified by scope, and the task's next state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from spotrun.attempts import complete
+from spotrun.control import ControlPlane, default_control_plane
+from spotrun.handlers.common import logger, metrics, parse_body, run_batch, tracer
+from spotrun.messages import CompletionReport
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+    cp = control or default_control_plane()
+
+    def handle(record: SQSRecord) -> None:
+        report = parse_body(record, CompletionReport)
+        result = complete(cp, report)
+        if result.change is not None:
+            metrics.add_metric(name=result.change.event, unit=MetricUnit.Count, value=1)
+        logger.info("completion", extra={"job_id": report.job_id, "task": report.index, "attempt": report.attempt,
+                                         "outcome": report.outcome, "applied": result.applied})
+
+    return run_batch(event, context, handle)

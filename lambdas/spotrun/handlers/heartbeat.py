@@ -1,0 +1,27 @@
+"""SQS heartbeats -> liveness and progress of each attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from spotrun.attempts import record_heartbeat
+from spotrun.control import ControlPlane, default_control_plane
+from spotrun.handlers.common import logger, metrics, parse_body, run_batch, tracer
+from spotrun.messages import Heartbeat
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+    cp = control or default_control_plane()
+
+    def handle(record: SQSRecord) -> None:
+        beat = parse_body(record, Heartbeat)
+        if not record_heartbeat(cp, beat):
+            metrics.add_metric(name="StaleHeartbeats", unit=MetricUnit.Count, value=1)
+
+    return run_batch(event, context, handle)

@@ -1,0 +1,39 @@
+"""EventBridge instance events (via SQS) -> replace, checkpoint early, or requeue the attempt."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from spotrun.attempts import handle_instance_event
+from spotrun.control import ControlPlane, default_control_plane
+from spotrun.domain.interruptions import Action, classify_event
+from spotrun.handlers.common import Malformed, logger, metrics, run_batch, tracer
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+    cp = control or default_control_plane()
+
+    def handle(record: SQSRecord) -> None:
+        try:
+            body = json.loads(record.body)
+        except ValueError:
+            raise Malformed("not JSON") from None
+        instance_event = classify_event(body)
+        if instance_event.action == Action.IGNORE:
+            metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
+            return
+        outcome = handle_instance_event(cp, instance_event)
+        if instance_event.at is not None:
+            latency = (cp.clock() - instance_event.at).total_seconds()
+            metrics.add_metric(name=f"{instance_event.kind}Latency", unit=MetricUnit.Seconds, value=max(latency, 0.0))
+        logger.info("instance event", extra={"kind": instance_event.kind, "action": instance_event.action,
+                                             "replaced": outcome.replaced, "requeued": outcome.requeued})
+
+    return run_batch(event, context, handle)

@@ -1,0 +1,25 @@
+"""Every minute: lost workers, stuck launches, orphan instances, timeouts; reconcile open jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from spotrun.control import ControlPlane, default_control_plane
+from spotrun.handlers.common import logger, metrics, tracer
+from spotrun.reaping import sweep
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+    report = sweep(control or default_control_plane())
+    for name, value in (("LostWorkers", len(report.lost)), ("StuckLaunches", len(report.stuck_launches)),
+                        ("OrphanInstances", len(report.orphans)), ("TimedOutJobs", len(report.timed_out))):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    logger.info("sweep", extra={"lost": report.lost, "stuck": report.stuck_launches, "orphans": report.orphans,
+                                "timed_out": report.timed_out, "reconciled": report.reconciled})
+    return {"lost": len(report.lost), "stuck": len(report.stuck_launches), "orphans": len(report.orphans),
+            "timed_out": len(report.timed_out), "reconciled": report.reconciled}

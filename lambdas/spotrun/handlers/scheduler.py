@@ -1,0 +1,34 @@
+"""Control messages (SNS -> SQS) -> a job's tasks admitted, launched, suspended, resumed or cancelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from spotrun.control import ControlPlane, default_control_plane
+from spotrun.handlers.common import logger, metrics, parse_body, run_batch, tracer
+from spotrun.messages import ControlMessage
+from spotrun.scheduling import reconcile_job
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+    cp = control or default_control_plane()
+    done: set[str] = set()  # one reconcile per job per batch is enough: it looks at the whole job
+
+    def handle(record: SQSRecord) -> None:
+        message = parse_body(record, ControlMessage, sns_envelope=True)
+        if message.job_id in done:
+            return
+        report = reconcile_job(cp, message.job_id)
+        done.add(message.job_id)
+        metrics.add_metric(name="TasksAdmitted", unit=MetricUnit.Count, value=report.admitted)
+        metrics.add_metric(name="LaunchCalls", unit=MetricUnit.Count, value=report.launch_calls)
+        logger.info("reconciled", extra={"job_id": message.job_id, "type": message.type, "admitted": report.admitted,
+                                         "launched": report.launched, "failed_pools": report.failed_pools})
+
+    return run_batch(event, context, handle)

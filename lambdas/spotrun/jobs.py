@@ -1,0 +1,180 @@
+"""Use cases behind the API: submit, inspect and steer jobs. Handlers call exactly one of these."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from spotrun.control import ControlPlane
+from spotrun.messages import ControlMessage
+from spotrun.model import (
+    ACTIVE_STATES,
+    FINISHED_JOB_STATES,
+    Desired,
+    Job,
+    JobState,
+    Task,
+    TaskState,
+    TimelineEvent,
+)
+from spotrun.resources import MessageType
+from spotrun.spec import parse_spec
+
+
+class NotFound(Exception):
+    """No such job or task."""
+
+
+class Conflict(Exception):
+    """The action is not allowed in the current state; the message says why."""
+
+
+def new_job_id(now_ns: int | None = None) -> str:
+    """Time-ordered, unguessable job ids: 'j-' + 12 hex of milliseconds + 8 random hex."""
+    millis = (now_ns or time.time_ns()) // 1_000_000
+    return f"j-{millis:012x}{os.urandom(4).hex()}"
+
+
+def idempotent_job_id(owner: str, key: str) -> str:
+    digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()
+    return f"j-{digest[:20]}"
+
+
+def submit_job(cp: ControlPlane, document: Any, owner: str = "", idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate and store a job with all its tasks, then ask for it to be scheduled.
+
+    Returns the job and whether it was created now (False: the idempotency key was seen before).
+    """
+    spec = parse_spec(document)
+    now = cp.clock()
+    job_id = idempotent_job_id(owner, idempotency_key) if idempotency_key else new_job_id()
+    count = spec.task_count
+    tasks: list[dict[str, Any]] = [
+        {"job_id": job_id, "index": i, "kind": "task", "state": TaskState.QUEUED,
+         "env": spec.parameters[i] if spec.parameters is not None else None}
+        for i in range(count)
+    ]
+    counts = {TaskState.QUEUED.value: count}
+    if spec.combine is not None:
+        tasks.append({"job_id": job_id, "index": count, "kind": "combine", "state": TaskState.WAITING})
+        counts[TaskState.WAITING.value] = 1
+    stored_spec = spec.model_dump(mode="json", exclude={"parameters"}, exclude_none=True)
+    if spec.parameters is not None:
+        stored_spec["parameter_count"] = len(spec.parameters)
+    job = Job(
+        job_id=job_id, name=spec.name, spec=stored_spec, state=JobState.QUEUED, task_count=count,
+        has_combine=spec.combine is not None, counts=counts, active=0, desired=Desired.RUN,
+        created_at=now, updated_at=now, owner=owner,
+    )
+    event = TimelineEvent(job_id, now, "JobSubmitted", "job-submitted", None, None, {"tasks": count, "name": spec.name})
+    created = cp.store.create_job(job, tasks, event)
+    if not created:
+        existing = cp.store.get_job(job_id)
+        assert existing is not None
+        return existing, False
+    cp.bus.send(ControlMessage(type=MessageType.JOB_SUBMITTED, job_id=job_id))
+    _notify(cp, [event])
+    return job, True
+
+
+def get_job(cp: ControlPlane, job_id: str) -> Job:
+    job = cp.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def get_task(cp: ControlPlane, job_id: str, index: int) -> Task:
+    task = cp.store.get_task(job_id, index)
+    if task is None:
+        raise NotFound(f"job {job_id} has no task {index}")
+    return task
+
+
+@dataclass(frozen=True)
+class Action:
+    desired: Desired
+    allowed_from: tuple[Desired, ...]
+    verb: str
+
+
+ACTIONS = {
+    "cancel": Action(Desired.CANCEL, (Desired.RUN, Desired.SUSPEND), "cancelled"),
+    "suspend": Action(Desired.SUSPEND, (Desired.RUN,), "suspended"),
+    "resume": Action(Desired.RUN, (Desired.SUSPEND,), "resumed"),
+}
+
+
+def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
+    """Cancel (kill), suspend or resume a job: record the wish, let the scheduler carry it out."""
+    action = ACTIONS[action_name]
+    job = get_job(cp, job_id)
+    if job.state in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job_id} is {job.state}; it cannot be {action.verb}")
+    if job.desired == action.desired:
+        return job  # asking twice is fine
+    if job.desired not in action.allowed_from:
+        raise Conflict(f"job {job_id} is being {ACTIONS_BY_DESIRED[job.desired]}; it cannot be {action.verb} now")
+    now = cp.clock()
+    if not cp.store.set_job_desired(job_id, action.desired, action.allowed_from, now):
+        raise Conflict(f"job {job_id} changed while it was being {action.verb}; try again")
+    event = TimelineEvent(job_id, now, f"Job{action_name.title()}Requested", f"job-{action_name}-{now.timestamp()}", None, None, {})
+    cp.store.add_event(event)
+    cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, reason=action_name))
+    _notify(cp, [event])
+    return get_job(cp, job_id)
+
+
+ACTIONS_BY_DESIRED = {Desired.CANCEL: "cancelled", Desired.SUSPEND: "suspended", Desired.RUN: "run"}
+
+
+def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
+    task = get_task(cp, job_id, index)
+    if task.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
+        raise Conflict(f"task {index} is {task.state}; it cannot be cancelled")
+    cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state])
+    cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
+    return get_task(cp, job_id, index)
+
+
+def list_jobs(cp: ControlPlane, state: str | None, limit: int, token: str | None) -> tuple[list[Job], str | None]:
+    states = [JobState(state)] if state else list(JobState)
+    return cp.store.list_jobs(states, limit, token)
+
+
+def list_tasks(cp: ControlPlane, job_id: str, state: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
+    get_job(cp, job_id)
+    return cp.store.list_tasks(job_id, TaskState(state) if state else None, limit, token)
+
+
+def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> list[TimelineEvent]:
+    get_job(cp, job_id)
+    return cp.store.timeline(job_id, limit, after)
+
+
+def upload_url(cp: ControlPlane, owner: str, filename: str) -> dict[str, str]:
+    """A presigned PUT for one input file; the job then names it by its s3:// URI."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[:200] or "input"
+    key = f"uploads/{hashlib.sha256(owner.encode()).hexdigest()[:16]}/{os.urandom(8).hex()}/{safe}"
+    return {"url": cp.blobs.upload_url(key), "uri": f"s3://{cp.settings.bucket}/{key}"}
+
+
+def output_urls(cp: ControlPlane, job_id: str) -> list[dict[str, Any]]:
+    get_job(cp, job_id)
+    return [{**o, "url": cp.blobs.download_url(o["key"])} for o in cp.blobs.keys(f"jobs/{job_id}/outputs/")]
+
+
+def is_active(task: Task) -> bool:
+    return task.state in ACTIVE_STATES
+
+
+def _notify(cp: ControlPlane, events: list[TimelineEvent]) -> None:
+    try:
+        cp.bus.notify(events)
+    except Exception:  # noqa: BLE001 - the timeline is the record; a lost notification must not fail the action
+        import logging
+
+        logging.getLogger(__name__).warning("notification failed", exc_info=True)

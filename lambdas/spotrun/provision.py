@@ -1,0 +1,87 @@
+"""Create the control plane's resources from `spotrun.resources` against any AWS endpoint.
+
+The local runtime and the integration tests use it against moto; the deployed stack is built
+from the same declarations by CDK. Returns the environment the functions and agents read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from spotrun import resources
+from spotrun.resources import EnvVar
+
+
+def create_table(dynamodb: Any, name: str) -> None:
+    table = resources.TABLE
+    key_names = {table.partition_key, table.sort_key}
+    for index in table.indexes:
+        key_names |= {index.partition_key, index.sort_key}
+    dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in sorted(key_names)],
+        KeySchema=[{"AttributeName": table.partition_key, "KeyType": "HASH"},
+                   {"AttributeName": table.sort_key, "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {"IndexName": i.name, "Projection": {"ProjectionType": "ALL"},
+             "KeySchema": [{"AttributeName": i.partition_key, "KeyType": "HASH"},
+                           {"AttributeName": i.sort_key, "KeyType": "RANGE"}]}
+            for i in table.indexes
+        ],
+    )
+
+
+def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
+              zones: tuple[str, ...] = ("us-east-1a", "us-east-1b", "us-east-1c"),
+              instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")) -> dict[str, str]:
+    """Build table, bucket, topics, queues (with DLQs), subscriptions, rules, network and launch template."""
+    def client(name: str) -> Any:
+        return session.client(name, region_name=region)
+
+    dynamodb, s3, sns, sqs, events, ec2 = (client(n) for n in ("dynamodb", "s3", "sns", "sqs", "events", "ec2"))
+    table = f"{prefix}-state"
+    create_table(dynamodb, table)
+    bucket = f"{prefix}-data-{region}"
+    s3.create_bucket(Bucket=bucket)
+
+    topics = {name: sns.create_topic(Name=f"{prefix}-{name}")["TopicArn"] for name in resources.TOPICS}
+    queues: dict[str, dict[str, str]] = {}
+    for queue in resources.QUEUES:
+        dlq_url = sqs.create_queue(QueueName=f"{prefix}-{queue.key}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=f"{prefix}-{queue.key}", Attributes={
+            "VisibilityTimeout": str(queue.visibility_timeout_seconds),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)}),
+        })["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queues[queue.key] = {"url": url, "arn": arn, "dlq_url": dlq_url}
+    for subscription in resources.SUBSCRIPTIONS:
+        sns.subscribe(
+            TopicArn=topics[subscription.topic], Protocol="sqs", Endpoint=queues[subscription.queue]["arn"],
+            Attributes={"FilterPolicy": json.dumps(subscription.filter_policy()), "RawMessageDelivery": "false"},
+        )
+    for rule in resources.RULES:
+        events.put_rule(Name=f"{prefix}-{rule.key}", EventPattern=json.dumps(rule.pattern), State="ENABLED")
+        events.put_targets(Rule=f"{prefix}-{rule.key}", Targets=[{"Id": rule.queue, "Arn": queues[rule.queue]["arn"]}])
+
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnets = {
+        zone: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{n}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        for n, zone in enumerate(zones)
+    }
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"{prefix}-worker",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "MetadataOptions": {"HttpTokens": "required"}},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+
+    return {
+        EnvVar.TABLE: table, EnvVar.BUCKET: bucket,
+        EnvVar.CONTROL_TOPIC_ARN: topics["control"], EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"],
+        EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
+        EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets),
+        EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
+        "SPOTRUN_QUEUE_URLS": json.dumps({k: v["url"] for k, v in queues.items()}),
+        "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),
+        "AWS_REGION": region,
+    }

@@ -1,0 +1,120 @@
+"""The reaper's sweep: nothing in spotrun relies on a single event arriving.
+
+Every minute it finds attempts whose heartbeats stopped (and asks EC2 before declaring them lost),
+launches that never started, instances nobody owns, jobs past their timeout, and it reconciles
+every open job, which also schedules work whose wake-up message was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from spotrun.attempts import lose_attempt
+from spotrun.control import ControlPlane
+from spotrun.model import Desired, JobState, TaskState
+from spotrun.scheduling import ScheduleReport, reconcile_job
+
+log = logging.getLogger(__name__)
+
+# A worker EC2 still calls running is only declared lost after this many stale periods: a slow
+# network or a long checkpoint upload must not kill a healthy job (a known complaint elsewhere).
+RUNNING_BUT_SILENT_FACTOR = 3
+SWEEP_BUDGET_SECONDS = 200.0
+STALE_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    lost: list[str] = field(default_factory=list)
+    stuck_launches: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    reconciled: int = 0
+
+
+def sweep(cp: ControlPlane, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepReport:
+    started = time.monotonic()
+    report = SweepReport()
+    _find_lost_attempts(cp, report)
+    _stop_timed_out_jobs(cp, report)
+    for state in (JobState.QUEUED, JobState.RUNNING, JobState.SUSPENDED):
+        token = None
+        while time.monotonic() - started < budget_seconds:
+            jobs, token = cp.store.list_jobs([state], 100, token)
+            for job in jobs:
+                reconcile_job(cp, job.job_id, ScheduleReport())
+                report.reconciled += 1
+            if not token:
+                break
+    _terminate_orphans(cp, report)
+    return report
+
+
+def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
+    now = cp.clock()
+    heartbeat_cutoff = now - timedelta(seconds=cp.settings.heartbeat_stale_seconds)
+    launch_cutoff = now - timedelta(seconds=cp.settings.launch_stale_seconds)
+    # LAUNCHING tasks are keyed by launch time, RUNNING ones by their last heartbeat: take the later cutoff.
+    stale = cp.store.stale_live_tasks(max(heartbeat_cutoff, launch_cutoff), STALE_BATCH)
+    candidates = []
+    for task in stale:
+        if task.state == TaskState.LAUNCHING and (task.launched_at or now) > launch_cutoff:
+            continue  # still within its time to boot
+        candidates.append(task)
+    states = cp.compute.states([t.instance_id for t in candidates if t.instance_id])
+    for task in candidates:
+        label = f"{task.job_id}/{task.index}#{task.attempt}"
+        alive = task.instance_id is not None and states.get(task.instance_id) in ("pending", "running")
+        if task.state == TaskState.LAUNCHING:
+            reason = "instance never started the task" if task.instance_id else "launch never completed"
+            if lose_attempt(cp, task, reason):
+                report.stuck_launches.append(label)
+            continue
+        last = task.last_heartbeat_at or task.started_at or task.launched_at or now
+        silent_for = (now - last).total_seconds()
+        if alive and silent_for < RUNNING_BUT_SILENT_FACTOR * cp.settings.heartbeat_stale_seconds:
+            continue  # EC2 says it runs: give it more time before calling it lost
+        reason = "heartbeats stopped and the instance is gone" if not alive else "heartbeats stopped"
+        if lose_attempt(cp, task, reason):
+            report.lost.append(label)
+
+
+def _stop_timed_out_jobs(cp: ControlPlane, report: SweepReport) -> None:
+    now = cp.clock()
+    for state in (JobState.QUEUED, JobState.RUNNING, JobState.SUSPENDED):
+        token = None
+        while True:
+            jobs, token = cp.store.list_jobs([state], 100, token)
+            for job in jobs:
+                timeout = job.spec.get("timeout")
+                if timeout and job.desired != Desired.CANCEL and (now - job.created_at).total_seconds() > timeout:
+                    if cp.store.set_job_desired(job.job_id, Desired.CANCEL, [Desired.RUN, Desired.SUSPEND], now):
+                        report.timed_out.append(job.job_id)
+            if not token:
+                break
+
+
+def _terminate_orphans(cp: ControlPlane, report: SweepReport) -> None:
+    """Instances spotrun launched that no current attempt owns (a crash between launch and record)."""
+    now = cp.clock()
+    orphans = []
+    for instance in cp.compute.managed_instances():
+        launched = instance.get("launched_at")
+        young = launched is not None and (now - launched).total_seconds() < cp.settings.launch_stale_seconds
+        worker = cp.store.worker(instance["instance_id"])
+        if worker is None:
+            if not young:
+                orphans.append(instance["instance_id"])
+            continue
+        task = cp.store.get_task(worker.job_id, worker.index)
+        owner = task is not None and task.state in (TaskState.LAUNCHING, TaskState.RUNNING) and (
+            task.attempt == worker.attempt or task.draining_attempt == worker.attempt
+        )
+        if not owner:
+            orphans.append(instance["instance_id"])
+    if orphans:
+        cp.compute.terminate(orphans)
+        report.orphans.extend(orphans)

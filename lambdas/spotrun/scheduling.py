@@ -1,0 +1,315 @@
+"""Carrying out a job's desired state: admit queued tasks within the caps and launch them per pool,
+replace interrupted workers at once, and carry out cancel, suspend and resume.
+
+`reconcile_job` is idempotent and safe to run concurrently: every move is a guarded write, so two
+runs racing for the same task cannot both win, and a run that crashed half-way is finished by the
+next one (the next message or the reaper's sweep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from spotrun.adapters.ec2 import LaunchRequest, client_token
+from spotrun.control import ControlPlane
+from spotrun.domain import broker
+from spotrun.domain.lifecycle import AttemptEnd, TaskChange, derive_job_state, ended
+from spotrun.messages import ControlMessage
+from spotrun.model import (
+    ACTIVE_STATES,
+    FINISHED_JOB_STATES,
+    Attempt,
+    Desired,
+    Job,
+    Market,
+    Scope,
+    Task,
+    TaskState,
+    TimelineEvent,
+)
+from spotrun.resources import MessageType
+from spotrun.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+# Tasks per guarded transaction: each task is 2-3 items and a transaction holds at most 100.
+ADMISSION_CHUNK = 25
+# Upper bound of tasks one scheduler invocation admits (the rest on the next message or sweep).
+MAX_ADMIT_PER_RUN = 2_000
+# After this many environment faults in a row a task is moved to on-demand capacity.
+ON_DEMAND_AFTER_FAULTS = 3
+
+
+@dataclass
+class ScheduleReport:
+    admitted: int = 0
+    launched: int = 0
+    launch_calls: int = 0
+    failed_pools: dict[str, str] = field(default_factory=dict)
+    cancelled: int = 0
+    suspended: int = 0
+    resumed: int = 0
+    terminated: list[str] = field(default_factory=list)
+
+
+def reconcile_job(cp: ControlPlane, job_id: str, report: ScheduleReport | None = None) -> ScheduleReport:
+    """Bring a job's tasks in line with what the user wants (run, suspend or cancel)."""
+    report = report or ScheduleReport()
+    job = cp.store.get_job(job_id)
+    if job is None or job.state in FINISHED_JOB_STATES:
+        return report
+    now = cp.clock()
+    if job.desired == Desired.CANCEL:
+        _stop_tasks(cp, job, TaskState.CANCELLED, "TaskCancelled", "cancelled by the user", report)
+    elif job.desired == Desired.SUSPEND:
+        _stop_tasks(cp, job, TaskState.SUSPENDED, "TaskSuspended", "suspended by the user", report)
+    else:
+        _resume_tasks(cp, job, report)
+        _cancel_single_tasks(cp, job, report)
+        schedule_queued(cp, job, report)
+    cp.store.refresh_job_state(job_id, derive_job_state, now)
+    return report
+
+
+def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
+    spec = JobSpec.model_validate(_spec_for_validation(job))
+    job = cp.store.get_job(job.job_id) or job
+    room_in_job = spec.max_concurrency - job.active
+    room_in_account = cp.settings.account_max_instances - cp.store.account_active()
+    slots = min(room_in_job, room_in_account, MAX_ADMIT_PER_RUN)
+    if slots <= 0:
+        return
+    queued = cp.store.tasks_in_state(job.job_id, TaskState.QUEUED, slots)
+    queued = [t for t in queued if t.desired != Desired.CANCEL]
+    if not queued:
+        return
+
+    def admit(task: Task, pool: str, market: Market) -> TaskChange:
+        return TaskChange(task, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
+                          set_fields={"pool": pool, "market": market}, remove_fields=("draining_attempt",))
+
+    launch_tasks(cp, job, spec, queued, admit, report)
+
+
+def replace_task(cp: ControlPlane, task: Task, reason: str, report: ScheduleReport | None = None) -> ScheduleReport:
+    """Start the next attempt of a running task at once, while the interrupted one checkpoints."""
+    report = report or ScheduleReport()
+    job = cp.store.get_job(task.job_id)
+    if job is None:
+        return report
+    spec = JobSpec.model_validate(_spec_for_validation(job))
+    interrupted = ended(task, "interrupted", Scope.ENVIRONMENT)
+
+    def admit(current: Task, pool: str, market: Market) -> TaskChange:
+        avoid = list(dict.fromkeys((*current.avoid_pools, current.pool or "")))[-10:]
+        return TaskChange(
+            current, TaskState.LAUNCHING, "TaskReplacing", reason=reason, new_attempt=True,
+            set_fields={"pool": pool, "market": market, "draining_attempt": current.attempt, "avoid_pools": avoid},
+            increments={"interruptions": 1, "consecutive_environment_failures": 1}, end_attempt=interrupted,
+        )
+
+    avoided = dataclasses.replace(task, avoid_pools=(*task.avoid_pools, task.pool or ""))
+    launch_tasks(cp, job, spec, [avoided], admit, report, snapshot=[task])
+    return report
+
+
+def launch_tasks(
+    cp: ControlPlane,
+    job: Job,
+    spec: JobSpec,
+    tasks: Sequence[Task],
+    admit: Callable[[Task, str, Market], TaskChange],
+    report: ScheduleReport,
+    snapshot: Sequence[Task] | None = None,
+) -> None:
+    """Give each task a pool (broker's order), admit it by a guarded write, launch one call per pool.
+
+    `snapshot` is the stored form of `tasks` when the caller adjusted them for the broker only.
+    """
+    now = cp.clock()
+    stored = {t.index: t for t in (snapshot or tasks)}
+    states = {s.pool.key: s for s in pool_states(cp, now)}
+    decision = broker.rank_pools(spec.resources, list(states.values()), now)
+    summary = decision.summary()
+    remaining = list(tasks)
+    for choice in decision.choices:
+        if not remaining:
+            break
+        pool = choice.pool.key
+        state = states[pool]
+        room = max(0, state.cap - state.running)
+        group = [t for t in remaining if pool not in t.avoid_pools][:room]
+        for chunk in _chunks(group, ADMISSION_CHUNK):
+            market = Market.ON_DEMAND if _needs_on_demand(chunk[0]) else Market.SPOT
+            changes = [admit(stored[t.index], pool, market) for t in chunk]
+            conditions = {"max_active": spec.max_concurrency, "account_cap": cp.settings.account_max_instances}
+            if not cp.store.apply_many(changes, now, {"broker": summary, "market": market.value}, conditions):
+                log.info("admission of %d tasks of %s lost a race or hit a cap", len(changes), job.job_id)
+                return
+            report.admitted += len(changes)
+            admitted = [_after(change) for change in changes]
+            price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
+            cp.store.put_attempts([
+                Attempt(t.job_id, t.index, t.attempt, pool, market, launched_at=now, price_per_hour=price) for t in admitted
+            ])
+            launched = _launch(cp, job, pool, market, admitted, report)
+            for task in admitted[launched:]:
+                _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"), now)
+            done = {t.index for t in admitted[:launched]}
+            remaining = [t for t in remaining if t.index not in done]
+            if launched < len(admitted):
+                break  # this pool is out of capacity: the rest try the next pool
+    if remaining:
+        log.info("%d tasks of %s found no pool now: %s", len(remaining), job.job_id, summary)
+
+
+def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequence[Task], report: ScheduleReport) -> int:
+    instance_type, zone = pool.split("@", 1)
+    request = LaunchRequest(
+        instance_type=instance_type, zone=zone, spot=market == Market.SPOT,
+        tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}"},
+        per_instance_tags=[{"spotrun:task": str(t.index), "spotrun:attempt": str(t.attempt)} for t in tasks],
+        token=client_token([job.job_id, *(f"{t.index}.{t.attempt}" for t in tasks)]),
+    )
+    result = cp.compute.launch(request)
+    report.launch_calls += 1
+    if result.error_code:
+        report.failed_pools[pool] = result.error_code
+        cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds // 3))
+        return 0
+    now = cp.clock()
+    for task, instance_id in zip(tasks, result.instance_ids, strict=False):
+        cp.store.bind_instance(task.job_id, task.index, task.attempt, instance_id, pool, now)
+    report.launched += len(result.instance_ids)
+    return len(result.instance_ids)
+
+
+def _undo_admission(cp: ControlPlane, task: Task, pool: str, why: str, now: datetime) -> None:
+    """A launch that did not happen gives the task back to the queue; it costs the task nothing."""
+    change = TaskChange(
+        task, TaskState.QUEUED, "LaunchFailed", reason=f"{pool}: {why}",
+        end_attempt=AttemptEnd(task.attempt, pool, "not_launched", Scope.ENVIRONMENT, launched=False),
+    )
+    cp.store.apply(change, now)
+
+
+def _after(change: TaskChange) -> Task:
+    task = change.task
+    return dataclasses.replace(
+        task, state=change.to_state, attempt=task.attempt + 1 if change.new_attempt else task.attempt,
+        pool=change.set_fields.get("pool", task.pool), market=change.set_fields.get("market", task.market),
+    )
+
+
+def _needs_on_demand(task: Task) -> bool:
+    return task.consecutive_environment_failures >= ON_DEMAND_AFTER_FAULTS
+
+
+def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, reason: str, report: ScheduleReport) -> None:
+    """Cancel or suspend every task that is not finished: queued ones at once, running ones via their agent."""
+    now = cp.clock()
+    sources = [TaskState.WAITING, TaskState.QUEUED, TaskState.SUSPENDED] if to_state == TaskState.CANCELLED else [TaskState.QUEUED]
+    for source in sources:
+        while True:
+            tasks = cp.store.tasks_in_state(job.job_id, source, 200)
+            if not tasks:
+                break
+            for chunk in _chunks(tasks, ADMISSION_CHUNK):
+                cp.store.apply_many([TaskChange(t, to_state, event, reason=reason) for t in chunk], now)
+            _count(report, to_state, len(tasks))
+    for source in (TaskState.LAUNCHING, TaskState.RUNNING):
+        while True:
+            tasks = [t for t in cp.store.tasks_in_state(job.job_id, source, 200)
+                     if not (to_state == TaskState.SUSPENDED and source == TaskState.RUNNING)]
+            if to_state == TaskState.SUSPENDED and source == TaskState.RUNNING:
+                # A running task checkpoints first: its agent sees SUSPEND and reports when it is safe.
+                for task in cp.store.tasks_in_state(job.job_id, source, 10_000):
+                    if task.desired != Desired.SUSPEND:
+                        cp.store.set_task_desired(job.job_id, task.index, Desired.SUSPEND, [TaskState.RUNNING])
+                break
+            if not tasks:
+                break
+            for chunk in _chunks(tasks, ADMISSION_CHUNK):
+                changes = [TaskChange(t, to_state, event, reason=reason, end_attempt=ended(t, to_state.lower(), None))
+                           for t in chunk]
+                if cp.store.apply_many(changes, now):
+                    ids = [t.instance_id for t in chunk if t.instance_id]
+                    cp.compute.terminate(ids)
+                    report.terminated.extend(ids)
+            _count(report, to_state, len(tasks))
+
+
+def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
+    """Tasks the user cancelled one by one (desired CANCEL on a task of a running job)."""
+    now = cp.clock()
+    for source in (TaskState.QUEUED, TaskState.WAITING, TaskState.SUSPENDED, TaskState.LAUNCHING, TaskState.RUNNING):
+        for task in cp.store.tasks_in_state(job.job_id, source, 1_000):
+            if task.desired != Desired.CANCEL:
+                continue
+            end = ended(task, "cancelled", None) if task.state in ACTIVE_STATES else None
+            if cp.store.apply(TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user",
+                                         end_attempt=end), now):
+                report.cancelled += 1
+                if task.instance_id and task.state in ACTIVE_STATES:
+                    cp.compute.terminate([task.instance_id])
+                    report.terminated.append(task.instance_id)
+
+
+def _resume_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
+    now = cp.clock()
+    while True:
+        tasks = cp.store.tasks_in_state(job.job_id, TaskState.SUSPENDED, 200)
+        tasks = [t for t in tasks if t.desired != Desired.CANCEL]
+        if not tasks:
+            return
+        for chunk in _chunks(tasks, ADMISSION_CHUNK):
+            cp.store.apply_many([TaskChange(t, TaskState.QUEUED, "TaskResumed", set_fields={"desired": Desired.RUN})
+                                 for t in chunk], now)
+        report.resumed += len(tasks)
+
+
+def _count(report: ScheduleReport, state: TaskState, n: int) -> None:
+    if state == TaskState.CANCELLED:
+        report.cancelled += n
+    else:
+        report.suspended += n
+
+
+def pool_states(cp: ControlPlane, now: datetime) -> list[broker.PoolState]:
+    """What the broker needs of each pool: the catalogue's sizes, prices, spotrun's own statistics."""
+    from spotrun.domain import catalog
+
+    stats = cp.store.pool_stats(cp.settings.pools)
+    prices = cp.prices.prices(cp.settings.instance_types, now) if cp.prices else {}
+    states = []
+    for key in cp.settings.pools:
+        instance_type, zone = key.split("@", 1)
+        states.append(catalog.pool_state(
+            broker.Pool(instance_type, zone), cp.settings.region, stats.get(key), prices.get(key),
+            cap=cp.settings.pool_max_instances,
+        ))
+    return states
+
+
+def _spec_for_validation(job: Job) -> dict[str, Any]:
+    spec = {k: v for k, v in job.spec.items() if k != "parameter_count"}
+    if "parameter_count" in job.spec:
+        spec["tasks"] = job.spec["parameter_count"]
+    return spec
+
+
+def runnable_message(job_id: str, indexes: Sequence[int] = (), reason: str = "") -> ControlMessage:
+    return ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job_id, indexes=list(indexes), reason=reason)
+
+
+def task_event(task: Task, kind: str, now: datetime, **detail: Any) -> TimelineEvent:
+    return TimelineEvent(task.job_id, now, kind, f"{task.index}-{task.attempt}-{kind}", task.index, task.attempt, detail)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]

@@ -1,0 +1,91 @@
+"""Shared fixtures: moto with dummy credentials, the control plane built from `spotrun.resources`,
+a clock the tests move, and helpers that shape events exactly as AWS delivers them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "spotrun")
+os.environ.setdefault("POWERTOOLS_DEV", "false")
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+class FakePrices:
+    """Spot prices per pool, set by the test (moto's price history is a constant placeholder)."""
+
+    def __init__(self, prices: dict[str, float] | None = None):
+        self.table = dict(prices or {})
+        self.calls = 0
+
+    def prices(self, instance_types: Any, now: datetime) -> dict[str, float]:
+        self.calls += 1
+        return dict(self.table)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name="us-east-1")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def prices() -> FakePrices:
+    return FakePrices({
+        "c6i.large@us-east-1a": 0.040, "c6i.large@us-east-1b": 0.034, "c6i.large@us-east-1c": 0.038,
+        "m6i.large@us-east-1a": 0.045, "m6i.large@us-east-1b": 0.047, "m6i.large@us-east-1c": 0.043,
+    })
+
+
+@pytest.fixture
+def env(aws: Any) -> dict[str, str]:
+    from spotrun.provision import provision
+
+    return provision(aws)
+
+
+@pytest.fixture
+def cp(aws: Any, env: dict[str, str], clock: FakeClock, prices: FakePrices) -> Any:
+    from spotrun.control import ControlPlane
+
+    plane = ControlPlane.from_env({**env, "SPOTRUN_ACCOUNT_MAX_INSTANCES": "50", "SPOTRUN_POOL_MAX_INSTANCES": "10"},
+                                  session=aws)
+    plane.clock = clock
+    plane.prices = prices
+    plane.compute._sleep = lambda seconds: None
+    return plane
+
+
+@pytest.fixture
+def context() -> Any:
+    from tests.support import LambdaContextStub
+
+    return LambdaContextStub()

@@ -1,0 +1,55 @@
+"""Events shaped exactly as AWS delivers them, and small test doubles."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+
+def api_event(method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+              user: str = "arn:aws:iam::123456789012:user/alice") -> dict[str, Any]:
+    """An API Gateway REST proxy event as IAM-authorized API Gateway sends it."""
+    return {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method,
+        "headers": {"Content-Type": "application/json", "Host": "abc.execute-api.us-east-1.amazonaws.com"},
+        "multiValueHeaders": {}, "queryStringParameters": query, "multiValueQueryStringParameters":
+            {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc", "resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/prod{path}",
+            "accountId": "123456789012", "stage": "prod", "requestId": str(uuid.uuid4()), "apiId": "abc",
+            "protocol": "HTTP/1.1", "requestTimeEpoch": 0,
+            "identity": {"userArn": user, "caller": "AIDAEXAMPLE", "accessKey": "AKIAEXAMPLE", "sourceIp": "127.0.0.1",
+                         "accountId": "123456789012", "user": "AIDAEXAMPLE", "userAgent": "spotrun-cli"},
+        },
+        "body": None if body is None else (body if isinstance(body, str) else json.dumps(body)),
+        "isBase64Encoded": False,
+    }
+
+
+def eventbridge_event(detail_type: str, detail: dict[str, Any], source: str = "aws.ec2",
+                      at: datetime | None = None) -> dict[str, Any]:
+    """An EventBridge event as the rule's SQS target receives it (the SQS body)."""
+    instance = detail.get("instance-id")
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type, "source": source,
+        "account": "123456789012", "time": (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance}"] if instance else [],
+        "detail": detail,
+    }
+
+
+class LambdaContextStub:
+    function_name = "test"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    memory_limit_in_mb = 512
+    aws_request_id = "test"
+    log_group_name = "/aws/lambda/test"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
