@@ -114,8 +114,10 @@ def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
     job = get_job(cp, job_id)
     if job.state in FINISHED_JOB_STATES:
         raise Conflict(f"job {job_id} is {job.state}; it cannot be {action.verb}")
-    if job.desired == action.desired:
+    if job.desired == action.desired and action.desired != Desired.RUN:
         return job  # asking twice is fine
+    if action.desired == Desired.RUN and job.desired == Desired.RUN:
+        raise Conflict(f"job {job_id} is not suspended; it cannot be resumed")
     if job.desired not in action.allowed_from:
         raise Conflict(f"job {job_id} is being {ACTIONS_BY_DESIRED[job.desired]}; it cannot be {action.verb} now")
     now = cp.clock()

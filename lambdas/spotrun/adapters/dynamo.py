@@ -319,31 +319,37 @@ class DynamoStore:
         return _job_from(item) if item else None
 
     def list_jobs(self, states: Sequence[JobState], limit: int, token: str | None) -> tuple[list[Job], str | None]:
-        """Jobs newest first across the given states (one key query per state, merged)."""
+        """Jobs newest first across the given states: one key query per state, merged.
+
+        The page token remembers, per state, the last sort key handed out (or that the state is done).
+        """
         cursor = decode_token(token) or {}
-        candidates: list[tuple[str, dict[str, Any], JobState]] = []
+        fetched: list[tuple[str, dict[str, Any], str]] = []
+        exhausted: set[str] = set()
         for state in states:
-            params: dict[str, Any] = {
-                "TableName": self.table, "IndexName": "jobs_by_time", "ScanIndexForward": False, "Limit": limit,
-                "KeyConditionExpression": "list_pk = :p", "ExpressionAttributeValues": serialize({":p": f"JOBS#{state}"}),
-            }
-            if state in cursor:
-                params["KeyConditionExpression"] += " AND list_sk < :s"
-                params["ExpressionAttributeValues"] = serialize({":p": f"JOBS#{state}", ":s": cursor[state]})
-            elif cursor:
-                continue  # this state was exhausted on an earlier page
-            for item in self.client.query(**params).get("Items", []):
-                row = deserialize(item)
-                candidates.append((row["list_sk"], row, state))
-        candidates.sort(key=lambda c: c[0], reverse=True)
-        page = candidates[:limit]
-        if len(candidates) <= limit:
-            return [_job_from(row) for _, row, _ in page], None
-        last_seen = {}
-        for sort_key, _, state in page:
-            last_seen[state] = sort_key
-        next_cursor = {s: last_seen.get(s, cursor.get(s, "\uffff")) for s in states if s in last_seen or s in cursor or not cursor}
-        return [_job_from(row) for _, row, _ in page], encode_token(next_cursor)
+            position = cursor.get(state.value)
+            if position == "done":
+                continue
+            values = {":p": f"JOBS#{state}", **({":s": position} if position else {})}
+            answer = self.client.query(
+                TableName=self.table, IndexName="jobs_by_time", ScanIndexForward=False, Limit=limit,
+                KeyConditionExpression="list_pk = :p" + (" AND list_sk < :s" if position else ""),
+                ExpressionAttributeValues=serialize(values),
+            )
+            rows = [deserialize(i) for i in answer.get("Items", [])]
+            fetched.extend((row["list_sk"], row, state.value) for row in rows)
+            if not answer.get("LastEvaluatedKey"):
+                exhausted.add(state.value)
+        fetched.sort(key=lambda entry: entry[0], reverse=True)
+        page = fetched[:limit]
+        next_cursor = {s.value: cursor.get(s.value) for s in states}
+        for sort_key, _, state_name in page:
+            next_cursor[state_name] = sort_key
+        for state_name in exhausted:
+            if all(entry[2] != state_name for entry in fetched[limit:]):
+                next_cursor[state_name] = "done"
+        more = any(v != "done" for v in next_cursor.values())
+        return [_job_from(row) for _, row, _ in page], encode_token(next_cursor) if more else None
 
     def set_job_desired(self, job_id: str, desired: Desired, allowed_from: Sequence[Desired], now: datetime) -> bool:
         expr = _Expression()

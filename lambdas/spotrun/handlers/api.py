@@ -89,7 +89,7 @@ def event_view(event: TimelineEvent) -> dict[str, Any]:
 def submit(
     spec: Annotated[JobSpec, Body(description="the job spec")],
     idempotency_key: Annotated[str | None, Query(alias="idempotency_key", max_length=128)] = None,
-) -> Response:
+):
     document = json.loads(app.current_event.body or "{}")
     job, created = jobs.submit_job(_cp(), document, _owner(), idempotency_key)
     body = Accepted(job_id=job.job_id, state=job.state, created=created, tasks=job.task_count)
@@ -98,57 +98,57 @@ def submit(
 
 @app.get("/jobs", summary="List jobs, newest first")
 def list_jobs(state: Annotated[JobState | None, Query()] = None, limit: Limit = 20,
-              next_token: Annotated[str | None, Query(max_length=2048)] = None) -> Response:
+              next_token: Annotated[str | None, Query(max_length=2048)] = None):
     found, token = jobs.list_jobs(_cp(), state, limit, next_token)
     return _json(HTTPStatus.OK, {"jobs": [job_view(j) for j in found], "next_token": token})
 
 
 @app.get("/jobs/<job_id>", summary="A job with its task counts")
-def get_job(job_id: JobId) -> Response:
+def get_job(job_id: JobId):
     return _json(HTTPStatus.OK, job_view(jobs.get_job(_cp(), job_id)))
 
 
 @app.get("/jobs/<job_id>/tasks", summary="A job's tasks")
 def list_tasks(job_id: JobId, state: Annotated[TaskState | None, Query()] = None, limit: Limit = 100,
-               next_token: Annotated[str | None, Query(max_length=2048)] = None) -> Response:
+               next_token: Annotated[str | None, Query(max_length=2048)] = None):
     found, token = jobs.list_tasks(_cp(), job_id, state, limit, next_token)
     return _json(HTTPStatus.OK, {"tasks": [task_view(t) for t in found], "next_token": token})
 
 
 @app.get("/jobs/<job_id>/tasks/<index>", summary="One task")
-def get_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]) -> Response:
+def get_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]):
     return _json(HTTPStatus.OK, task_view(jobs.get_task(_cp(), job_id, index)))
 
 
 @app.get("/jobs/<job_id>/events", summary="The job's timeline, oldest first")
 def events(job_id: JobId, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-           after: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+           after: Annotated[str | None, Query(max_length=200)] = None):
     found = jobs.timeline(_cp(), job_id, limit, after)
     return _json(HTTPStatus.OK, {"events": [event_view(e) for e in found]})
 
 
 @app.post("/jobs/<job_id>/<action>", summary="Cancel (kill), suspend or resume a job")
-def control(job_id: JobId, action: Annotated[str, Path(pattern="^(cancel|suspend|resume)$")]) -> Response:
+def control(job_id: JobId, action: Annotated[str, Path(pattern="^(cancel|suspend|resume)$")]):
     return _json(HTTPStatus.ACCEPTED, job_view(jobs.control_job(_cp(), job_id, action)))
 
 
 @app.post("/jobs/<job_id>/tasks/<index>/cancel", summary="Cancel one task")
-def cancel_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]) -> Response:
+def cancel_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]):
     return _json(HTTPStatus.ACCEPTED, task_view(jobs.cancel_task(_cp(), job_id, index)))
 
 
 @app.post("/uploads", summary="A presigned URL to upload one input file")
-def upload(request: Annotated[UploadRequest, Body()]) -> Response:
+def upload(request: Annotated[UploadRequest, Body()]):
     return _json(HTTPStatus.OK, jobs.upload_url(_cp(), _owner(), request.filename))
 
 
 @app.get("/jobs/<job_id>/outputs", summary="Presigned URLs of the job's outputs")
-def outputs(job_id: JobId) -> Response:
+def outputs(job_id: JobId):
     return _json(HTTPStatus.OK, {"outputs": jobs.output_urls(_cp(), job_id)})
 
 
 @app.get("/openapi.json", summary="This API's OpenAPI document", include_in_schema=False)
-def openapi() -> Response:
+def openapi():
     return Response(status_code=HTTPStatus.OK, content_type="application/json", body=app.get_openapi_json_schema(
         title="spotrun", version="1.0.0"))
 
