@@ -112,6 +112,7 @@ class Task:
     avoid_pools: tuple[str, ...] = ()
     checkpoint: Checkpoint | None = None
     draining_attempt: int | None = None  # an interrupted attempt still allowed to commit a final checkpoint
+    checkpoint_requested_at: datetime | None = None  # an early checkpoint was asked for (rebalance, user)
     last_heartbeat_at: datetime | None = None
     progress: float | None = None
     exit_code: int | None = None

@@ -1,8 +1,10 @@
-"""`make run`: the local runtime. Not built yet (issue 3); says so instead of pretending."""
+"""`make run` / `python -m spotrun_local`: the local runtime running a sample problem end to end."""
 
+import logging
 import sys
 
+from spotrun_local.demo import run
+
 if __name__ == "__main__":
-    print("spotrun's local runtime (moto server, local agents, replayed spot market) is not built yet: "
-          "see issue 3. `make test` runs the control plane against moto.", file=sys.stderr)
-    sys.exit(2)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sys.exit(run())

@@ -110,6 +110,11 @@ class DeadlinePolicy:
     lindy: float = 1.0  # expected remaining run = mean run + lindy * age of the current run
     leave_on_demand_hours: float = 2.0  # leave on-demand to wait only this far above the reserve (x change-over)
     zones_considered: int = 0  # 0 = all
+    rule: str = "reserve"
+    kappa: float = 1.0
+    back_needs_reserve: int = 1
+    outage_weight: float = 0.0
+    scarcity_weight: float = 1.0
 
     def decide(self, state: DeadlineState) -> Decision:
         return _decide(self, state)
@@ -185,8 +190,9 @@ def _decide(p: DeadlinePolicy, s: DeadlineState) -> Decision:
         if on_od:
             # Leave on-demand only if the expected spot run saves more than two change-overs cost, and
             # the slack after the change-over still covers the reserve.
-            gain = (od - best.spot_price) * min(best_run, work) - d * (best.spot_price + od)  # type: ignore[operator]
-            if gain > 0 and room - d >= reserve:
+            scarce = p.scarcity_weight if room - d < reserve else 0.0
+            gain = (od - best.spot_price) * (min(best_run, work) - 2 * d * scarce) - d * (best.spot_price + od)  # type: ignore[operator]
+            if gain > 0 and (p.back_needs_reserve == 0 or room - d >= reserve):
                 return Decision(Action.SPOT, best.zone,
                                 f"back to spot in {best.zone}: expected run {best_run:.1f}h saves ${gain:.2f}")
             return Decision(Action.ON_DEMAND, None,
@@ -200,13 +206,19 @@ def _decide(p: DeadlinePolicy, s: DeadlineState) -> Decision:
         if room >= reserve + p.leave_on_demand_hours * d:
             return Decision(Action.WAIT, None, f"leave on-demand: slack {slack:.2f}h well above reserve {reserve:.2f}h")
         return Decision(Action.ON_DEMAND, None, f"stay on-demand: slack {slack:.2f}h, reserve {reserve:.2f}h")
-    if room >= reserve:
+    outage = min((expected_outage_hours(m, p.lindy) for m in s.zones), default=0.0)
+    if room - p.outage_weight * outage >= reserve:
         return Decision(Action.WAIT, None, f"wait for spot: slack {slack:.2f}h above reserve {reserve:.2f}h")
     return Decision(Action.ON_DEMAND, None, f"on-demand: slack {slack:.2f}h below reserve {reserve:.2f}h")
 
 
 def _reserve(p: DeadlinePolicy, s: DeadlineState, work: float, d: float) -> float:
     """Slack to keep for the change-overs the remaining work is expected to need."""
+    if p.rule == "shortfall":
+        need = math.inf
+        for m in s.zones:
+            need = min(need, work * (m.mean_down_hours + d) / m.mean_up_hours)
+        return max(p.min_reserve_hours, p.kappa * need)
     best_cycle = math.inf
     for m in s.zones:
         cycle = m.mean_up_hours + m.mean_down_hours

@@ -1,0 +1,311 @@
+"""The local runtime: spotrun's real handlers and real agents on one machine.
+
+- moto in server mode is the AWS endpoint; every resource is created from `spotrun.resources`
+  (the same declarations the CDK stack is built from);
+- SQS pumps feed the handlers the events Lambda would (SNS envelopes, EventBridge events routed by
+  moto's rules, heartbeats, reports), with partial batch failures and dead-letter queues;
+- the reaper runs on its (time-scaled) schedule;
+- an instance supervisor turns each EC2 instance moto launches into a real agent process with its
+  own work directory, and kills it (SIGKILL) when the instance is terminated;
+- a metadata service stand-in answers each agent's IMDSv2 calls;
+- the spot market is replayed from real traces: a pool without capacity refuses launches, a pool
+  losing capacity gets interruption warnings and is reclaimed after the (time-scaled) two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
+from spotrun.control import ControlPlane
+from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler
+from spotrun.provision import provision
+from spotrun.reaping import sweep
+from spotrun_local.market import MarketReplay
+from spotrun_local.metadata import MetadataService
+from spotrun_local.pump import SqsPump
+
+log = logging.getLogger("spotrun.local")
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+
+class LocalCompute(Ec2Compute):
+    """EC2 through moto, with the replayed market deciding whether spot capacity exists."""
+
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], market: MarketReplay):
+        super().__init__(client, launch_template_id, subnets)
+        self.market = market
+        self.refused: list[str] = []
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        if request.spot and not self.market.available(request.zone):
+            self.refused.append(f"{request.instance_type}@{request.zone}")
+            return LaunchResult(error_code="InsufficientInstanceCapacity",
+                                error_message=f"no spot capacity in {request.zone} (replayed trace)")
+        return super().launch(request)
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    instance_type: str
+    zone: str
+    spot: bool
+    process: subprocess.Popen[bytes] | None = None
+    warned_at: float | None = None
+    reclaim_at: float | None = None
+    killed: bool = False
+
+
+@dataclass
+class RuntimeOptions:
+    root: Path = Path(".spotrun/run")
+    tick_seconds: float = 2.0  # wall seconds per trace tick (~195 s of the original)
+    warning_seconds: float = 12.0  # the two-minute warning, time-scaled
+    heartbeat_seconds: float = 2.0
+    reaper_seconds: float = 5.0
+    heartbeat_stale_seconds: int = 12
+    launch_stale_seconds: int = 60
+    cooldown_seconds: int = 60
+    account_max_instances: int = 8
+    pool_max_instances: int = 4
+    start_tick: int = 0
+    zones: tuple[str, ...] = ("us-east-1a", "us-east-1c", "us-east-1d", "us-east-1f")
+    instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")
+
+
+@dataclass
+class Counters:
+    warnings: int = 0
+    reclaims: int = 0
+    agent_kills: int = 0
+    agents_started: int = 0
+    handler_errors: int = 0
+    launches_refused: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LocalRuntime:
+    def __init__(self, market: MarketReplay, options: RuntimeOptions | None = None):
+        self.market = market
+        self.options = options or RuntimeOptions()
+        self.counters = Counters()
+        self.instances: dict[str, Instance] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        # One handler at a time, like one warm container: Powertools' resolver and metrics are per process.
+        self._handler_lock = threading.Lock()
+
+    # ------------------------------------------------------------ start/stop
+
+    def start(self) -> LocalRuntime:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.options.root.mkdir(parents=True, exist_ok=True)
+        for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                            "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true",
+                            "POWERTOOLS_METRICS_NAMESPACE": "spotrun"}.items():
+            os.environ.setdefault(name, value)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        os.environ["AWS_ENDPOINT_URL"] = self.endpoint
+        self.session = boto3.session.Session(region_name=REGION)
+        self.env = provision(self.session, zones=self.options.zones, instance_types=self.options.instance_types)
+        self.env.update({
+            "SPOTRUN_ACCOUNT_MAX_INSTANCES": str(self.options.account_max_instances),
+            "SPOTRUN_POOL_MAX_INSTANCES": str(self.options.pool_max_instances),
+            "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
+            "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
+        })
+        self.cp = ControlPlane.from_env(self.env, session=self.session)
+        self.cp.settings = _replace(self.cp.settings, cooldown_seconds=self.options.cooldown_seconds)
+        self.cp.compute = LocalCompute(self.cp.compute.client, self.cp.settings.launch_template_id,
+                                       self.cp.settings.subnets, self.market)
+        self.cp.prices = self.market
+        self.metadata = MetadataService().start()
+        self.sqs = self.session.client("sqs")
+        self.ec2 = self.session.client("ec2")
+        self.events = self.session.client("events")
+        queues = json.loads(self.env["SPOTRUN_QUEUE_URLS"])
+        handlers = {"scheduler": scheduler.handler, "heartbeats": heartbeat.handler, "reports": finisher.handler,
+                    "interruptions": interruption.handler}
+        for key, handler in handlers.items():
+            pump = SqsPump(self.sqs, queues[key], self._guarded(handler, key), key, visibility_timeout=20)
+            self._loop(f"pump-{key}", lambda p=pump: p.poll_once(wait_seconds=1), 0.0)
+        self._loop("reaper", self._reap, self.options.reaper_seconds)
+        self._loop("supervisor", self._supervise, 0.3)
+        self._loop("market", self._replay_market, 0.3)
+        return self
+
+    def api_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        with self._handler_lock:
+            return api.handler(event, context, control=self.cp)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for instance in list(self.instances.values()):
+            self._kill(instance)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.metadata.stop()
+        self.moto.stop()
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+
+    def _guarded(self, handler: Callable[..., Any], name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            with self._handler_lock:
+                try:
+                    return handler(event, context, control=self.cp)
+                except Exception:
+                    # A crashed invocation: Lambda would retry the whole batch after the visibility timeout.
+                    self.counters.handler_errors += 1
+                    log.exception("%s handler failed", name)
+                    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+        return invoke
+
+    def _loop(self, name: str, body: Callable[[], Any], pause: float) -> None:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    body()
+                except Exception:
+                    if not self._stop.is_set():
+                        log.exception("%s failed", name)
+                if pause:
+                    self._stop.wait(pause)
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _reap(self) -> None:
+        with self._handler_lock:
+            sweep(self.cp, budget_seconds=10)
+
+    # ------------------------------------------------------------ instances
+
+    def _supervise(self) -> None:
+        """Start an agent for every new instance; SIGKILL the agents of terminated instances."""
+        seen = set()
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:spotrun:managed", "Values": ["true"]}])
+        for page in pages:
+            for reservation in page["Reservations"]:
+                for raw in reservation["Instances"]:
+                    instance_id, state = raw["InstanceId"], raw["State"]["Name"]
+                    seen.add(instance_id)
+                    known = self.instances.get(instance_id)
+                    if state in ("pending", "running") and known is None:
+                        instance = Instance(instance_id, raw["InstanceType"], raw["Placement"]["AvailabilityZone"],
+                                            raw.get("InstanceLifecycle") == "spot")
+                        self.instances[instance_id] = instance
+                        self._start_agent(instance)
+                    elif state not in ("pending", "running") and known is not None and not known.killed:
+                        self._kill(known)
+        for instance_id, instance in self.instances.items():
+            if instance_id not in seen and not instance.killed:
+                self._kill(instance)
+
+    def _start_agent(self, instance: Instance) -> None:
+        self.metadata.register(instance.instance_id, instance.instance_type, instance.zone)
+        home = self.options.root / "instances" / instance.instance_id
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SPOTRUN_")},
+            **{k: v for k, v in self.env.items() if k.startswith("SPOTRUN_") or k == "AWS_REGION"},
+            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "SPOTRUN_IMDS_ENDPOINT": self.metadata.endpoint(instance.instance_id),
+            "SPOTRUN_WORK_ROOT": str((home / "work").resolve()),
+            "SPOTRUN_HEARTBEAT_SECONDS": str(self.options.heartbeat_seconds),
+            "SPOTRUN_METADATA_POLL_SECONDS": "0.5",
+            "SPOTRUN_HANDOVER_WAIT_SECONDS": str(self.options.warning_seconds + 5),
+            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("lambdas", "worker", "local")),
+        }
+        with (home / "agent.log").open("ab") as output:
+            instance.process = subprocess.Popen(
+                [sys.executable, "-m", "spotrun_worker"], env=env, cwd=home, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.counters.agents_started += 1
+
+    def _kill(self, instance: Instance) -> None:
+        """The instance is gone: so is everything on it, at once."""
+        instance.killed = True
+        process = instance.process
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=5)
+
+    def kill_agent(self, instance_id: str) -> None:
+        """Chaos: the agent dies with SIGKILL and no warning; the instance itself stays up."""
+        instance = self.instances[instance_id]
+        if instance.process is not None and instance.process.poll() is None:
+            os.killpg(instance.process.pid, signal.SIGKILL)
+            self.counters.agent_kills += 1
+
+    # ---------------------------------------------------------------- market
+
+    def _replay_market(self) -> None:
+        now = time.monotonic()
+        for instance in list(self.instances.values()):
+            if instance.killed or not instance.spot:
+                continue
+            if instance.warned_at is None and not self.market.available(instance.zone):
+                self._warn(instance)
+            elif instance.reclaim_at is not None and now >= instance.reclaim_at:
+                self._reclaim(instance)
+
+    def _warn(self, instance: Instance) -> None:
+        at = datetime.now(timezone.utc) + timedelta(seconds=self.options.warning_seconds)
+        instance.warned_at = time.monotonic()
+        instance.reclaim_at = instance.warned_at + self.options.warning_seconds
+        self.metadata.schedule_action(instance.instance_id, "terminate", at)
+        self._put_event("EC2 Spot Instance Interruption Warning",
+                        {"instance-id": instance.instance_id, "instance-action": "terminate"})
+        self.counters.warnings += 1
+        self.counters.events.append({"kind": "warning", "instance": instance.instance_id, "zone": instance.zone,
+                                     "at": time.time()})
+
+    def _reclaim(self, instance: Instance) -> None:
+        instance.reclaim_at = None
+        self.ec2.terminate_instances(InstanceIds=[instance.instance_id])
+        self._kill(instance)
+        self._put_event("EC2 Instance State-change Notification",
+                        {"instance-id": instance.instance_id, "state": "terminated"})
+        self.counters.reclaims += 1
+        self.counters.events.append({"kind": "reclaim", "instance": instance.instance_id, "zone": instance.zone,
+                                     "at": time.time()})
+
+    def _put_event(self, detail_type: str, detail: dict[str, Any]) -> None:
+        """Through EventBridge (moto), so the rules' patterns route it to the interruptions queue."""
+        self.events.put_events(Entries=[{"Source": "aws.ec2", "DetailType": detail_type, "Detail": json.dumps(detail),
+                                         "Resources": [f"arn:aws:ec2:{REGION}:000000000000:instance/{detail['instance-id']}"]}])
+
+
+def _replace(settings: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
