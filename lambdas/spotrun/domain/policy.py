@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 HOUR = 3600.0
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     WAIT = "wait"
     SPOT = "spot"
     ON_DEMAND = "on_demand"
@@ -101,20 +101,19 @@ class Decision:
 
 @dataclass(frozen=True)
 class DeadlinePolicy:
-    """Parameters of spotrun's deadline policy; `decide` is the policy."""
+    """Parameters of spotrun's deadline policy; `decide` is the policy.
 
-    margin_hours: float = 0.0  # extra slack the deadline guard keeps on top of one change-over
-    reserve_factor: float = 1.0  # change-over reserve: this many change-overs per expected spot run ahead
-    min_reserve_hours: float = 0.0
-    switch_gain: float = 0.15  # a running spot instance moves zone only if the hourly cost drops this much
-    lindy: float = 1.0  # expected remaining run = mean run + lindy * age of the current run
-    leave_on_demand_hours: float = 2.0  # leave on-demand to wait only this far above the reserve (x change-over)
-    zones_considered: int = 0  # 0 = all
-    rule: str = "reserve"
-    kappa: float = 1.0
-    back_needs_reserve: int = 1
-    outage_weight: float = 0.0
-    scarcity_weight: float = 1.0
+    The defaults are the ones `bench/policy` measured (see bench/README.md); the results are flat
+    around them (reserve_factor 1.5-3 and lindy 0.5-1 move the single-zone cost by under 1%).
+    """
+
+    margin_hours: float = 0.05  # slack the deadline guard keeps on top of one change-over and one step
+    reserve_factor: float = 2.0  # change-overs kept in reserve per availability cycle of the remaining work
+    lindy: float = 1.0  # expected remaining spot run = mean run + lindy * age of the current run
+    switch_gain: float = 0.15  # a running spot instance moves zone only if its hourly cost drops this much
+    # Leave on-demand to wait only with this many change-overs of slack above the reserve. Never, by
+    # default: the replay showed that waiting after on-demand costs more in returns than it saves.
+    leave_on_demand_changeovers: float = math.inf
 
     def decide(self, state: DeadlineState) -> Decision:
         return _decide(self, state)
@@ -128,16 +127,28 @@ def decide(state: DeadlineState, policy: DeadlinePolicy = DEFAULT_POLICY) -> Dec
 
 
 def expected_run_hours(market: ZoneMarket, lindy: float = 1.0) -> float:
-    """Expected remaining length of the zone's current availability run (0 if it is down)."""
+    """Expected remaining length of the zone's current availability run (0 if it is down).
+
+    Availability runs are long-tailed (median well under the mean), so a run that has lasted long is
+    expected to last longer: mean + lindy * age.
+    """
     if not market.available:
         return 0.0
     return market.mean_up_hours + lindy * market.state_hours
 
 
-def expected_outage_hours(market: ZoneMarket, lindy: float = 1.0) -> float:
-    if market.available:
+def change_over_reserve(policy: DeadlinePolicy, zones: tuple[ZoneMarket, ...], work_hours: float,
+                        changeover_hours: float) -> float:
+    """Slack to keep for the change-overs the remaining work will need.
+
+    With on-demand covering outages, each availability cycle of the most reliable zone costs about two
+    change-overs (to spot and back); the reserve keeps `reserve_factor` times that for the work left.
+    """
+    if not zones:
         return 0.0
-    return market.mean_down_hours + lindy * market.state_hours
+    steady = max(zones, key=lambda m: m.uptime)
+    cycles = work_hours / (steady.mean_up_hours + steady.mean_down_hours)
+    return policy.reserve_factor * 2.0 * changeover_hours * cycles
 
 
 def _decide(p: DeadlinePolicy, s: DeadlineState) -> Decision:
@@ -147,86 +158,72 @@ def _decide(p: DeadlinePolicy, s: DeadlineState) -> Decision:
     d = s.changeover.total_seconds() / HOUR
     step = s.step.total_seconds() / HOUR
     slack = s.slack_hours
-    # What remains of the slack, at the next decision point, for waiting and changes (worst case: no progress).
+    # Slack left at the next decision point in the worst case (no progress until then).
     room = slack - step - p.margin_hours
-    placement = s.placement
-    by_zone = {m.zone: m for m in s.zones}
-    on_od = placement is not None and placement.action == Action.ON_DEMAND
-    current: ZoneMarket | None = None
-    if placement is not None and placement.action == Action.SPOT and placement.zone in by_zone:
-        market = by_zone[placement.zone]
-        if market.available:
-            current = market
+    on_od = s.placement is not None and s.placement.action == Action.ON_DEMAND
+    current = _running_spot(s)
 
+    # 1. Deadline guard: on-demand now, or the deadline could become unreachable.
     if room < 0:
-        if on_od:
-            return Decision(Action.ON_DEMAND, None, f"deadline guard: slack {slack:.2f}h, stay on-demand")
-        return Decision(Action.ON_DEMAND, None, f"deadline guard: slack {slack:.2f}h, switch to on-demand")
+        verb = "stay on" if on_od else "switch to"
+        return Decision(Action.ON_DEMAND, None, f"deadline guard: slack {slack:.2f}h, {verb} on-demand")
 
     od = s.on_demand_price
-    reserve = _reserve(p, s, work, d)
+    reserve = change_over_reserve(p, s.zones, work, d)
 
-    # Spot candidates for a new start: the start must leave room for its own change-over.
+    # 2. The best spot zone to start in; a start must leave room for its own change-over.
     best: ZoneMarket | None = None
-    best_cost = math.inf
+    best_price = best_cost = math.inf
     best_run = 0.0
     if room >= d:
         for m in s.zones:
             if not m.available or m.spot_price is None or (current is not None and m.zone == current.zone):
                 continue
             run = min(expected_run_hours(m, p.lindy), work + d)
-            cost = m.spot_price * (1.0 + d / max(run, 1e-6))
+            cost = m.spot_price * (1.0 + d / max(run, 1e-6))  # change-over amortised over the run
             if cost < best_cost:
-                best, best_cost, best_run = m, cost, run
+                best, best_price, best_cost, best_run = m, m.spot_price, cost, run
 
     if current is not None:
         price = current.spot_price if current.spot_price is not None else od
         if best is not None and best_cost < price * (1.0 - p.switch_gain) and room - d >= reserve:
-            return Decision(Action.SPOT, best.zone,
-                            f"move to {best.zone}: ${best_cost:.3f}/h expected vs ${price:.3f}/h here")
+            return Decision(Action.SPOT, best.zone, f"move to {best.zone}: ${best_cost:.3f}/h expected "
+                                                    f"vs ${price:.3f}/h in {current.zone}")
         return Decision(Action.SPOT, current.zone, f"stay on spot in {current.zone} at ${price:.3f}/h")
 
     if best is not None:
+        run = min(best_run, work)
         if on_od:
-            # Leave on-demand only if the expected spot run saves more than two change-overs cost, and
-            # the slack after the change-over still covers the reserve.
-            scarce = p.scarcity_weight if room - d < reserve else 0.0
-            gain = (od - best.spot_price) * (min(best_run, work) - 2 * d * scarce) - d * (best.spot_price + od)  # type: ignore[operator]
-            if gain > 0 and (p.back_needs_reserve == 0 or room - d >= reserve):
-                return Decision(Action.SPOT, best.zone,
-                                f"back to spot in {best.zone}: expected run {best_run:.1f}h saves ${gain:.2f}")
-            return Decision(Action.ON_DEMAND, None,
-                            f"stay on-demand: slack {slack:.2f}h, reserve {reserve:.2f}h, spot run {best_run:.1f}h")
-        if best_cost < od or room >= reserve:
-            return Decision(Action.SPOT, best.zone,
-                            f"spot in {best.zone} at ${best.spot_price:.3f}/h, expected run {best_run:.1f}h")
+            # Spot for `run` hours instead of on-demand costs a change-over at the spot price now and
+            # one at the on-demand price when the run ends.
+            gain = (od - best_price) * run - d * (best_price + od)
+            if gain > 0:
+                return Decision(Action.SPOT, best.zone, f"back to spot in {best.zone} at ${best_price:.3f}/h: "
+                                                        f"expected run {run:.1f}h saves ${gain:.2f}")
+            return Decision(Action.ON_DEMAND, None, f"stay on-demand: expected spot run {run:.1f}h too short")
+        # From nothing either start costs a change-over; spot also costs one more when it ends.
+        if room >= reserve or (od - best_price) * run > best_price * d:
+            return Decision(Action.SPOT, best.zone, f"spot in {best.zone} at ${best_price:.3f}/h, "
+                                                    f"expected run {run:.1f}h")
 
-    # No spot worth starting: wait while the slack is above the reserve, else on-demand.
+    # 3. No spot worth starting: wait while the slack is above the reserve, else on-demand.
     if on_od:
-        if room >= reserve + p.leave_on_demand_hours * d:
-            return Decision(Action.WAIT, None, f"leave on-demand: slack {slack:.2f}h well above reserve {reserve:.2f}h")
-        return Decision(Action.ON_DEMAND, None, f"stay on-demand: slack {slack:.2f}h, reserve {reserve:.2f}h")
-    outage = min((expected_outage_hours(m, p.lindy) for m in s.zones), default=0.0)
-    if room - p.outage_weight * outage >= reserve:
+        if room >= reserve + p.leave_on_demand_changeovers * d:
+            return Decision(Action.WAIT, None, f"leave on-demand: slack {slack:.2f}h, reserve {reserve:.2f}h")
+        return Decision(Action.ON_DEMAND, None, f"stay on-demand: no spot, slack {slack:.2f}h")
+    if room >= reserve:
         return Decision(Action.WAIT, None, f"wait for spot: slack {slack:.2f}h above reserve {reserve:.2f}h")
     return Decision(Action.ON_DEMAND, None, f"on-demand: slack {slack:.2f}h below reserve {reserve:.2f}h")
 
 
-def _reserve(p: DeadlinePolicy, s: DeadlineState, work: float, d: float) -> float:
-    """Slack to keep for the change-overs the remaining work is expected to need."""
-    if p.rule == "shortfall":
-        need = math.inf
-        for m in s.zones:
-            need = min(need, work * (m.mean_down_hours + d) / m.mean_up_hours)
-        return max(p.min_reserve_hours, p.kappa * need)
-    best_cycle = math.inf
+def _running_spot(s: DeadlineState) -> ZoneMarket | None:
+    """The zone the job runs in on spot, if that zone is still available."""
+    if s.placement is None or s.placement.action != Action.SPOT:
+        return None
     for m in s.zones:
-        cycle = m.mean_up_hours + m.mean_down_hours
-        best_cycle = min(best_cycle, cycle)
-    if not math.isfinite(best_cycle):
-        return p.min_reserve_hours
-    runs = work / best_cycle
-    return max(p.min_reserve_hours, p.reserve_factor * 2.0 * d * runs)
+        if m.zone == s.placement.zone:
+            return m if m.available else None
+    return None
 
 
 # ---------- availability history (pure, incremental) ----------
@@ -255,10 +252,7 @@ class ZoneHistory:
 
     def observe(self, available: bool, hours: float) -> ZoneHistory:
         """The zone was `available` for the last `hours` (the state seen now held since the last look)."""
-        if self._decay_cache[0] == hours:
-            decay = self._decay_cache[1]
-        else:
-            decay = 0.5 ** (hours / self.half_life_hours)
+        decay = self._decay_cache[1] if self._decay_cache[0] == hours else 0.5 ** (hours / self.half_life_hours)
         up, down, up_ends, down_ends = (
             self.up_hours * decay, self.down_hours * decay, self.up_ends * decay, self.down_ends * decay
         )
