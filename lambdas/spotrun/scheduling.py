@@ -160,6 +160,7 @@ def launch_tasks(
             launched = _launch(cp, job, pool, market, admitted, report)
             for task in admitted[launched:]:
                 _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"), now)
+                stored[task.index] = dataclasses.replace(task, state=TaskState.QUEUED)
             done = {t.index for t in admitted[:launched]}
             remaining = [t for t in remaining if t.index not in done]
             if launched < len(admitted):

@@ -68,7 +68,10 @@ class Ec2Compute:
             tags.update(request.per_instance_tags[0])
         params: dict[str, Any] = {
             "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": "$Default"},
-            "InstanceType": request.instance_type, "MinCount": 1, "MaxCount": request.count, "SubnetId": subnet,
+            # All or nothing per pool: a pool that cannot take the whole batch is skipped for the next one,
+            # which keeps one call per pool and behaves the same on EC2 and on moto.
+            "InstanceType": request.instance_type, "MinCount": request.count, "MaxCount": request.count,
+            "SubnetId": subnet,
             "ClientToken": request.token,
             "TagSpecifications": [
                 {"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}

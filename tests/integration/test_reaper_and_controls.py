@@ -1,0 +1,221 @@
+"""The reaper's sweep and the user's controls (cancel, suspend, resume, caps) against moto."""
+
+from __future__ import annotations
+
+from spotrun.attempts import claim, record_heartbeat
+from spotrun.handlers import reaper
+from spotrun.messages import AttemptRef, CompletionReport, Heartbeat
+from spotrun.model import Desired, JobState, TaskState
+from spotrun.reaping import sweep
+from spotrun.scheduling import reconcile_job
+from tests.integration.test_task_flow import JOB, Loop, ref
+
+
+def instance_state(cp, instance_id):
+    return cp.compute.states([instance_id])[instance_id]
+
+
+def submitted_and_running(loop, cp, spec=JOB):
+    _, accepted = loop.api("POST", "/jobs", spec)
+    loop.drain()
+    job_id = accepted["job_id"]
+    for task in cp.store.list_tasks(job_id, None, 100, None)[0]:
+        if task.state == TaskState.LAUNCHING:
+            claim(cp, ref(task))
+    return job_id
+
+
+def test_a_worker_whose_instance_is_gone_and_heartbeats_stopped_is_requeued(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp)
+    task = loop.task(job_id)
+    # The instance vanished without any event reaching spotrun
+    cp.compute.client.terminate_instances(InstanceIds=[task.instance_id])
+    clock.advance(cp.settings.heartbeat_stale_seconds + 1)
+    report = reaper.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context, control=cp)
+    assert report["lost"] == 1
+    again = loop.task(job_id)
+    assert again.attempt == 2 and again.state == TaskState.LAUNCHING and again.environment_failures == 1
+    assert again.instance_id != task.instance_id
+
+
+def test_a_silent_worker_ec2_calls_running_gets_more_time_before_it_is_declared_lost(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp)
+    task = loop.task(job_id)
+    clock.advance(cp.settings.heartbeat_stale_seconds + 1)
+    assert sweep(cp).lost == [] and loop.task(job_id).attempt == 1
+    assert instance_state(cp, task.instance_id) == "running"
+    clock.advance(3 * cp.settings.heartbeat_stale_seconds)
+    assert len(sweep(cp).lost) == 1
+    assert loop.task(job_id).attempt == 2
+    assert instance_state(cp, task.instance_id) in ("shutting-down", "terminated")
+
+
+def test_a_launch_that_never_started_its_task_is_retried(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    loop.drain()
+    job_id = accepted["job_id"]
+    first = loop.task(job_id)
+    assert first.state == TaskState.LAUNCHING
+    clock.advance(cp.settings.launch_stale_seconds + 1)
+    report = sweep(cp)
+    assert len(report.stuck_launches) == 1
+    assert loop.task(job_id).attempt == 2
+
+
+def test_instances_nobody_owns_are_terminated(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp)
+    owned = loop.task(job_id).instance_id
+    launched = cp.compute.client.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="c6i.large",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "spotrun:managed", "Value": "true"}]}],
+    )["Instances"][0]
+    stray = launched["InstanceId"]
+    clock.now = launched["LaunchTime"]  # moto stamps launches with the real time
+    assert stray not in sweep(cp).orphans  # too young: it may be a launch being recorded right now
+    clock.advance(cp.settings.launch_stale_seconds + 1)
+    record_heartbeat(cp, Heartbeat(job_id=job_id, index=0, attempt=1, instance_id=owned, sent_at=clock()))
+    report = sweep(cp)
+    assert stray in report.orphans and owned not in report.orphans
+    assert instance_state(cp, stray) in ("shutting-down", "terminated")
+
+
+def test_max_concurrency_and_the_account_cap_hold(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)
+    _, first = loop.api("POST", "/jobs", {**JOB, "tasks": 12, "max_concurrency": 3})
+    _, second = loop.api("POST", "/jobs", {**JOB, "tasks": 12, "max_concurrency": 5})
+    loop.drain()
+    for accepted, cap in ((first, 3), (second, 5)):
+        job = cp.store.get_job(accepted["job_id"])
+        assert job.active == cap and job.counts["LAUNCHING"] == cap and job.counts["QUEUED"] == 12 - cap
+    assert cp.store.account_active() == 8
+    # scheduling again admits nothing more
+    reconcile_job(cp, first["job_id"])
+    assert cp.store.get_job(first["job_id"]).active == 3
+
+
+def test_one_ec2_call_per_pool_not_per_task(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)
+    calls = []
+    original = cp.compute.client.run_instances
+
+    def counting(**params):
+        calls.append(params["MaxCount"])
+        return original(**params)
+
+    cp.compute.client.run_instances = counting
+    loop.api("POST", "/jobs", {**JOB, "tasks": 20, "max_concurrency": 20})
+    loop.drain()
+    assert sum(calls) == 20 and len(calls) <= 3  # pool cap 10 in the fixture: at least two pools
+
+
+def test_cancel_kills_every_instance_and_keeps_the_state(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "tasks": 4})
+    instances = [t.instance_id for t in cp.store.list_tasks(job_id, None, 10, None)[0]]
+    status, _ = loop.api("POST", f"/jobs/{job_id}/cancel")
+    assert status == 202
+    loop.drain()
+    job = cp.store.get_job(job_id)
+    assert job.state == JobState.CANCELLED and job.counts.get("CANCELLED") == 4 and job.active == 0
+    assert all(instance_state(cp, i) in ("shutting-down", "terminated") for i in instances)
+    assert cp.store.account_active() == 0
+    # the tasks are still there to inspect
+    assert all(t.state == TaskState.CANCELLED for t in cp.store.list_tasks(job_id, None, 10, None)[0])
+
+
+def test_suspend_asks_running_tasks_to_checkpoint_then_resume_requeues_them(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "tasks": 2})
+    loop.api("POST", f"/jobs/{job_id}/suspend")
+    loop.drain()
+    tasks = cp.store.list_tasks(job_id, None, 10, None)[0]
+    assert all(t.desired == Desired.SUSPEND and t.state == TaskState.RUNNING for t in tasks)
+    # each agent checkpoints and reports that it suspended
+    for task in tasks:
+        loop.send("reports", CompletionReport(job_id=job_id, index=task.index, attempt=task.attempt,
+                                              instance_id=task.instance_id, sent_at=clock(), outcome="suspended",
+                                              checkpoint_seq=3).model_dump_json())
+    loop.drain()
+    assert cp.store.get_job(job_id).state == JobState.SUSPENDED and cp.store.account_active() == 0
+    loop.api("POST", f"/jobs/{job_id}/resume")
+    loop.drain()
+    job = cp.store.get_job(job_id)
+    assert job.state == JobState.RUNNING and job.counts.get("LAUNCHING") == 2
+    assert all(t.attempt == 2 and t.desired == Desired.RUN for t in cp.store.list_tasks(job_id, None, 10, None)[0])
+
+
+def test_a_combine_task_runs_only_after_every_task_succeeded(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    spec = {**JOB, "tasks": 2, "combine": {"command": "python merge.py"}}
+    job_id = submitted_and_running(loop, cp, spec)
+    assert loop.task(job_id, 2).state == TaskState.WAITING
+    for index in (0, 1):
+        task = loop.task(job_id, index)
+        loop.send("reports", CompletionReport(job_id=job_id, index=index, attempt=task.attempt,
+                                              instance_id=task.instance_id, sent_at=clock(), outcome="completed",
+                                              program={"exit_code": 0}).model_dump_json())
+        loop.drain()
+        expected = TaskState.WAITING if index == 0 else TaskState.LAUNCHING
+        assert loop.task(job_id, 2).state == expected
+    combine = loop.task(job_id, 2)
+    claim(cp, AttemptRef(job_id=job_id, index=2, attempt=combine.attempt, instance_id=combine.instance_id))
+    loop.send("reports", CompletionReport(job_id=job_id, index=2, attempt=combine.attempt, instance_id=combine.instance_id,
+                                          sent_at=clock(), outcome="completed", program={"exit_code": 0}).model_dump_json())
+    loop.drain()
+    assert cp.store.get_job(job_id).state == JobState.SUCCEEDED
+
+
+def test_a_failed_task_cancels_the_combine_and_fails_the_job(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "tasks": 2, "combine": {"command": "merge"}})
+    for index, code in ((0, 0), (1, 9)):
+        task = loop.task(job_id, index)
+        loop.send("reports", CompletionReport(job_id=job_id, index=index, attempt=task.attempt,
+                                              instance_id=task.instance_id, sent_at=clock(), outcome="completed",
+                                              program={"exit_code": code}).model_dump_json())
+    loop.drain()
+    assert loop.task(job_id, 2).state == TaskState.CANCELLED
+    assert cp.store.get_job(job_id).state == JobState.FAILED
+
+
+def test_control_messages_delivered_twice_change_nothing_more(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context, duplicate=True)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 6, "max_concurrency": 4})
+    loop.drain()
+    loop.drain()
+    job = cp.store.get_job(accepted["job_id"])
+    assert job.active == 4 and job.counts["QUEUED"] == 2
+    running = cp.compute.managed_instances()
+    assert len(running) == 4
+
+
+
+
+def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks(cp, env, aws, context):
+    from botocore.exceptions import ClientError
+
+    loop = Loop(cp, env, aws, context)
+    original = cp.compute.client.run_instances
+    refused = []
+
+    def no_capacity_in_1b(**params):
+        if params["SubnetId"] == cp.settings.subnets["us-east-1b"]:
+            refused.append(params["InstanceType"])
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "RunInstances")
+        return original(**params)
+
+    cp.compute.client.run_instances = no_capacity_in_1b
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 3})
+    loop.drain()
+    tasks = cp.store.list_tasks(accepted["job_id"], None, 10, None)[0]
+    assert refused, "the cheapest pool (us-east-1b) was tried first"
+    assert all(t.state == TaskState.LAUNCHING and not t.pool.endswith("@us-east-1b") for t in tasks)
+    assert all(t.environment_failures == 0 and t.program_failures == 0 and t.attempt == 2 for t in tasks)
+    stats = cp.store.pool_stats(["c6i.large@us-east-1b"])["c6i.large@us-east-1b"]
+    assert stats.running == 0 and stats.executions == 0 and stats.cooldown_until is not None
+    kinds = [e.kind for e in cp.store.timeline(accepted["job_id"], 100)]
+    assert kinds.count("LaunchFailed") == 3
