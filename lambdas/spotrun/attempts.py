@@ -96,6 +96,8 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
 
 def _report_detail(report: CompletionReport) -> dict[str, object]:
     detail: dict[str, object] = {"outcome": report.outcome}
+    if report.unsaved_seconds is not None:
+        detail["unsaved_seconds"] = round(report.unsaved_seconds, 3)
     if report.program is not None:
         detail.update(exit_code=report.program.exit_code, exec_seconds=round(report.program.exec_seconds, 3))
     return detail
@@ -103,9 +105,15 @@ def _report_detail(report: CompletionReport) -> dict[str, object]:
 
 def _close_superseded_attempt(cp: ControlPlane, task: Task, report: CompletionReport) -> None:
     """The report of an attempt that no longer owns its task (e.g. the interrupted one after its final checkpoint)."""
-    if report.attempt < task.attempt:
-        cp.store.record_attempt_end(task.job_id, task.index, report.attempt, report.outcome, report.scope,
-                                    report.program.exec_seconds if report.program else 0.0, cp.clock())
+    if report.attempt < task.attempt and cp.store.record_attempt_end(
+        task.job_id, task.index, report.attempt, report.outcome, report.scope,
+        report.program.exec_seconds if report.program else 0.0, cp.clock(),
+    ):
+        cp.store.add_event(TimelineEvent(
+            task.job_id, cp.clock(), "AttemptEnded", f"{task.index}-{report.attempt}-ended", task.index, report.attempt,
+            {"outcome": report.outcome, "checkpoint_seq": report.checkpoint_seq,
+             **({"unsaved_seconds": round(report.unsaved_seconds, 3)} if report.unsaved_seconds is not None else {})},
+        ))
 
 
 def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str | None = None) -> None:

@@ -64,6 +64,8 @@ class CompletionReport(AttemptRef):
     program: ProgramResult | None = None
     outputs: list[str] = Field(default_factory=list, max_length=10_000)
     checkpoint_seq: int | None = None
+    # Seconds of progress this attempt could not save (since its last committed checkpoint).
+    unsaved_seconds: float | None = Field(None, ge=0)
 
     @property
     def scope(self) -> Scope | None:

@@ -181,7 +181,7 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     report.launch_calls += 1
     if result.error_code:
         report.failed_pools[pool] = result.error_code
-        cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds // 3))
+        cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
         return 0
     now = cp.clock()
     for task, instance_id in zip(tasks, result.instance_ids, strict=False):

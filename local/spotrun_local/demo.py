@@ -134,7 +134,7 @@ def _summarize(runtime: LocalRuntime, client: Client, job_id: str, job: dict[str
     timeline = events.get("events", [])
     attempts = []
     for index in range(job.get("tasks", 0) + (1 if job.get("combine") else 0)):
-        attempts.extend(store.attempts(job_id, index))
+        attempts.extend(a for a in store.attempts(job_id, index) if a.outcome != "not_launched")
     spot_cost = on_demand_cost = 0.0
     for attempt in attempts:
         if attempt.launched_at and attempt.ended_at:
@@ -147,6 +147,7 @@ def _summarize(runtime: LocalRuntime, client: Client, job_id: str, job: dict[str
     return {
         "job_id": job_id, "state": job.get("state"), "elapsed_seconds": round(elapsed, 1),
         "tasks": job.get("tasks"), "attempts": len(attempts),
+        "launches_refused_for_capacity": len(runtime.cp.compute.refused),
         "interruptions": sum(1 for e in timeline if e["kind"] in ("TaskReplacing", "TaskInterrupted")),
         "market_warnings": runtime.counters.warnings, "market_reclaims": runtime.counters.reclaims,
         "checkpoints_committed": sum(1 for e in timeline if e["kind"] == "CheckpointCommitted"),
@@ -168,22 +169,30 @@ def _result(runtime: LocalRuntime, job_id: str, job: dict[str, Any]) -> dict[str
 
 
 def _work_lost(timeline: list[dict[str, Any]]) -> list[float]:
-    """Per interruption: seconds between the attempt's last committed checkpoint and its end."""
+    """Per interruption, the seconds of progress the ended attempt could not save.
+
+    The agent measures it and reports it (`unsaved_seconds`); for an attempt that died without a
+    report it is bounded by the time from its last committed checkpoint (or its start) to its loss.
+    """
     def at(event: dict[str, Any]) -> datetime:
         return datetime.fromisoformat(event["at"])
 
     losses = []
     for event in timeline:
-        if event["kind"] not in ("TaskReplacing", "TaskInterrupted"):
+        if event["kind"] == "TaskReplacing":
+            task, attempt = event["task"], event["attempt"] - 1
+        elif event["kind"] == "TaskInterrupted":
+            task, attempt = event["task"], event["attempt"]
+        else:
             continue
-        task, ended_attempt = event["task"], (event["attempt"] or 1) - (1 if event["kind"] == "TaskReplacing" else 0)
-        commits = [at(e) for e in timeline if e["kind"] == "CheckpointCommitted" and e["task"] == task
-                   and e["attempt"] == ended_attempt]
-        starts = [at(e) for e in timeline if e["kind"] == "TaskStarted" and e["task"] == task
-                  and e["attempt"] == ended_attempt]
-        reference = max(commits) if commits else (min(starts) if starts else at(event))
-        final_commit = any(c >= at(event) for c in commits)
-        losses.append(0.0 if final_commit else max(0.0, (at(event) - reference).total_seconds()))
+        reported = [e["detail"]["unsaved_seconds"] for e in timeline
+                    if e["task"] == task and e["attempt"] == attempt and "unsaved_seconds" in e["detail"]]
+        if reported:
+            losses.append(float(reported[0]))
+            continue
+        marks = [at(e) for e in timeline if e["task"] == task and e["attempt"] == attempt
+                 and e["kind"] in ("CheckpointCommitted", "TaskStarted")]
+        losses.append(max(0.0, (at(event) - max(marks)).total_seconds()) if marks else 0.0)
     return losses
 
 

@@ -100,6 +100,7 @@ class Agent:
         self.sleep = sleep
         self.control = ControlPlane(Settings(table=config.table, bucket=config.bucket), store, None, None, clock=clock)
         self.cost = CheckpointCost()
+        self.last_saved_at = time.monotonic()  # when the program's progress was last safe in a commit
         self.restored_seq: int | None = None
         self.checkpoints_taken = 0
 
@@ -160,6 +161,7 @@ class Agent:
         command = self._command(task)
         started = time.monotonic()
         self.checkpointer.start(command, env, self.workdir, self.log_path, restore_from=restore_dir)
+        self.last_saved_at = time.monotonic()  # the restored checkpoint (or nothing) is all there is so far
         outcome = self._supervise(task)
         exec_seconds = time.monotonic() - started
         if outcome is not None:
@@ -228,9 +230,11 @@ class Agent:
                 seq = self._checkpoint(timeout=budget)
             except Exception:  # noqa: BLE001 - the last committed checkpoint still stands
                 log.exception("final checkpoint failed")
+        unsaved = time.monotonic() - self.last_saved_at
         self.checkpointer.stop()
         self._upload_log()
-        self._report(outcome, reason=reason, checkpoint_seq=seq)
+        self._report(outcome, reason=reason, checkpoint_seq=seq,
+                     unsaved_seconds=unsaved if self.checkpointer.supports_checkpoint else None)
         if outcome != "interrupted":
             self._terminate_self()
         return 0
@@ -272,6 +276,7 @@ class Agent:
     def _checkpoint(self, timeout: float | None = None) -> int | None:
         """Capture, upload files, write the manifest, then move the pointer; keep the previous one."""
         started = time.monotonic()
+        captured_at = started  # progress up to here is in this checkpoint
         current = self.store.get_task(self.ref.job_id, self.ref.index)
         seq = (current.checkpoint.seq if current and current.checkpoint else 0) + 1
         into = self.state_dir / "outgoing" / str(seq)
@@ -296,6 +301,7 @@ class Agent:
         if not committed:
             log.warning("checkpoint %s was not committed (superseded or out of order)", seq)
             return None
+        self.last_saved_at = captured_at
         self.cost.samples.append(time.monotonic() - started)
         self.cost.bytes_total += size
         self.checkpoints_taken += 1
@@ -368,10 +374,11 @@ class Agent:
             log.warning("heartbeat not sent", exc_info=True)
 
     def _report(self, outcome: str, reason: str = "", program: ProgramResult | None = None,
-                checkpoint_seq: int | None = None) -> None:
+                checkpoint_seq: int | None = None, unsaved_seconds: float | None = None) -> None:
         report = CompletionReport(
             job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt, instance_id=self.ref.instance_id,
             sent_at=self.clock(), outcome=outcome, reason=reason, program=program, checkpoint_seq=checkpoint_seq,
+            unsaved_seconds=unsaved_seconds,
         )
         for attempt in range(5):
             try:

@@ -114,6 +114,9 @@ class DeadlinePolicy:
     # Leave on-demand to wait only with this many change-overs of slack above the reserve. Never, by
     # default: the replay showed that waiting after on-demand costs more in returns than it saves.
     leave_on_demand_changeovers: float = math.inf
+    # Leave on-demand for spot only once the zone has been back this many change-overs: most outages end
+    # in a short blip of availability, and a run that survived a while is expected to last (long tails).
+    return_after_changeovers: float = 2.0
 
     def decide(self, state: DeadlineState) -> Decision:
         return _decide(self, state)
@@ -197,10 +200,11 @@ def _decide(p: DeadlinePolicy, s: DeadlineState) -> Decision:
             # Spot for `run` hours instead of on-demand costs a change-over at the spot price now and
             # one at the on-demand price when the run ends.
             gain = (od - best_price) * run - d * (best_price + od)
-            if gain > 0:
+            if gain > 0 and best.state_hours >= p.return_after_changeovers * d:
                 return Decision(Action.SPOT, best.zone, f"back to spot in {best.zone} at ${best_price:.3f}/h: "
                                                         f"expected run {run:.1f}h saves ${gain:.2f}")
-            return Decision(Action.ON_DEMAND, None, f"stay on-demand: expected spot run {run:.1f}h too short")
+            return Decision(Action.ON_DEMAND, None, f"stay on-demand: spot in {best.zone} back for "
+                                                    f"{best.state_hours:.2f}h, expected run {run:.1f}h")
         # From nothing either start costs a change-over; spot also costs one more when it ends.
         if room >= reserve or (od - best_price) * run > best_price * d:
             return Decision(Action.SPOT, best.zone, f"spot in {best.zone} at ${best_price:.3f}/h, "

@@ -1,0 +1,450 @@
+"""A local stand-in for API Gateway (REST, IAM-authorized) in front of the API handler.
+
+Each HTTP request becomes the proxy event API Gateway would deliver (resource `/{proxy+}`, stage
+`local`) and is answered with the handler's proxy response. Like `AWS_IAM` authorization, every
+request must carry a valid SigV4 signature for `execute-api`; here the only identity is a pair of
+random local credentials made per run (`new_local_credentials`), which the runtime prints. The
+signature is recomputed with botocore's SigV4 signer over the received method, URL, signed headers
+and body; requests signed more than 5 minutes from now, with another key or for another service are
+refused with 403, as API Gateway does. The caller becomes `arn:aws:iam::000000000000:user/local`.
+
+A small read-only web page is served at `GET /` without authentication (it is static). A browser
+cannot sign requests, so the page reads `GET /ui/jobs` and `GET /ui/jobs/<id>` instead: read-only
+views the gateway builds by calling the handler itself, answered only to 127.0.0.1 and only with
+the per-run token (`?token=...`, see `Gateway.ui_url`) that the runtime prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+log = logging.getLogger("spotrun.local.gateway")
+
+SERVICE = "execute-api"
+STAGE = "local"
+ACCOUNT = "000000000000"
+LOCAL_USER_ARN = f"arn:aws:iam::{ACCOUNT}:user/local"
+MAX_SKEW_SECONDS = 300
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+_AUTHORIZATION = re.compile(
+    r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
+    r"\s*Signature=(?P<signature>[0-9a-f]{64})\s*$")
+_UI_JOB = re.compile(r"^/ui/jobs/(?P<job>[A-Za-z0-9-]{1,64})$")
+_LOOPBACK = frozenset({"127.0.0.1", "::ffff:127.0.0.1"})
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LocalCredentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def env(self) -> dict[str, str]:
+        """The environment a client needs to sign for this gateway."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+
+
+def new_local_credentials() -> LocalCredentials:
+    """Random credentials shaped like AWS's (a 20-character key id, a 40-character secret)."""
+    alphabet = string.ascii_uppercase + "234567"
+    return LocalCredentials("AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)),
+                            secrets.token_urlsafe(30))
+
+
+# ------------------------------------------------------------------ SigV4
+
+class _Verifier(SigV4Auth):
+    """botocore's SigV4 signer, told to canonicalize exactly the headers the client said it signed."""
+
+    def headers_to_sign(self, request: AWSRequest) -> Any:
+        from botocore.compat import HTTPHeaders
+
+        headers = HTTPHeaders()
+        for name, value in request.headers.items():
+            headers[name.lower()] = value
+        return headers
+
+
+def verify_sigv4(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes,
+                 credentials: LocalCredentials, now: datetime | None = None,
+                 max_skew: int = MAX_SKEW_SECONDS) -> str | None:
+    """Why the request's SigV4 signature is not acceptable, or None when it is.
+
+    `target` is the request line's path and query as received; `headers` every received header.
+    """
+    received = list(headers)
+    lookup: dict[str, list[str]] = {}
+    for name, value in received:
+        lookup.setdefault(name.lower(), []).append(value)
+    authorization = (lookup.get("authorization") or [""])[-1]
+    if not authorization:
+        return "missing Authorization header: requests must be signed with AWS SigV4 (service execute-api)"
+    match = _AUTHORIZATION.match(authorization)
+    if not match:
+        return "malformed Authorization header: expected an AWS4-HMAC-SHA256 signature"
+    scope = match["credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        return "malformed credential scope in the Authorization header"
+    key_id, day, region, service, _ = scope
+    if not hmac.compare_digest(key_id.encode(), credentials.access_key_id.encode()):
+        return f"unknown access key {key_id}: sign with the local credentials the runtime printed"
+    if service != SERVICE:
+        return f"the signature is for service {service!r}, not {SERVICE!r}"
+    stamp = (lookup.get("x-amz-date") or [""])[-1]
+    try:
+        signed_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "missing or malformed X-Amz-Date header"
+    if day != stamp[:8]:
+        return "the credential scope's date does not match X-Amz-Date"
+    skew = abs(((now or datetime.now(UTC)) - signed_at).total_seconds())
+    if skew > max_skew:
+        return f"request signature expired: X-Amz-Date {stamp} is more than {max_skew // 60} minutes from now"
+    signed = match["signed"].split(";")
+    if "host" not in signed or "x-amz-date" not in signed:
+        return "the signature must cover the host and x-amz-date headers"
+    missing = [name for name in signed if name not in lookup]
+    if missing:
+        return f"signed header(s) missing from the request: {', '.join(missing)}"
+    declared = (lookup.get("x-amz-content-sha256") or [None])[-1]
+    if declared is not None and declared != hashlib.sha256(body).hexdigest():
+        return "X-Amz-Content-SHA256 does not match the body"
+
+    host = lookup["host"][-1]
+    request = AWSRequest(method=method.upper(), url=f"http://{host}{target}", data=body or None)
+    for name in signed:
+        for value in lookup[name]:
+            request.headers[name] = value  # HTTPHeaders: a repeated header keeps every value
+    request.context["timestamp"] = stamp
+    verifier = _Verifier(Credentials(credentials.access_key_id, credentials.secret_access_key), service, region)
+    canonical = verifier.canonical_request(request)
+    expected = verifier.signature(verifier.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected.encode(), match["signature"].encode()):
+        return "the request signature does not match (wrong secret key, or the request changed after signing)"
+    return None
+
+
+# ------------------------------------------------------------------ the proxy event
+
+def proxy_event(method: str, target: str, headers: Iterable[tuple[str, str]], body: str | None, *,
+                source_ip: str, access_key: str, user_arn: str = LOCAL_USER_ARN, caller: str = "local",
+                request_id: str | None = None) -> dict[str, Any]:
+    """The REST API proxy event API Gateway delivers for this request (as `tests/support.api_event`)."""
+    parts = urlsplit(target)
+    path = unquote(parts.path) or "/"
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in headers:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = {k: v for k, v in pairs} if pairs else None
+    multi_query: dict[str, list[str]] | None = None
+    if pairs:
+        multi_query = {}
+        for k, v in pairs:
+            multi_query.setdefault(k, []).append(v)
+    user_agent = next((v for k, v in single.items() if k.lower() == "user-agent"), "")
+    return {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method,
+        "headers": single, "multiValueHeaders": multi,
+        "queryStringParameters": query, "multiValueQueryStringParameters": multi_query,
+        "pathParameters": {"proxy": path.lstrip("/")} if path != "/" else None, "stageVariables": None,
+        "requestContext": {
+            "resourceId": "local", "resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/{STAGE}{path}",
+            "accountId": ACCOUNT, "stage": STAGE, "requestId": request_id or str(uuid.uuid4()), "apiId": "local",
+            "protocol": "HTTP/1.1", "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"userArn": user_arn, "caller": caller, "accessKey": access_key, "sourceIp": source_ip,
+                         "accountId": ACCOUNT, "user": caller, "userAgent": user_agent},
+        },
+        "body": body, "isBase64Encoded": False,
+    }
+
+
+class _Context:
+    """The Lambda context the handler's Powertools decorators read."""
+
+    function_name = "spotrun-api-local"
+    function_version = "$LATEST"
+    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:spotrun-api-local"
+    memory_limit_in_mb = 512
+    log_group_name = "/aws/lambda/spotrun-api-local"
+    log_stream_name = "local"
+
+    def __init__(self, request_id: str):
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+# ------------------------------------------------------------------ the server
+
+class Gateway:
+    def __init__(self, handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
+                 ui_token: str | None = None, clock: Callable[[], datetime] | None = None):
+        self.handler = handler
+        self.credentials = credentials
+        self.ui_token = ui_token or secrets.token_urlsafe(24)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"{self.url}/?token={self.ui_token}"
+
+    def start(self) -> Gateway:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="api-gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ---------------------------------------------------------- invocations
+
+    def invoke(self, event: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """Call the handler; a crash is API Gateway's 502."""
+        request_id = event["requestContext"]["requestId"]
+        try:
+            response = self.handler(event, _Context(request_id))
+            status = int(response.get("statusCode", 200))
+            headers: dict[str, str] = {}
+            for name, values in (response.get("multiValueHeaders") or {}).items():
+                headers[name] = ", ".join(str(v) for v in values)
+            headers.update({k: str(v) for k, v in (response.get("headers") or {}).items()})
+            body = response.get("body") or ""
+            raw = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
+        except Exception:
+            log.exception("the API handler failed (request %s)", request_id)
+            return 502, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+        headers["x-amzn-RequestId"] = request_id
+        return status, headers, raw
+
+    def ui_view(self, path: str, source_ip: str) -> tuple[int, Any]:
+        """The read-only JSON the web page shows, from the handler's own GET routes."""
+        def get(route: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
+            target = route + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+            event = proxy_event("GET", target, [("Host", "local-ui")], None, source_ip=source_ip,
+                                access_key=self.credentials.access_key_id, caller="local-ui")
+            status, _, raw = self.invoke(event)
+            try:
+                return status, json.loads(raw or b"null")
+            except ValueError:
+                return 502, {"error": "the handler answered something that is not JSON"}
+
+        if path == "/ui/jobs":
+            return get("/jobs", {"limit": "50"})
+        match = _UI_JOB.match(path)
+        if not match:
+            return 404, {"error": f"no UI view {path}"}
+        status, job = get(f"/jobs/{match['job']}")
+        if status != 200:
+            return status, job
+        status, tasks = get(f"/jobs/{match['job']}/tasks", {"limit": "100"})
+        if status != 200:
+            return status, tasks
+        return 200, {"job": job, "tasks": tasks.get("tasks", []), "more_tasks": bool(tasks.get("next_token"))}
+
+
+def start_gateway(handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
+                  ui_token: str | None = None) -> Gateway:
+    """Serve `handler` behind SigV4 authentication on host:port (0: a free port) in a daemon thread."""
+    return Gateway(handler, credentials, host, port, ui_token).start()
+
+
+def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "spotrun-local-gateway"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._serve()
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET  # noqa: N815
+
+        def _serve(self) -> None:
+            body = self._read_body()
+            if body is None:
+                return
+            parts = urlsplit(self.path)
+            if self.command in ("GET", "HEAD") and parts.path == "/":
+                self._reply(200, PAGE.encode(), {"Content-Type": "text/html; charset=utf-8", **_PAGE_HEADERS})
+                return
+            if self.command == "GET" and (parts.path == "/ui" or parts.path.startswith("/ui/")):
+                self._serve_ui(parts.path, parts.query)
+                return
+            refusal = verify_sigv4(self.command, self.path, self.headers.items(), body, gateway.credentials,
+                                   now=gateway.clock())
+            if refusal is not None:
+                log.info("refused %s %s: %s", self.command, parts.path, refusal)
+                self._json(403, {"message": refusal})
+                return
+            try:
+                text = body.decode("utf-8") if body else None
+            except UnicodeDecodeError:
+                self._json(400, {"message": "the request body must be UTF-8 text"})
+                return
+            event = proxy_event(self.command, self.path, self.headers.items(), text,
+                                source_ip=self.client_address[0], access_key=gateway.credentials.access_key_id)
+            status, headers, raw = gateway.invoke(event)
+            self._reply(status, raw, headers)
+
+        def _serve_ui(self, path: str, query: str) -> None:
+            token = dict(parse_qsl(query)).get("token", "")
+            if self.client_address[0] not in _LOOPBACK:
+                self._json(403, {"message": "the UI views answer only to 127.0.0.1"})
+                return
+            if not token or not hmac.compare_digest(token.encode(), gateway.ui_token.encode()):
+                self._json(403, {"message": "missing or wrong UI token: open the URL the runtime printed"})
+                return
+            status, view = gateway.ui_view(path, self.client_address[0])
+            self._json(status, view)
+
+        def _read_body(self) -> bytes | None:
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                self.close_connection = True
+                self._json(411, {"message": "send a Content-Length, not a chunked body"})
+                return None
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._json(413, {"message": f"the body must be at most {MAX_BODY_BYTES} bytes"})
+                return None
+            return self.rfile.read(length) if length else b""
+
+        def _json(self, status: int, value: Any) -> None:
+            self._reply(status, json.dumps(value).encode(), {"Content-Type": "application/json",
+                                                             "Cache-Control": "no-store"})
+
+        def _reply(self, status: int, raw: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+            log.debug("%s - %s", self.client_address[0], format % args)
+
+    return RequestHandler
+
+
+# ------------------------------------------------------------------ the web page
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'",
+}
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>spotrun (local)</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left}th{border-bottom:1px solid #ccc}
+.bar{display:inline-block;width:180px;height:10px;background:#eee;vertical-align:middle}
+.bar>span{display:block;height:100%;background:#3a7}
+.SUCCEEDED{color:#281}.FAILED{color:#c22}.CANCELLED{color:#a3a}.RUNNING{color:#27a}
+#note{color:#888}a{color:#27a}
+</style></head>
+<body><h1><a href="#">spotrun</a> <small>(local, read-only)</small></h1>
+<div id="view"></div><p id="note"></p>
+<script>
+"use strict";
+const token = new URLSearchParams(location.search).get("token") || "";
+const view = document.getElementById("view"), note = document.getElementById("note");
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+function row(cells, head) {
+  const tr = el("tr");
+  for (const c of cells) { const td = el(head ? "th" : "td"); td.append(c instanceof Node ? c : el("span", c)); tr.append(td); }
+  return tr;
+}
+function counts(c) { return Object.entries(c || {}).map(([k, v]) => k + " " + v).join("  ") || "-"; }
+function bar(t) {
+  const f = t.state === "SUCCEEDED" ? 1 : Math.max(0, Math.min(1, t.progress || 0));
+  const outer = el("span", null, "bar"), inner = el("span");
+  inner.style.width = (f * 100).toFixed(1) + "%"; outer.append(inner);
+  const wrap = el("span"); wrap.append(outer, " " + Math.round(f * 100) + "%"); return wrap;
+}
+async function load(path) {
+  const r = await fetch(path + "?token=" + encodeURIComponent(token), {cache: "no-store"});
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.message || body.error || ("HTTP " + r.status));
+  return body;
+}
+async function refresh() {
+  if (!token) { note.textContent = "Open the URL the local runtime printed: it carries ?token=..."; return; }
+  const id = location.hash.slice(1);
+  try {
+    const table = el("table");
+    if (!id) {
+      const data = await load("/ui/jobs");
+      table.append(row(["job", "name", "state", "tasks", "counts", "created"], true));
+      for (const j of data.jobs) {
+        const a = el("a", j.job_id); a.href = "#" + j.job_id;
+        table.append(row([a, j.name, el("span", j.state, j.state), j.tasks, counts(j.counts), j.created_at]));
+      }
+      view.replaceChildren(el("h2", "jobs"), table);
+    } else {
+      const data = await load("/ui/jobs/" + encodeURIComponent(id)), j = data.job;
+      table.append(row(["task", "state", "attempt", "pool", "progress", "checkpoint", "exit / reason"], true));
+      for (const t of data.tasks) {
+        table.append(row([t.index + (t.kind === "combine" ? " (combine)" : ""), el("span", t.state, t.state),
+          t.attempt, t.pool || "-", bar(t), t.checkpoint ? t.checkpoint.seq : "-",
+          [t.exit_code === null ? "" : "exit " + t.exit_code, t.reason || ""].filter(Boolean).join(": ")]));
+      }
+      view.replaceChildren(el("h2", j.job_id + "  " + j.name), el("p", "state " + j.state + "  |  " + counts(j.counts)),
+        table, el("p", data.more_tasks ? "(first 100 tasks)" : ""));
+    }
+    note.textContent = "refreshed " + new Date().toLocaleTimeString() + " (every 2 s)";
+  } catch (e) { note.textContent = "error: " + e.message; }
+}
+window.addEventListener("hashchange", refresh);
+refresh(); setInterval(refresh, 2000);
+</script></body></html>
+"""

@@ -1,0 +1,170 @@
+"""The `signal` checkpointer: the program saves its own state when asked (like HTCondor's
+self-checkpointing jobs).
+
+What a program does to be checkpointed this way:
+
+1. Read `$SPOTRUN_CHECKPOINT_DIR` (an absolute directory that exists when the program starts, and
+   is the same path on every instance).
+2. At start, if `$SPOTRUN_RESTORED` is `1`, the directory holds the files the program wrote at its
+   last committed checkpoint: resume from them. Otherwise start from the beginning (the directory
+   is empty).
+3. On the checkpoint signal (SIGUSR1 unless the job says otherwise): write the state files into
+   `$SPOTRUN_CHECKPOINT_DIR` (write, flush and fsync each; writing a temporary file and renaming it
+   is the safe way), then create the empty marker file `$SPOTRUN_CHECKPOINT_DIR/.complete`. Creating
+   the marker is the signal that the checkpoint is complete and consistent: the agent removes it
+   before each request and copies the directory as soon as it reappears.
+4. Do not touch the directory between creating the marker and the next signal. Doing the work
+   from the main loop (a handler that only sets a flag) is the usual way; the agent waits up to the
+   checkpoint timeout for the marker.
+
+Only the directory's files are kept (subdirectories too, the marker excepted). A checkpoint with no
+files is refused. For an argv command the signal goes to the program itself; for a shell command it
+goes to the whole process group (the shell ignores it), since `/bin/sh -c` does not replace itself
+with the program. Option `signal_target` ("leader" or "group") overrides this.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from .base import CheckpointError, Command, Program, describe_status, shell_argv, signal_number
+
+COMPLETE_MARKER = ".complete"
+CHECKPOINT_SUBDIR = Path(".spotrun") / "checkpoint"
+FICLONE = 0x40049409  # linux/fs.h: share the blocks copy-on-write, where the filesystem can
+
+
+def checkpoint_dir_for(cwd: Path) -> Path:
+    return cwd.resolve() / CHECKPOINT_SUBDIR
+
+
+def state_files(directory: Path) -> list[Path]:
+    """Regular files under `directory` (recursively), the completion marker left out, sorted."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            path = Path(root) / name
+            if path.parent == directory and name == COMPLETE_MARKER:
+                continue
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return sorted(found)
+
+
+def snapshot_file(source: Path, target: Path) -> None:
+    """Copy `source` so later writes to it cannot change `target`: a reflink where the filesystem
+    offers one (instant, no extra space), else a plain copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, target.open("wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS, errno.EBADF):
+                raise
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+class SignalCheckpointer:
+    method = "signal"
+    supports_checkpoint = True
+
+    def __init__(self, signal_name: str | int | None = "SIGUSR1", signal_target: str | None = None,
+                 poll_seconds: float = 0.05):
+        self.signum = signal_number(signal_name)
+        if signal_target not in (None, "leader", "group"):
+            raise ValueError(f"signal_target must be 'leader' or 'group', not {signal_target!r}")
+        self.signal_target = signal_target
+        self.poll_seconds = poll_seconds
+        self.program: Program | None = None
+        self.checkpoint_dir: Path | None = None
+        self._signal_group = False
+
+    # ---------------------------------------------------------------- life
+
+    def start(self, command: Command, env: dict[str, str], cwd: Path, log_path: Path,
+              restore_from: Path | None = None) -> None:
+        if self.program is not None:
+            raise RuntimeError("the program was already started")
+        directory = checkpoint_dir_for(cwd)
+        # A leftover directory (an earlier attempt on this machine) must not leak into this run.
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        program_env = {k: v for k, v in env.items() if k != "SPOTRUN_RESTORED"}
+        program_env["SPOTRUN_CHECKPOINT_DIR"] = str(directory)
+        if restore_from is not None:
+            files = state_files(restore_from)
+            if not files:
+                raise CheckpointError(f"nothing to restore: {restore_from} holds no checkpoint files")
+            for path in files:
+                snapshot_file(path, directory / path.relative_to(restore_from))
+            program_env["SPOTRUN_RESTORED"] = "1"
+        is_shell = isinstance(command, str)
+        target = self.signal_target or ("group" if is_shell else "leader")
+        self._signal_group = target == "group"
+        trap = self.signum if is_shell and self._signal_group else None
+        self.checkpoint_dir = directory
+        self.program = Program(shell_argv(command, trap_signal=trap), program_env, cwd, log_path)
+
+    def poll(self) -> int | None:
+        return self.program.poll() if self.program else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.program.wait(timeout) if self.program else None
+
+    def stop(self, grace_seconds: float = 10.0) -> int | None:
+        return self.program.stop(grace_seconds) if self.program else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.program.pid if self.program else None
+
+    # ---------------------------------------------------------- checkpoint
+
+    def checkpoint(self, into: Path, timeout: float) -> list[Path]:
+        if self.program is None or self.checkpoint_dir is None:
+            raise CheckpointError("the program was not started")
+        status = self.program.poll()
+        if status is not None:
+            raise CheckpointError(f"cannot checkpoint: the program already {describe_status(status)}")
+        into.mkdir(parents=True, exist_ok=True)
+        if any(into.iterdir()):
+            raise CheckpointError(f"checkpoint target {into} is not empty")
+        marker = self.checkpoint_dir / COMPLETE_MARKER
+        marker.unlink(missing_ok=True)
+        signame = signal.Signals(self.signum).name
+        try:
+            self.program.send(self.signum, group=self._signal_group)
+        except ProcessLookupError:
+            raise CheckpointError(f"cannot checkpoint: the program {describe_status(self.program.poll())}") from None
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            status = self.program.poll()
+            if status is not None:
+                raise CheckpointError(f"the program {describe_status(status)} during the checkpoint "
+                                      f"(before it created {COMPLETE_MARKER})")
+            if time.monotonic() >= deadline:
+                raise CheckpointError(
+                    f"checkpoint timed out after {timeout:g}s: the program did not create "
+                    f"$SPOTRUN_CHECKPOINT_DIR/{COMPLETE_MARKER} after {signame} (does it handle {signame}?)"
+                )
+            time.sleep(self.poll_seconds)
+        files = state_files(self.checkpoint_dir)
+        if not files:
+            raise CheckpointError(f"the program created {COMPLETE_MARKER} but wrote no files into $SPOTRUN_CHECKPOINT_DIR")
+        copied = []
+        for path in files:
+            target = into / path.relative_to(self.checkpoint_dir)
+            try:
+                snapshot_file(path, target)
+            except FileNotFoundError:
+                raise CheckpointError(f"{path.name} vanished while it was copied: the program changed "
+                                      "$SPOTRUN_CHECKPOINT_DIR after signalling completion") from None
+            copied.append(target)
+        return copied
