@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
-export PYTHONPATH := lambdas:worker:local:.
+export PYTHONPATH := lambdas:worker:local:cli:.
 
 .PHONY: help install test check synth lint run bench clean
 
@@ -23,7 +23,7 @@ test: $(STAMP) ## run the whole test suite (unit, integration, infrastructure)
 	$(BIN)/pytest -p no:cacheprovider --timeout=600
 
 check: $(STAMP) ## lint
-	$(BIN)/ruff check lambdas worker local stacks tests bench app.py
+	$(BIN)/ruff check lambdas worker local cli stacks tests bench app.py
 
 synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint it
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 log = logging.getLogger("spotrun.local.gateway")
@@ -77,9 +78,7 @@ def new_local_credentials() -> LocalCredentials:
 class _Verifier(SigV4Auth):
     """botocore's SigV4 signer, told to canonicalize exactly the headers the client said it signed."""
 
-    def headers_to_sign(self, request: AWSRequest) -> Any:
-        from botocore.compat import HTTPHeaders
-
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
         headers = HTTPHeaders()
         for name, value in request.headers.items():
             headers[name.lower()] = value
@@ -221,6 +220,14 @@ class Gateway:
     def ui_url(self) -> str:
         return f"{self.url}/?token={self.ui_token}"
 
+    def instructions(self) -> str:
+        """What the runtime prints: how to point the CLI at this gateway, and the web page's URL."""
+        return "\n".join([
+            f"export SPOTRUN_API={self.url}",
+            *(f"export {name}={value}" for name, value in self.credentials.env().items()),
+            f"# read-only web page (this run only, from this machine): {self.ui_url}",
+        ])
+
     def start(self) -> Gateway:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="api-gateway", daemon=True)
@@ -235,23 +242,22 @@ class Gateway:
 
     # ---------------------------------------------------------- invocations
 
-    def invoke(self, event: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    def invoke(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         """Call the handler; a crash is API Gateway's 502."""
         request_id = event["requestContext"]["requestId"]
         try:
             response = self.handler(event, _Context(request_id))
             status = int(response.get("statusCode", 200))
-            headers: dict[str, str] = {}
-            for name, values in (response.get("multiValueHeaders") or {}).items():
-                headers[name] = ", ".join(str(v) for v in values)
-            headers.update({k: str(v) for k, v in (response.get("headers") or {}).items()})
+            single = {k: str(v) for k, v in (response.get("headers") or {}).items()}
+            multi = response.get("multiValueHeaders") or {}
+            headers = [(k, str(v)) for k, values in multi.items() if k not in single for v in values]
+            headers += list(single.items())
             body = response.get("body") or ""
             raw = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
         except Exception:
             log.exception("the API handler failed (request %s)", request_id)
-            return 502, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
-        headers["x-amzn-RequestId"] = request_id
-        return status, headers, raw
+            return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
+        return status, [*headers, ("x-amzn-RequestId", request_id)], raw
 
     def ui_view(self, path: str, source_ip: str) -> tuple[int, Any]:
         """The read-only JSON the web page shows, from the handler's own GET routes."""
@@ -301,7 +307,7 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             parts = urlsplit(self.path)
             if self.command in ("GET", "HEAD") and parts.path == "/":
-                self._reply(200, PAGE.encode(), {"Content-Type": "text/html; charset=utf-8", **_PAGE_HEADERS})
+                self._reply(200, PAGE.encode(), [("Content-Type", "text/html; charset=utf-8"), *_PAGE_HEADERS.items()])
                 return
             if self.command == "GET" and (parts.path == "/ui" or parts.path.startswith("/ui/")):
                 self._serve_ui(parts.path, parts.query)
@@ -349,12 +355,12 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _json(self, status: int, value: Any) -> None:
-            self._reply(status, json.dumps(value).encode(), {"Content-Type": "application/json",
-                                                             "Cache-Control": "no-store"})
+            self._reply(status, json.dumps(value).encode(), [("Content-Type", "application/json"),
+                                                             ("Cache-Control", "no-store")])
 
-        def _reply(self, status: int, raw: bytes, headers: dict[str, str]) -> None:
+        def _reply(self, status: int, raw: bytes, headers: list[tuple[str, str]]) -> None:
             self.send_response(status)
-            for name, value in headers.items():
+            for name, value in headers:
                 if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(raw)))

@@ -11,15 +11,21 @@ How it decides, in order:
 1. Deadline guard. `slack` is the time left once the remaining work and one change-over to on-demand
    are set aside. If not running on-demand now could leave less than `margin` of it by the next
    decision point, run on-demand (and stay there). A job feasible at submission
-   (`deadline - now >= work + change-over`) therefore never misses its deadline.
+   (`deadline - now >= work + change-over`) therefore never misses its deadline, provided the next
+   decision comes within `step` and on-demand capacity can be had.
 2. Spot when it pays. Among available zones, a start is scored by its expected cost per hour of work:
    the price inflated by the change-over amortised over the run it can expect there (availability runs
    are long-tailed: the longer a zone has been up, the longer it is expected to stay up). A running
    spot instance moves to another zone only for a clear gain (hysteresis).
 3. Otherwise wait or run on-demand, by slack management. Slack is the budget for waiting out spot
    outages and for change-overs. The policy keeps a reserve sized for the change-overs the rest of
-   the job will need; above the reserve it waits (free), below it covers outages with on-demand and
-   returns to spot when spot comes back for long enough to be worth two change-overs.
+   the job will need; above the reserve it waits (free), below it covers outages with on-demand, and
+   it returns to spot once spot has been back for a while (hysteresis) and its expected run saves
+   more than the two change-overs of the round trip.
+
+The scheduler keeps one `ZoneHistory` per zone (or pool), advanced on each look at the market, and
+builds the `ZoneMarket`s from them; `placement` and `work_remaining` come from the task's attempt and
+its last committed checkpoint.
 """
 
 from __future__ import annotations
@@ -104,7 +110,8 @@ class DeadlinePolicy:
     """Parameters of spotrun's deadline policy; `decide` is the policy.
 
     The defaults are the ones `bench/policy` measured (see bench/README.md); the results are flat
-    around them (reserve_factor 1.5-3 and lindy 0.5-1 move the single-zone cost by under 1%).
+    around them (reserve_factor 1.5-3, lindy 0.5-1, return_after_changeovers 1.5-3 move the
+    single-zone cost by about 1%).
     """
 
     margin_hours: float = 0.05  # slack the deadline guard keeps on top of one change-over and one step
@@ -114,8 +121,9 @@ class DeadlinePolicy:
     # Leave on-demand to wait only with this many change-overs of slack above the reserve. Never, by
     # default: the replay showed that waiting after on-demand costs more in returns than it saves.
     leave_on_demand_changeovers: float = math.inf
-    # Leave on-demand for spot only once the zone has been back this many change-overs: most outages end
-    # in a short blip of availability, and a run that survived a while is expected to last (long tails).
+    # Leave on-demand for spot only once the zone has been back this many change-overs: many availability
+    # runs are short blips (the median run is a fraction of the mean), and one that survived a while is
+    # expected to last. Fewer round trips, each of which costs two change-overs.
     return_after_changeovers: float = 2.0
 
     def decide(self, state: DeadlineState) -> Decision:

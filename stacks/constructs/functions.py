@@ -1,0 +1,378 @@
+"""The control-plane functions: one factory turns each `resources.FunctionDef` into a function with
+its own log group and role, and each grant name into least-privilege policy statements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from spotrun import resources
+from spotrun.resources import EnvVar
+
+from stacks import LAMBDAS_DIR
+from stacks.config import SpotrunConfig
+from stacks.constructs.nag import acknowledge, logical_ref
+from stacks.constructs.state import USER_PREFIXES
+from stacks.constructs.workers import MANAGED_TAG_KEY, MANAGED_TAG_VALUE, Workers
+
+# Shared Lambda defaults: every function gets these, the FunctionDef adds the rest.
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.X86_64  # must match the Powertools layer's build
+TRACING = lambda_.Tracing.ACTIVE
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+SERVICE_NAME = "spotrun"
+# The public Powertools v3 layer (with pydantic), published by AWS in every commercial region.
+POWERTOOLS_LAYER_ARN = (
+    "arn:aws:lambda:${AWS::Region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:%d"
+)
+ASSET_EXCLUDES = [
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/tests",
+    "**/.pytest_cache",
+    "**/.mypy_cache",
+    "**/.ruff_cache",
+    "**/*.egg-info",
+]
+FUNCTION_TAG = "spotrun:function"
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """What the functions are wired to."""
+
+    table: dynamodb.ITable
+    bucket: s3.IBucket
+    topics: Mapping[str, sns.ITopic]
+    queues: Mapping[str, sqs.IQueue]
+    workers: Workers
+    config: SpotrunConfig
+
+
+class Functions(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, control_plane: ControlPlane) -> None:
+        super().__init__(scope, construct_id)
+        self._control_plane = control_plane
+        self._code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDES)
+        self._powertools = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "PowertoolsLayer",
+            Fn.sub(POWERTOOLS_LAYER_ARN % control_plane.config.powertools_layer_version),
+        )
+        self._environment = _environment(control_plane)
+        self._acknowledged: set[tuple[str, str]] = set()
+        self.functions: dict[str, lambda_.Function] = {
+            definition.key: self._function(definition) for definition in resources.FUNCTIONS
+        }
+        for queue in resources.QUEUES:
+            self._consume(queue)
+
+    def _function(self, definition: resources.FunctionDef) -> lambda_.Function:
+        key = definition.key
+        log_group = logs.LogGroup(self, f"{key}-logs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY)
+        role = iam.Role(
+            self,
+            f"{key}-role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"spotrun {key} function",
+        )
+        # Instead of AWSLambdaBasicExecutionRole (any log group): only this function's own.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteOwnLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        function = lambda_.Function(
+            self,
+            key,
+            description=f"spotrun: {definition.description}",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=self._code,
+            handler=definition.handler,
+            timeout=Duration.seconds(definition.timeout_seconds),
+            memory_size=definition.memory_mb,
+            environment=dict(self._environment),
+            layers=[self._powertools],
+            tracing=TRACING,
+            role=role,
+            log_group=log_group,
+        )
+        Tags.of(function).add(FUNCTION_TAG, key)
+        # CDK adds DependsOn on the role (with its policies) next to the Role GetAtt; cfn-lint W3005
+        # flags the role half as redundant. Silence it for this resource only: the DependsOn on the
+        # policies is what keeps the function from running before its permissions exist.
+        cfn_function = function.node.default_child
+        assert isinstance(cfn_function, lambda_.CfnFunction)
+        cfn_function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+        acknowledge(
+            function,
+            "L1",
+            "Python 3.12 is pinned on purpose: the handlers are tested on it and the public Powertools "
+            "layer is the python312 build (compiled pydantic-core); both move to a newer runtime together.",
+        )
+        acknowledge(
+            role,
+            "IAM5",
+            "X-Ray (active tracing) has no resource-level permissions: PutTraceSegments and "
+            "PutTelemetryRecords only accept Resource '*'.",
+            "Resource::*",
+        )
+        for grant in definition.grants:
+            self._grant(grant, function, role)
+        return function
+
+    def _grant(self, grant: str, function: lambda_.Function, role: iam.Role) -> None:
+        match grant.split(":"):
+            case ["table", "rw"]:
+                table = self._control_plane.table
+                table.grant_read_write_data(function)
+                acknowledge(
+                    role,
+                    "IAM5",
+                    "Read/write on the table includes its global secondary indexes (by_state, by_job, "
+                    "jobs_by_time, live), which IAM names only as <table>/index/*.",
+                    f"Resource::<{logical_ref(table)}.Arn>/index/*",
+                )
+            case ["bucket", "presign"]:
+                self._grant_presign(function, role)
+            case ["topic", name, "publish"]:
+                topic = self._control_plane.topics[name]
+                topic.grant_publish(function)
+                if (role.node.path, "kms") not in self._acknowledged:  # one key for all topics
+                    self._acknowledged.add((role.node.path, "kms"))
+                    acknowledge(
+                        role,
+                        "IAM5",
+                        "Publishing to a KMS-encrypted topic needs kms:GenerateDataKey* (the family of "
+                        "data-key calls SNS makes); it is granted on the topics' key only.",
+                        "Action::kms:GenerateDataKey*",
+                    )
+            case ["ec2", "launch"]:
+                self._attach(function, role, "ec2-launch", self._launch_statements())
+            case ["ec2", "describe"]:
+                self._attach(function, role, "ec2-describe", [_describe_instances_statement()])
+            case ["ec2", "terminate"]:
+                self._attach(function, role, "ec2-terminate", [self._terminate_statement()])
+            case _:
+                raise ValueError(f"function {function.node.id}: unknown grant {grant!r}")
+
+    def _grant_presign(self, function: lambda_.Function, role: iam.Role) -> None:
+        """Presigned URLs carry the signer's permissions, so the function holds exactly what the URLs
+        it hands out may do: upload inputs under uploads/, download outputs under jobs/."""
+        bucket = self._control_plane.bucket
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PresignUploadsAndJobFiles",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in USER_PREFIXES],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListJobOutputs",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in USER_PREFIXES]}},
+            )
+        )
+        acknowledge(
+            role,
+            "IAM5",
+            "Presigned URLs point at per-user and per-job keys created at run time; the signer is limited "
+            "to the uploads/ and jobs/ prefixes of the spotrun bucket.",
+            *(f"Resource::<{logical_ref(bucket)}.Arn>/{prefix}*" for prefix in USER_PREFIXES),
+        )
+
+    def _attach(
+        self, function: lambda_.Function, role: iam.Role, name: str, statements: list[iam.PolicyStatement]
+    ) -> iam.Policy:
+        # EC2 permissions get their own policy so their acknowledgments cover nothing else.
+        policy = iam.Policy(self, f"{function.node.id}-{name}", roles=[role], statements=statements)
+        function.node.add_dependency(policy)
+        for finding, reason in _EC2_FINDINGS.get(name, {}).items():
+            acknowledge(policy, "IAM5", reason, finding)
+        return policy
+
+    def _ec2_arn(self, resource: str, name: str = "*", *, account: str | None = None) -> str:
+        return Stack.of(self).format_arn(service="ec2", resource=resource, resource_name=name, account=account)
+
+    def _launch_statements(self) -> list[iam.PolicyStatement]:
+        """What `spotrun.adapters.ec2.Ec2Compute.launch` does: one RunInstances per pool from the
+        launch template (spot or on-demand), then per-instance task tags when a call launched several."""
+        workers = self._control_plane.workers
+        return [
+            # Every instance and volume is created with spotrun:managed=true, so the control plane
+            # can later tag and terminate exactly what it launched.
+            iam.PolicyStatement(
+                sid="LaunchTaggedWorkers",
+                actions=["ec2:RunInstances"],
+                resources=[self._ec2_arn("instance"), self._ec2_arn("volume")],
+                conditions={"StringEquals": {f"aws:RequestTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE}},
+            ),
+            # Only from spotrun's launch template, into spotrun's subnets, with spotrun's security
+            # group. The network interface is created in one of those subnets.
+            iam.PolicyStatement(
+                sid="LaunchIntoWorkerNetwork",
+                actions=["ec2:RunInstances"],
+                resources=[
+                    self._ec2_arn("launch-template", workers.launch_template_id),
+                    self._ec2_arn("security-group", workers.security_group.security_group_id),
+                    *(self._ec2_arn("subnet", subnet.subnet_id) for subnet in workers.subnets),
+                    self._ec2_arn("network-interface"),
+                    self._ec2_arn("spot-instances-request"),
+                    self._ec2_arn("image", account=""),
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="TagAtLaunch",
+                actions=["ec2:CreateTags"],
+                resources=[self._ec2_arn("instance"), self._ec2_arn("volume")],
+                conditions={"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            ),
+            # One call per pool cannot tag each instance with its own task: spotrun:task and
+            # spotrun:attempt follow, on instances that are already spotrun's, with spotrun: keys only.
+            iam.PolicyStatement(
+                sid="TagManagedWorkersWithTheirTask",
+                actions=["ec2:CreateTags"],
+                resources=[self._ec2_arn("instance")],
+                conditions={
+                    "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE},
+                    "ForAllValues:StringLike": {"aws:TagKeys": ["spotrun:*"]},
+                },
+            ),
+            iam.PolicyStatement(
+                sid="PassWorkerRoleToEc2",
+                actions=["iam:PassRole"],
+                resources=[workers.role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            ),
+            # An account's first spot launch through the API needs the Spot service-linked role.
+            iam.PolicyStatement(
+                sid="CreateSpotServiceLinkedRole",
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name="aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot",
+                    )
+                ],
+                conditions={"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}},
+            ),
+            # The broker's market data and the launch's own read-back.
+            iam.PolicyStatement(
+                sid="ReadSpotMarket",
+                actions=["ec2:DescribeSpotPriceHistory", "ec2:DescribeInstances"],
+                resources=["*"],
+            ),
+        ]
+
+    def _terminate_statement(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="TerminateManagedWorkersOnly",
+            actions=["ec2:TerminateInstances"],
+            resources=[self._ec2_arn("instance")],
+            conditions={"StringEquals": {f"aws:ResourceTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE}},
+        )
+
+    def _consume(self, definition: resources.QueueDef) -> None:
+        function = self.functions[definition.consumer]
+        consumer = resources.function(definition.consumer)
+        if definition.visibility_timeout_seconds < consumer.timeout_seconds:
+            raise ValueError(
+                f"queue {definition.key}: visibility timeout {definition.visibility_timeout_seconds}s is shorter "
+                f"than the {consumer.key} function's timeout {consumer.timeout_seconds}s"
+            )
+        if definition.batch_size > 10 and definition.max_batching_window_seconds < 1:
+            raise ValueError(f"queue {definition.key}: a batch size above 10 needs a batching window")
+        window = definition.max_batching_window_seconds
+        function.add_event_source(
+            event_sources.SqsEventSource(
+                self._control_plane.queues[definition.key],
+                batch_size=definition.batch_size,
+                max_batching_window=Duration.seconds(window) if window else None,
+                report_batch_item_failures=True,
+            )
+        )
+
+
+def _describe_instances_statement() -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        sid="ConfirmWorkersAgainstEc2",
+        actions=["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"],
+        resources=["*"],
+    )
+
+
+def _environment(control_plane: ControlPlane) -> dict[str, str]:
+    config = control_plane.config
+    topics, queues, workers = control_plane.topics, control_plane.queues, control_plane.workers
+    return {
+        EnvVar.TABLE: control_plane.table.table_name,
+        EnvVar.BUCKET: control_plane.bucket.bucket_name,
+        EnvVar.CONTROL_TOPIC_ARN: topics["control"].topic_arn,
+        EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"].topic_arn,
+        EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"].queue_url,
+        EnvVar.REPORT_QUEUE_URL: queues["reports"].queue_url,
+        EnvVar.LAUNCH_TEMPLATE_ID: workers.launch_template_id,
+        EnvVar.SUBNETS: workers.subnets_json(),
+        EnvVar.INSTANCE_TYPES: json.dumps(list(config.instance_types), separators=(",", ":")),
+        EnvVar.ACCOUNT_MAX_INSTANCES: str(config.account_max_instances),
+        EnvVar.POOL_MAX_INSTANCES: str(config.pool_max_instances),
+        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
+    }
+
+
+_DESCRIBE_REASON = (
+    "EC2 Describe* calls do not support resource-level permissions; Resource '*' is the only form IAM accepts for them."
+)
+
+# Per policy: the wildcard findings IAM forces on us, and why each is bounded.
+_EC2_FINDINGS: dict[str, dict[str, str]] = {
+    "ec2-launch": {
+        "Resource::*": _DESCRIBE_REASON,
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*": (
+            "Instance ids do not exist before launch: launching requires the request tag "
+            "spotrun:managed=true, and later tags need that tag on the instance and spotrun: keys."
+        ),
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:volume/*": (
+            "Root volume ids do not exist before launch; creating one requires the request tag "
+            "spotrun:managed=true, and CreateTags is only allowed as part of the launch."
+        ),
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*": (
+            "The launch's network interface is created at launch time and only in spotrun's subnets, "
+            "which are listed by id in the same statement."
+        ),
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:spot-instances-request/*": (
+            "Spot requests are created by the launch itself and have no id beforehand; the launch is "
+            "bounded by the template, subnets, security group and tag conditions."
+        ),
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": (
+            "The AMI is the Amazon Linux 2023 image the launch template resolves from SSM at deploy "
+            "time; its id changes with every AL2023 release."
+        ),
+    },
+    "ec2-describe": {"Resource::*": _DESCRIBE_REASON},
+    "ec2-terminate": {
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*": (
+            "Workers come and go by the thousand; TerminateInstances is conditioned on the resource "
+            "tag spotrun:managed=true, so only instances spotrun launched can be ended."
+        ),
+    },
+}

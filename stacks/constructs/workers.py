@@ -1,0 +1,293 @@
+"""Where workers run: a public-subnet VPC without NAT, the worker security group, the instance role
+and profile, and the generic launch template the scheduler launches spot instances from."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Fn, Stack, Tags
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from spotrun.resources import EnvVar
+
+from stacks.constructs.nag import acknowledge, logical_ref
+from stacks.constructs.state import CHECKPOINTS_PREFIX, JOBS_PREFIX, UPLOADS_PREFIX
+
+# Every instance spotrun launches carries this tag; the control plane may only terminate (and, at
+# launch, only create) instances that carry it.
+MANAGED_TAG_KEY = "spotrun:managed"
+MANAGED_TAG_VALUE = "true"
+
+VPC_CIDR = "10.64.0.0/16"
+# /19 per AZ: ~8,000 addresses, so 10,000 workers fit even when the broker favours a few zones;
+# a /16 holds up to 8 of them, more than spotrun:maxAzs allows.
+SUBNET_CIDR_MASK = 19
+
+# The agent reads and writes these prefixes of the data bucket (and only reads uploads/).
+AGENT_PREFIXES = (JOBS_PREFIX, CHECKPOINTS_PREFIX)
+
+AGENT_ENV_FILE = "/etc/spotrun/agent.env"
+AGENT_UNIT = "spotrun-agent.service"
+AGENT_BINARY = "/opt/spotrun/bin/spotrun-agent"
+
+
+class Workers(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        max_azs: int,
+        root_volume_gib: int,
+        table: dynamodb.ITable,
+        bucket: s3.IBucket,
+        log_bucket: s3.IBucket,
+        heartbeat_queue: sqs.IQueue,
+        report_queue: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.vpc = self._vpc(max_azs, log_bucket)
+        self.subnets = self.vpc.public_subnets
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=self.vpc,
+            description="spotrun workers: no inbound at all (Session Manager instead of SSH)",
+            allow_all_outbound=True,  # user programs install packages and reach AWS APIs
+        )
+        self.role = self._instance_role(table, bucket, heartbeat_queue, report_queue)
+        self.instance_profile = iam.InstanceProfile(self, "InstanceProfile", role=self.role)
+        self.launch_template = self._launch_template(
+            root_volume_gib,
+            _user_data(
+                {
+                    EnvVar.TABLE: table.table_name,
+                    EnvVar.BUCKET: bucket.bucket_name,
+                    EnvVar.HEARTBEAT_QUEUE_URL: heartbeat_queue.queue_url,
+                    EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
+                    "AWS_REGION": Aws.REGION,
+                    "AWS_DEFAULT_REGION": Aws.REGION,
+                }
+            ),
+        )
+
+    @property
+    def launch_template_id(self) -> str:
+        template_id = self.launch_template.launch_template_id
+        assert template_id is not None, "a template created in this stack always has an id"
+        return template_id
+
+    def subnets_json(self) -> str:
+        """`{"<az>": "<subnet-id>", ...}` for the SUBNETS variable, as a deploy-time token."""
+        parts: list[str] = ["{"]
+        for position, subnet in enumerate(self.subnets):
+            parts += ["," if position else "", '"', subnet.availability_zone, '":"', subnet.subnet_id, '"']
+        parts.append("}")
+        return Fn.join("", parts)
+
+    def _vpc(self, max_azs: int, log_bucket: s3.IBucket) -> ec2.Vpc:
+        return ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
+            # The stack is region-agnostic, where CDK would stop at two zones; pick the first
+            # max_azs zones of the deployment region at deploy time instead.
+            availability_zones=[Fn.select(index, Fn.get_azs()) for index in range(max_azs)],
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="workers",
+                    subnet_type=ec2.SubnetType.PUBLIC,
+                    cidr_mask=SUBNET_CIDR_MASK,
+                    map_public_ip_on_launch=True,
+                )
+            ],
+            # S3 and DynamoDB traffic (checkpoints, task state) stays off the internet and is free.
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+            },
+            flow_logs={
+                "all-traffic": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_s3(log_bucket, "vpc-flow-logs/"),
+                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                )
+            },
+            # Nothing uses the default security group; restricting it would add a CDK custom
+            # resource (a Node.js Lambda) to the stack for no gain.
+            restrict_default_security_group=False,
+        )
+
+    def _instance_role(
+        self,
+        table: dynamodb.ITable,
+        bucket: s3.IBucket,
+        heartbeat_queue: sqs.IQueue,
+        report_queue: sqs.IQueue,
+    ) -> iam.Role:
+        role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="spotrun worker agent",
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
+        )
+        acknowledge(
+            role,
+            "IAM4",
+            "AmazonSSMManagedInstanceCore is the AWS-maintained minimum for Session Manager, which "
+            "replaces SSH: the worker security group has no inbound rule at all.",
+            "Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore",
+        )
+        policy = iam.Policy(
+            self,
+            "AgentPolicy",
+            roles=[role],
+            statements=[
+                # Heartbeats and completion reports are the agent's only messages.
+                iam.PolicyStatement(
+                    sid="SendHeartbeatsAndReports",
+                    actions=["sqs:SendMessage"],
+                    resources=[heartbeat_queue.queue_arn, report_queue.queue_arn],
+                ),
+                # The agent claims its task and commits checkpoints itself: guarded transactions
+                # (UpdateItem/PutItem) over the task, its attempt, the job's counts, the pool's
+                # statistics and the timeline, and reads of its task, job, worker item and attempts.
+                # No Scan, DeleteItem, batch writes or index access. A dynamodb:LeadingKeys condition
+                # would have to list every partition type (JOB#, TASK#, EVENTS#, POOL#, WORKER#,
+                # ACCOUNT), so it would restrict nothing today.
+                iam.PolicyStatement(
+                    sid="ClaimTasksAndCommitCheckpoints",
+                    actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"],
+                    resources=[table.table_arn],
+                ),
+                # Inputs users uploaded through the API's presigned URLs: read only.
+                iam.PolicyStatement(
+                    sid="ReadUploadedInputs",
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")],
+                ),
+                # Outputs and logs under jobs/, checkpoints under checkpoints/; a broken multipart
+                # transfer is resumed or aborted.
+                iam.PolicyStatement(
+                    sid="ReadWriteJobFilesAndCheckpoints",
+                    actions=[
+                        "s3:GetObject",
+                        "s3:PutObject",
+                        "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts",
+                    ],
+                    resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in AGENT_PREFIXES],
+                ),
+                # Checkpoints older than the newest committed one are pruned by the agent.
+                iam.PolicyStatement(
+                    sid="PruneSupersededCheckpoints",
+                    actions=["s3:DeleteObject"],
+                    resources=[bucket.arn_for_objects(f"{CHECKPOINTS_PREFIX}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="ListJobFilesAndCheckpoints",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in AGENT_PREFIXES]}},
+                ),
+                # The agent ends its own instance when its task is over: the instance whose ARN is
+                # the caller's own (${ec2:SourceInstanceARN}, filled in by IAM at request time), and
+                # only if it is spotrun's. Should EC2 ever refuse the self-match, the call fails closed
+                # and the reaper ends the instance; `shutdown -h now` works too (shutdown behaviour is
+                # terminate in the launch template).
+                iam.PolicyStatement(
+                    sid="TerminateOwnInstanceOnly",
+                    actions=["ec2:TerminateInstances"],
+                    resources=[Stack.of(self).format_arn(service="ec2", resource="instance", resource_name="*")],
+                    conditions={
+                        "StringEquals": {
+                            f"aws:ResourceTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE,
+                            "aws:ARN": "${ec2:SourceInstanceARN}",
+                        }
+                    },
+                ),
+            ],
+        )
+        acknowledge(
+            policy,
+            "IAM5",
+            "Object keys under uploads/, jobs/ and checkpoints/ are created per upload, job and attempt "
+            "at run time; the agent is limited to these prefixes of the spotrun bucket.",
+            *(f"Resource::<{logical_ref(bucket)}.Arn>/{prefix}*" for prefix in (UPLOADS_PREFIX, *AGENT_PREFIXES)),
+        )
+        acknowledge(
+            policy,
+            "IAM5",
+            "An instance does not know its ARN before launch; the statement is bound to the caller's own "
+            "instance by aws:ARN = ${ec2:SourceInstanceARN} and to spotrun:managed=true.",
+            "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*",
+        )
+        return role
+
+    def _launch_template(self, root_volume_gib: int, user_data: ec2.UserData) -> ec2.LaunchTemplate:
+        # Generic on purpose: the scheduler sets instance type, subnet, spot market options and the
+        # task's tags per launch (one RunInstances per pool, version $Default).
+        template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            machine_image=ec2.MachineImage.latest_amazon_linux2023(),  # SSM parameter, no lookup
+            user_data=user_data,
+            instance_profile=self.instance_profile,
+            security_group=self.security_group,
+            require_imdsv2=True,
+            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            http_endpoint=True,
+            # 2 hops so a checkpointed program in a container can still reach the metadata service.
+            http_put_response_hop_limit=2,
+            instance_initiated_shutdown_behavior=ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",  # the root device of Amazon Linux 2023
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        root_volume_gib,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+        # Rendered into the template's instance and volume tag specifications.
+        Tags.of(template).add(MANAGED_TAG_KEY, MANAGED_TAG_VALUE)
+        Tags.of(template).add("Name", "spotrun-worker")
+        return template
+
+
+def _user_data(settings: dict[str, str]) -> ec2.UserData:
+    """Write the agent's non-secret wiring and start it. Credentials come from the instance role."""
+    user_data = ec2.UserData.for_linux()
+    user_data.add_commands(
+        "set -euo pipefail",
+        "install -d -m 0755 /etc/spotrun",
+        f"cat > {AGENT_ENV_FILE} <<'SPOTRUN_ENV'",
+        *(f"{name}={value}" for name, value in settings.items()),
+        "SPOTRUN_ENV",
+        f"chmod 0644 {AGENT_ENV_FILE}",
+        # TODO(worker issue): install the agent bundle (an S3 asset of worker/) into /opt/spotrun here;
+        # until then the unit below is skipped by its ConditionPathExists.
+        f"cat > /etc/systemd/system/{AGENT_UNIT} <<'SPOTRUN_UNIT'",
+        "[Unit]",
+        "Description=spotrun worker agent",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        f"ConditionPathExists={AGENT_BINARY}",
+        "[Service]",
+        f"EnvironmentFile={AGENT_ENV_FILE}",
+        f"ExecStart={AGENT_BINARY}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "SPOTRUN_UNIT",
+        "systemctl daemon-reload",
+        f"systemctl enable --now {AGENT_UNIT}",
+    )
+    return user_data

@@ -1,0 +1,119 @@
+"""The CLI's rendering functions: dicts in, text out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from spotrun_cli import render
+
+from tests.cli.conftest import JOB_ID, event_view, job_view, task_view
+
+
+def test_progress_bar_has_a_fixed_width_and_eighth_steps() -> None:
+    assert render.progress_bar(0, 10) == " " * 10
+    assert render.progress_bar(1, 10) == "█" * 10
+    assert render.progress_bar(None, 10) == " " * 10
+    assert render.progress_bar(0.5, 10) == "█" * 5 + " " * 5
+    assert render.progress_bar(0.0125, 10) == "▏" + " " * 9  # one eighth of one cell
+    assert render.progress_bar(2.5, 4) == "████"  # clamped
+    assert all(len(render.progress_bar(f / 100, 24)) == 24 for f in range(101))
+
+
+def test_a_succeeded_task_is_complete_even_without_reported_progress() -> None:
+    assert render.task_fraction(task_view(0, "SUCCEEDED", progress=None)) == 1.0
+    assert render.task_fraction(task_view(0, "QUEUED", progress=None)) is None
+    assert render.task_fraction(task_view(0, "RUNNING", progress=0.25)) == 0.25
+
+
+def test_counts_follow_the_lifecycle_order_and_skip_zeros() -> None:
+    assert render.format_counts({"SUCCEEDED": 3, "QUEUED": 0, "RUNNING": 2}) == "RUNNING 2  SUCCEEDED 3"
+    assert render.format_counts({}) == "none"
+
+
+def test_status_shows_the_job_and_one_row_per_task() -> None:
+    tasks = [task_view(0, "SUCCEEDED", exit_code=0, progress=None),
+             task_view(1, "FAILED", attempt=3, exit_code=3, reason="program exited with code 3", checkpoint=None),
+             {**task_view(2, "WAITING", pool=None, progress=None, checkpoint=None), "kind": "combine"}]
+    text = render.render_status(job_view(), tasks)
+    assert JOB_ID in text and "pi-sweep" in text
+    assert "WAITING 1  RUNNING 1  SUCCEEDED 1" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("INDEX"))
+    for column in ("STATE", "ATTEMPT", "POOL", "PROGRESS", "CKPT", "EXIT / REASON"):
+        assert column in header
+    row1 = next(line for line in lines if line.startswith("1 "))
+    assert "FAILED" in row1 and " 3 " in row1 and "exit 3: program exited with code 3" in row1
+    row0 = next(line for line in lines if line.startswith("0 "))
+    assert "100%" in row0 and " 2 " in row0  # checkpoint seq 2
+    assert any(line.startswith("2 (combine)") for line in lines)
+
+
+def test_jobs_table_and_empty_list() -> None:
+    text = render.render_jobs([job_view("SUCCEEDED")], more=True)
+    assert JOB_ID in text and "SUCCEEDED" in text and "2026-11-23 12:00:00" in text and "--limit" in text
+    assert render.render_jobs([]) == "no jobs"
+
+
+def test_watch_frame_has_bars_counts_and_newest_events() -> None:
+    events = [event_view("2026-11-23T12:04:00+00:00", "TaskStarted", 1),
+              event_view("2026-11-23T12:04:10.5+00:00", "CheckpointCommitted", 1)]
+    frame = render.render_watch(job_view(), [task_view(0, progress=0.5), task_view(1, "QUEUED", progress=None)],
+                                events, more_tasks=7, width=200, bar_width=10)
+    assert "█████      " in frame and " 50%" in frame
+    assert "counts   WAITING 1  RUNNING 1  SUCCEEDED 1" in frame
+    assert "newest events:" in frame and "12:04:10  CheckpointCommitted" in frame
+    assert "and 7 more tasks" in frame
+    assert "\x1b[" not in frame  # no color unless asked
+
+
+def test_watch_frame_lines_are_cut_to_the_width_without_breaking_colors() -> None:
+    frame = render.render_watch(job_view(), [task_view(0, reason="x" * 300, state="FAILED")], [], width=40,
+                                color=True)
+    for line in frame.splitlines():
+        visible = line
+        while "\x1b[" in visible:
+            start = visible.index("\x1b[")
+            visible = visible[:start] + visible[visible.index("m", start) + 1:]
+        assert len(visible) <= 40
+    assert "\x1b[31m" in frame  # FAILED in red
+
+
+def test_watch_line_for_plain_output() -> None:
+    line = render.render_watch_line(job_view(), now=datetime(2026, 11, 23, 12, 5, 1, tzinfo=UTC))
+    assert line == f"12:05:01  job {JOB_ID} RUNNING: 1/3 succeeded  [WAITING 1  RUNNING 1  SUCCEEDED 1]"
+
+
+def test_logs_say_they_are_tails() -> None:
+    text = render.render_logs([task_view(0, log_tail="line 1\nline 2\n"), task_view(1)])
+    assert "tail of its log" in text and "line 1\nline 2" in text
+    assert "no log tail yet" in text
+
+
+def test_events_and_event_cursor() -> None:
+    text = render.render_events([{"at": "2026-11-23T12:00:00.000001+00:00", "kind": "JobSubmitted", "task": None,
+                                  "attempt": None, "detail": {"tasks": 3}}])
+    assert text == "2026-11-23 12:00:00  JobSubmitted                        tasks=3"
+    assert render.render_events([]) == "no events"
+    # The store's timeline sort keys are '<UTC time, microseconds>Z#<id>'.
+    assert render.event_cursor("2026-11-23T13:00:00.5+01:00") == "2026-11-23T12:00:00.500000Z"
+
+
+def test_api_errors_are_clear() -> None:
+    text = render.render_api_error(400, {"error": "invalid job spec", "problems": [
+        {"field": "command", "problem": "Field required"}, {"field": "resources.vcpus", "problem": "too big"}]})
+    assert text.splitlines() == ["error: invalid job spec", "  - command: Field required",
+                                 "  - resources.vcpus: too big"]
+    assert render.render_api_error(404, {"error": f"no job {JOB_ID}"}) == f"error: no job {JOB_ID}"
+    assert render.render_api_error(409, {"error": "the job is finished"}) == "error: the job is finished"
+    refused = render.render_api_error(403, {"message": "the request signature does not match"})
+    assert "signature does not match (HTTP 403)" in refused and "make run" in refused
+    assert render.render_api_error(502, None, "<html>Bad gateway</html>") == "error: <html>Bad gateway</html> (HTTP 502)"
+
+
+def test_submitted_and_control_messages() -> None:
+    assert render.render_submitted({"job_id": JOB_ID, "state": "QUEUED", "created": True, "tasks": 3}, "pi") == \
+        f"submitted job {JOB_ID} (pi): 3 tasks, state QUEUED"
+    assert "already exists" in render.render_submitted({"job_id": JOB_ID, "state": "RUNNING", "created": False,
+                                                       "tasks": 3})
+    assert render.render_control("suspend", job_view(desired="SUSPEND")).startswith(
+        f"job {JOB_ID}: suspend requested (state RUNNING, desired SUSPEND)")

@@ -1,0 +1,179 @@
+"""Least privilege: each role can do what its FunctionDef.grants (or the agent) need, and no more."""
+
+from __future__ import annotations
+
+import pytest
+from spotrun import resources
+from template_query import StackTemplate, Statement
+
+pytestmark = pytest.mark.slow  # reads the synthesized stack
+
+MANAGED_CONDITION = {"StringEquals": {"aws:ResourceTag/spotrun:managed": "true"}}
+LAUNCH_TAG_CONDITION = {"StringEquals": {"aws:RequestTag/spotrun:managed": "true"}}
+
+
+def _allowed(statements: list[Statement]) -> set[str]:
+    return {action for s in statements if s.effect == "Allow" for action in s.actions}
+
+
+def _functions_with(grant: str) -> list[str]:
+    return [f.key for f in resources.FUNCTIONS if grant in f.grants]
+
+
+def _functions_without(grant: str) -> list[str]:
+    return [f.key for f in resources.FUNCTIONS if grant not in f.grants]
+
+
+def test_heartbeat_function_cannot_touch_ec2_sns_or_s3(query: StackTemplate) -> None:
+    actions = _allowed(query.function_statements("heartbeat"))
+    assert not {a for a in actions if a.startswith(("ec2:", "s3:", "iam:"))}
+    assert "sns:Publish" not in actions
+
+
+def test_no_role_has_a_service_wide_or_global_action(query: StackTemplate) -> None:
+    for role_id in query.of_type("AWS::IAM::Role"):
+        for statement in query.statements_of_role(role_id):
+            for action in statement.actions:
+                assert action != "*" and not action.endswith(":*"), (role_id, action)
+
+
+def test_function_roles_use_no_managed_policies(query: StackTemplate) -> None:
+    for key in query.functions():
+        assert query.managed_policies_of_role(query.role_of_function(key)) == [], key
+
+
+@pytest.mark.parametrize("key", _functions_without("ec2:launch"))
+def test_functions_without_the_launch_grant_cannot_launch_or_pass_roles(query: StackTemplate, key: str) -> None:
+    actions = _allowed(query.function_statements(key))
+    assert not actions & {"ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "iam:CreateServiceLinkedRole"}, key
+
+
+@pytest.mark.parametrize("key", _functions_with("ec2:launch"))
+def test_launching_requires_the_managed_tag_and_spotruns_network(query: StackTemplate, key: str) -> None:
+    statements = [s for s in query.function_statements(key) if s.allows("ec2:RunInstances")]
+    assert statements, f"{key} cannot launch"
+    for statement in statements:
+        assert "*" not in statement.resources, "RunInstances on '*'"
+        creates_instances = [r for r in statement.resources if r.endswith(":instance/*") or r.endswith(":volume/*")]
+        if creates_instances:
+            assert statement.condition == LAUNCH_TAG_CONDITION, statement
+        subnets = [r for r in statement.resources if ":subnet/" in r]
+        assert all(not r.endswith("/*") for r in subnets), "only spotrun's own subnets"
+        assert not any(":security-group/*" in r for r in statement.resources), "only spotrun's security group"
+    tags = [s for s in query.function_statements(key) if s.allows("ec2:CreateTags")]
+    assert tags
+    for statement in tags:  # at launch only, or on instances that are already spotrun's, spotrun: keys only
+        assert statement.condition in (
+            {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            {**MANAGED_CONDITION, "ForAllValues:StringLike": {"aws:TagKeys": ["spotrun:*"]}},
+        ), statement
+
+
+@pytest.mark.parametrize("key", _functions_with("ec2:launch"))
+def test_launchers_may_pass_only_the_worker_role_to_ec2(query: StackTemplate, key: str) -> None:
+    worker_role = _worker_role(query)
+    passes = [s for s in query.function_statements(key) if s.allows("iam:PassRole")]
+    assert passes
+    for statement in passes:
+        assert statement.resources == (f"${{{worker_role}.Arn}}",)
+        assert statement.condition == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+
+
+@pytest.mark.parametrize("key", [f.key for f in resources.FUNCTIONS])
+def test_terminating_is_limited_to_managed_instances_and_to_the_grant(query: StackTemplate, key: str) -> None:
+    statements = [s for s in query.function_statements(key) if s.allows("ec2:TerminateInstances")]
+    if "ec2:terminate" not in resources.function(key).grants:
+        assert statements == [], key
+        return
+    assert statements, key
+    for statement in statements:
+        assert all(r.endswith(":instance/*") for r in statement.resources)
+        assert statement.condition == MANAGED_CONDITION
+
+
+def test_api_presigns_and_lists_only_uploads_and_job_files(query: StackTemplate) -> None:
+    statements = query.function_statements("api")
+    objects = [s for s in statements if any(a.startswith("s3:") and a != "s3:ListBucket" for a in s.actions)]
+    assert _allowed(objects) == {"s3:GetObject", "s3:PutObject"}
+    assert all(r.endswith(("/uploads/*", "/jobs/*")) for s in objects for r in s.resources)
+    listing = [s for s in statements if s.allows("s3:ListBucket")]
+    assert listing and all(s.condition == {"StringLike": {"s3:prefix": ["uploads/*", "jobs/*"]}} for s in listing)
+
+
+@pytest.mark.parametrize("key", [f.key for f in resources.FUNCTIONS])
+def test_sns_publish_matches_topic_grants(query: StackTemplate, key: str) -> None:
+    topics = {
+        t["Properties"]["DisplayName"].removeprefix("spotrun "): lid
+        for lid, t in query.of_type("AWS::SNS::Topic").items()
+    }
+    granted = {g.split(":")[1] for g in resources.function(key).grants if g.startswith("topic:")}
+    published = {r for s in query.function_statements(key) if s.allows("sns:Publish") for r in s.resources}
+    assert published == {f"${{{topics[name]}}}" for name in granted}
+
+
+def _worker_role(query: StackTemplate) -> str:
+    roles = [
+        lid
+        for lid, r in query.of_type("AWS::IAM::Role").items()
+        if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    ]
+    assert len(roles) == 1
+    return roles[0]
+
+
+def test_worker_role_reads_and_writes_only_jobs_and_checkpoints(query: StackTemplate) -> None:
+    statements = query.statements_of_role(_worker_role(query))
+    object_statements = [s for s in statements if any(a.startswith("s3:") and a != "s3:ListBucket" for a in s.actions)]
+    assert object_statements
+    for statement in object_statements:
+        for resource in statement.resources:
+            assert resource.endswith(("/jobs/*", "/checkpoints/*", "/uploads/*")), resource
+            if resource.endswith("/uploads/*"):
+                assert statement.actions == ("s3:GetObject",), "uploaded inputs are read-only for workers"
+    deletes = [s for s in statements if s.allows("s3:DeleteObject")]
+    assert all(r.endswith("/checkpoints/*") for s in deletes for r in s.resources)
+    listing = [s for s in statements if s.allows("s3:ListBucket")]
+    assert listing and all(s.condition == {"StringLike": {"s3:prefix": ["jobs/*", "checkpoints/*"]}} for s in listing)
+
+
+def test_worker_role_only_sends_heartbeats_and_reports_and_updates_task_state(query: StackTemplate) -> None:
+    queues = query.queues()
+    statements = query.statements_of_role(_worker_role(query))
+    actions = _allowed(statements)
+    assert not {a for a in actions if a.startswith(("iam:", "sns:", "kms:"))}
+    assert {a for a in actions if a.startswith("ec2:")} == {"ec2:TerminateInstances"}
+    assert {a for a in actions if a.startswith("sqs:")} == {"sqs:SendMessage"}
+    sends = {r for s in statements if s.allows("sqs:SendMessage") for r in s.resources}
+    assert sends == {f"${{{queues['heartbeats']}.Arn}}", f"${{{queues['reports']}.Arn}}"}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+    }
+    assert all(
+        "/index/" not in r for s in statements if any(a.startswith("dynamodb:") for a in s.actions) for r in s.resources
+    )
+
+
+def test_worker_role_uses_session_manager_and_nothing_else_managed(query: StackTemplate) -> None:
+    managed = query.managed_policies_of_role(_worker_role(query))
+    assert managed == ["arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+
+
+def test_a_worker_can_terminate_only_its_own_managed_instance(query: StackTemplate) -> None:
+    terminations = [s for s in query.statements_of_role(_worker_role(query)) if s.allows("ec2:TerminateInstances")]
+    assert terminations
+    for statement in terminations:
+        assert all(r.endswith(":instance/*") for r in statement.resources)
+        assert statement.condition == {
+            "StringEquals": {**MANAGED_CONDITION["StringEquals"], "aws:ARN": "${ec2:SourceInstanceARN}"}
+        }
+
+
+def test_iam_conditions_use_the_tag_the_control_plane_launches_with() -> None:
+    from spotrun.adapters.ec2 import MANAGED_TAG
+
+    from stacks.constructs.workers import MANAGED_TAG_KEY
+
+    assert MANAGED_TAG == MANAGED_TAG_KEY

@@ -1,0 +1,123 @@
+"""The deployed wiring is `spotrun.resources`, one to one.
+
+The local runtime builds its queues, subscriptions, rules and handlers from the same module, so
+these tests are what makes "it works locally" mean "it is wired the same way in AWS".
+"""
+
+from __future__ import annotations
+
+import pytest
+from spotrun import resources
+from template_query import StackTemplate, render
+
+pytestmark = pytest.mark.slow  # reads the synthesized stack
+
+
+def test_every_queue_in_resources_is_one_queue_with_its_settings(query: StackTemplate) -> None:
+    queues = query.queues()
+    assert set(queues) == {q.key for q in resources.QUEUES}
+    for definition in resources.QUEUES:
+        props = query.props(queues[definition.key])
+        assert props["VisibilityTimeout"] == definition.visibility_timeout_seconds, definition.key
+
+
+def test_every_queue_redrives_to_its_own_dead_letter_queue_after_max_receive_count(query: StackTemplate) -> None:
+    queues, dead_letters = query.queues(), query.dead_letter_queues()
+    assert set(dead_letters) == set(queues)
+    for definition in resources.QUEUES:
+        redrive = query.props(queues[definition.key])["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == definition.max_receive_count, definition.key
+        assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dead_letters[definition.key], "Arn"]}
+        assert "RedrivePolicy" not in query.props(dead_letters[definition.key])
+
+
+def test_every_queue_is_consumed_by_its_function_with_partial_batch_failures(query: StackTemplate) -> None:
+    queues, functions = query.queues(), query.functions()
+    mappings = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
+        for m in query.of_type("AWS::Lambda::EventSourceMapping").values()
+    }
+    assert set(mappings) == set(queues.values()), "every queue has exactly one consumer, nothing else is consumed"
+    for definition in resources.QUEUES:
+        mapping = mappings[queues[definition.key]]
+        assert mapping["FunctionName"] == {"Ref": functions[definition.consumer]}, definition.key
+        assert mapping["BatchSize"] == definition.batch_size, definition.key
+        assert mapping.get("MaximumBatchingWindowInSeconds", 0) == definition.max_batching_window_seconds
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"], definition.key
+
+
+def test_topics_are_the_ones_in_resources(query: StackTemplate) -> None:
+    names = {render(t["Properties"]["DisplayName"]) for t in query.of_type("AWS::SNS::Topic").values()}
+    assert names == {f"spotrun {name}" for name in resources.TOPICS}
+
+
+def test_each_subscription_delivers_the_sns_envelope_filtered_like_resources(query: StackTemplate) -> None:
+    topics = {
+        t["Properties"]["DisplayName"].removeprefix("spotrun "): lid
+        for lid, t in query.of_type("AWS::SNS::Topic").items()
+    }
+    queues = query.queues()
+    sqs_subscriptions = [
+        s["Properties"]
+        for s in query.of_type("AWS::SNS::Subscription").values()
+        if s["Properties"]["Protocol"] == "sqs"
+    ]
+    assert len(sqs_subscriptions) == len(resources.SUBSCRIPTIONS)
+    for definition in resources.SUBSCRIPTIONS:
+        matching = [
+            s
+            for s in sqs_subscriptions
+            if s["TopicArn"] == {"Ref": topics[definition.topic]}
+            and s["Endpoint"] == {"Fn::GetAtt": [queues[definition.queue], "Arn"]}
+        ]
+        assert len(matching) == 1, definition
+        subscription = matching[0]
+        assert subscription["FilterPolicy"] == definition.filter_policy()
+        assert subscription.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
+        assert subscription.get("RawMessageDelivery", False) is False, "handlers expect the SNS envelope"
+
+
+def test_each_event_rule_has_the_exact_pattern_and_targets_its_queue(query: StackTemplate) -> None:
+    queues = query.queues()
+    pattern_rules = [
+        r["Properties"] for r in query.of_type("AWS::Events::Rule").values() if "EventPattern" in r["Properties"]
+    ]
+    assert len(pattern_rules) == len(resources.RULES)
+    for definition in resources.RULES:
+        matching = [r for r in pattern_rules if r["EventPattern"] == definition.pattern]
+        assert len(matching) == 1, f"rule {definition.key}: pattern not found exactly once"
+        rule = matching[0]
+        assert rule.get("State", "ENABLED") == "ENABLED"
+        assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": [queues[definition.queue], "Arn"]}]
+
+
+def test_every_function_in_resources_is_one_function_with_its_handler_timeout_memory(query: StackTemplate) -> None:
+    functions = query.functions()
+    assert set(functions) == {f.key for f in resources.FUNCTIONS}
+    for definition in resources.FUNCTIONS:
+        props = query.props(functions[definition.key])
+        assert props["Handler"] == definition.handler
+        assert props["Timeout"] == definition.timeout_seconds
+        assert props["MemorySize"] == definition.memory_mb
+
+
+def test_scheduled_functions_run_on_their_rate_and_only_they(query: StackTemplate) -> None:
+    functions = query.functions()
+    schedules = {
+        r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0]: r["Properties"]["ScheduleExpression"]
+        for r in query.of_type("AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    }
+    expected = {
+        functions[f.key]: f"rate({f.schedule_minutes} minute{'s' if f.schedule_minutes != 1 else ''})"
+        for f in resources.FUNCTIONS
+        if f.schedule_minutes is not None
+    }
+    assert schedules == expected
+
+
+def test_queue_visibility_outlasts_its_consumers_timeout(query: StackTemplate) -> None:
+    # Lambda refuses an SQS trigger whose visibility timeout is shorter than the function timeout.
+    for definition in resources.QUEUES:
+        consumer = resources.function(definition.consumer)
+        assert definition.visibility_timeout_seconds >= consumer.timeout_seconds, definition.key

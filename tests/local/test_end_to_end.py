@@ -1,0 +1,86 @@
+"""The local runtime for real: moto's server, agent processes, the replayed market, real HTTP.
+
+These run the same code as `make run`, on a smaller problem.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from spotrun.model import JobState
+from spotrun_local import demo
+from spotrun_local.market import MarketReplay, load_traces
+from spotrun_local.runtime import LocalRuntime, RuntimeOptions
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_run_command_solves_a_problem_through_real_interruptions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "report.json"
+    monkeypatch.setenv("SPOTRUN_REPORT", str(report))
+    code = demo.run(limit=16_000_000, tasks=3, deadline_seconds=240)
+    summary = json.loads(report.read_text())
+    assert code == 0 and summary["correct"], summary
+    assert summary["result"]["primes"] == demo.sieve_count(16_000_000) == 1_031_130
+    assert summary["interruptions"] >= 1 and summary["market_warnings"] >= 1
+    assert summary["checkpoints_committed"] >= 1
+
+
+def steady_window(traces, zones, ticks):
+    """A start tick where every zone keeps its capacity: no market interruptions."""
+    length = min(len(traces[z].available) for z in zones)
+    for start in range(length - ticks):
+        if all(all(traces[z].available[start:start + ticks]) for z in zones):
+            return start
+    raise AssertionError("no steady window")
+
+
+def wait_for(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
+    traces = load_traces(zones=options.zones)
+    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
+    runtime = LocalRuntime(market, options).start()
+    try:
+        spec = demo.job_spec(30_000_000, 1)
+        spec["combine"] = None
+        del spec["combine"]
+        from spotrun.jobs import submit_job
+
+        job, _ = submit_job(runtime.cp, spec, "test")
+        store = runtime.cp.store
+        first = wait_for(lambda: (t := store.get_task(job.job_id, 0)).checkpoint and t, 90, "a first checkpoint")
+        runtime.kill_agent(first.instance_id)
+        killed_at = time.monotonic()
+        resumed = wait_for(lambda: (t := store.get_task(job.job_id, 0)).attempt > first.attempt and t, 120,
+                           "the reaper to declare the attempt lost")
+        assert time.monotonic() - killed_at >= options.heartbeat_stale_seconds  # confirmed, not hasty
+        done = wait_for(lambda: store.get_job(job.job_id).state in (JobState.SUCCEEDED, JobState.FAILED)
+                        and store.get_job(job.job_id), 180, "the job to finish")
+        assert done.state == JobState.SUCCEEDED
+        events = store.timeline(job.job_id, 500)
+        restored = [e for e in events if e.kind == "CheckpointRestored"]
+        assert restored and restored[0].attempt == resumed.attempt
+        committed_before_kill = [e.detail["seq"] for e in events if e.kind == "CheckpointCommitted"
+                                 and e.attempt == first.attempt]
+        assert restored[0].detail["seq"] == max(committed_before_kill)
+        assert any(e.kind == "TaskInterrupted" and "heartbeats stopped" in e.detail.get("reason", "") for e in events)
+        count = json.loads(runtime.session.client("s3").get_object(
+            Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
+        assert count["primes"] == demo.sieve_count(30_000_000)
+    finally:
+        runtime.stop()

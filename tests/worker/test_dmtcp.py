@@ -1,0 +1,369 @@
+"""The `dmtcp` checkpointer.
+
+Three layers: the pure parts (command lines, completion counting, image checks, restore staging);
+the orchestration against a fake DMTCP we own (programs/fake_dmtcp.py: real processes and files,
+no memory capture); and a real DMTCP round trip, which runs only where DMTCP 4.2.0 is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from spotrun_worker.checkpointers import (
+    CheckpointError,
+    CheckpointerUnavailable,
+    dmtcp,
+    environment_facts,
+    make_checkpointer,
+)
+from spotrun_worker.checkpointers.dmtcp import (
+    COMPLETE_LINE,
+    DmtcpCheckpointer,
+    DmtcpTools,
+    checkpoint_files,
+    clear_stale_images,
+    command_argv,
+    coordinator_argv,
+    count_completed,
+    find_tools,
+    gconv_dir,
+    image_problem,
+    launch_argv,
+    move_checkpoint,
+    parse_client_list,
+    parse_version,
+    program_env,
+    restart_argv,
+    stage_restore,
+    wait_for_whole_images,
+)
+
+from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
+
+HEADER = b"DMTCP_CHECKPOINT_IMAGE_v4.0\n"
+TOOLS = DmtcpTools(Path("/opt/dmtcp/bin/dmtcp_coordinator"), Path("/opt/dmtcp/bin/dmtcp_launch"),
+                   Path("/opt/dmtcp/bin/dmtcp_command"), Path("/opt/dmtcp/bin/dmtcp_restart"))
+
+
+def _real_tools() -> DmtcpTools | None:
+    try:
+        return find_tools()
+    except CheckpointerUnavailable:
+        return None
+
+
+requires_dmtcp = pytest.mark.skipif(
+    _real_tools() is None,
+    reason="DMTCP is not installed here: dmtcp_launch is neither in $SPOTRUN_DMTCP_BIN nor on PATH "
+           "(it is built on worker images only); the fake-DMTCP tests cover the orchestration",
+)
+
+
+# ------------------------------------------------------------- pure parts
+
+
+def test_missing_dmtcp_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOTRUN_DMTCP_BIN", str(tmp_path))
+    with pytest.raises(CheckpointerUnavailable, match=rf"dmtcp_coordinator, dmtcp_launch, dmtcp_command, "
+                                                      rf"dmtcp_restart are not in SPOTRUN_DMTCP_BIN={tmp_path}"):
+        make_checkpointer("dmtcp", signal_name="SIGUSR1")
+    monkeypatch.delenv("SPOTRUN_DMTCP_BIN")
+    with pytest.raises(CheckpointerUnavailable, match="not in PATH"):
+        find_tools(search_path=str(tmp_path))
+
+
+def test_command_lines(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    assert coordinator_argv(TOOLS, tmp_path / "port", tmp_path / "coord.log", ckpt) == [
+        "/opt/dmtcp/bin/dmtcp_coordinator", "--daemon", "--exit-on-last", "-p", "0", "--port-file",
+        str(tmp_path / "port"), "--coord-logfile", str(tmp_path / "coord.log"), "--ckptdir", str(ckpt)]
+    assert launch_argv(TOOLS, 4242, ckpt, ["/bin/sh", "-c", "run"]) == [
+        "/opt/dmtcp/bin/dmtcp_launch", "-j", "-p", "4242", "--ckptdir", str(ckpt), "--no-gzip", "/bin/sh", "-c", "run"]
+    assert "--no-gzip" not in launch_argv(TOOLS, 4242, ckpt, ["prog"], gzip=True)
+    images = [ckpt / "ckpt_a.dmtcp", ckpt / "ckpt_b.dmtcp"]
+    assert restart_argv(TOOLS, 4242, ckpt, images) == [
+        "/opt/dmtcp/bin/dmtcp_restart", "-j", "-p", "4242", "--ckptdir", str(ckpt), *map(str, images)]
+    with pytest.raises(ValueError):
+        restart_argv(TOOLS, 4242, ckpt, [])
+    assert command_argv(TOOLS, 4242, "-c") == ["/opt/dmtcp/bin/dmtcp_command", "-p", "4242", "-c"]
+
+
+def test_program_environment_avoids_the_gconv_pitfall_and_compression():
+    env = program_env({"PATH": "/usr/bin", "DMTCP_COORD_PORT": "7779", "DMTCP_CHECKPOINT_DIR": "/elsewhere"})
+    assert env["GCONV_PATH"] == gconv_dir()
+    assert env["DMTCP_GZIP"] == "0"
+    assert "DMTCP_COORD_PORT" not in env and "DMTCP_CHECKPOINT_DIR" not in env
+    assert program_env({"GCONV_PATH": "/custom"})["GCONV_PATH"] == "/custom"
+    assert program_env({}, gzip=True)["DMTCP_GZIP"] == "1"
+    assert gconv_dir("x86_64").endswith("gconv")
+    assert gconv_dir("aarch64").endswith("gconv")
+
+
+def test_only_the_restart_script_line_counts_as_a_complete_checkpoint():
+    log = (
+        "[2026-06-01T10:00:00.000, 100, 100, Note] at dmtcp_coordinator.cpp:1164 in startCheckpoint; "
+        "REASON='starting checkpoint; incrementing generation; suspending all nodes\n"
+        "[2026-06-01T10:00:01.000, 100, 100, Note] at dmtcp_coordinator.cpp:496 in releaseBarrier; "
+        "REASON='Checkpoint complete; all workers running\n"
+        "[2026-06-01T10:00:01.100, 100, 100, Note] at dmtcp_coordinator.cpp:559 in recordCkptFilename; "
+        f"REASON='{COMPLETE_LINE}\n"
+        "     restartScriptPath = /work/.spotrun/dmtcp/ckpt/dmtcp_restart_script_1a2b.sh\n"
+    )
+    assert count_completed(log) == 1
+    assert count_completed(log + log) == 2
+    assert count_completed("") == 0
+
+
+def test_client_list_gives_real_pids():
+    output = ("Client List:\n#, PROG[virtPID:realPID]@HOST, DMTCP-UNIQUEPID, STATE, BARRIER\n"
+              "1, python3[40000:81234]@ip-10-0-0-1, 5f3c1a2b3c4d5e6f-40000-1234abcd, RUNNING, \n"
+              "2, sh[41000:81240]@ip-10-0-0-1, 5f3c1a2b3c4d5e6f-41000-1234abce, RUNNING, \n")
+    clients = parse_client_list(output)
+    assert [(c.program, c.virtual_pid, c.real_pid, c.state) for c in clients] == [
+        ("python3", 40000, 81234, "RUNNING"), ("sh", 41000, 81240, "RUNNING")]
+    assert parse_client_list("Client List:\n#, PROG[virtPID:realPID]@HOST, DMTCP-UNIQUEPID, STATE, BARRIER\n") == []
+
+
+def test_version_parsing():
+    assert parse_version("dmtcp_launch (DMTCP) 4.2.0\nLicense LGPLv3+") == "4.2.0"
+    assert parse_version("no version here") is None
+
+
+def test_image_problems(tmp_path):
+    good = tmp_path / "ckpt_good.dmtcp"
+    good.write_bytes(HEADER + b"memory")
+    assert image_problem(good) is None
+    gzipped = tmp_path / "ckpt_gz.dmtcp"
+    gzipped.write_bytes(b"\x1f\x8b\x08\x00rest")
+    assert image_problem(gzipped) is None
+    empty = tmp_path / "ckpt_empty.dmtcp"
+    empty.write_bytes(b"")
+    assert image_problem(empty) == "is empty"
+    garbage = tmp_path / "ckpt_garbage.dmtcp"
+    garbage.write_bytes(b"\0" * 64)
+    assert "header" in image_problem(garbage)
+    Path(f"{good}.temp").write_bytes(b"more")
+    assert "still being written" in image_problem(good)
+    assert "cannot be read" in image_problem(tmp_path / "ckpt_missing.dmtcp")
+
+
+class GrowingFile:
+    """A fake sleep that appends to a file on its first `growths` calls (a compressor still writing)."""
+
+    def __init__(self, path: Path, growths: int):
+        self.path, self.growths, self.now, self.calls = path, growths, 0.0, 0
+
+    def sleep(self, seconds: float) -> None:
+        self.calls += 1
+        self.now += seconds
+        if self.calls <= self.growths:
+            with self.path.open("ab") as handle:
+                handle.write(b"x" * 100)
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_images_are_taken_only_once_their_size_stays_put(tmp_path):
+    image = tmp_path / "ckpt_a.dmtcp"
+    image.write_bytes(HEADER)
+    growing = GrowingFile(image, growths=3)
+    sizes = wait_for_whole_images([image], deadline=10.0, settle_seconds=0.2, sleep=growing.sleep, clock=growing.clock)
+    assert sizes == {image: len(HEADER) + 300}
+    assert growing.calls == 4  # three growths seen, then one quiet interval
+
+    still = GrowingFile(image, growths=1000)
+    with pytest.raises(CheckpointError, match="still growing"):
+        wait_for_whole_images([image], deadline=1.0, settle_seconds=0.2, sleep=still.sleep, clock=still.clock)
+    with pytest.raises(CheckpointError, match="wrote no images"):
+        wait_for_whole_images([], deadline=1.0)
+    Path(f"{image}.temp").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"ckpt_a.dmtcp its .temp file is still being written"):
+        wait_for_whole_images([image], deadline=0.0, settle_seconds=0.0)
+
+
+def make_checkpoint_dir(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    image = directory / "ckpt_python3_1a2b.dmtcp"
+    image.write_bytes(HEADER + b"memory")
+    (directory / "ckpt_python3_1a2b_files").mkdir()
+    (directory / "ckpt_python3_1a2b_files" / "gconv-modules.cache").write_bytes(b"cache")
+    (directory / "dmtcp_restart_script.sh").write_text("#!/bin/bash\n")
+    return [image]
+
+
+def test_images_and_their_files_are_moved_out_whole(tmp_path):
+    images = make_checkpoint_dir(tmp_path / "ckpt")
+    into = tmp_path / "into"
+    into.mkdir()
+    files = move_checkpoint(images, into)
+    assert [p.relative_to(into).as_posix() for p in files] == [
+        "ckpt_python3_1a2b.dmtcp", "ckpt_python3_1a2b_files/gconv-modules.cache"]
+    assert not list((tmp_path / "ckpt").glob("ckpt_*"))  # the restart script stays: it is never uploaded
+    assert checkpoint_files([into / "ckpt_python3_1a2b.dmtcp"]) == files
+
+
+def test_restore_puts_images_back_at_the_checkpoint_path(tmp_path):
+    downloaded = tmp_path / "incoming"
+    make_checkpoint_dir(downloaded)
+    ckpt = tmp_path / "work" / ".spotrun" / "dmtcp" / "ckpt"
+    make_checkpoint_dir(ckpt)  # a stale one from an earlier attempt is replaced
+    (ckpt / "ckpt_old_process.dmtcp").write_bytes(HEADER)
+
+    images = stage_restore(downloaded, ckpt)
+
+    assert images == [ckpt / "ckpt_python3_1a2b.dmtcp"]
+    assert (ckpt / "ckpt_python3_1a2b_files" / "gconv-modules.cache").read_bytes() == b"cache"
+    assert not (ckpt / "ckpt_old_process.dmtcp").exists()
+    assert os.stat(images[0]).st_ino == os.stat(downloaded / "ckpt_python3_1a2b.dmtcp").st_ino  # linked, not copied
+
+
+def test_restore_refuses_a_directory_without_whole_images(tmp_path):
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "incoming" / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="no DMTCP images"):
+        stage_restore(tmp_path / "incoming", tmp_path / "ckpt")
+    (tmp_path / "incoming" / "ckpt_a.dmtcp").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="ckpt_a.dmtcp: it is empty"):
+        stage_restore(tmp_path / "incoming", tmp_path / "ckpt")
+
+
+def test_stale_images_are_cleared_before_a_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    make_checkpoint_dir(ckpt)
+    Path(f"{ckpt}/ckpt_python3_1a2b.dmtcp.temp").write_bytes(b"half")
+    clear_stale_images(ckpt)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dmtcp_restart_script.sh"]
+
+
+# ------------------------------------------------- against the fake DMTCP
+
+
+@pytest.fixture
+def fake_dmtcp(tmp_path, monkeypatch) -> Path:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    for tool in ("coordinator", "launch", "command", "restart"):
+        wrapper = bin_dir / f"dmtcp_{tool}"
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{PROGRAMS / "fake_dmtcp.py"}" {tool} "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("FAKE_DMTCP_STATE", str(tmp_path / "fake-state"))
+    monkeypatch.setenv("SPOTRUN_DMTCP_BIN", str(bin_dir))
+    return bin_dir
+
+
+def fake_state(checkpointer: DmtcpCheckpointer) -> dict:
+    return json.loads((Path(os.environ["FAKE_DMTCP_STATE"]) / f"{checkpointer.port}.json").read_text())
+
+
+def plain_counter(steps: int, pause: float) -> list[str]:
+    return [sys.executable, str(PROGRAMS / "plain_counter.py"), str(steps), str(pause)]
+
+
+@pytest.mark.slow
+def test_checkpoint_kill_and_restore_through_the_coordinator(fake_dmtcp, workdir, tmp_path):
+    # Given a program launched under a private coordinator
+    env = dict(os.environ)
+    first = make_checkpointer("dmtcp", signal_name="SIGUSR1")
+    first.start(plain_counter(40, 0.02), env, workdir, workdir / "attempt-1.log")
+    assert first.port and first.port > 0
+    wait_for(lambda: read_int(workdir / "progress.txt") >= 5, what="5 steps")
+
+    # When a checkpoint is taken (dmtcp_command returns before the image exists)
+    into = tmp_path / "outgoing"
+    files = first.checkpoint(into, timeout=10)
+
+    # Then it waited for the coordinator's line, and moved the whole image and its files out
+    assert [p.relative_to(into).as_posix() for p in files] == [
+        "ckpt_python3_1a2b-40000-5c6d.dmtcp", "ckpt_python3_1a2b-40000-5c6d_files/gconv-modules.cache"]
+    assert image_problem(files[0]) is None
+    assert not list(first.ckpt_dir.glob("ckpt_*"))
+    assert count_completed(first.coordinator_log.read_text()) == 1
+    saved_progress = json.loads(files[0].read_bytes()[len(HEADER):])["progress"]
+    assert saved_progress >= 5
+    assert [c.real_pid for c in first.clients()] == [first.pid]
+    assert first.poll() is None
+
+    # When the instance is reclaimed and another attempt restores the checkpoint
+    os.killpg(first.pid, signal.SIGKILL)
+    assert first.wait(5) == -signal.SIGKILL
+    second = make_checkpointer("dmtcp")
+    second.start(plain_counter(40, 0.02), env, workdir, workdir / "attempt-2.log", restore_from=into)
+
+    # Then dmtcp_restart ran in the work dir on the images staged back at the checkpoint path
+    assert second.wait(30) == 0
+    state = fake_state(second)
+    assert state["cwd"] == str(workdir.resolve())
+    restart_call = state["history"][-1]
+    assert restart_call[:6] == ["restart", "-j", "-p", str(second.port), "--ckptdir", str(second.ckpt_dir)]
+    assert restart_call[6:] == [str(second.ckpt_dir / "ckpt_python3_1a2b-40000-5c6d.dmtcp")]
+    coordinator_call = state["history"][0]
+    assert {"--daemon", "--exit-on-last", "--coord-logfile"} <= set(coordinator_call)
+    # And the program finished with the same result as an uninterrupted run
+    assert read_json(workdir / "result.json") == reference_result(tmp_path)
+    assert second.stop() == 0
+
+
+def reference_result(tmp_path: Path) -> dict:
+    import subprocess
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    subprocess.run(plain_counter(40, 0.0), cwd=reference, check=True, env={k: v for k, v in os.environ.items()
+                                                                             if k != "COUNTER_START"})
+    return read_json(reference / "result.json")
+
+
+def test_a_checkpoint_the_coordinator_never_completes_times_out(fake_dmtcp, workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DMTCP_NEVER_COMPLETE", "1")
+    runner = DmtcpCheckpointer()
+    runner.start(plain_counter(400, 0.02), dict(os.environ), workdir, workdir / "log")
+    try:
+        with pytest.raises(CheckpointError, match="timed out after 0.5s: the coordinator never reported"):
+            runner.checkpoint(tmp_path / "into", timeout=0.5)
+        assert runner.poll() is None
+    finally:
+        assert runner.stop(1) == -signal.SIGTERM
+
+
+def test_a_refused_checkpoint_request_is_reported(fake_dmtcp, workdir, tmp_path, monkeypatch):
+    runner = DmtcpCheckpointer()
+    runner.start(plain_counter(400, 0.02), dict(os.environ), workdir, workdir / "log")
+    monkeypatch.setenv("FAKE_DMTCP_COMMAND_FAILS", "1")
+    try:
+        with pytest.raises(CheckpointError, match="dmtcp_command -c failed with code 2: .*coordinator not running"):
+            runner.checkpoint(tmp_path / "into", timeout=5)
+    finally:
+        runner.stop(1)
+
+
+def test_the_dmtcp_version_is_recorded_in_the_facts(fake_dmtcp):
+    assert find_tools().version() == "4.2.0"
+    assert dmtcp.installed_version() == "4.2.0"
+    assert environment_facts()["dmtcp"] == "4.2.0"
+
+
+# ----------------------------------------------------------- real DMTCP
+
+
+@requires_dmtcp
+@pytest.mark.slow
+def test_real_dmtcp_checkpoint_and_restart_continue_the_computation(workdir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "COUNTER_START"}
+    first = DmtcpCheckpointer()
+    first.start(plain_counter(60, 0.05), env, workdir, workdir / "attempt-1.log")
+    wait_for(lambda: read_int(workdir / "progress.txt") >= 10, timeout=30, what="10 steps")
+    files = first.checkpoint(tmp_path / "outgoing", timeout=60)
+    assert files and all(image_problem(p) is None for p in files if p.suffix == ".dmtcp")
+    first.stop(grace_seconds=2)
+
+    second = DmtcpCheckpointer()
+    second.start(plain_counter(60, 0.05), env, workdir, workdir / "attempt-2.log", restore_from=tmp_path / "outgoing")
+    assert second.wait(60) == 0, (workdir / "attempt-2.log").read_text()[-2000:]
+    assert read_json(workdir / "result.json") == reference_result(tmp_path)
