@@ -127,6 +127,10 @@ class LocalRuntime:
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        # moto's backends live in this process: start from an empty account even after an earlier runtime.
+        import requests
+
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         os.environ["AWS_ENDPOINT_URL"] = self.endpoint
         self.session = boto3.session.Session(region_name=REGION)
         self.env = provision(self.session, zones=self.options.zones, instance_types=self.options.instance_types)
