@@ -90,9 +90,9 @@ def _stop_timed_out_jobs(cp: ControlPlane, report: SweepReport) -> None:
             jobs, token = cp.store.list_jobs([state], 100, token)
             for job in jobs:
                 timeout = job.spec.get("timeout")
-                if timeout and job.desired != Desired.CANCEL and (now - job.created_at).total_seconds() > timeout:
-                    if cp.store.set_job_desired(job.job_id, Desired.CANCEL, [Desired.RUN, Desired.SUSPEND], now):
-                        report.timed_out.append(job.job_id)
+                overdue = timeout and job.desired != Desired.CANCEL and (now - job.created_at).total_seconds() > timeout
+                if overdue and cp.store.set_job_desired(job.job_id, Desired.CANCEL, [Desired.RUN, Desired.SUSPEND], now):
+                    report.timed_out.append(job.job_id)
             if not token:
                 break
 

@@ -16,4 +16,4 @@ from spotrun_local.demo import run  # noqa: E402
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(run())
+    sys.exit(run(serve="--serve" in sys.argv[1:]))

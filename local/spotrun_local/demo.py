@@ -69,7 +69,7 @@ def job_spec(limit: int, tasks: int) -> dict[str, Any]:
     }
 
 
-def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0) -> int:
+def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0, serve: bool = False) -> int:
     started = time.monotonic()
     report_path = Path(os.environ.get("SPOTRUN_REPORT", ".spotrun/last-run.json"))
     options = RuntimeOptions()
@@ -82,8 +82,8 @@ def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0
     credentials = new_local_credentials()
     gateway = start_gateway(runtime.api_handler, credentials)
     print(f"spotrun local: API {gateway.url}  (moto at {runtime.endpoint}; replaying traces from tick {start_tick})")
-    print(f"  local credentials: AWS_ACCESS_KEY_ID={credentials.access_key_id} "
-          f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}  SPOTRUN_API={gateway.url}")
+    print("  to use the CLI against it (only these local credentials are accepted):")
+    print("\n".join(f"    {line}" for line in gateway.instructions().splitlines()))
     client = Client(gateway.url, credentials.access_key_id, credentials.secret_access_key)
     try:
         status, accepted = client.call("POST", "/jobs", job_spec(limit, tasks))
@@ -95,6 +95,14 @@ def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0
         job = _watch(client, job_id, started + deadline_seconds)
         expected = sieve_count(limit)
         summary = _summarize(runtime, client, job_id, job, expected, time.monotonic() - started)
+        if serve:
+            _print_summary(summary)
+            print("\nstill serving: submit more with the CLI (see above); Ctrl-C stops")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
         gateway.stop()
         runtime.stop()

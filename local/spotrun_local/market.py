@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 TRACE_ON_DEMAND = 3.06  # p3.2xlarge, USD/h: the traces' instance
-DEFAULT_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "spot-traces" / "aws-v100-2023"
+DEFAULT_TRACES = Path(os.environ.get(
+    "SPOTRUN_TRACES",
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "spot-traces" / "aws-v100-2023",
+))
 
 # Approximate us-east-1 on-demand list prices (USD/h) of the types the local runtime offers.
 ON_DEMAND = {"c6i.large": 0.085, "m6i.large": 0.096, "c6a.large": 0.0765, "m6a.large": 0.0864, "r6i.large": 0.126}
@@ -31,7 +35,7 @@ class Trace:
 
 def load_traces(directory: Path = DEFAULT_TRACES, zones: Sequence[str] | None = None) -> dict[str, Trace]:
     if not directory.is_dir():
-        raise FileNotFoundError(f"spot traces not found at {directory} (expected ../shared/data beside the repo)")
+        raise FileNotFoundError(f"spot traces not found at {directory} (expected ../shared/data beside the repo, or set SPOTRUN_TRACES)")
     prices = json.loads((directory / "v100_spot_prices.json").read_text())
     traces = {}
     for path in sorted(directory.glob("*_v100_1.csv")):

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -255,10 +256,8 @@ class LocalRuntime:
         instance.killed = True
         process = instance.process
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=5)
 
     def kill_agent(self, instance_id: str) -> None:
@@ -281,7 +280,7 @@ class LocalRuntime:
                 self._reclaim(instance)
 
     def _warn(self, instance: Instance) -> None:
-        at = datetime.now(timezone.utc) + timedelta(seconds=self.options.warning_seconds)
+        at = datetime.now(UTC) + timedelta(seconds=self.options.warning_seconds)
         instance.warned_at = time.monotonic()
         instance.reclaim_at = instance.warned_at + self.options.warning_seconds
         self.metadata.schedule_action(instance.instance_id, "terminate", at)

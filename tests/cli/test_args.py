@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 import pytest
+
 from spotrun_cli.client import ApiClient, ConfigError, normalize_api, region_for
 from spotrun_cli.jobfile import JobFileError, load_job_file, local_inputs, with_uploaded
 from spotrun_cli.main import build_parser, main, output_destination
-
 from tests.cli.conftest import JOB_ID
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spotrun_cli.main import main
 
+from spotrun_cli.main import main
 from tests.cli.conftest import JOB_ID, BlobServer, FakeApi, event_view, job_view, task_view
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.credentials import Credentials
+
 from spotrun_cli.client import ApiClient
 from spotrun_local.gateway import (
     LOCAL_USER_ARN,
@@ -19,7 +20,6 @@ from spotrun_local.gateway import (
     proxy_event,
     verify_sigv4,
 )
-
 from tests.cli.conftest import JOB_ID, FakeApi, job_view, task_view
 from tests.support import api_event
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from spotrun_cli import render
-
 from tests.cli.conftest import JOB_ID, event_view, job_view, task_view
 
 

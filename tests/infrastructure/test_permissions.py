@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from spotrun import resources
 from template_query import StackTemplate, Statement
+
+from spotrun import resources
 
 pytestmark = pytest.mark.slow  # reads the synthesized stack
 
@@ -173,7 +174,6 @@ def test_a_worker_can_terminate_only_its_own_managed_instance(query: StackTempla
 
 def test_iam_conditions_use_the_tag_the_control_plane_launches_with() -> None:
     from spotrun.adapters.ec2 import MANAGED_TAG
-
     from stacks.constructs.workers import MANAGED_TAG_KEY
 
     assert MANAGED_TAG == MANAGED_TAG_KEY

@@ -6,9 +6,10 @@ import re
 
 import pytest
 from aws_cdk.assertions import Match
+from template_query import StackTemplate, Synthesized, render
+
 from spotrun import resources
 from spotrun.resources import EnvVar
-from template_query import StackTemplate, Synthesized, render
 
 pytestmark = pytest.mark.slow  # reads the synthesized stack
 

@@ -7,8 +7,9 @@ these tests are what makes "it works locally" mean "it is wired the same way in 
 from __future__ import annotations
 
 import pytest
-from spotrun import resources
 from template_query import StackTemplate, render
+
+from spotrun import resources
 
 pytestmark = pytest.mark.slow  # reads the synthesized stack
 

@@ -219,3 +219,19 @@ def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks
     assert stats.running == 0 and stats.executions == 0 and stats.cooldown_until is not None
     kinds = [e.kind for e in cp.store.timeline(accepted["job_id"], 100)]
     assert kinds.count("LaunchFailed") == 3
+
+
+def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "tasks": 2, "timeout": "10m"})
+    clock.advance(9 * 60)
+    sweep(cp)
+    assert cp.store.get_job(job_id).state == JobState.RUNNING
+    clock.advance(2 * 60)
+    for task in cp.store.list_tasks(job_id, None, 10, None)[0]:
+        record_heartbeat(cp, Heartbeat(job_id=job_id, index=task.index, attempt=task.attempt,
+                                       instance_id=task.instance_id, sent_at=clock()))
+    report = sweep(cp)
+    assert report.timed_out == [job_id]
+    job = cp.store.get_job(job_id)
+    assert job.state == JobState.CANCELLED and job.active == 0

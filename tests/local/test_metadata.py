@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -29,10 +29,10 @@ def test_the_agent_learns_who_it_is(service):
 def test_no_action_is_a_404_until_a_reclaim_is_scheduled(service):
     imds = Imds(service.endpoint("i-0abc"))
     assert imds.spot_action() is None and imds.rebalance_notice() is False
-    service.schedule_action("i-0abc", "terminate", datetime(2026, 11, 23, 12, 2, tzinfo=timezone.utc))
+    service.schedule_action("i-0abc", "terminate", datetime(2026, 11, 23, 12, 2, tzinfo=UTC))
     action = imds.spot_action()
-    assert action["action"] == "terminate" and action["deadline"] == datetime(2026, 11, 23, 12, 2, tzinfo=timezone.utc)
-    service.recommend_rebalance("i-0abc", datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc))
+    assert action["action"] == "terminate" and action["deadline"] == datetime(2026, 11, 23, 12, 2, tzinfo=UTC)
+    service.recommend_rebalance("i-0abc", datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
     assert imds.rebalance_notice() is True
 
 
@@ -44,5 +44,5 @@ def test_a_get_without_a_token_is_refused_as_by_imdsv2(service):
 
 def test_each_instance_sees_only_its_own_notices(service):
     service.register("i-0def", "m6i.large", "us-east-1c")
-    service.schedule_action("i-0abc", "terminate", datetime(2026, 11, 23, 12, 2, tzinfo=timezone.utc))
+    service.schedule_action("i-0abc", "terminate", datetime(2026, 11, 23, 12, 2, tzinfo=UTC))
     assert Imds(service.endpoint("i-0def")).spot_action() is None

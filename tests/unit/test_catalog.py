@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from spotrun.domain import catalog as catalog_module
 from spotrun.domain.broker import Pool, rank_pools
 from spotrun.domain.catalog import CATALOG_PATH, Catalog, load_catalog, pool_state, region_of

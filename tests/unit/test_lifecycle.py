@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,7 @@ from spotrun.messages import CompletionReport, ProgramResult
 from spotrun.model import Desired, JobState, Scope, Task, TaskState
 from spotrun.spec import RetrySpec
 
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def running(**fields) -> Task:

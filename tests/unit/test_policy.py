@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from spotrun.domain.policy import (
     DEFAULT_POLICY,
     Action,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from spotrun_worker.checkpointers import (
     CheckpointError,
     CheckpointerUnavailable,
@@ -43,7 +44,6 @@ from spotrun_worker.checkpointers.dmtcp import (
     stage_restore,
     wait_for_whole_images,
 )
-
 from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
 
 HEADER = b"DMTCP_CHECKPOINT_IMAGE_v4.0\n"

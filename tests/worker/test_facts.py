@@ -6,6 +6,7 @@ import platform
 import re
 
 import pytest
+
 from spotrun_worker.checkpointers import compatible, environment_facts
 from spotrun_worker.checkpointers.facts import cpu_flags, flags_digest
 

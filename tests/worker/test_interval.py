@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from spotrun_worker.interval import checkpoint_interval, daly_interval, mtbf_from_rate, young_interval
 
 

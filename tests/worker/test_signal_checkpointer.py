@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from spotrun_worker.checkpointers import (
     Checkpointer,
     CheckpointError,
@@ -19,7 +20,6 @@ from spotrun_worker.checkpointers import (
     make_checkpointer,
 )
 from spotrun_worker.checkpointers.cooperative import COMPLETE_MARKER, checkpoint_dir_for
-
 from tests.worker.support import PROGRAMS, counter_argv, process_alive, read_int, read_json, wait_for
 
 STEPS = 50

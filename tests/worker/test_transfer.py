@@ -9,9 +9,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from urllib3.exceptions import ProtocolError
+
 from spotrun_worker import transfer
 from spotrun_worker.transfer import FileEntry, TransferError, download_file, download_prefix, upload_files
-from urllib3.exceptions import ProtocolError
 
 BUCKET = "spotrun-test"
 MIB = 1 << 20

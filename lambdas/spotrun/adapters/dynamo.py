@@ -164,6 +164,11 @@ class _Expression:
             text = text.replace("{" + key + "}", self.name(operand[1:]) if str(operand).startswith("@") else self.value(operand))
         self.conditions.append(text)
 
+    def condition_in(self, path: str, allowed: Sequence[Any]) -> None:
+        """The attribute at `path` equals one of `allowed`."""
+        name = self.name(path)
+        self.conditions.append(" OR ".join(f"{name} = {self.value(v)}" for v in allowed))
+
     def update(self) -> dict[str, Any]:
         clauses = []
         if self._sets:
@@ -357,9 +362,7 @@ class DynamoStore:
         expr.set("desired", desired)
         expr.set("updated_at", now)
         expr.condition("attribute_exists(pk)")
-        expr.condition(" OR ".join("{d%d} = {v%d}" % (i, i) for i in range(len(allowed_from))),
-                       **{f"d{i}": "@desired" for i in range(len(allowed_from))},
-                       **{f"v{i}": d.value for i, d in enumerate(allowed_from)})
+        expr.condition_in("desired", [d.value for d in allowed_from])
         return self._update(job_key(job_id), expr)
 
     def refresh_job_state(self, job_id: str, derive: Any, now: datetime) -> Job | None:
@@ -652,8 +655,7 @@ class DynamoStore:
     def set_task_desired(self, job_id: str, index: int, desired: Desired, states: Sequence[TaskState]) -> bool:
         expr = _Expression()
         expr.set("desired", desired)
-        expr.condition(" OR ".join("{s%d} = {v%d}" % (i, i) for i in range(len(states))),
-                       **{f"s{i}": "@state" for i in range(len(states))}, **{f"v{i}": s.value for i, s in enumerate(states)})
+        expr.condition_in("state", [s.value for s in states])
         return self._update(task_key(job_id, index), expr)
 
     def commit_checkpoint(self, job_id: str, index: int, checkpoint: Checkpoint) -> bool:
