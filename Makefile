@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONPATH := lambdas:worker:local:cli:.
 
-.PHONY: help install test check synth lint run bench clean
+.PHONY: help install test check synth run bench bench-policy bench-agent clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,6 +15,8 @@ help: ## list the targets
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@printf '#!/bin/sh\nPYTHONPATH="%s/lambdas:%s/cli$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s/python" -m spotrun_cli "$$@"\n' \
+		"$(CURDIR)" "$(CURDIR)" "$(CURDIR)/$(BIN)" > $(BIN)/spotrun && chmod +x $(BIN)/spotrun
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install everything spotrun needs
@@ -29,11 +31,16 @@ synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py
 	$(BIN)/cfn-lint cdk.out/*.template.json
 
-run: $(STAMP) ## run spotrun locally (moto server, real agents as local processes, replayed spot market)
-	$(BIN)/python -m spotrun_local
+run: $(STAMP) ## run spotrun locally and solve a sample problem (ARGS=--serve keeps it up)
+	$(BIN)/python -m spotrun_local $(ARGS)
 
-bench: $(STAMP) ## run the benchmarks and write bench/results/
+bench: bench-policy bench-agent ## run every benchmark and write bench/results/
+
+bench-policy: $(STAMP) ## the spot policy on the real traces -> bench/results/policy.json
 	$(BIN)/python -m bench.policy
+
+bench-agent: $(STAMP) ## interruption cost and checkpoint throughput on the local runtime -> bench/results/agent.json
+	$(BIN)/python -m bench.agent
 
 clean: ## remove generated files
 	rm -rf cdk.out .spotrun .pytest_cache
