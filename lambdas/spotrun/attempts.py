@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import Action, InstanceEvent
-from spotrun.domain.lifecycle import TaskChange, after_completion, derive_job_state, ended, environment_fault
+from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
+from spotrun.jobs import refresh_state
 from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
 from spotrun.model import ACTIVE_STATES, Checkpoint, Desired, Job, Scope, Task, TaskState, TimelineEvent
 from spotrun.resources import MessageType
@@ -44,7 +45,7 @@ def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
         change = TaskChange(task, TaskState.RUNNING, "TaskStarted", set_fields={"instance_id": ref.instance_id},
                             remove_fields=("draining_attempt",))
         if cp.store.apply(change, cp.clock(), {"instance": ref.instance_id}):
-            cp.store.refresh_job_state(ref.job_id, derive_job_state, cp.clock())
+            refresh_state(cp, ref.job_id)
             return cp.store.get_task(ref.job_id, ref.index)
     raise ClaimRefused("the task kept changing while it was claimed")
 
@@ -129,7 +130,7 @@ def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str
         cp.bus.send(ControlMessage(type=MessageType.CAPACITY_FREED, job_id=job.job_id))
     if to in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
         _maybe_release_combine(cp, job.job_id, now)
-    cp.store.refresh_job_state(job.job_id, derive_job_state, now)
+    refresh_state(cp, job.job_id)
     _notify(cp, change, now)
 
 

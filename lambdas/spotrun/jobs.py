@@ -157,6 +157,30 @@ def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> li
     return cp.store.timeline(job_id, limit, after)
 
 
+def statistics(cp: ControlPlane, job_id: str) -> dict[str, Any]:
+    from spotrun.statistics import job_statistics
+
+    return job_statistics(get_job(cp, job_id), cp.clock())
+
+
+def refresh_state(cp: ControlPlane, job_id: str) -> Job | None:
+    """Re-derive the job's state; when it just finished or suspended, put its statistics on the timeline."""
+    from spotrun.domain.lifecycle import derive_job_state
+    from spotrun.statistics import job_statistics
+
+    before = cp.store.get_job(job_id)
+    after = cp.store.refresh_job_state(job_id, derive_job_state, cp.clock())
+    if before is None or after is None or before.state == after.state:
+        return after
+    if after.state in FINISHED_JOB_STATES or after.state == JobState.SUSPENDED:
+        totals = job_statistics(after, cp.clock())["total"]
+        event = TimelineEvent(job_id, cp.clock(), f"Job{after.state.title()}",
+                              f"job-{after.state.lower()}-{after.updated_at.timestamp()}", None, None, totals)
+        cp.store.add_event(event)
+        _notify(cp, [event])
+    return after
+
+
 def upload_url(cp: ControlPlane, owner: str, filename: str) -> dict[str, str]:
     """A presigned PUT for one input file; the job then names it by its s3:// URI."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[:200] or "input"

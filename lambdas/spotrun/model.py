@@ -88,6 +88,7 @@ class Job:
     updated_at: datetime
     owner: str = ""
     reason: str = ""
+    stats: dict[str, float] = field(default_factory=dict)  # "<pool>|<measure>" -> total, see spotrun.statistics
 
     @property
     def combine_index(self) -> int | None:
@@ -104,6 +105,7 @@ class Task:
     kind: str = "task"  # or "combine"
     pool: str | None = None
     market: Market | None = None
+    price_per_hour: float | None = None  # what the current attempt's instance costs
     instance_id: str | None = None
     program_failures: int = 0
     environment_failures: int = 0

@@ -17,8 +17,9 @@ from typing import Any
 
 from spotrun.adapters.ec2 import LaunchRequest, client_token
 from spotrun.control import ControlPlane
-from spotrun.domain import broker
-from spotrun.domain.lifecycle import AttemptEnd, TaskChange, derive_job_state, ended
+from spotrun.domain import broker, policy
+from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
+from spotrun.jobs import refresh_state
 from spotrun.messages import ControlMessage
 from spotrun.model import (
     ACTIVE_STATES,
@@ -63,7 +64,6 @@ def reconcile_job(cp: ControlPlane, job_id: str, report: ScheduleReport | None =
     job = cp.store.get_job(job_id)
     if job is None or job.state in FINISHED_JOB_STATES:
         return report
-    now = cp.clock()
     if job.desired == Desired.CANCEL:
         _stop_tasks(cp, job, TaskState.CANCELLED, "TaskCancelled", "cancelled by the user", report)
     elif job.desired == Desired.SUSPEND:
@@ -72,7 +72,7 @@ def reconcile_job(cp: ControlPlane, job_id: str, report: ScheduleReport | None =
         _resume_tasks(cp, job, report)
         _cancel_single_tasks(cp, job, report)
         schedule_queued(cp, job, report)
-    cp.store.refresh_job_state(job_id, derive_job_state, now)
+    refresh_state(cp, job_id)
     return report
 
 
@@ -146,14 +146,25 @@ def launch_tasks(
         group = [t for t in remaining if pool not in t.avoid_pools][:room]
         for chunk in _chunks(group, ADMISSION_CHUNK):
             market = Market.ON_DEMAND if _needs_on_demand(chunk[0]) else Market.SPOT
-            changes = [admit(stored[t.index], pool, market) for t in chunk]
+            if spec.deadline is not None and market == Market.SPOT:
+                placement = deadline_decision(cp, job, spec, chunk[0], states, now)
+                if placement.action == policy.Action.WAIT:
+                    log.info("deadline policy: wait (%s)", placement.reason)
+                    remaining = [t for t in remaining if t.index not in {c.index for c in chunk}]
+                    continue
+                if placement.action == policy.Action.ON_DEMAND:
+                    market = Market.ON_DEMAND
+                summary_for_chunk = f"{summary}; deadline policy: {placement.reason}"
+            else:
+                summary_for_chunk = summary
+            price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
+            changes = [_priced(admit(stored[t.index], pool, market), price) for t in chunk]
             conditions = {"max_active": spec.max_concurrency, "account_cap": cp.settings.account_max_instances}
-            if not cp.store.apply_many(changes, now, {"broker": summary, "market": market.value}, conditions):
+            if not cp.store.apply_many(changes, now, {"broker": summary_for_chunk, "market": market.value}, conditions):
                 log.info("admission of %d tasks of %s lost a race or hit a cap", len(changes), job.job_id)
                 return
             report.admitted += len(changes)
             admitted = [_after(change) for change in changes]
-            price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
             cp.store.put_attempts([
                 Attempt(t.job_id, t.index, t.attempt, pool, market, launched_at=now, price_per_hour=price) for t in admitted
             ])
@@ -199,12 +210,49 @@ def _undo_admission(cp: ControlPlane, task: Task, pool: str, why: str, now: date
     cp.store.apply(change, now)
 
 
+def _priced(change: TaskChange, price: float | None) -> TaskChange:
+    return dataclasses.replace(change, set_fields={**change.set_fields, "price_per_hour": price})
+
+
 def _after(change: TaskChange) -> Task:
     task = change.task
     return dataclasses.replace(
         task, state=change.to_state, attempt=task.attempt + 1 if change.new_attempt else task.attempt,
         pool=change.set_fields.get("pool", task.pool), market=change.set_fields.get("market", task.market),
+        price_per_hour=change.set_fields.get("price_per_hour", task.price_per_hour),
     )
+
+
+def deadline_decision(cp: ControlPlane, job: Job, spec: JobSpec, task: Task,
+                      states: dict[str, broker.PoolState], now: datetime) -> policy.Decision:
+    """Ask the deadline policy (the code the policy benchmark runs) whether this task waits, runs on
+    spot, or needs on-demand to finish in time."""
+    from spotrun.statistics import job_statistics
+
+    runtime = spec.task_runtime
+    if runtime is None:
+        total = job_statistics(job, now)["total"]
+        finished = job.counts.get("SUCCEEDED", 0)
+        runtime = total["exec_seconds"] / finished if finished else 0.0
+    kept = (task.progress or 0.0) if task.checkpoint is not None else 0.0
+    remaining = timedelta(seconds=runtime * (1.0 - kept))
+    zones: dict[str, policy.ZoneMarket] = {}
+    on_demand = []
+    for state in states.values():
+        cooling = state.cooldown_until is not None and state.cooldown_until > now
+        price = state.spot_price
+        if state.on_demand_price:
+            on_demand.append(state.on_demand_price)
+        best = zones.get(state.pool.zone)
+        if price is not None and not cooling and (best is None or best.spot_price is None or price < best.spot_price):
+            zones[state.pool.zone] = policy.ZoneMarket(state.pool.zone, True, price)
+        elif best is None:
+            zones[state.pool.zone] = policy.ZoneMarket(state.pool.zone, not cooling and price is not None, price)
+    deadline_state = policy.DeadlineState(
+        now=now, deadline=spec.deadline, work_remaining=remaining,  # type: ignore[arg-type]
+        zones=tuple(zones.values()), on_demand_price=min(on_demand) if on_demand else 1.0,
+    )
+    return policy.decide(deadline_state)
 
 
 def _needs_on_demand(task: Task) -> bool:

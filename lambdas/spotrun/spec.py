@@ -131,6 +131,10 @@ class JobSpec(StrictModel):
     max_concurrency: int = Field(100, ge=1, le=10_000)
     timeout: Seconds | None = None
     deadline: datetime | None = None
+    task_runtime: Seconds | None = Field(
+        None, description="How long one task runs uninterrupted, for the deadline policy (else learned from "
+        "the job's finished tasks).",
+    )
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
 
     @field_validator("command")

@@ -109,8 +109,9 @@ class LocalRuntime:
         self.instances: dict[str, Instance] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        # One handler at a time, like one warm container: Powertools' resolver and metrics are per process.
-        self._handler_lock = threading.Lock()
+        # Each function runs one invocation at a time (like a reserved concurrency of 1), but the functions
+        # run concurrently with each other, as in AWS: correctness comes from the guarded writes.
+        self._locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------ start/stop
 
@@ -161,8 +162,11 @@ class LocalRuntime:
         self._loop("market", self._replay_market, 0.3)
         return self
 
+    def _lock(self, name: str) -> threading.Lock:
+        return self._locks.setdefault(name, threading.Lock())
+
     def api_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        with self._handler_lock:
+        with self._lock("api"):
             return api.handler(event, context, control=self.cp)
 
     def stop(self) -> None:
@@ -176,8 +180,10 @@ class LocalRuntime:
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
     def _guarded(self, handler: Callable[..., Any], name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        lock = self._lock(name)
+
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            with self._handler_lock:
+            with lock:
                 try:
                     return handler(event, context, control=self.cp)
                 except Exception:
@@ -202,7 +208,7 @@ class LocalRuntime:
         self._threads.append(thread)
 
     def _reap(self) -> None:
-        with self._handler_lock:
+        with self._lock("reaper"):
             sweep(self.cp, budget_seconds=10)
 
     # ------------------------------------------------------------ instances

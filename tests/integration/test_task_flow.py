@@ -173,6 +173,17 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
     assert pools[task.pool].interruptions == 1 and pools[task.pool].running == 0
     assert pools[replaced.pool].executions == 1 and pools[replaced.pool].running == 0
 
+    # The job's statistics agree with the timeline, once, however often messages came
+    status, stats = loop.api("GET", f"/jobs/{job_id}/stats")
+    assert status == 200 and stats["final"] is True
+    assert stats["total"]["executions"] == 2 and stats["total"]["interruptions"] == kinds.count("TaskReplacing") == 1
+    assert stats["pools"][task.pool]["interruptions"] == 1 and stats["pools"][replaced.pool]["executions"] == 1
+    assert stats["pools"][replaced.pool]["exec_seconds"] == 42.0
+    # attempt 1 lived from launch (t0) to its final report (t0 + 110 s), attempt 2 from t0 + 90 s to t0 + 170 s
+    assert stats["pools"][task.pool]["instance_seconds"] == 110.0
+    assert stats["pools"][replaced.pool]["instance_seconds"] == 80.0
+    assert 0 < stats["total"]["spot_cost_usd"] < stats["total"]["on_demand_cost_usd"]
+
 
 def test_a_program_failure_ends_failed_without_a_retry(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)

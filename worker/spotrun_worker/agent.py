@@ -11,6 +11,7 @@ separately. Anything that goes wrong in the agent itself is reported as an envir
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -21,7 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from spotrun.control import ControlPlane, Settings
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
 from spotrun.model import Checkpoint, Desired, Task, TaskState, TimelineEvent
 from spotrun.spec import JobSpec
-
 from spotrun_worker import checkpointers, interval, transfer
 from spotrun_worker.imds import Imds
 
@@ -41,7 +41,7 @@ FINAL_CHECKPOINT_MARGIN_SECONDS = 10
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -362,10 +362,8 @@ class Agent:
 
     def _heartbeat(self) -> None:
         progress = None
-        try:
+        with contextlib.suppress(OSError, ValueError):
             progress = min(1.0, max(0.0, float(self.progress_path.read_text().strip())))
-        except (OSError, ValueError):
-            pass
         beat = Heartbeat(job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt,
                          instance_id=self.ref.instance_id, sent_at=self.clock(), progress=progress)
         try:

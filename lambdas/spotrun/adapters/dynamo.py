@@ -164,6 +164,12 @@ class _Expression:
             text = text.replace("{" + key + "}", self.name(operand[1:]) if str(operand).startswith("@") else self.value(operand))
         self.conditions.append(text)
 
+    def add_in_map(self, map_name: str, key: str, amount: int | float) -> None:
+        """ADD to `map_name[key]`, where the key may hold dots (pool names do)."""
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = key
+        self._adds.append(f"{self.name(map_name)}.{placeholder} {self.value(amount)}")
+
     def condition_in(self, path: str, allowed: Sequence[Any]) -> None:
         """The attribute at `path` equals one of `allowed`."""
         name = self.name(path)
@@ -199,7 +205,21 @@ def _job_from(item: dict[str, Any]) -> Job:
         counts={k: int(v) for k, v in item.get("counts", {}).items()}, active=int(item.get("active", 0)),
         desired=Desired(item.get("desired", Desired.RUN)), created_at=parse_time(item["created_at"]),  # type: ignore[arg-type]
         updated_at=parse_time(item["updated_at"]), owner=item.get("owner", ""), reason=item.get("reason", ""),  # type: ignore[arg-type]
+        stats={k: float(v) for k, v in item.get("stats", {}).items()},
     )
+
+
+STAT_SEPARATOR = "|"
+
+
+def attempt_usage(pool: str, launched_at: datetime | None, price_per_hour: float | None, now: datetime,
+                  executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
+    """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys)."""
+    instance_seconds = max(0.0, (now - launched_at).total_seconds()) if launched_at else 0.0
+    measures = {"executions": executions, "failures": failures, "interruptions": interruptions,
+                "exec_seconds": round(exec_seconds, 3), "instance_seconds": round(instance_seconds, 3),
+                "cost": round(instance_seconds / 3600 * (price_per_hour or 0.0), 8)}
+    return {f"{pool}{STAT_SEPARATOR}{name}": value for name, value in measures.items()}
 
 
 def _checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
@@ -217,7 +237,7 @@ def task_from(item: dict[str, Any]) -> Task:
         desired=Desired(item.get("desired", Desired.RUN)), kind=item.get("kind", "task"), pool=item.get("pool"),
         market=Market(item["market"]) if item.get("market") else None, instance_id=item.get("instance_id"),
         program_failures=int(item.get("program_failures", 0)), environment_failures=int(item.get("environment_failures", 0)),
-        interruptions=int(item.get("interruptions", 0)),
+        interruptions=int(item.get("interruptions", 0)), price_per_hour=item.get("price_per_hour"),
         consecutive_environment_failures=int(item.get("consecutive_environment_failures", 0)),
         avoid_pools=tuple(item.get("avoid_pools", ())), checkpoint=_checkpoint_from(item.get("checkpoint")),
         draining_attempt=item.get("draining_attempt"),
@@ -293,7 +313,7 @@ class DynamoStore:
             **job_key(job.job_id), "type": "job", "job_id": job.job_id, "name": job.name,
             "spec": json.dumps(job.spec, separators=(",", ":")), "state": job.state, "task_count": job.task_count,
             "has_combine": job.has_combine, "counts": job.counts, "active": job.active, "desired": job.desired,
-            "created_at": job.created_at, "updated_at": job.updated_at, "owner": job.owner,
+            "created_at": job.created_at, "updated_at": job.updated_at, "owner": job.owner, "stats": {},
             "list_pk": f"JOBS#{job.state}", "list_sk": f"{iso(job.created_at)}#{job.job_id}",
         }
 
@@ -455,6 +475,7 @@ class DynamoStore:
         count_deltas: dict[str, int] = {}
         active = 0
         pool_deltas: dict[str, dict[str, float]] = {}
+        job_stats: dict[str, float] = {}
         for change in changes:
             items.append({"Update": {"TableName": self.table, "Key": serialize(task_key(job_id, change.task.index)),
                                      **self._task_update(change, now).update()}})
@@ -466,16 +487,22 @@ class DynamoStore:
                 deltas = pool_deltas.setdefault(change.end_attempt.pool, {})
                 end = change.end_attempt
                 executed = int(end.launched)
-                for name, amount in (("executions", executed), ("failures", int(end.scope == Scope.ENVIRONMENT and not end.interrupted) * executed),
+                failed = int(end.scope == Scope.ENVIRONMENT and not end.interrupted) * executed
+                for name, amount in (("executions", executed), ("failures", failed),
                                      ("interruptions", int(end.interrupted)), ("exec_seconds", end.exec_seconds),
                                      ("running", -1)):
                     deltas[name] = deltas.get(name, 0) + amount
+                if end.launched:
+                    for name, amount in attempt_usage(end.pool, change.task.launched_at, change.task.price_per_hour,
+                                                      now, executed, failed, int(end.interrupted),
+                                                      end.exec_seconds).items():
+                        job_stats[name] = job_stats.get(name, 0) + amount
             if change.new_attempt and change.set_fields.get("pool"):
                 deltas = pool_deltas.setdefault(change.set_fields["pool"], {})
                 deltas["running"] = deltas.get("running", 0) + 1
             items.append({"Put": {"TableName": self.table, "Item": serialize(self._event_item(
                 self._change_event(change, now, event_detail)))}})
-        items.append(self._job_counts_item(job_id, count_deltas, active, now, job_conditions or {}))
+        items.append(self._job_counts_item(job_id, count_deltas, active, now, job_conditions or {}, job_stats))
         if active:
             items.append(self._account_item(active, (job_conditions or {}).get("account_cap")))
         for pool, deltas in pool_deltas.items():
@@ -542,9 +569,13 @@ class DynamoStore:
                            **expr.update()}}
 
     def _job_counts_item(
-        self, job_id: str, deltas: dict[str, int], active: int, now: datetime, conditions: dict[str, Any]
+        self, job_id: str, deltas: dict[str, int], active: int, now: datetime, conditions: dict[str, Any],
+        stats: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         expr = _Expression()
+        for key, amount in (stats or {}).items():
+            if amount:
+                expr.add_in_map("stats", key, amount)
         for state, amount in deltas.items():
             if amount:
                 expr.add(f"counts.{state}", amount)
@@ -603,7 +634,10 @@ class DynamoStore:
                                             ConsistentRead=True).get("Item")
         if attempt_item is None:
             return False
-        pool = deserialize(attempt_item)["pool"]
+        recorded = deserialize(attempt_item)
+        pool = recorded["pool"]
+        if recorded.get("ended_at"):
+            return self._bill_drain(job_id, index, attempt, recorded, now)
         expr = _Expression()
         expr.condition("attribute_not_exists({e})", e="@ended_at")
         expr.set("ended_at", now)
@@ -615,10 +649,42 @@ class DynamoStore:
                              ("exec_seconds", exec_seconds), ("running", -1)):
             if amount:
                 stats.add(name, amount)
+        usage = _Expression()
+        for key, amount in attempt_usage(pool, parse_time(recorded.get("launched_at")), recorded.get("price_per_hour"),
+                                         now, 1, 0, int(outcome == "interrupted"), exec_seconds).items():
+            if amount:
+                usage.add_in_map("stats", key, amount)
+        usage.condition("attribute_exists(pk)")
         try:
             self.client.transact_write_items(TransactItems=[
                 {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **expr.update()}},
                 {"Update": {"TableName": self.table, "Key": serialize(pool_key(pool)), **stats.update()}},
+                {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
+            ])
+        except ClientError as error:
+            if _is_conflict(error):
+                return False
+            raise
+        return True
+
+    def _bill_drain(self, job_id: str, index: int, attempt: int, recorded: dict[str, Any], now: datetime) -> bool:
+        """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until
+        its final report: add that time to the job's instance seconds and cost, once."""
+        ended_at = parse_time(recorded["ended_at"])
+        assert ended_at is not None
+        seconds = max(0.0, (now - ended_at).total_seconds())
+        mark = _Expression()
+        mark.condition("attribute_not_exists({d})", d="@drained_until")
+        mark.set("drained_until", now)
+        usage = _Expression()
+        pool = recorded["pool"]
+        usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}instance_seconds", round(seconds, 3))
+        usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}cost",
+                         round(seconds / 3600 * float(recorded.get("price_per_hour") or 0.0), 8))
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
+                {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
             ])
         except ClientError as error:
             if _is_conflict(error):

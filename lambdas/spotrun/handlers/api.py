@@ -127,6 +127,11 @@ def events(job_id: JobId, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     return _json(HTTPStatus.OK, {"events": [event_view(e) for e in found]})
 
 
+@app.get("/jobs/<job_id>/stats", summary="Tasks, failures and interruptions per pool, times, costs, speedup")
+def stats(job_id: JobId):
+    return _json(HTTPStatus.OK, jobs.statistics(_cp(), job_id))
+
+
 @app.post("/jobs/<job_id>/<action>", summary="Cancel (kill), suspend or resume a job")
 def control(job_id: JobId, action: Annotated[str, Path(pattern="^(cancel|suspend|resume)$")]):
     return _json(HTTPStatus.ACCEPTED, job_view(jobs.control_job(_cp(), job_id, action)))

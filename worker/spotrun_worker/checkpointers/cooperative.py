@@ -12,7 +12,7 @@ What a program does to be checkpointed this way:
    `$SPOTRUN_CHECKPOINT_DIR` (write, flush and fsync each; writing a temporary file and renaming it
    is the safe way), then create the empty marker file `$SPOTRUN_CHECKPOINT_DIR/.complete`. Creating
    the marker is the signal that the checkpoint is complete and consistent: the agent removes it
-   before each request and copies the directory as soon as it reappears.
+   before each request and takes the directory's files (hard links) as soon as it reappears.
 4. Do not touch the directory between creating the marker and the next signal. Doing the work
    from the main loop (a handler that only sets a flag) is the usual way; the agent waits up to the
    checkpoint timeout for the marker.
@@ -58,9 +58,20 @@ def state_files(directory: Path) -> list[Path]:
 
 
 def snapshot_file(source: Path, target: Path) -> None:
-    """Copy `source` so later writes to it cannot change `target`: a reflink where the filesystem
-    offers one (instant, no extra space), else a plain copy."""
+    """Keep `source` as it is now at `target`, without copying bytes where possible.
+
+    A hard link first: by the protocol (rule 4) the program leaves its files alone until the next
+    signal, and the agent sends that only after this checkpoint is uploaded, so the linked inode
+    cannot change under the upload; a program that rewrites its state by temporary file + rename
+    leaves the link pointing at the old, committed bytes. Across filesystems: a reflink, else a copy.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+        return
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
     with source.open("rb") as src, target.open("wb") as dst:
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
