@@ -89,6 +89,18 @@ def interruption_scenario(rounds_limit: int = 40_000_000, tasks: int = 4) -> dic
         events = store.timeline(job.job_id, 2000)
         warnings = [e for e in runtime.counters.events if e["kind"] == "warning"]
         final = store.get_job(job.job_id)
+        unfinished = []
+        for index in range(tasks):
+            task = store.get_task(job.job_id, index)
+            if task.state != "SUCCEEDED":
+                instance = runtime.instances.get(task.instance_id or "")
+                unfinished.append({
+                    "task": index, "state": task.state, "attempt": task.attempt, "draining": task.draining_attempt,
+                    "instance": task.instance_id, "instance_known": instance is not None,
+                    "agent_exit": instance.process.poll() if instance and instance.process else None,
+                    "last_heartbeat": str(task.last_heartbeat_at), "reason": task.reason,
+                    "last_events": [(e.kind, e.attempt, str(e.at)) for e in events if e.index == index][-6:],
+                })
     finally:
         runtime.stop()
 
@@ -127,7 +139,8 @@ def interruption_scenario(rounds_limit: int = 40_000_000, tasks: int = 4) -> dic
             lost_killed.append(at - max(saved))
     interval = spec["checkpoint"]["interval"]
     return {
-        "job_state": final.state, "warnings": len(warnings), "agents_killed": len(killed),
+        "job_state": final.state, "unfinished_tasks": unfinished, "warnings": len(warnings),
+        "agents_killed": len(killed),
         "checkpoint_interval_seconds": interval,
         "work_lost_with_warning_seconds": _stats(lost_warned),
         "per_warning": per_warning,

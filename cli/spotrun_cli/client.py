@@ -156,6 +156,9 @@ class ApiClient:
             if not feed.more:
                 return
 
+    def stats(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}/stats")
+
     def control(self, job_id: str, action: str) -> dict[str, Any]:
         return self.request("POST", f"/jobs/{_seg(job_id)}/{action}")
 

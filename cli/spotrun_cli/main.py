@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     p.add_argument("--dir", type=Path, help="where to put them (default: ./<job id>)")
 
-    p = command("stats", "cost and pool statistics of a job (not available yet)")
+    p = command("stats", "tasks, failures and interruptions per pool, times, spot and on-demand cost, speedup")
     p.add_argument("job_id")
     return parser
 
@@ -286,9 +286,9 @@ def _download(url: str, target: Path) -> int:
         return size
 
 
-def cmd_stats(client: ApiClient | None, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print("spotrun stats: not available yet (job cost and pool statistics come with a later issue)", file=err)
-    return EXIT_FAILED
+def cmd_stats(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    print(render.render_stats(client.stats(args.job_id)), file=out)
+    return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[..., int]] = {
@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     try:
-        client = None if args.command == "stats" else ApiClient.from_environment(args.api, args.region, args.profile)
+        client = ApiClient.from_environment(args.api, args.region, args.profile)
         return COMMANDS[args.command](client, args, out, err)
     except JobFileError as error:
         print(f"error: {error}", file=err)

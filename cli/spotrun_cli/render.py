@@ -305,3 +305,25 @@ def render_api_error(status: int, body: Any, text: str = "") -> str:
         lines.append("  the API refused the request's signature: check your AWS credentials and region "
                      "(for the local API, export the credentials `make run` printed)")
     return "\n".join(lines)
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    """A job's statistics: totals, then one row per pool."""
+    total = stats["total"]
+    saving = ""
+    if total.get("on_demand_cost_usd"):
+        saving = f" ({1 - total['spot_cost_usd'] / total['on_demand_cost_usd']:.0%} saved)"
+    lines = [
+        f"job {stats['job_id']}  {stats['state']}{'' if stats.get('final') else ' (so far)'}",
+        f"  tasks {stats['tasks']['total']}  executions {total['executions']}  failures {total['failures']}  "
+        f"interruptions {total['interruptions']}",
+        f"  wall {total['wall_seconds']:.0f} s  execution {total['exec_seconds']:.0f} s  "
+        f"speedup over one instance {total['speedup'] if total['speedup'] is not None else '-'}x",
+        f"  spot cost ${total['spot_cost_usd']:.4f}  on-demand would be ${total['on_demand_cost_usd']:.4f}{saving}",
+    ]
+    if stats.get("pools"):
+        lines.append(f"  {'pool':<28} {'runs':>5} {'fail':>5} {'intr':>5} {'exec s':>9} {'spot $':>9}")
+        for pool, row in stats["pools"].items():
+            lines.append(f"  {pool:<28} {row['executions']:>5} {row['failures']:>5} {row['interruptions']:>5} "
+                         f"{row['exec_seconds']:>9.0f} {row['spot_cost_usd']:>9.4f}")
+    return "\n".join(lines)

@@ -60,11 +60,6 @@ def test_no_endpoint_is_bad_input(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     assert "SPOTRUN_API" in capsys.readouterr().err
 
 
-def test_stats_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["stats", JOB_ID]) == 1
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_region_comes_from_the_flag_then_the_api_host_then_the_environment() -> None:
     api = "https://abc123.execute-api.eu-central-1.amazonaws.com/prod"
     assert region_for(api, "us-west-2", {}) == "us-west-2"

@@ -116,3 +116,17 @@ def test_submitted_and_control_messages() -> None:
                                                        "tasks": 3})
     assert render.render_control("suspend", job_view(desired="SUSPEND")).startswith(
         f"job {JOB_ID}: suspend requested (state RUNNING, desired SUSPEND)")
+
+
+def test_stats_show_totals_savings_and_a_row_per_pool() -> None:
+    from spotrun_cli.render import render_stats
+
+    text = render_stats({
+        "job_id": "j-1", "state": "SUCCEEDED", "final": True, "tasks": {"total": 3, "by_state": {}},
+        "pools": {"c6i.large@us-east-1a": {"executions": 2, "failures": 0, "interruptions": 1, "exec_seconds": 100.0,
+                                           "instance_seconds": 120.0, "spot_cost_usd": 0.001, "on_demand_cost_usd": 0.003}},
+        "total": {"executions": 2, "failures": 0, "interruptions": 1, "wall_seconds": 60.0, "exec_seconds": 100.0,
+                  "instance_seconds": 120.0, "spot_cost_usd": 0.001, "on_demand_cost_usd": 0.004, "speedup": 1.67},
+    })
+    assert "interruptions 1" in text and "75% saved" in text and "1.67x" in text
+    assert "c6i.large@us-east-1a" in text
