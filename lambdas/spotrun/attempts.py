@@ -90,7 +90,7 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
             _close_superseded_attempt(cp, task, report)
             return Completion(None, False, task)
         if cp.store.apply(change, cp.clock(), _report_detail(report)):
-            _after_change(cp, job, change, terminate=report.instance_id)
+            _after_change(cp, job, change, terminate=None if report.keep_instance else report.instance_id)
             return Completion(change, True, cp.store.get_task(report.job_id, report.index))
     raise RuntimeError(f"task {report.job_id}/{report.index} kept changing; the message will be retried")
 

@@ -66,6 +66,8 @@ class CompletionReport(AttemptRef):
     checkpoint_seq: int | None = None
     # Seconds of progress this attempt could not save (since its last committed checkpoint).
     unsaved_seconds: float | None = Field(None, ge=0)
+    # The agent keeps its instance to take the job's next queued task (instance reuse).
+    keep_instance: bool = False
 
     @property
     def scope(self) -> Scope | None:

@@ -113,7 +113,10 @@ def _terminate_orphans(cp: ControlPlane, report: SweepReport) -> None:
         owner = task is not None and task.state in (TaskState.LAUNCHING, TaskState.RUNNING) and (
             task.attempt == worker.attempt or task.draining_attempt == worker.attempt
         )
-        if not owner:
+        # An agent that just finished may be taking the job's next task (instance reuse): give it time.
+        just_finished = task is not None and task.finished_at is not None and (
+            now - task.finished_at).total_seconds() < cp.settings.launch_stale_seconds
+        if not owner and not just_finished:
             orphans.append(instance["instance_id"])
     if orphans:
         cp.compute.terminate(orphans)

@@ -83,3 +83,43 @@ def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from
         assert count["primes"] == demo.sieve_count(12_000_000)
     finally:
         runtime.stop()
+
+
+def test_a_finished_agent_takes_the_next_queued_task_instead_of_a_new_instance_booting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
+    traces = load_traces(zones=options.zones)
+    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
+    runtime = LocalRuntime(market, options).start()
+    try:
+        from spotrun.jobs import submit_job
+
+        spec = demo.job_spec(6_000_000, 6)
+        spec["max_concurrency"] = 2
+        job, _ = submit_job(runtime.cp, spec, "test")
+        store = runtime.cp.store
+        done = wait_for(lambda: store.get_job(job.job_id).state in (JobState.SUCCEEDED, JobState.FAILED)
+                        and store.get_job(job.job_id), 240, "the job to finish")
+        assert done.state == JobState.SUCCEEDED
+        events = store.timeline(job.job_id, 500)
+        reused = [e for e in events if e.kind == "TaskLaunching" and "reused_instance" in e.detail]
+        assert reused, "some task ran on an instance that had finished another"
+        assert len(runtime.instances) < 7  # 6 tasks + the combine on fewer boots than tasks
+        result = json.loads(runtime.session.client("s3").get_object(
+            Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/6/result.json")["Body"].read())
+        assert result["primes"] == demo.sieve_count(6_000_000)
+        # the concurrency cap held throughout: never more than 2 tasks started and not yet finished
+        assert max(_running_over_time(events)) <= 2
+    finally:
+        runtime.stop()
+
+
+def _running_over_time(events):
+    running, levels = set(), [0]
+    for event in sorted(events, key=lambda e: e.at):
+        if event.kind == "TaskStarted":
+            running.add(event.index)
+        elif event.kind in ("TaskSucceeded", "TaskFailed", "TaskInterrupted", "TaskCancelled"):
+            running.discard(event.index)
+        levels.append(len(running))
+    return levels

@@ -28,8 +28,9 @@ from typing import Any
 
 from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
 from spotrun.control import ControlPlane, Settings
+from spotrun.domain.lifecycle import TaskChange
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, Desired, Task, TaskState, TimelineEvent
+from spotrun.model import Attempt, Checkpoint, Desired, Market, Task, TaskState, TimelineEvent
 from spotrun.spec import JobSpec
 from spotrun_worker import checkpointers, interval, transfer
 from spotrun_worker.imds import Imds
@@ -59,6 +60,8 @@ class AgentConfig:
     checkpoint_timeout_seconds: float = 90.0
     min_checkpoint_interval: float = 30.0
     terminate_on_exit: bool = True
+    reuse_instances: bool = True
+    reuse_wait_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> AgentConfig:
@@ -72,6 +75,7 @@ class AgentConfig:
             min_checkpoint_interval=float(env.get("SPOTRUN_MIN_CHECKPOINT_INTERVAL", 30)),
             handover_wait_seconds=float(env.get("SPOTRUN_HANDOVER_WAIT_SECONDS", 150)),
             terminate_on_exit=env.get("SPOTRUN_TERMINATE_ON_EXIT", "1") == "1",
+            reuse_instances=env.get("SPOTRUN_REUSE_INSTANCES", "1") == "1",
         )
 
 
@@ -112,6 +116,15 @@ class Agent:
         if worker is None:
             log.error("no attempt names instance %s; exiting", instance_id)
             return 3
+        while True:
+            self.next_worker: Any = None
+            code = self._serve(worker, instance_id)
+            if self.next_worker is None:
+                return code
+            worker = self.next_worker  # this instance took the job's next queued task: no new boot
+            self.cost = CheckpointCost()
+
+    def _serve(self, worker: Any, instance_id: str) -> int:
         self.ref = AttemptRef(job_id=worker.job_id, index=worker.index, attempt=worker.attempt, instance_id=instance_id)
         job = self.store.get_job(worker.job_id)
         self.spec = JobSpec.model_validate({k: v for k, v in job.spec.items() if k != "parameter_count"})
@@ -173,8 +186,12 @@ class Agent:
             signal=-status if status is not None and status < 0 else None,
             log_tail=self._log_tail(), exec_seconds=exec_seconds,
         )
-        self._report("completed", program=program)
-        self._terminate_self()
+        reusable = task.kind == "task" and self.config.reuse_instances
+        self._report("completed", program=program, keep_instance=reusable)
+        if reusable:
+            self.next_worker = self._take_next_task()
+        if self.next_worker is None:
+            self._terminate_self()
         return 0
 
     def _supervise(self, task: Task) -> int | None:
@@ -308,6 +325,45 @@ class Agent:
         self._forget_old_checkpoints(seq)
         return seq
 
+    def _take_next_task(self) -> Any:
+        """Instance reuse: claim the job's next queued task for this instance instead of terminating.
+
+        Waits until the finisher has ended the task just reported (so the job's concurrency count has
+        room again), then admits one queued task to this instance's pool by the same guarded
+        transaction the scheduler uses; a task the scheduler took first is simply skipped.
+        """
+        deadline = time.monotonic() + self.config.reuse_wait_seconds
+        while True:
+            done = self.store.get_task(self.ref.job_id, self.ref.index)
+            if done is None or done.attempt != self.ref.attempt or done.state not in (TaskState.LAUNCHING,
+                                                                                         TaskState.RUNNING):
+                break
+            if time.monotonic() > deadline:
+                return None
+            self.sleep(0.3)
+        job = self.store.get_job(self.ref.job_id)
+        if job is None or job.desired != Desired.RUN or done is None or done.pool is None:
+            return None
+        now = self.clock()
+        for candidate in self.store.tasks_in_state(self.ref.job_id, TaskState.QUEUED, 10):
+            if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:
+                continue
+            change = TaskChange(candidate, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
+                                set_fields={"pool": done.pool, "market": done.market or Market.SPOT,
+                                            "price_per_hour": done.price_per_hour},
+                                remove_fields=("draining_attempt",))
+            if not self.store.apply_many([change], now, {"reused_instance": self.ref.instance_id},
+                                         {"max_active": self.spec.max_concurrency}):
+                continue
+            attempt = candidate.attempt + 1
+            self.store.put_attempts([Attempt(candidate.job_id, candidate.index, attempt, done.pool,
+                                             done.market or Market.SPOT, launched_at=now,
+                                             price_per_hour=done.price_per_hour)])
+            self.store.bind_instance(candidate.job_id, candidate.index, attempt, self.ref.instance_id, done.pool, now)
+            log.info("instance reused for task %s attempt %s", candidate.index, attempt)
+            return self.store.worker(self.ref.instance_id)
+        return None
+
     def _forget_old_checkpoints(self, committed: int) -> None:
         """Keep the committed checkpoint and the one before it; older ones are no longer needed."""
         prefix = f"checkpoints/{self.ref.job_id}/{self.ref.index}/"
@@ -372,11 +428,12 @@ class Agent:
             log.warning("heartbeat not sent", exc_info=True)
 
     def _report(self, outcome: str, reason: str = "", program: ProgramResult | None = None,
-                checkpoint_seq: int | None = None, unsaved_seconds: float | None = None) -> None:
+                checkpoint_seq: int | None = None, unsaved_seconds: float | None = None,
+                keep_instance: bool = False) -> None:
         report = CompletionReport(
             job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt, instance_id=self.ref.instance_id,
             sent_at=self.clock(), outcome=outcome, reason=reason, program=program, checkpoint_seq=checkpoint_seq,
-            unsaved_seconds=unsaved_seconds,
+            unsaved_seconds=unsaved_seconds, keep_instance=keep_instance,
         )
         for attempt in range(5):
             try:
