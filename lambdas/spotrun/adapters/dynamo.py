@@ -296,17 +296,11 @@ class DynamoStore:
         if self.get_job(job.job_id) is not None:
             return False
         self.batch_put(self._task_item(t, job.created_at) for t in tasks)
-        try:
-            self.client.transact_write_items(TransactItems=[
+        return self._transact([
                 {"Put": {"TableName": self.table, "Item": serialize(self._job_item(job)),
                          "ConditionExpression": "attribute_not_exists(pk)"}},
                 {"Put": {"TableName": self.table, "Item": serialize(self._event_item(event))}},
             ])
-        except ClientError as error:
-            if _is_conflict(error):
-                return False
-            raise
-        return True
 
     def _job_item(self, job: Job) -> dict[str, Any]:
         return {
@@ -512,14 +506,7 @@ class DynamoStore:
                     expr.add(name, amount)
             if expr._adds:
                 items.append({"Update": {"TableName": self.table, "Key": serialize(pool_key(pool)), **expr.update()}})
-        try:
-            for chunk in _chunks(items, 100):
-                self.client.transact_write_items(TransactItems=chunk)
-        except ClientError as error:
-            if _is_conflict(error):
-                return False
-            raise
-        return True
+        return all(self._transact(chunk) for chunk in _chunks(items, 100))
 
     def _task_update(self, change: TaskChange, now: datetime) -> _Expression:
         task = change.task
@@ -655,17 +642,11 @@ class DynamoStore:
             if amount:
                 usage.add_in_map("stats", key, amount)
         usage.condition("attribute_exists(pk)")
-        try:
-            self.client.transact_write_items(TransactItems=[
+        return self._transact([
                 {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **expr.update()}},
                 {"Update": {"TableName": self.table, "Key": serialize(pool_key(pool)), **stats.update()}},
                 {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
             ])
-        except ClientError as error:
-            if _is_conflict(error):
-                return False
-            raise
-        return True
 
     def _bill_drain(self, job_id: str, index: int, attempt: int, recorded: dict[str, Any], now: datetime) -> bool:
         """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until
@@ -681,16 +662,10 @@ class DynamoStore:
         usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}instance_seconds", round(seconds, 3))
         usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}cost",
                          round(seconds / 3600 * float(recorded.get("price_per_hour") or 0.0), 8))
-        try:
-            self.client.transact_write_items(TransactItems=[
+        return self._transact([
                 {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
                 {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
             ])
-        except ClientError as error:
-            if _is_conflict(error):
-                return False
-            raise
-        return True
 
     def request_checkpoint(self, job_id: str, index: int, attempt: int, at: datetime) -> bool:
         """Ask the running attempt for an early checkpoint (its agent compares the time with its last one)."""
@@ -816,6 +791,16 @@ class DynamoStore:
         return [e for _, e in events[:limit]]
 
     # ---------- plumbing ----------
+
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
+        """One all-or-nothing write; False when a guard failed (someone moved first), nothing written."""
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if _is_conflict(error):
+                return False
+            raise
+        return True
 
     def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
         answer = self.client.get_item(TableName=self.table, Key=serialize(key), ConsistentRead=True)

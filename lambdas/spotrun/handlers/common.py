@@ -22,6 +22,11 @@ metrics = Metrics(namespace="spotrun", service="spotrun")
 tracer = Tracer(service="spotrun")
 
 
+def instrumented(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Every function's Powertools wrapping: structured logs with the Lambda context, EMF metrics, X-Ray."""
+    return logger.inject_lambda_context(metrics.log_metrics(tracer.capture_lambda_handler(handler)))
+
+
 class Malformed(Exception):
     """A message that can never be handled: acknowledged and counted, not retried."""
 

@@ -9,13 +9,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import record_heartbeat
 from spotrun.control import ControlPlane, default_control_plane
-from spotrun.handlers.common import logger, metrics, parse_body, run_batch, tracer
+from spotrun.handlers.common import instrumented, metrics, parse_body, run_batch
 from spotrun.messages import Heartbeat
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     cp = control or default_control_plane()
 

@@ -11,12 +11,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from spotrun.attempts import handle_instance_event
 from spotrun.control import ControlPlane, default_control_plane
 from spotrun.domain.interruptions import Action, classify_event
-from spotrun.handlers.common import Malformed, logger, metrics, run_batch, tracer
+from spotrun.handlers.common import Malformed, instrumented, logger, metrics, run_batch
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     cp = control or default_control_plane()
 

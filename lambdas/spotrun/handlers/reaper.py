@@ -7,13 +7,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from spotrun.control import ControlPlane, default_control_plane
-from spotrun.handlers.common import logger, metrics, tracer
+from spotrun.handlers.common import instrumented, logger, metrics
 from spotrun.reaping import sweep
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     report = sweep(control or default_control_plane())
     for name, value in (("LostWorkers", len(report.lost)), ("StuckLaunches", len(report.stuck_launches)),

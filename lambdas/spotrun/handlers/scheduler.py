@@ -8,14 +8,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.control import ControlPlane, default_control_plane
-from spotrun.handlers.common import logger, metrics, parse_body, run_batch, tracer
+from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
 from spotrun.messages import ControlMessage
 from spotrun.scheduling import reconcile_job
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     cp = control or default_control_plane()
     done: set[str] = set()  # one reconcile per job per batch is enough: it looks at the whole job
