@@ -11,6 +11,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
 from spotrun import resources
 
 # EventBridge pattern fields -> EventPattern keyword arguments (the L2 renders them back as-is).

@@ -17,9 +17,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
 from spotrun import resources
 from spotrun.resources import EnvVar
-
 from stacks import LAMBDAS_DIR
 from stacks.config import SpotrunConfig
 from stacks.constructs.nag import acknowledge, logical_ref

@@ -10,6 +10,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
 from spotrun import resources
 
 # Tags that name what a queue is for, so operators (and the wiring test) can tell them apart.

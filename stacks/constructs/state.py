@@ -6,6 +6,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
 from spotrun import resources
 
 # Key prefixes of the data bucket, as spotrun.jobs and the worker agent use them; the API's presign

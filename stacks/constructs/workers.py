@@ -3,15 +3,18 @@ and profile, and the generic launch template the scheduler launches spot instanc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import Aws, Fn, Stack, Tags
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from spotrun.resources import EnvVar
 
+from spotrun.resources import EnvVar
 from stacks.constructs.nag import acknowledge, logical_ref
 from stacks.constructs.state import CHECKPOINTS_PREFIX, JOBS_PREFIX, UPLOADS_PREFIX
 
@@ -31,6 +34,12 @@ AGENT_PREFIXES = (JOBS_PREFIX, CHECKPOINTS_PREFIX)
 AGENT_ENV_FILE = "/etc/spotrun/agent.env"
 AGENT_UNIT = "spotrun-agent.service"
 AGENT_BINARY = "/opt/spotrun/bin/spotrun-agent"
+REPO_DIR = Path(__file__).resolve().parents[2]
+# Pinned like everything else: the image format changed in DMTCP 4.0.0 (notes/dmtcp.md).
+DMTCP_VERSION = "4.2.0"
+# What the agent imports beyond the standard library (boto3 is not preinstalled for python3.11).
+AGENT_REQUIREMENTS = ("boto3==1.43.11", "botocore==1.43.127", "pydantic==2.13.4", "PyYAML==6.0.3")
+BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests"]
 
 
 class Workers(Construct):
@@ -59,9 +68,20 @@ class Workers(Construct):
         )
         self.role = self._instance_role(table, bucket, heartbeat_queue, report_queue)
         self.instance_profile = iam.InstanceProfile(self, "InstanceProfile", role=self.role)
+        # The agent ships as two assets: the shared control-plane package (wire messages, store,
+        # lifecycle) and the worker package; the instance role may read exactly these objects.
+        bundles = [
+            s3_assets.Asset(self, "AgentControlPlaneCode", path=str(REPO_DIR / "lambdas"), exclude=BUNDLE_EXCLUDES),
+            s3_assets.Asset(self, "AgentWorkerCode", path=str(REPO_DIR / "worker"), exclude=BUNDLE_EXCLUDES),
+        ]
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[bundle.bucket.arn_for_objects(bundle.s3_object_key) for bundle in bundles],
+        ))
         self.launch_template = self._launch_template(
             root_volume_gib,
             _user_data(
+                bundles,
                 {
                     EnvVar.TABLE: table.table_name,
                     EnvVar.BUCKET: bucket.bucket_name,
@@ -261,18 +281,39 @@ class Workers(Construct):
         return template
 
 
-def _user_data(settings: dict[str, str]) -> ec2.UserData:
-    """Write the agent's non-secret wiring and start it. Credentials come from the instance role."""
+def _user_data(bundles: list[s3_assets.Asset], settings: dict[str, str]) -> ec2.UserData:
+    """Install Python, DMTCP and the agent, write its non-secret wiring and start it as a service.
+
+    Credentials come from the instance role, never from here. Building DMTCP at boot costs a few
+    minutes per new instance; bake it into an AMI (the same commands) for production fleets.
+    """
     user_data = ec2.UserData.for_linux()
     user_data.add_commands(
         "set -euo pipefail",
-        "install -d -m 0755 /etc/spotrun",
+        "dnf install -y -q python3.11 python3.11-pip gcc gcc-c++ make tar gzip unzip",
+        "python3.11 -m venv /opt/spotrun/venv",
+        f"/opt/spotrun/venv/bin/pip install --quiet {' '.join(AGENT_REQUIREMENTS)}",
+        "install -d -m 0755 /opt/spotrun/lib /opt/spotrun/bin /etc/spotrun",
+    )
+    for bundle, target in zip(bundles, ("lambdas", "worker"), strict=True):
+        local = user_data.add_s3_download_command(bucket=bundle.bucket, bucket_key=bundle.s3_object_key)
+        user_data.add_commands(f"unzip -q -o {local} -d /opt/spotrun/lib/{target}")
+    user_data.add_commands(
+        # DMTCP from its pinned release tag, built from source (it is in no package repository).
+        f"if [ ! -x /opt/dmtcp/bin/dmtcp_launch ]; then "
+        f"curl -fsSL https://github.com/dmtcp/dmtcp/archive/refs/tags/{DMTCP_VERSION}.tar.gz -o /tmp/dmtcp.tgz && "
+        f"tar -xzf /tmp/dmtcp.tgz -C /tmp && cd /tmp/dmtcp-{DMTCP_VERSION} && ./configure --prefix=/opt/dmtcp -q && "
+        f"make -s -j$(nproc) && make -s install && cd /; fi",
+        f"cat > {AGENT_BINARY} <<'SPOTRUN_BIN'",
+        "#!/bin/sh",
+        "PYTHONPATH=/opt/spotrun/lib/lambdas:/opt/spotrun/lib/worker exec /opt/spotrun/venv/bin/python -m spotrun_worker",
+        "SPOTRUN_BIN",
+        f"chmod 0755 {AGENT_BINARY}",
         f"cat > {AGENT_ENV_FILE} <<'SPOTRUN_ENV'",
         *(f"{name}={value}" for name, value in settings.items()),
+        "SPOTRUN_DMTCP_BIN=/opt/dmtcp/bin",
         "SPOTRUN_ENV",
         f"chmod 0644 {AGENT_ENV_FILE}",
-        # TODO(worker issue): install the agent bundle (an S3 asset of worker/) into /opt/spotrun here;
-        # until then the unit below is skipped by its ConditionPathExists.
         f"cat > /etc/systemd/system/{AGENT_UNIT} <<'SPOTRUN_UNIT'",
         "[Unit]",
         "Description=spotrun worker agent",

@@ -246,10 +246,15 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
         EnvVar.REPORT_QUEUE_URL,
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
+        "SPOTRUN_DMTCP_BIN",
     }
+    assert written.pop("SPOTRUN_DMTCP_BIN") == "/opt/dmtcp/bin"
     assert all(value.startswith("${") for value in written.values()), "only deploy-time references, no literals"
     assert "> /etc/spotrun/agent.env" in user_data
     assert "systemctl enable --now spotrun-agent.service" in user_data
+    # the agent is installed from the stack's own assets, DMTCP from its pinned release
+    assert user_data.count("aws s3 cp 's3://") == 2 and "/opt/spotrun/lib/worker" in user_data
+    assert "dmtcp/archive/refs/tags/4.2.0.tar.gz" in user_data and "-m spotrun_worker" in user_data
 
 
 def test_workers_network_is_public_without_nat_with_flow_logs_and_gateway_endpoints(query: StackTemplate) -> None:
