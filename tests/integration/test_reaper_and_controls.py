@@ -235,3 +235,23 @@ def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context,
     assert report.timed_out == [job_id]
     job = cp.store.get_job(job_id)
     assert job.state == JobState.CANCELLED and job.active == 0
+
+
+def test_after_three_environment_faults_in_a_row_a_task_moves_to_on_demand(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "retries": {"environment": 10}})
+    markets = []
+    for _ in range(3):
+        task = loop.task(job_id)
+        markets.append(task.market)
+        claim(cp, ref(task))
+        loop.send("reports", CompletionReport(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.instance_id,
+                                              sent_at=clock(), outcome="environment_error",
+                                              reason="disk full").model_dump_json())
+        loop.drain()
+    moved = loop.task(job_id)
+    assert markets == ["spot", "spot", "spot"]
+    assert moved.consecutive_environment_failures == 3 and moved.market == "on-demand"
+    found = cp.compute.client.describe_instances(InstanceIds=[moved.instance_id])["Reservations"][0]["Instances"][0]
+    assert found.get("InstanceLifecycle") != "spot"
+    assert moved.program_failures == 0

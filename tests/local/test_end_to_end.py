@@ -139,3 +139,38 @@ def _running_over_time(events):
             running.discard(event.index)
         levels.append(len(running))
     return levels
+
+
+def test_suspend_checkpoints_and_releases_the_instance_and_resume_continues_from_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
+    traces = load_traces(zones=options.zones)
+    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
+    runtime = LocalRuntime(market, options).start()
+    try:
+        from spotrun.jobs import control_job, submit_job
+
+        spec = demo.job_spec(12_000_000, 1)
+        del spec["combine"]
+        job, _ = submit_job(runtime.cp, spec, "test")
+        store = runtime.cp.store
+        running = wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t, 90, "the task to run")
+        control_job(runtime.cp, job.job_id, "suspend")
+        wait_for(lambda: store.get_job(job.job_id).state == JobState.SUSPENDED, 90, "the job to suspend",
+                 lambda: explain(runtime, job.job_id))
+        suspended = store.get_task(job.job_id, 0)
+        assert suspended.state == "SUSPENDED" and suspended.checkpoint is not None
+        assert suspended.checkpoint.attempt == running.attempt  # the final checkpoint taken on suspend
+        wait_for(lambda: runtime.cp.compute.states([running.instance_id])[running.instance_id]
+                 in ("shutting-down", "terminated"), 30, "the instance to be released")
+        control_job(runtime.cp, job.job_id, "resume")
+        done = wait_for(lambda: store.get_job(job.job_id).state in (JobState.SUCCEEDED, JobState.FAILED)
+                        and store.get_job(job.job_id), 300, "the job to finish", lambda: explain(runtime, job.job_id))
+        assert done.state == JobState.SUCCEEDED
+        restored = [e for e in store.timeline(job.job_id, 500) if e.kind == "CheckpointRestored"]
+        assert restored and restored[0].detail["seq"] == suspended.checkpoint.seq
+        count = json.loads(runtime.session.client("s3").get_object(
+            Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
+        assert count["primes"] == demo.sieve_count(12_000_000)
+    finally:
+        runtime.stop()
