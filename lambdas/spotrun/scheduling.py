@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from spotrun.adapters.ec2 import LaunchRequest, client_token
+from spotrun.adapters.ec2 import CAPACITY_ERRORS, LaunchRequest, client_token
 from spotrun.control import ControlPlane
 from spotrun.domain import broker, policy
 from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
@@ -192,7 +192,8 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     report.launch_calls += 1
     if result.error_code:
         report.failed_pools[pool] = result.error_code
-        cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
+        if result.error_code in CAPACITY_ERRORS:  # throttling says "later", not "this pool is empty"
+            cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
         return 0
     now = cp.clock()
     for task, instance_id in zip(tasks, result.instance_ids, strict=False):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -329,6 +331,8 @@ class DynamoStore:
         requests = {self.table: [{"PutRequest": {"Item": item}} for item in chunk]}
         calls = 0
         while requests:
+            if calls:  # throttled: back off (exponential, jittered) before resending the rest
+                time.sleep(min(5.0, 0.05 * 2 ** min(calls, 7)) * (0.5 + random.random()))
             calls += 1
             answer = self.client.batch_write_item(RequestItems=requests)
             requests = answer.get("UnprocessedItems") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,8 +99,13 @@ class Ec2Compute:
         ids = [i["InstanceId"] for i in answer.get("Instances", [])]
         if request.count > 1:
             # One launch call per pool cannot give each instance its own tags: name task and attempt afterwards.
+            # Best effort: the store's WORKER item, not the tag, says which attempt an instance serves.
             for instance_id, own in zip(ids, request.per_instance_tags, strict=False):
-                self.client.create_tags(Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in own.items()])
+                try:
+                    self.client.create_tags(Resources=[instance_id],
+                                            Tags=[{"Key": k, "Value": v} for k, v in own.items()])
+                except ClientError:
+                    logging.getLogger(__name__).warning("could not tag %s", instance_id, exc_info=True)
         return LaunchResult(instance_ids=ids)
 
     def terminate(self, instance_ids: Sequence[str]) -> None:
