@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -105,6 +106,7 @@ class Agent:
         self.control = ControlPlane(Settings(table=config.table, bucket=config.bucket), store, None, None, clock=clock)
         self.cost = CheckpointCost()
         self.last_saved_at = time.monotonic()  # when the program's progress was last safe in a commit
+        self.frozen_at: float | None = None
         self.restored_seq: int | None = None
         self.checkpoints_taken = 0
 
@@ -118,6 +120,7 @@ class Agent:
             return 3
         while True:
             self.next_worker: Any = None
+            self.frozen_at = None
             code = self._serve(worker, instance_id)
             if self.next_worker is None:
                 return code
@@ -244,17 +247,37 @@ class Agent:
             if deadline is not None:
                 budget = max(1.0, (deadline - self.clock()).total_seconds() - FINAL_CHECKPOINT_MARGIN_SECONDS)
             try:
-                seq = self._checkpoint(timeout=budget)
+                seq = self._checkpoint(timeout=budget, final=True)
             except Exception:  # noqa: BLE001 - the last committed checkpoint still stands
                 log.exception("final checkpoint failed")
-        unsaved = time.monotonic() - self.last_saved_at
-        self.checkpointer.stop()
+        # Nothing the program did after it was frozen can be lost: it did nothing.
+        unsaved = (self.frozen_at or time.monotonic()) - self.last_saved_at
+        self._stop_program()
         self._upload_log()
         self._report(outcome, reason=reason, checkpoint_seq=seq,
                      unsaved_seconds=unsaved if self.checkpointer.supports_checkpoint else None)
         if outcome != "interrupted":
             self._terminate_self()
         return 0
+
+    def _freeze(self) -> None:
+        """Stop the program dead right after its final capture, so no progress follows the checkpoint
+        (DMTCP suspends its processes the same way while it writes an image)."""
+        pid = self.checkpointer.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGSTOP)
+            self.frozen_at = time.monotonic()
+        except ProcessLookupError:
+            pass
+
+    def _stop_program(self) -> None:
+        pid = self.checkpointer.pid
+        if self.frozen_at is not None and pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # a stopped process only yields to SIGKILL
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        self.checkpointer.stop()
 
     def _abandon(self, reason: str) -> int:
         log.warning("abandoning attempt %s: %s", self.ref.attempt, reason)
@@ -290,16 +313,18 @@ class Agent:
     def _checkpoint_prefix(self, seq: int) -> str:
         return f"checkpoints/{self.ref.job_id}/{self.ref.index}/{seq:08d}"
 
-    def _checkpoint(self, timeout: float | None = None) -> int | None:
+    def _checkpoint(self, timeout: float | None = None, final: bool = False) -> int | None:
         """Capture, upload files, write the manifest, then move the pointer; keep the previous one."""
         started = time.monotonic()
-        captured_at = started  # progress up to here is in this checkpoint
         current = self.store.get_task(self.ref.job_id, self.ref.index)
         seq = (current.checkpoint.seq if current and current.checkpoint else 0) + 1
         into = self.state_dir / "outgoing" / str(seq)
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True)
         files = self.checkpointer.checkpoint(into, timeout or self.config.checkpoint_timeout_seconds)
+        captured_at = time.monotonic()  # the program's state as of now is in `files`
+        if final:
+            self._freeze()
         prefix = self._checkpoint_prefix(seq)
         entries = transfer.upload_files(self.s3, self.config.bucket, f"{prefix}/files", files, into)
         size = sum(e.size for e in entries)
