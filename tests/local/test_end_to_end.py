@@ -72,13 +72,17 @@ def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from
     market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
     runtime = LocalRuntime(market, options).start()
     try:
-        spec = demo.job_spec(12_000_000, 1)
+        spec = demo.job_spec(30_000_000, 1)
         del spec["combine"]
         from spotrun.jobs import submit_job
 
         job, _ = submit_job(runtime.cp, spec, "test")
         store = runtime.cp.store
-        first = wait_for(lambda: (t := store.get_task(job.job_id, 0)).checkpoint and t, 90, "a first checkpoint")
+        running = wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t, 90, "the task to run")
+        # ask for a checkpoint now (as a rebalance recommendation would) rather than wait for the interval
+        store.request_checkpoint(job.job_id, 0, running.attempt, runtime.cp.clock())
+        first = wait_for(lambda: (t := store.get_task(job.job_id, 0)).checkpoint and t, 90, "a first checkpoint",
+                         lambda: explain(runtime, job.job_id))
         runtime.kill_agent(first.instance_id)
         killed_at = time.monotonic()
         resumed = wait_for(lambda: (t := store.get_task(job.job_id, 0)).attempt > first.attempt and t, 120,
@@ -96,7 +100,7 @@ def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from
         assert any(e.kind == "TaskInterrupted" and "heartbeats stopped" in e.detail.get("reason", "") for e in events)
         count = json.loads(runtime.session.client("s3").get_object(
             Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
-        assert count["primes"] == demo.sieve_count(12_000_000)
+        assert count["primes"] == demo.sieve_count(30_000_000)
     finally:
         runtime.stop()
 
