@@ -40,9 +40,9 @@ STATE_PROGRAM = '''
 import os, signal, sys, time
 from pathlib import Path
 size = int(sys.argv[1])
-state = os.urandom(size)
 wanted = {"now": False}
-signal.signal(signal.SIGUSR1, lambda *_: wanted.update(now=True))
+signal.signal(signal.SIGUSR1, lambda *_: wanted.update(now=True))  # before the slow allocation
+state = os.urandom(size)
 directory = Path(os.environ["SPOTRUN_CHECKPOINT_DIR"])
 while True:
     if wanted["now"]:
