@@ -5,6 +5,7 @@ These run the same code as `make run`, on a smaller problem.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -39,6 +40,20 @@ def steady_window(traces, zones, ticks):
     raise AssertionError("no steady window")
 
 
+@contextlib.contextmanager
+def steady_runtime(tmp_path, monkeypatch):
+    """The local runtime over a window of the traces where no zone loses capacity."""
+    monkeypatch.chdir(tmp_path)
+    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
+    traces = load_traces(zones=options.zones)
+    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
+    runtime = LocalRuntime(market, options).start()
+    try:
+        yield runtime, options
+    finally:
+        runtime.stop()
+
+
 def wait_for(predicate, seconds, what, explain=None):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -66,12 +81,7 @@ def explain(runtime, job_id):
 
 
 def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
-    traces = load_traces(zones=options.zones)
-    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
-    runtime = LocalRuntime(market, options).start()
-    try:
+    with steady_runtime(tmp_path, monkeypatch) as (runtime, options):
         spec = demo.job_spec(30_000_000, 1)
         del spec["combine"]
         from spotrun.jobs import submit_job
@@ -101,17 +111,10 @@ def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from
         count = json.loads(runtime.session.client("s3").get_object(
             Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
         assert count["primes"] == demo.sieve_count(30_000_000)
-    finally:
-        runtime.stop()
 
 
 def test_a_finished_agent_takes_the_next_queued_task_instead_of_a_new_instance_booting(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
-    traces = load_traces(zones=options.zones)
-    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
-    runtime = LocalRuntime(market, options).start()
-    try:
+    with steady_runtime(tmp_path, monkeypatch) as (runtime, options):
         from spotrun.jobs import submit_job
 
         spec = demo.job_spec(3_000_000, 6)
@@ -130,8 +133,6 @@ def test_a_finished_agent_takes_the_next_queued_task_instead_of_a_new_instance_b
         assert result["primes"] == demo.sieve_count(3_000_000)
         # the concurrency cap held throughout: never more than 2 tasks started and not yet finished
         assert max(_running_over_time(events)) <= 2
-    finally:
-        runtime.stop()
 
 
 def _running_over_time(events):
@@ -146,12 +147,7 @@ def _running_over_time(events):
 
 
 def test_suspend_checkpoints_and_releases_the_instance_and_resume_continues_from_there(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    options = RuntimeOptions(root=tmp_path / "run", zones=("us-east-1c", "us-east-1f"))
-    traces = load_traces(zones=options.zones)
-    market = MarketReplay(traces, steady_window(traces, options.zones, 200), options.tick_seconds)
-    runtime = LocalRuntime(market, options).start()
-    try:
+    with steady_runtime(tmp_path, monkeypatch) as (runtime, options):
         from spotrun.jobs import control_job, submit_job
 
         spec = demo.job_spec(12_000_000, 1)
@@ -176,5 +172,3 @@ def test_suspend_checkpoints_and_releases_the_instance_and_resume_continues_from
         count = json.loads(runtime.session.client("s3").get_object(
             Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
         assert count["primes"] == demo.sieve_count(12_000_000)
-    finally:
-        runtime.stop()
