@@ -6,6 +6,7 @@ every field that is wrong is named in the error (pydantic collects them all).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -30,6 +31,10 @@ MAX_PARAM_VARS = 64
 MAX_PARAM_VALUE_CHARS = 4_096
 MAX_TAGS = 50
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+# What one job may take in the store: its spec is one attribute of the job's item and each task's parameters
+# live in the task's item, and a DynamoDB item holds at most 400 KB (the rest is left for what runs add).
+MAX_SPEC_BYTES = 256 * 1024
+MAX_TASK_PARAMETER_BYTES = 300_000
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV_PREFIXES = ("SPOTRUN_", "AWS_", "DMTCP_")
@@ -39,11 +44,43 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_duration(value: Any) -> Any:
     """Accept seconds as a number or a string like '90', '30m', '2h', '1d'."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a whole number of seconds or like '30m', '2h', '1d', not true/false")
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
             raise ValueError("a duration is a whole number of seconds or like '30m', '2h', '1d'")
         return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+def _a_number(value: Any) -> Any:
+    """A number must be a JSON number, as the document says: not "3" for 3, nor true for 1."""
+    if isinstance(value, bool | str):
+        raise ValueError("a number is expected, not a string or true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_a_number)]
+Float = Annotated[float, BeforeValidator(_a_number)]
+# Program text runs through a shell or execve and shows in terminals: no NUL (it cannot be passed on),
+# no other control characters than tab and line breaks, no bidirectional overrides (text that reads
+# differently from what runs).
+_NOT_PROGRAM_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def _program_text(value: str) -> str:
+    found = _NOT_PROGRAM_TEXT.search(value)
+    if found:
+        raise ValueError(f"character U+{ord(found.group()):04X} is not allowed in a command")
+    return value
+
+
+def _runnable(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, str) and len(value) > MAX_COMMAND_CHARS:
+        raise ValueError(f"the command is longer than {MAX_COMMAND_CHARS} characters")
+    for word in [value] if isinstance(value, str) else value:
+        _program_text(word)
     return value
 
 
@@ -68,6 +105,7 @@ TagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/=+@ -]{1,128}
 TagValue = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f]*$")]
 Command = Annotated[
     str | Annotated[list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)]], Field(min_length=1, max_length=256)],
+    AfterValidator(_runnable),
     Field(description="A shell string, or an argv list run without a shell."),
 ]
 
@@ -77,10 +115,10 @@ class StrictModel(BaseModel):
 
 
 class Resources(StrictModel):
-    vcpus: int = Field(1, ge=1, le=448)
-    memory_gib: float = Field(2.0, gt=0, le=24_576)
-    gpus: int = Field(0, ge=0, le=16)
-    instance_types: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+(\.[a-z0-9*-]+)?$")]] = Field(
+    vcpus: Int = Field(1, ge=1, le=448)
+    memory_gib: Float = Field(2.0, gt=0, le=24_576)
+    gpus: Int = Field(0, ge=0, le=16)
+    instance_types: list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z0-9-]+(\.[a-z0-9*-]+)?$")]] = Field(
         default_factory=list,
         max_length=100,
         description="Allowed types ('c6i.large') or families ('c6i'); empty means any that fits.",
@@ -90,18 +128,18 @@ class Resources(StrictModel):
 
 class CheckpointSpec(StrictModel):
     method: Literal["dmtcp", "signal", "none"] = "dmtcp"
-    interval: Literal["auto"] | Annotated[int, Field(ge=30, le=86_400)] = "auto"
+    interval: Literal["auto"] | Annotated[Int, Field(ge=30, le=86_400)] = "auto"
     signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP"] = Field(
         "SIGUSR1", description="Sent to the program by the 'signal' checkpointer."
     )
 
 
 class RetrySpec(StrictModel):
-    program: int = Field(0, ge=0, le=10, description="Extra attempts after the program itself failed.")
-    environment: int = Field(
+    program: Int = Field(0, ge=0, le=10, description="Extra attempts after the program itself failed.")
+    environment: Int = Field(
         5, ge=0, le=100, description="Attempts after faults of the environment (reclaims, lost instances)."
     )
-    exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+    exit_codes: list[Annotated[Int, Field(ge=1, le=255)]] = Field(
         default_factory=list,
         max_length=255,
         description="Program exit codes worth a retry; empty means any non-zero code.",
@@ -111,16 +149,16 @@ class RetrySpec(StrictModel):
 class CombineSpec(StrictModel):
     command: Command
     outputs: list[OutputPattern] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
-    allow_partial: bool = Field(False, description="Run even when some tasks failed.")
+    allow_partial: bool = Field(False, strict=True, description="Run even when some tasks failed.")
 
 
 class JobSpec(StrictModel):
     name: Name
     command: Command
-    setup: Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS)] | None = None
+    setup: Annotated[str, StringConstraints(max_length=MAX_COMMAND_CHARS), AfterValidator(_program_text)] | None = None
     inputs: list[S3Uri] = Field(default_factory=list, max_length=MAX_INPUTS)
     outputs: list[OutputPattern] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
-    tasks: int | None = Field(None, ge=1, le=MAX_TASKS)
+    tasks: Int | None = Field(None, ge=1, le=MAX_TASKS)
     parameters: list[dict[str, Annotated[str, StringConstraints(max_length=MAX_PARAM_VALUE_CHARS)]]] | None = Field(
         None, min_length=1, max_length=MAX_TASKS
     )
@@ -128,7 +166,7 @@ class JobSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     retries: RetrySpec = Field(default_factory=RetrySpec)
-    max_concurrency: int = Field(100, ge=1, le=10_000)
+    max_concurrency: Int = Field(100, ge=1, le=10_000)
     timeout: Seconds | None = None
     deadline: datetime | None = None
     task_runtime: Seconds | None = Field(
@@ -153,11 +191,23 @@ class JobSpec(StrictModel):
         for position, mapping in enumerate(value or []):
             if len(mapping) > MAX_PARAM_VARS:
                 raise ValueError(f"parameters[{position}] has more than {MAX_PARAM_VARS} variables")
-            for name in mapping:
+            for name, text in mapping.items():
                 if not ENV_NAME.match(name):
                     raise ValueError(f"parameters[{position}]: {name!r} is not an environment variable name")
                 if name.startswith(RESERVED_ENV_PREFIXES):
                     raise ValueError(f"parameters[{position}]: {name!r} uses a reserved prefix")
+                if "\x00" in text:
+                    raise ValueError(f"parameters[{position}]: the value of {name} contains a NUL character")
+            size = sum(len(name) + len(text.encode("utf-8", "surrogatepass")) for name, text in mapping.items())
+            if size > MAX_TASK_PARAMETER_BYTES:
+                raise ValueError(f"parameters[{position}] takes {size} bytes; at most {MAX_TASK_PARAMETER_BYTES} are allowed")
+        return value
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("the deadline is a date and time with a time zone, e.g. 2026-12-01T12:00:00Z")
         return value
 
     @field_validator("deadline")
@@ -209,9 +259,79 @@ def parse_spec(document: Any) -> JobSpec:
     if not isinstance(document, dict):
         raise SpecError([{"field": "(body)", "problem": "a job spec is a JSON object"}])
     try:
-        return JobSpec.model_validate(document)
+        spec = JobSpec.model_validate(document)
     except ValidationError as error:
         raise SpecError(problems_of(error)) from None
+    _check_stored_size(spec)
+    return spec
+
+
+def _stored_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))  # ASCII (escaped), as the store writes it
+
+
+def _check_stored_size(spec: JobSpec) -> None:
+    """Each field has its limit, but together they could pass the store's item size: name the biggest."""
+    stored = spec.model_dump(mode="json", exclude={"parameters"}, exclude_none=True)  # what `jobs.submit_job` stores
+    total = _stored_bytes(stored)
+    if total > MAX_SPEC_BYTES:
+        field = max(stored, key=lambda name: _stored_bytes(stored[name]))
+        raise SpecError([{"field": field, "problem": f"the spec takes {total} bytes once stored (this field "
+                                                     f"{_stored_bytes(stored[field])}); at most {MAX_SPEC_BYTES} are allowed"}])
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers the keys it was given more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    decoded = _Object(pairs)
+    if len(decoded) < len(pairs):
+        seen: set[str] = set()
+        repeated: dict[str, None] = {}
+        for key, _ in pairs:
+            if key in seen:
+                repeated[key] = None
+            seen.add(key)
+        decoded.repeated = tuple(repeated)
+    return decoded
+
+
+def load_document(text: str) -> Any:
+    """Decode a JSON job spec. A key given twice in one object is an error (JSON parsers disagree on which
+    one wins), and so is text that is not Unicode (a lone surrogate escape like \\ud800)."""
+    try:
+        document = json.loads(text, object_pairs_hook=_object)
+    except (ValueError, RecursionError):
+        raise SpecError([{"field": "(body)", "problem": "the body is not a JSON document"}]) from None
+    problems = []
+    pending: list[tuple[str, Any]] = [("", document)]
+    while pending:  # not recursive: the document may be nested as deep as the decoder allows
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            problems += [{"field": path + key, "problem": "the key appears more than once in its object"}
+                         for key in getattr(value, "repeated", ())]
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    problems.append({"field": path + "(key)", "problem": "a key is not valid Unicode text"})
+                pending.append((f"{path}{key}.", item))
+        elif isinstance(value, list):
+            pending += [(f"{path}{position}.", item) for position, item in enumerate(value)]
+        elif isinstance(value, str) and not _is_unicode(value):
+            problems.append({"field": path.rstrip(".") or "(body)", "problem": "the text is not valid Unicode"})
+    if problems:
+        raise SpecError(problems)
+    return document
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def utcnow() -> datetime:

@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from spotrun import jobs
 from spotrun.control import ControlPlane, default_control_plane
 from spotrun.handlers.common import logger, metrics, tracer
-from spotrun.model import Job, JobState, Task, TaskState, TimelineEvent
-from spotrun.spec import JobSpec, SpecError
+from spotrun.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
+from spotrun.spec import JobSpec, SpecError, load_document
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -37,6 +37,105 @@ class Accepted(BaseModel):
 
 class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
+
+
+# What the routes answer, for the OpenAPI document (the views below build the same shapes).
+
+class Problem(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    problems: list[Problem] | None = Field(None, description="each wrong field of an invalid request")
+
+
+class JobView(BaseModel):
+    job_id: str
+    name: str
+    state: JobState
+    desired: Desired
+    tasks: int
+    combine: bool
+    counts: dict[str, int]
+    active: int
+    created_at: datetime
+    updated_at: datetime
+    spec: dict[str, Any]
+
+
+class CheckpointView(BaseModel):
+    seq: int
+    attempt: int
+    bytes: int
+    committed_at: datetime
+
+
+class TaskView(BaseModel):
+    index: int
+    kind: str
+    state: TaskState
+    attempt: int
+    desired: Desired
+    pool: str | None
+    market: Market | None
+    instance_id: str | None
+    progress: float | None
+    program_failures: int
+    environment_failures: int
+    interruptions: int
+    exit_code: int | None
+    reason: str
+    log_tail: str
+    last_heartbeat_at: datetime | None
+    checkpoint: CheckpointView | None
+    launched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EventView(BaseModel):
+    at: datetime
+    kind: str
+    task: int | None
+    attempt: int | None
+    detail: dict[str, Any]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_token: str | None
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskView]
+    next_token: str | None
+
+
+class Timeline(BaseModel):
+    events: list[EventView]
+
+
+class UploadUrl(BaseModel):
+    url: str
+    uri: str
+
+
+class Outputs(BaseModel):
+    outputs: list[dict[str, Any]]
+
+
+_ERRORS = {400: "invalid request", 404: "no such job, task or route", 409: "not allowed in the job's or task's state"}
+
+
+def _answers(status: int, model: Any, *errors: int) -> dict[int, Any]:
+    """The OpenAPI responses of a route: its success and the errors it can answer with."""
+    answers: dict[int, Any] = {status: {"description": HTTPStatus(status).phrase,
+                                        "content": {"application/json": {"model": model}}}}
+    for code in (400, *errors):
+        answers[code] = {"description": _ERRORS[code], "content": {"application/json": {"model": ErrorBody}}}
+    return answers
 
 
 def _json(status: HTTPStatus, body: Any) -> Response:
@@ -85,69 +184,71 @@ def event_view(event: TimelineEvent) -> dict[str, Any]:
     return {"at": event.at, "kind": event.kind, "task": event.index, "attempt": event.attempt, "detail": event.detail}
 
 
-@app.post("/jobs", summary="Submit a job", responses={202: {"description": "accepted"}, 400: {"description": "invalid spec"}})
+@app.post("/jobs", summary="Submit a job", responses=_answers(202, Accepted))
 def submit(
     spec: Annotated[JobSpec, Body(description="the job spec")],
     idempotency_key: Annotated[str | None, Query(alias="idempotency_key", max_length=128)] = None,
 ):
-    document = json.loads(app.current_event.body or "{}")
+    document = load_document(app.current_event.body or "{}")
     job, created = jobs.submit_job(_cp(), document, _owner(), idempotency_key)
     body = Accepted(job_id=job.job_id, state=job.state, created=created, tasks=job.task_count)
     return _json(HTTPStatus.ACCEPTED, body.model_dump())
 
 
-@app.get("/jobs", summary="List jobs, newest first")
+@app.get("/jobs", summary="List jobs, newest first", responses=_answers(200, JobPage))
 def list_jobs(state: Annotated[JobState | None, Query()] = None, limit: Limit = 20,
               next_token: Annotated[str | None, Query(max_length=2048)] = None):
     found, token = jobs.list_jobs(_cp(), state, limit, next_token)
     return _json(HTTPStatus.OK, {"jobs": [job_view(j) for j in found], "next_token": token})
 
 
-@app.get("/jobs/<job_id>", summary="A job with its task counts")
+@app.get("/jobs/<job_id>", summary="A job with its task counts", responses=_answers(200, JobView, 404))
 def get_job(job_id: JobId):
     return _json(HTTPStatus.OK, job_view(jobs.get_job(_cp(), job_id)))
 
 
-@app.get("/jobs/<job_id>/tasks", summary="A job's tasks")
+@app.get("/jobs/<job_id>/tasks", summary="A job's tasks", responses=_answers(200, TaskPage, 404))
 def list_tasks(job_id: JobId, state: Annotated[TaskState | None, Query()] = None, limit: Limit = 100,
                next_token: Annotated[str | None, Query(max_length=2048)] = None):
     found, token = jobs.list_tasks(_cp(), job_id, state, limit, next_token)
     return _json(HTTPStatus.OK, {"tasks": [task_view(t) for t in found], "next_token": token})
 
 
-@app.get("/jobs/<job_id>/tasks/<index>", summary="One task")
+@app.get("/jobs/<job_id>/tasks/<index>", summary="One task", responses=_answers(200, TaskView, 404))
 def get_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]):
     return _json(HTTPStatus.OK, task_view(jobs.get_task(_cp(), job_id, index)))
 
 
-@app.get("/jobs/<job_id>/events", summary="The job's timeline, oldest first")
+@app.get("/jobs/<job_id>/events", summary="The job's timeline, oldest first", responses=_answers(200, Timeline, 404))
 def events(job_id: JobId, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
            after: Annotated[str | None, Query(max_length=200)] = None):
     found = jobs.timeline(_cp(), job_id, limit, after)
     return _json(HTTPStatus.OK, {"events": [event_view(e) for e in found]})
 
 
-@app.get("/jobs/<job_id>/stats", summary="Tasks, failures and interruptions per pool, times, costs, speedup")
+@app.get("/jobs/<job_id>/stats", summary="Tasks, failures and interruptions per pool, times, costs, speedup",
+         responses=_answers(200, dict[str, Any], 404))
 def stats(job_id: JobId):
     return _json(HTTPStatus.OK, jobs.statistics(_cp(), job_id))
 
 
-@app.post("/jobs/<job_id>/<action>", summary="Cancel (kill), suspend or resume a job")
+@app.post("/jobs/<job_id>/<action>", summary="Cancel (kill), suspend or resume a job",
+          responses=_answers(202, JobView, 404, 409))
 def control(job_id: JobId, action: Annotated[str, Path(pattern="^(cancel|suspend|resume)$")]):
     return _json(HTTPStatus.ACCEPTED, job_view(jobs.control_job(_cp(), job_id, action)))
 
 
-@app.post("/jobs/<job_id>/tasks/<index>/cancel", summary="Cancel one task")
+@app.post("/jobs/<job_id>/tasks/<index>/cancel", summary="Cancel one task", responses=_answers(202, TaskView, 404, 409))
 def cancel_task(job_id: JobId, index: Annotated[int, Path(ge=0, le=100_000)]):
     return _json(HTTPStatus.ACCEPTED, task_view(jobs.cancel_task(_cp(), job_id, index)))
 
 
-@app.post("/uploads", summary="A presigned URL to upload one input file")
+@app.post("/uploads", summary="A presigned URL to upload one input file", responses=_answers(200, UploadUrl))
 def upload(request: Annotated[UploadRequest, Body()]):
     return _json(HTTPStatus.OK, jobs.upload_url(_cp(), _owner(), request.filename))
 
 
-@app.get("/jobs/<job_id>/outputs", summary="Presigned URLs of the job's outputs")
+@app.get("/jobs/<job_id>/outputs", summary="Presigned URLs of the job's outputs", responses=_answers(200, Outputs, 404))
 def outputs(job_id: JobId):
     return _json(HTTPStatus.OK, {"outputs": jobs.output_urls(_cp(), job_id)})
 
@@ -170,6 +271,8 @@ def _request_error(error: RequestValidationError) -> Response:
         location = [str(p) for p in item.get("loc", ())]
         if location and location[0] == "body" or location and location[0] in ("query", "path"):
             location = location[1:]
+        if item.get("type") == "json_invalid":
+            location = []  # its location is a character offset in the body, not a field
         problems.append({"field": ".".join(location) or "(body)", "problem": item.get("msg", "invalid")})
     return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid request", "problems": problems})
 
@@ -187,6 +290,14 @@ def _conflict(error: jobs.Conflict) -> Response:
 @app.exception_handler(ValueError)
 def _bad_value(error: ValueError) -> Response:
     return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+
+
+@app.exception_handler(RecursionError)
+def _too_deep(_: RecursionError) -> Response:
+    # The body's JSON is nested deeper than the decoder goes (e.g. 100 000 '['): Powertools' own
+    # decoding raises this before any route runs.
+    return _json(HTTPStatus.BAD_REQUEST, {"error": "invalid request",
+                                          "problems": [{"field": "(body)", "problem": "the JSON is nested too deeply"}]})
 
 
 @app.not_found

@@ -1,0 +1,282 @@
+"""Malformed and foreign messages on every queue: scheduler (SNS envelope), heartbeats, reports,
+interruptions (EventBridge). Each is dropped, never retried: the batch reports no failure for it, a
+malformed one is logged and counted in the "MalformedMessages" metric, and the good records of the
+same batch are processed.
+
+(tests/integration/test_task_flow.py checks the plain cases through moto's queues; this adds the
+SNS envelope, the wrong shapes, the unknown jobs and instances, and batches mixing good and bad.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+
+from spotrun import jobs
+from spotrun.attempts import claim
+from spotrun.handlers import common, finisher, heartbeat, interruption, scheduler
+from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
+from spotrun.model import Task, TaskState
+from spotrun_local.pump import SqsPump
+from tests.fuzz.support import sns_envelope, sqs_event
+from tests.support import eventbridge_event
+
+UNKNOWN_JOB = "j-0000000000000000dead"
+JOB = {"name": "drops", "command": ["python", "pi.py"], "checkpoint": {"method": "signal"}, "tasks": 3}
+HEARTBEAT = {"job_id": UNKNOWN_JOB, "index": 0, "attempt": 1, "instance_id": "i-0abc", "sent_at": "2026-11-23T12:00:00Z"}
+REPORT = {**HEARTBEAT, "outcome": "completed", "program": {"exit_code": 0}}
+SPOT = "EC2 Spot Instance Interruption Warning"
+STATE = "EC2 Instance State-change Notification"
+
+MALFORMED = "MalformedMessages"
+# Each bad record: (body, the metric its drop is counted in, or None when it leaves no metric).
+BAD_CONTROL: dict[str, tuple[str, str | None]] = {
+    "envelope not JSON": ("not json at all", MALFORMED),
+    "empty body": ("", MALFORMED),
+    "envelope an array": ('["Message"]', MALFORMED),
+    "envelope a string": ('"Message"', MALFORMED),
+    "envelope without Message": (json.dumps({"Type": "Notification", "MessageId": "m"}), MALFORMED),
+    "Message not JSON": (sns_envelope("not json"), MALFORMED),
+    "Message empty": (sns_envelope(""), MALFORMED),
+    "Message an array": (sns_envelope("[1, 2]"), MALFORMED),
+    "Message null": (sns_envelope("null"), MALFORMED),
+    "Message without job_id": (sns_envelope(json.dumps({"type": "JobSubmitted"})), MALFORMED),
+    "Message with a numeric job_id": (sns_envelope(json.dumps({"type": "JobSubmitted", "job_id": 7})), MALFORMED),
+    "Message an object, not a string": (json.dumps({"Type": "Notification", "Message": {"type": "x", "job_id": "j"}}),
+                                        MALFORMED),
+    "a raw control message (no envelope)": (json.dumps({"type": "JobSubmitted", "job_id": UNKNOWN_JOB}), MALFORMED),
+    "an unknown job": (sns_envelope(ControlMessage(type="JobSubmitted", job_id=UNKNOWN_JOB).model_dump_json()), None),
+    "a foreign message type": (sns_envelope(json.dumps({"type": "Hello", "job_id": UNKNOWN_JOB})), None),
+}
+BAD_HEARTBEATS: dict[str, tuple[str, str | None]] = {
+    "not JSON": ("not json at all", MALFORMED),
+    "NUL": ("\x00", MALFORMED),
+    "an array": ("[]", MALFORMED),
+    "null": ("null", MALFORMED),
+    "foreign JSON": (json.dumps({"hello": "world"}), MALFORMED),
+    "an SNS envelope": (sns_envelope(json.dumps(HEARTBEAT)), MALFORMED),
+    "no sent_at": (json.dumps({k: v for k, v in HEARTBEAT.items() if k != "sent_at"}), MALFORMED),
+    "a word index": (json.dumps({**HEARTBEAT, "index": "first"}), MALFORMED),
+    "a negative index": (json.dumps({**HEARTBEAT, "index": -1}), MALFORMED),
+    "attempt 0": (json.dumps({**HEARTBEAT, "attempt": 0}), MALFORMED),
+    "progress 2": (json.dumps({**HEARTBEAT, "progress": 2}), MALFORMED),
+    "NaN progress": (json.dumps(HEARTBEAT)[:-1] + ', "progress": NaN}', MALFORMED),
+    "an unknown phase": (json.dumps({**HEARTBEAT, "phase": "dancing"}), MALFORMED),
+    "a date that is not one": (json.dumps({**HEARTBEAT, "sent_at": "yesterday"}), MALFORMED),
+    "an unknown job": (json.dumps(HEARTBEAT), "StaleHeartbeats"),
+    "an unknown task of a known job": (None, "StaleHeartbeats"),  # filled in by the test
+}
+BAD_REPORTS: dict[str, tuple[str, str | None]] = {
+    "not JSON": ("not json at all", MALFORMED),
+    "an array": ("[1]", MALFORMED),
+    "foreign JSON": (json.dumps({"hello": "world"}), MALFORMED),
+    "a heartbeat": (json.dumps(HEARTBEAT), MALFORMED),
+    "an unknown outcome": (json.dumps({**REPORT, "outcome": "exploded"}), MALFORMED),
+    "a word exit code": (json.dumps({**REPORT, "program": {"exit_code": "zero"}}), MALFORMED),
+    "a 9 kB log tail": (json.dumps({**REPORT, "program": {"exit_code": 0, "log_tail": "x" * 9000}}), MALFORMED),
+    "outputs an object": (json.dumps({**REPORT, "outputs": {"a": 1}}), MALFORMED),
+    "an unknown job": (json.dumps(REPORT), None),
+}
+BAD_EVENTS: dict[str, tuple[str, str | None]] = {
+    "not JSON": ("not json at all", MALFORMED),
+    "empty": ("", MALFORMED),
+    "an array": ("[1]", "IgnoredEvents"),
+    "a number": ("5", "IgnoredEvents"),
+    "foreign JSON": (json.dumps({"hello": "world"}), "IgnoredEvents"),
+    "a foreign source": (json.dumps(eventbridge_event("Object Created", {"bucket": {"name": "b"}}, source="aws.s3")),
+                         "IgnoredEvents"),
+    "no detail": (json.dumps({**eventbridge_event(SPOT, {}), "detail": None}), "IgnoredEvents"),
+    "a string detail": (json.dumps({**eventbridge_event(SPOT, {}), "detail": "x"}), "IgnoredEvents"),
+    "no instance id": (json.dumps(eventbridge_event(SPOT, {"instance-action": "terminate"})), "IgnoredEvents"),
+    "a state without instance": (json.dumps(eventbridge_event(STATE, {"state": "terminated"})), "IgnoredEvents"),
+    "a running instance": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-0abc", "state": "running"})),
+                           "IgnoredEvents"),
+    "an unknown instance": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-0unknown00000000"})), None),
+    "a numeric instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": 123})), None),
+    "a list instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": ["i-1"]})), None),
+    "an unknown instance lost": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-0gone", "state": "terminated"})),
+                                 None),
+    "a health event for nobody": (json.dumps({**eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "affectedEntities": [{"entityValue": "i-0zz"}, "x"],
+        "startTime": 5}, source="aws.health")}), None),
+}
+
+
+@pytest.fixture
+def dropped() -> Iterator[list[logging.LogRecord]]:
+    """The "dropped a malformed message" log records (the Powertools logger does not propagate)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "dropped a malformed message":
+                records.append(record)
+
+    underlying, handler = logging.getLogger(common.logger.name), Keep(logging.WARNING)
+    underlying.addHandler(handler)
+    try:
+        yield records
+    finally:
+        underlying.removeHandler(handler)
+
+
+def emitted(captured: str, name: str) -> float:
+    """The total of metric `name` in the EMF documents Powertools printed."""
+    total = 0.0
+    for line in captured.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and "_aws" in document and name in document:
+            values = document[name]
+            total += sum(values) if isinstance(values, list) else values
+    return total
+
+
+def run_mixed(handler: Callable[..., dict[str, Any]], cp: Any, context: Any, good: list[str],
+              bad: dict[str, tuple[str, str | None]], capsys: pytest.CaptureFixture[str],
+              dropped: list[logging.LogRecord]) -> str:
+    """One batch: the good records first and last, every bad one in between; returns the captured stdout."""
+    capsys.readouterr()
+    bodies = [good[0], *(body for body, _ in bad.values()), *good[1:]]
+    event = sqs_event(*bodies)
+    names = {r["messageId"]: name for r, name in zip(event["Records"][1:], bad, strict=False)}
+    answer = handler(event, context, control=cp)
+    failed = [names.get(f["itemIdentifier"], "a good record") for f in answer["batchItemFailures"]]
+    assert failed == [], f"reported failed (so retried): {failed}"
+    captured = capsys.readouterr().out
+    malformed = [name for name, (_, metric) in bad.items() if metric == MALFORMED]
+    assert emitted(captured, MALFORMED) == len(malformed)
+    assert sorted(names[r.message_id] for r in dropped) == sorted(malformed)  # type: ignore[attr-defined]
+    assert all(r.problem for r in dropped)  # type: ignore[attr-defined]
+    for metric in {metric for _, metric in bad.values() if metric not in (None, MALFORMED)}:
+        expected = sum(1 for _, m in bad.values() if m == metric)
+        assert emitted(captured, metric) >= expected, metric
+    return captured
+
+
+def submitted(cp: Any) -> str:
+    job, created = jobs.submit_job(cp, JOB, "tester")
+    assert created
+    return job.job_id
+
+
+def control(job_id: str) -> str:
+    return sns_envelope(ControlMessage(type="JobSubmitted", job_id=job_id).model_dump_json())
+
+
+def launched(cp: Any, context: Any) -> list[Task]:
+    job_id = submitted(cp)
+    assert scheduler.handler(sqs_event(control(job_id)), context, control=cp) == {"batchItemFailures": []}
+    tasks = [cp.store.get_task(job_id, index) for index in range(JOB["tasks"])]
+    assert all(t.state == TaskState.LAUNCHING and t.instance_id for t in tasks), tasks
+    return tasks
+
+
+def running(cp: Any, context: Any) -> list[Task]:
+    tasks = launched(cp, context)
+    for task in tasks:
+        claim(cp, AttemptRef(job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.instance_id))
+    return [cp.store.get_task(t.job_id, t.index) for t in tasks]
+
+
+def beat(task: Task, at: Any, progress: float) -> str:
+    return Heartbeat(job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.instance_id,
+                     sent_at=at, progress=progress).model_dump_json()
+
+
+def test_the_scheduler_drops_bad_control_messages_and_reconciles_the_good_ones(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
+    first, second = submitted(module_cp), submitted(module_cp)
+    run_mixed(scheduler.handler, module_cp, context, [control(first), control(second)], BAD_CONTROL, capsys, dropped)
+    for job_id in (first, second):
+        states = {module_cp.store.get_task(job_id, i).state for i in range(JOB["tasks"])}
+        assert states == {TaskState.LAUNCHING}, (job_id, states)
+
+
+def test_heartbeats_bad_ones_dropped_good_ones_recorded(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
+    tasks = running(module_cp, context)
+    at = module_cp.clock.advance(30)
+    bad = {**BAD_HEARTBEATS,
+           "an unknown task of a known job": (beat(tasks[0], at, 0.5).replace('"index":0', '"index":99999'),
+                                              "StaleHeartbeats")}
+    run_mixed(heartbeat.handler, module_cp, context, [beat(tasks[0], at, 0.25), beat(tasks[1], at, 0.5)], bad,
+              capsys, dropped)
+    assert module_cp.store.get_task(tasks[0].job_id, 0).progress == 0.25
+    assert module_cp.store.get_task(tasks[1].job_id, 1).progress == 0.5
+    assert module_cp.store.get_task(tasks[0].job_id, 99_999) is None
+
+
+def test_reports_bad_ones_dropped_good_ones_applied(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
+    tasks = running(module_cp, context)
+    at = module_cp.clock.advance(60)
+
+    def done(task: Task) -> str:
+        return CompletionReport(job_id=task.job_id, index=task.index, attempt=task.attempt,
+                                instance_id=task.instance_id, sent_at=at, outcome="completed",
+                                program=ProgramResult(exit_code=0, exec_seconds=5.0)).model_dump_json()
+
+    run_mixed(finisher.handler, module_cp, context, [done(tasks[0]), done(tasks[1])], BAD_REPORTS, capsys, dropped)
+    assert [module_cp.store.get_task(t.job_id, t.index).state for t in tasks] == [
+        TaskState.SUCCEEDED, TaskState.SUCCEEDED, TaskState.RUNNING]
+
+
+def test_interruptions_bad_ones_dropped_good_ones_acted_on(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
+    tasks = running(module_cp, context)
+    at = module_cp.clock.advance(60)
+    good = [json.dumps(eventbridge_event(SPOT, {"instance-id": t.instance_id, "instance-action": "terminate"},
+                                         at=at - timedelta(seconds=1))) for t in tasks[:2]]
+    run_mixed(interruption.handler, module_cp, context, good, BAD_EVENTS, capsys, dropped)
+    after = [module_cp.store.get_task(t.job_id, t.index) for t in tasks]
+    assert [t.attempt for t in after] == [2, 2, 1]  # the two warned tasks were replaced at once
+    assert after[2].state == TaskState.RUNNING
+
+
+@pytest.mark.parametrize(("handler", "body"), [
+    *((scheduler.handler, body) for body, _ in BAD_CONTROL.values()),
+    *((heartbeat.handler, body) for body, _ in BAD_HEARTBEATS.values() if body is not None),
+    *((finisher.handler, body) for body, _ in BAD_REPORTS.values()),
+    *((interruption.handler, body) for body, _ in BAD_EVENTS.values()),
+], ids=[*(f"scheduler-{n}" for n in BAD_CONTROL), *(f"heartbeat-{n}" for n, (b, _) in BAD_HEARTBEATS.items() if b),
+        *(f"report-{n}" for n in BAD_REPORTS), *(f"interruption-{n}" for n in BAD_EVENTS)])
+def test_a_batch_of_only_a_bad_record_is_acknowledged_not_raised(module_cp: Any, context: Any, handler: Any,
+                                                                 body: str) -> None:
+    """A batch whose every record fails makes Powertools raise (the whole batch comes back): never for these."""
+    assert handler(sqs_event(body), context, control=module_cp) == {"batchItemFailures": []}
+
+
+def test_through_the_real_queues_bad_messages_are_deleted_not_dead_lettered(module_env: Any, module_cp: Any) -> None:
+    """Published and sent as AWS would (the control topic's SNS subscription wraps the envelope itself)."""
+    session, env = module_env
+    sqs, sns = session.client("sqs", region_name="us-east-1"), session.client("sns", region_name="us-east-1")
+    urls, dlqs = json.loads(env["SPOTRUN_QUEUE_URLS"]), json.loads(env["SPOTRUN_DLQ_URLS"])
+    for message in ("not json", "[1]", json.dumps({"type": "JobSubmitted"}), json.dumps({"job_id": UNKNOWN_JOB}),
+                    ControlMessage(type="JobSubmitted", job_id=UNKNOWN_JOB).model_dump_json()):
+        sns.publish(TopicArn=module_cp.settings.control_topic_arn, Message=message,
+                    MessageAttributes={"type": {"DataType": "String", "StringValue": "JobSubmitted"}})
+    for queue, bodies in (("heartbeats", BAD_HEARTBEATS), ("reports", BAD_REPORTS), ("interruptions", BAD_EVENTS)):
+        for body, _ in bodies.values():
+            if body:  # SQS refuses an empty body (and a NUL): the producer fails, nothing is queued
+                try:
+                    sqs.send_message(QueueUrl=urls[queue], MessageBody=body)
+                except sqs.exceptions.ClientError:
+                    assert "\x00" in body
+    handlers = {"scheduler": scheduler.handler, "heartbeats": heartbeat.handler, "reports": finisher.handler,
+                "interruptions": interruption.handler}
+    for queue, handler in handlers.items():
+        pump = SqsPump(sqs, urls[queue], partial(handler, control=module_cp), queue, visibility_timeout=0)
+        assert pump.drain() > 0, queue
+        for url in (urls[queue], dlqs[queue]):
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) \
+                == ("0", "0"), (queue, url)
