@@ -38,9 +38,10 @@ def headline(parts: dict[str, Any]) -> dict[str, Any]:
         "submit_100k_parameters": {
             "wall_seconds_0ms": params["0ms"]["wall_seconds"], f"wall_seconds_{latency}": params[latency]["wall_seconds"],
             "cpu_seconds": params["0ms"]["cpu_seconds"],
-            "modeled_lambda_1024mb_seconds": params[latency]["modeled_lambda_1024mb_seconds"],
+            "modeled_api_lambda_seconds": params[latency]["modeled_api_lambda_seconds"],
+            "api_lambda_memory_mb": params[latency]["api_lambda_memory_mb"],
             "api_function_timeout_seconds": API_TIMEOUT,
-            "fits_api_timeout": params[latency]["modeled_lambda_1024mb_seconds"] < API_TIMEOUT,
+            "fits_api_timeout": params[latency]["modeled_api_lambda_seconds"] < API_TIMEOUT,
             "requests": params[latency]["requests"],
             "goal_seconds_not_minutes_and_batch_writes": (
                 params[latency]["wall_seconds"] < 60 and sub["batch_write_calls"] == sub["expected_batch_write_calls"]

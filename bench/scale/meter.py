@@ -7,8 +7,9 @@ images of each written item read back from the store outside the count:
 - item size: attribute names + values (strings as UTF-8, numbers ~1 byte per 2 digits + 1, maps and
   lists 3 bytes + 1 per element);
 - writes: 1 WRU per started KB of the larger of the before/after images, twice inside
-  TransactWriteItems; each global secondary index (all project ALL) whose key is present before or
-  after adds 1 write of the new image (2 when its key changed: delete + put), at the standard rate;
+  TransactWriteItems; each global secondary index whose key is present before or after adds 1 write of
+  its entry (the projection: keys only, or the whole item for ALL) when the entry changed (2 when its
+  key changed: delete + put), at the standard rate;
 - reads: 1 RRU per started 4 KB for a strongly consistent item, half for eventually consistent ones;
   a query rounds the sum of the items it returns (minimum one unit); GSI reads are eventual.
 """
@@ -27,6 +28,8 @@ from typing import Any, NamedTuple
 from spotrun import resources
 
 INDEX_KEYS = tuple((i.name, i.partition_key, i.sort_key) for i in resources.TABLE.indexes)
+PROJECTIONS = {i.name: i.projection for i in resources.TABLE.indexes}
+TABLE_KEYS = (resources.TABLE.partition_key, resources.TABLE.sort_key)
 
 
 # ----------------------------------------------------------------------------- sizing
@@ -81,20 +84,30 @@ def write_units(before: dict[str, Any] | None, after: dict[str, Any] | None, tra
     size_before, size_after = item_size(before), item_size(after)
     units = Units(wru=_units(max(size_before, size_after), 1024) * (2 if transactional else 1),
                   bytes_written=size_after)
-    for _, pk, sk in INDEX_KEYS:
+    for name, pk, sk in INDEX_KEYS:
         key_before = (before[pk], before[sk]) if before and pk in before and sk in before else None
         key_after = (after[pk], after[sk]) if after and pk in after and sk in after else None
         if key_before is None and key_after is None:
             continue
+        entry_before, entry_after = _projected(name, before, (pk, sk)), _projected(name, after, (pk, sk))
         if key_before is None:
-            units.gsi_wru += _units(size_after, 1024)
+            units.gsi_wru += _units(item_size(entry_after), 1024)
         elif key_after is None:
-            units.gsi_wru += _units(size_before, 1024)
+            units.gsi_wru += _units(item_size(entry_before), 1024)
         elif key_before != key_after:
-            units.gsi_wru += _units(size_before, 1024) + _units(size_after, 1024)
-        elif before != after:
-            units.gsi_wru += _units(size_after, 1024)
+            units.gsi_wru += _units(item_size(entry_before), 1024) + _units(item_size(entry_after), 1024)
+        elif entry_before != entry_after:  # only a change of what the index projects writes it
+            units.gsi_wru += _units(item_size(entry_after), 1024)
     return units
+
+
+def _projected(index: str, image: dict[str, Any] | None, index_keys: tuple[str, str]) -> dict[str, Any]:
+    """What the index holds of an item: everything (ALL) or the table's and the index's keys."""
+    if not image:
+        return {}
+    if PROJECTIONS[index] == "ALL":
+        return image
+    return {k: image[k] for k in (*TABLE_KEYS, *index_keys) if k in image}
 
 
 def read_units(items: list[dict[str, Any]], consistent: bool, per_item: bool = False) -> float:
@@ -247,7 +260,9 @@ class MeteredDynamo(CountingClient):
         if name == "batch_get_item":
             keys = sum(len(v["Keys"]) for v in params["RequestItems"].values())
             found = [i for items in answer.get("Responses", {}).values() for i in items]
-            return read_units(found, False, True) + 0.5 * max(0, keys - len(found))
+            consistent = any(v.get("ConsistentRead") for v in params["RequestItems"].values())
+            missing = max(0, keys - len(found)) * (1.0 if consistent else 0.5)
+            return read_units(found, consistent, True) + missing
         return 0.0
 
 
@@ -270,7 +285,7 @@ class _Body:
         yield self.content
 
 
-def local_client(service: str, latency_seconds: float = 0.0, validate: bool = True) -> Any:
+def local_client(service: str, latency_seconds: float = 0.0, validate: bool = False) -> Any:
     """A real boto3 client (parameter validation, serialization, signing, retries, parsing) whose HTTP
     send is answered here with success after `latency_seconds` (time.sleep releases the GIL, so
     concurrent callers overlap as they would against the service). Nothing is stored: every GetItem
@@ -298,7 +313,7 @@ class FakeDynamo(CountingClient):
     """Counting DynamoDB on `local_client`; keeps the written items (references) for a unit estimate
     after the timed part (new items: no before image)."""
 
-    def __init__(self, log: CallLog, latency_seconds: float = 0.0, validate: bool = True):
+    def __init__(self, log: CallLog, latency_seconds: float = 0.0, validate: bool = False):
         super().__init__(local_client("dynamodb", latency_seconds, validate), "dynamodb", log)
         self.written: list[tuple[dict[str, Any], bool]] = []  # (item, transactional)
 
@@ -324,4 +339,4 @@ class FakeDynamo(CountingClient):
 
 
 def fake_sns(log: CallLog, latency_seconds: float = 0.0) -> CountingClient:
-    return CountingClient(local_client("sns", latency_seconds), "sns", log)
+    return CountingClient(local_client("sns", latency_seconds, validate=True), "sns", log)

@@ -41,9 +41,9 @@ def job_spec(tasks: int, parameters: bool = False, max_concurrency: int = 2_000)
     return spec
 
 
-def fake_plane(log: CallLog, latency_seconds: float, validate: bool = True) -> tuple[ControlPlane, FakeDynamo]:
+def fake_plane(log: CallLog, latency_seconds: float, validate: bool = False) -> tuple[ControlPlane, FakeDynamo]:
     """A control plane whose DynamoDB and SNS clients are answered locally (enough for submit_job);
-    `validate=False` turns botocore's client-side parameter validation off for DynamoDB."""
+    `validate=True` turns botocore's client-side parameter validation on for DynamoDB (the product turns it off)."""
     settings = Settings(table="spotrun-state", control_topic_arn=f"arn:aws:sns:{REGION}:123456789012:spotrun-control",
                         notify_topic_arn=f"arn:aws:sns:{REGION}:123456789012:spotrun-notifications")
     dynamo = FakeDynamo(log, latency_seconds, validate)

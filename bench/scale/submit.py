@@ -2,16 +2,18 @@
 
 Measured: wall and CPU time of submit_job (validation, task items, the store's 16-thread
 BatchWriteItem fan-out, the job transaction, the SNS messages) and every request it makes.
-- on counting fakes: real boto3 DynamoDB and SNS clients (parameter validation, serialization,
-  signing, parsing: the client-side CPU a Lambda pays) whose HTTP send is answered locally, at once
+- on counting fakes: real boto3 DynamoDB and SNS clients configured as the product's (DynamoDB
+  without botocore's client-side parameter validation; serialization, signing, parsing: the
+  client-side CPU a Lambda pays) whose HTTP send is answered locally, at once
   (the code's own cost) or after a fixed modeled latency per request (the service's round trip; the
   sleep releases the GIL, so the store's writer threads overlap as they would against DynamoDB);
-- the same with botocore's client-side parameter validation off (what that setting would save);
+- the same with botocore's client-side parameter validation on (what turning it off saves);
 - through the API handler (API Gateway event -> Powertools validation -> submit_job) on the fakes;
 - on moto with fewer tasks, to show the real code path stores every task (moto is far slower per
   item than DynamoDB, so its time is not the service's).
 Modeled, not measured: request units (from the written items' sizes, see bench.scale.meter), the
-time on a 1,024 MB Lambda (about 0.58 vCPU: CPU time x 1769/1024) and DynamoDB's own write limits
+time on the API function's Lambda (its memory from spotrun.resources; below 1,769 MB a Lambda gets
+less than one vCPU: CPU time x 1769/memory) and DynamoDB's own write limits
 for one job (16 index shards x 1,000 WRU/s per partition key; a new on-demand table's 4,000 WRU/s).
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from bench.scale.meter import CallLog
 from bench.scale.plane import fake_plane, job_spec, moto_plane, moto_session
+from spotrun import resources
 from spotrun.adapters.dynamo import TASK_SHARDS
 from spotrun.jobs import submit_job
 from spotrun.spec import parse_spec
@@ -31,9 +34,10 @@ from spotrun.spec import parse_spec
 PARTITION_KEY_WRU_PER_SECOND = 1_000  # DynamoDB's per-partition throughput limit
 ON_DEMAND_NEW_TABLE_WRU_PER_SECOND = 4_000  # a new on-demand table's initial write throughput
 LAMBDA_FULL_VCPU_MB = 1_769  # Lambda gives one full vCPU at this memory size, proportionally less below
+API_MEMORY_MB = resources.function("api").memory_mb
 
 
-def submit_on_fakes(spec: dict[str, Any], latency_seconds: float, validate: bool = True) -> dict[str, Any]:
+def submit_on_fakes(spec: dict[str, Any], latency_seconds: float, validate: bool = False) -> dict[str, Any]:
     """One submit_job on locally answered clients: times, requests, estimated units of what it wrote."""
     log = CallLog()
     cp, dynamo = fake_plane(log, latency_seconds, validate)
@@ -47,7 +51,8 @@ def submit_on_fakes(spec: dict[str, Any], latency_seconds: float, validate: bool
         "tasks": tasks, "modeled_latency_ms_per_request": latency_seconds * 1000,
         "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
         "tasks_per_second": round(tasks / wall),
-        "modeled_lambda_1024mb_seconds": round(wall + cpu * (LAMBDA_FULL_VCPU_MB / 1024 - 1), 1),
+        "modeled_api_lambda_seconds": round(wall + cpu * max(0.0, LAMBDA_FULL_VCPU_MB / API_MEMORY_MB - 1), 1),
+        "api_lambda_memory_mb": API_MEMORY_MB,
         "requests": log.counts(),
         "dynamodb_items_written": sum(c.size for c in log.calls if c.operation == "BatchWriteItem"),
         "estimated_wru": {"table": units.wru, "indexes": units.gsi_wru, "per_task": round((units.wru + units.gsi_wru) / tasks, 3)},
@@ -127,7 +132,7 @@ def run(tasks: int = 100_000, moto_tasks: int = 5_000, latency_ms: float = 10.0)
     parameters = {"0ms": submit_on_fakes(by_parameters, 0.0)}
     rss_after = peak_rss_mib()
     parameters[latency] = submit_on_fakes(by_parameters, latency_ms / 1000)
-    parameters["0ms_without_botocore_parameter_validation"] = submit_on_fakes(by_parameters, 0.0, validate=False)
+    parameters["0ms_with_botocore_parameter_validation"] = submit_on_fakes(by_parameters, 0.0, validate=True)
     fakes = {
         "tasks_count_spec": {"0ms": submit_on_fakes(by_count, 0.0), latency: submit_on_fakes(by_count, latency_ms / 1000)},
         "parameters_spec": parameters,

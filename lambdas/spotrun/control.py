@@ -93,7 +93,7 @@ class ControlPlane:
         import boto3
         from botocore.config import Config
 
-        from spotrun.adapters.dynamo import DynamoStore
+        from spotrun.adapters.dynamo import BATCH_WRITE_THREADS, DynamoStore
         from spotrun.adapters.ec2 import Ec2Compute, Ec2SpotPrices
         from spotrun.adapters.s3 import S3Blobs
         from spotrun.adapters.sns import SnsBus
@@ -102,13 +102,17 @@ class ControlPlane:
         session = session or boto3.session.Session()
         config = Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4")
 
-        def client(name: str) -> Any:
-            return session.client(name, region_name=settings.region, config=config)
+        def client(name: str, extra: Config | None = None) -> Any:
+            return session.client(name, region_name=settings.region, config=config.merge(extra) if extra else config)
 
+        # DynamoDB checks every request itself; botocore's client-side check of the same shapes was
+        # ~40% of a 100,000-task submit's CPU (bench/results/scale.json). The store writes from up to
+        # BATCH_WRITE_THREADS threads, each wanting its own connection.
+        dynamo = client("dynamodb", Config(parameter_validation=False, max_pool_connections=BATCH_WRITE_THREADS + 4))
         ec2 = client("ec2")
         return cls(
             settings=settings,
-            store=DynamoStore(client("dynamodb"), settings.table),
+            store=DynamoStore(dynamo, settings.table),
             compute=Ec2Compute(ec2, settings.launch_template_id, settings.subnets),
             bus=SnsBus(client("sns"), settings.control_topic_arn, settings.notify_topic_arn),
             blobs=S3Blobs(client("s3"), settings.bucket),

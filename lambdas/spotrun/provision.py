@@ -24,7 +24,7 @@ def create_table(dynamodb: Any, name: str) -> None:
         KeySchema=[{"AttributeName": table.partition_key, "KeyType": "HASH"},
                    {"AttributeName": table.sort_key, "KeyType": "RANGE"}],
         GlobalSecondaryIndexes=[
-            {"IndexName": i.name, "Projection": {"ProjectionType": "ALL"},
+            {"IndexName": i.name, "Projection": {"ProjectionType": i.projection},
              "KeySchema": [{"AttributeName": i.partition_key, "KeyType": "HASH"},
                            {"AttributeName": i.sort_key, "KeyType": "RANGE"}]}
             for i in table.indexes

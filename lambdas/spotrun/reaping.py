@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from spotrun.attempts import lose_attempt
+from spotrun.adapters.dynamo import last_sign_of_life
+from spotrun.attempts import lose_attempt, release_combine_if_due
 from spotrun.control import ControlPlane
 from spotrun.model import Desired, JobState, TaskState
 from spotrun.scheduling import ScheduleReport, reconcile_job
@@ -45,7 +46,8 @@ def sweep(cp: ControlPlane, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> Swe
         while time.monotonic() - started < budget_seconds:
             jobs, token = cp.store.list_jobs([state], 100, token)
             for job in jobs:
-                reconcile_job(cp, job.job_id, ScheduleReport())
+                reconcile_job(cp, job.job_id, ScheduleReport(), cancelled=None)
+                release_combine_if_due(cp, job)  # its release may have died with a finisher invocation
                 report.reconciled += 1
             if not token:
                 break
@@ -73,7 +75,7 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
             if lose_attempt(cp, task, reason):
                 report.stuck_launches.append(label)
             continue
-        last = task.last_heartbeat_at or task.started_at or task.launched_at or now
+        last = last_sign_of_life(task) or now
         silent_for = (now - last).total_seconds()
         if alive and silent_for < RUNNING_BUT_SILENT_FACTOR * cp.settings.heartbeat_stale_seconds:
             continue  # EC2 says it runs: give it more time before calling it lost
@@ -101,15 +103,19 @@ def _terminate_orphans(cp: ControlPlane, report: SweepReport) -> None:
     """Instances spotrun launched that no current attempt owns (a crash between launch and record)."""
     now = cp.clock()
     orphans = []
-    for instance in cp.compute.managed_instances():
+    instances = cp.compute.managed_instances()
+    # Two batched reads for all instances (their worker records, then those workers' tasks), not two per instance.
+    workers = cp.store.workers([i["instance_id"] for i in instances])
+    tasks = cp.store.tasks(list({(w.job_id, w.index) for w in workers.values()}))
+    for instance in instances:
         launched = instance.get("launched_at")
         young = launched is not None and (now - launched).total_seconds() < cp.settings.launch_stale_seconds
-        worker = cp.store.worker(instance["instance_id"])
+        worker = workers.get(instance["instance_id"])
         if worker is None:
             if not young:
                 orphans.append(instance["instance_id"])
             continue
-        task = cp.store.get_task(worker.job_id, worker.index)
+        task = tasks.get((worker.job_id, worker.index))
         owner = task is not None and task.state in (TaskState.LAUNCHING, TaskState.RUNNING) and (
             task.attempt == worker.attempt or task.draining_attempt == worker.attempt
         )

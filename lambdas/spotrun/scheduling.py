@@ -24,6 +24,7 @@ from spotrun.messages import ControlMessage
 from spotrun.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
+    TERMINAL_STATES,
     Attempt,
     Desired,
     Job,
@@ -58,8 +59,14 @@ class ScheduleReport:
     terminated: list[str] = field(default_factory=list)
 
 
-def reconcile_job(cp: ControlPlane, job_id: str, report: ScheduleReport | None = None) -> ScheduleReport:
-    """Bring a job's tasks in line with what the user wants (run, suspend or cancel)."""
+def reconcile_job(
+    cp: ControlPlane, job_id: str, report: ScheduleReport | None = None, cancelled: Sequence[int] | None = (),
+) -> ScheduleReport:
+    """Bring a job's tasks in line with what the user wants (run, suspend or cancel).
+
+    `cancelled` names tasks the user cancelled one by one (the control message carries them);
+    None looks for such tasks in every unfinished state instead (the reaper's safety net).
+    """
     report = report or ScheduleReport()
     job = cp.store.get_job(job_id)
     if job is None or job.state in FINISHED_JOB_STATES:
@@ -69,8 +76,9 @@ def reconcile_job(cp: ControlPlane, job_id: str, report: ScheduleReport | None =
     elif job.desired == Desired.SUSPEND:
         _stop_tasks(cp, job, TaskState.SUSPENDED, "TaskSuspended", "suspended by the user", report)
     else:
-        _resume_tasks(cp, job, report)
-        _cancel_single_tasks(cp, job, report)
+        if job.counts.get(TaskState.SUSPENDED, 0) > 0:  # the counts say whether a query would find any
+            _resume_tasks(cp, job, report)
+        _cancel_single_tasks(cp, job, report, cancelled)
         schedule_queued(cp, job, report)
     refresh_state(cp, job_id)
     return report
@@ -85,7 +93,9 @@ def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
     if slots <= 0:
         return
     queued = cp.store.tasks_in_state(job.job_id, TaskState.QUEUED, slots)
-    queued = [t for t in queued if t.desired != Desired.CANCEL]
+    if any(t.desired == Desired.CANCEL for t in queued):  # cancelled while queued: finish them off now
+        _cancel(cp, [t for t in queued if t.desired == Desired.CANCEL], report)
+        queued = [t for t in queued if t.desired != Desired.CANCEL]
     if not queued:
         return
 
@@ -196,8 +206,8 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
             cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
         return 0
     now = cp.clock()
-    for task, instance_id in zip(tasks, result.instance_ids, strict=False):
-        cp.store.bind_instance(task.job_id, task.index, task.attempt, instance_id, pool, now)
+    cp.store.bind_instances([(t.job_id, t.index, t.attempt, instance_id)
+                             for t, instance_id in zip(tasks, result.instance_ids, strict=False)], pool, now)
     report.launched += len(result.instance_ids)
     return len(result.instance_ids)
 
@@ -294,20 +304,27 @@ def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, rea
             _count(report, to_state, len(tasks))
 
 
-def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
+def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport, indexes: Sequence[int] | None) -> None:
     """Tasks the user cancelled one by one (desired CANCEL on a task of a running job)."""
+    if indexes is None:
+        sources = [s for s in (TaskState.QUEUED, TaskState.WAITING, TaskState.SUSPENDED, TaskState.LAUNCHING,
+                               TaskState.RUNNING) if job.counts.get(s, 0) > 0]
+        tasks = [t for s in sources for t in cp.store.tasks_in_state(job.job_id, s, 1_000)]
+    else:
+        tasks = list(cp.store.tasks([(job.job_id, i) for i in indexes]).values()) if indexes else []
+    _cancel(cp, [t for t in tasks if t.desired == Desired.CANCEL and t.state not in TERMINAL_STATES], report)
+
+
+def _cancel(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport) -> None:
     now = cp.clock()
-    for source in (TaskState.QUEUED, TaskState.WAITING, TaskState.SUSPENDED, TaskState.LAUNCHING, TaskState.RUNNING):
-        for task in cp.store.tasks_in_state(job.job_id, source, 1_000):
-            if task.desired != Desired.CANCEL:
-                continue
-            end = ended(task, "cancelled", None) if task.state in ACTIVE_STATES else None
-            if cp.store.apply(TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user",
-                                         end_attempt=end), now):
-                report.cancelled += 1
-                if task.instance_id and task.state in ACTIVE_STATES:
-                    cp.compute.terminate([task.instance_id])
-                    report.terminated.append(task.instance_id)
+    for task in tasks:
+        end = ended(task, "cancelled", None) if task.state in ACTIVE_STATES else None
+        if cp.store.apply(TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user",
+                                     end_attempt=end), now):
+            report.cancelled += 1
+            if task.instance_id and task.state in ACTIVE_STATES:
+                cp.compute.terminate([task.instance_id])
+                report.terminated.append(task.instance_id)
 
 
 def _resume_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:

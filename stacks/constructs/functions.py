@@ -243,17 +243,6 @@ class Functions(Construct):
                 resources=[self._ec2_arn("instance"), self._ec2_arn("volume")],
                 conditions={"StringEquals": {"ec2:CreateAction": "RunInstances"}},
             ),
-            # One call per pool cannot tag each instance with its own task: spotrun:task and
-            # spotrun:attempt follow, on instances that are already spotrun's, with spotrun: keys only.
-            iam.PolicyStatement(
-                sid="TagManagedWorkersWithTheirTask",
-                actions=["ec2:CreateTags"],
-                resources=[self._ec2_arn("instance")],
-                conditions={
-                    "StringEquals": {f"aws:ResourceTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE},
-                    "ForAllValues:StringLike": {"aws:TagKeys": ["spotrun:*"]},
-                },
-            ),
             iam.PolicyStatement(
                 sid="PassWorkerRoleToEc2",
                 actions=["iam:PassRole"],

@@ -175,13 +175,21 @@ class Workers(Construct):
                 # The agent claims its task and commits checkpoints itself: guarded transactions
                 # (UpdateItem/PutItem) over the task, its attempt, the job's counts, the pool's
                 # statistics and the timeline, and reads of its task, job, worker item and attempts.
-                # No Scan, DeleteItem, batch writes or index access. A dynamodb:LeadingKeys condition
-                # would have to list every partition type (JOB#, TASK#, EVENTS#, POOL#, WORKER#,
-                # ACCOUNT), so it would restrict nothing today.
+                # No Scan, DeleteItem or batch writes. A dynamodb:LeadingKeys condition would have to
+                # list every partition type (JOB#, TASK#, EVENTS#, POOL#, WORKER#, ACCOUNT), so it
+                # would restrict nothing today.
                 iam.PolicyStatement(
                     sid="ClaimTasksAndCommitCheckpoints",
-                    actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"],
+                    actions=["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem",
+                             "dynamodb:PutItem"],
                     resources=[table.table_arn],
+                ),
+                # Instance reuse: a finished agent looks for its job's next queued task (by_state index
+                # keys; the items are then read from the table).
+                iam.PolicyStatement(
+                    sid="FindQueuedTasksOfItsJob",
+                    actions=["dynamodb:Query"],
+                    resources=[f"{table.table_arn}/index/by_state"],
                 ),
                 # Inputs users uploaded through the API's presigned URLs: read only.
                 iam.PolicyStatement(

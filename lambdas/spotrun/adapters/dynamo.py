@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +29,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from spotrun.domain.lifecycle import TaskChange
@@ -50,8 +50,6 @@ from spotrun.model import (
 
 TASK_SHARDS = 16
 BATCH_WRITE_THREADS = 16
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 class ConflictError(Exception):
@@ -95,34 +93,103 @@ def pool_key(pool: str) -> dict[str, str]:
 ACCOUNT_KEY = {"pk": "ACCOUNT", "sk": "CAPACITY"}
 
 
-def _to_dynamo(value: Any) -> Any:
+# DynamoDB numbers: at most 38 significant digits, magnitude 1E-130 up to (not including) 1E+126.
+_SMALLEST = 1e-130
+_LARGEST = 1e126
+
+
+class UnstorableValue(ValueError):
+    """A value DynamoDB cannot hold (NaN, infinity, a number out of its range, an unknown type)."""
+
+
+def _number(value: int | float | Decimal) -> str:
+    """The wire form of a number, refusing what DynamoDB would reject after the fact.
+
+    Floats print as their shortest round-trip form (at most 17 significant digits); a float closer
+    to zero than DynamoDB's smallest magnitude is stored as 0 (a progress of 1e-200 is 0).
+    """
     if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_to_dynamo(v) for v in value]
-    return value
-
-
-def _from_dynamo(value: Any) -> Any:
+        if not math.isfinite(value):
+            raise UnstorableValue(f"{value!r} is not a finite number")
+        if value and abs(value) < _SMALLEST:
+            return "0"
+        if abs(value) >= _LARGEST:
+            raise UnstorableValue(f"{value!r} is larger than DynamoDB numbers go")
+        return str(Decimal(repr(value)))
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
+        if not value.is_finite() or (value and not Decimal("1E-130") <= abs(value) < Decimal("1E126")):
+            raise UnstorableValue(f"{value} is out of DynamoDB's number range")
+        digits = "".join(map(str, value.as_tuple().digits)).strip("0")
+        if len(digits) > 38:
+            raise UnstorableValue(f"{value} has more than 38 significant digits")
+        return str(value)
+    if abs(value) >= 10**38:
+        raise UnstorableValue(f"{value} has more than 38 digits")
+    return str(value)
+
+
+def _wire(value: Any) -> dict[str, Any]:
+    """One AttributeValue. Written for speed (a 100,000-task submit serializes every task item):
+    exact type checks first, isinstance for subclasses (enums, IntEnum) after."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is int:
+        return {"N": _number(value)}
+    if kind is bool:
+        return {"BOOL": value}
+    if kind is dict:
+        return {"M": {str(k): _wire(v) for k, v in value.items() if v is not None}}
+    if kind is list or kind is tuple:
+        return {"L": [_wire(v) for v in value]}
+    if kind is float:
+        return {"N": _number(value)}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, datetime):
+        return {"S": iso(value)}
+    if isinstance(value, str):  # StrEnum
+        return {"S": str(value)}
+    if isinstance(value, (int, Decimal)):
+        return {"N": _number(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"B": bytes(value)}
+    if isinstance(value, (set, frozenset)) and value and all(isinstance(v, str) for v in value):
+        return {"SS": sorted(value)}
+    raise UnstorableValue(f"cannot store a {kind.__name__}")
+
+
+def _plain(wire: dict[str, Any]) -> Any:
+    """The Python value of one AttributeValue; integral numbers become int, others float."""
+    kind, inner = next(iter(wire.items()))
+    if kind == "S":
+        return inner
+    if kind == "N":
+        if "." not in inner and "e" not in inner and "E" not in inner:
+            return int(inner)
+        number = Decimal(inner)
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind == "M":
+        return {k: _plain(v) for k, v in inner.items()}
+    if kind == "L":
+        return [_plain(v) for v in inner]
+    if kind == "BOOL":
+        return inner
+    if kind == "NULL":
+        return None
+    if kind == "SS":
+        return set(inner)
+    if kind == "NS":
+        return {_plain({"N": n}) for n in inner}
+    return inner  # B, BS
 
 
 def serialize(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
+    return {k: _wire(v) for k, v in item.items() if v is not None}
 
 
 def deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+    return {k: _plain(v) for k, v in item.items()}
 
 
 class _Expression:
@@ -231,6 +298,12 @@ def _checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
         seq=int(value["seq"]), key=value["key"], attempt=int(value["attempt"]), size_bytes=int(value.get("size_bytes", 0)),
         committed_at=parse_time(value["committed_at"]), method=value.get("method", ""),  # type: ignore[arg-type]
     )
+
+
+def last_sign_of_life(task: Task) -> datetime | None:
+    """The newest of the task's last heartbeat, start and launch (a heartbeat may be a past attempt's)."""
+    moments = [m for m in (task.last_heartbeat_at, task.started_at, task.launched_at) if m is not None]
+    return max(moments) if moments else None
 
 
 def task_from(item: dict[str, Any]) -> Task:
@@ -373,7 +446,9 @@ class DynamoStore:
             if all(entry[2] != state_name for entry in fetched[limit:]):
                 next_cursor[state_name] = "done"
         more = any(v != "done" for v in next_cursor.values())
-        return [_job_from(row) for _, row, _ in page], encode_token(next_cursor) if more else None
+        # The index holds keys only (job items change on every task move): read the jobs themselves.
+        jobs = [_job_from(item) for item in self._hydrate([{"pk": row["pk"], "sk": row["sk"]} for _, row, _ in page])]
+        return jobs, encode_token(next_cursor) if more else None
 
     def set_job_desired(self, job_id: str, desired: Desired, allowed_from: Sequence[Desired], now: datetime) -> bool:
         expr = _Expression()
@@ -397,7 +472,7 @@ class DynamoStore:
             expr.set("state", state)
             expr.set("list_pk", f"JOBS#{state}")
             expr.set("updated_at", now)
-            expr.condition("{c} = {v}", c="@counts", v=_to_dynamo(item.get("counts", {})))
+            expr.condition("{c} = {v}", c="@counts", v=item.get("counts", {}))
             expr.condition("{s} = {old}", s="@state", old=job.state.value)
             if self._update(job_key(job_id), expr):
                 return _job_from({**item, "state": state})
@@ -417,7 +492,8 @@ class DynamoStore:
         """Up to `limit` tasks of a job in one state, lowest index first within each shard."""
         found: list[Task] = []
         for shard in range(TASK_SHARDS):
-            found.extend(self._query_index("by_state", "state_pk", f"{job_id}#{state}#{shard}", limit - len(found)))
+            tasks = self._query_index("by_state", "state_pk", f"{job_id}#{state}#{shard}", limit - len(found))
+            found.extend(t for t in tasks if t.state == state)  # the item may have moved on since
             if len(found) >= limit:
                 break
         return sorted(found, key=lambda t: t.index)
@@ -438,7 +514,7 @@ class DynamoStore:
             }
             answer = self.client.query(**params)
             rows = [deserialize(i) for i in answer.get("Items", [])]
-            tasks.extend(task_from(r) for r in rows)
+            tasks.extend(t for t in self._tasks_at(rows) if state is None or t.state == state)
             if answer.get("LastEvaluatedKey") and rows:
                 after = rows[-1][sort_key]
             else:
@@ -453,7 +529,29 @@ class DynamoStore:
             TableName=self.table, IndexName=index, Limit=limit, KeyConditionExpression=f"{key} = :p",
             ExpressionAttributeValues=serialize({":p": value}),
         )
-        return [task_from(deserialize(i)) for i in answer.get("Items", [])]
+        return self._tasks_at([deserialize(i) for i in answer.get("Items", [])])
+
+    def _tasks_at(self, rows: Sequence[dict[str, Any]]) -> list[Task]:
+        """The tasks an index query named. Indexes hold keys only, so a heartbeat rewrites none of
+        them; the items are read from the table (eventually consistent, as the index itself is)."""
+        return [task_from(item) for item in self._hydrate([{"pk": r["pk"], "sk": r["sk"]} for r in rows])]
+
+    def _hydrate(self, keys: Sequence[dict[str, str]], consistent: bool = False) -> list[dict[str, Any]]:
+        """Items by key, in the order asked (missing ones left out), 100 keys per BatchGetItem."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for chunk in _chunks(list({(k["pk"], k["sk"]): k for k in keys}.values()), 100):
+            request = {self.table: {"Keys": [serialize(k) for k in chunk], "ConsistentRead": consistent}}
+            calls = 0
+            while request:
+                if calls:  # unprocessed keys (throttling): back off before asking again
+                    time.sleep(min(2.0, 0.05 * 2 ** min(calls, 6)) * (0.5 + random.random()))
+                calls += 1
+                answer = self.client.batch_get_item(RequestItems=request)
+                for raw in answer.get("Responses", {}).get(self.table, []):
+                    item = deserialize(raw)
+                    found[(item["pk"], item["sk"])] = item
+                request = answer.get("UnprocessedKeys") or {}
+        return [found[(k["pk"], k["sk"])] for k in keys if (k["pk"], k["sk"]) in found]
 
     def apply(self, change: TaskChange, now: datetime, event_detail: dict[str, Any] | None = None) -> bool:
         """Apply one guarded task change with its counts, capacity, attempt record and timeline event.
@@ -590,11 +688,15 @@ class DynamoStore:
         return int(item.get("active", 0)) if item else 0
 
     def put_attempts(self, attempts: Sequence[Attempt]) -> None:
-        self.batch_put({
+        items = [{
             **attempt_key(a.job_id, a.index, a.number), "type": "attempt", "job_id": a.job_id, "index": a.index,
             "number": a.number, "pool": a.pool, "market": a.market, "launched_at": a.launched_at,
             "price_per_hour": a.price_per_hour, "instance_id": a.instance_id,
-        } for a in attempts)
+        } for a in attempts]
+        if len(items) == 1:  # the agent (instance reuse) records one attempt and may not batch-write
+            self.client.put_item(TableName=self.table, Item=serialize(items[0]))
+        else:
+            self.batch_put(items)
 
     def attempts(self, job_id: str, index: int) -> list[Attempt]:
         answer = self.client.query(
@@ -603,12 +705,28 @@ class DynamoStore:
         )
         return [_attempt_from(deserialize(i)) for i in answer.get("Items", [])]
 
+    def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None:
+        """Record which instance serves which attempt (job, index, attempt, instance) after one launch
+        call: the worker items in batches, the guarded task and attempt updates side by side."""
+        self.batch_put({
+            "pk": f"WORKER#{instance_id}", "sk": "WORKER", "type": "worker", "instance_id": instance_id,
+            "job_id": job_id, "index": index, "attempt": attempt, "pool": pool, "launched_at": now,
+        } for job_id, index, attempt, instance_id in bindings)
+        if len(bindings) == 1:
+            self._bind(*bindings[0])
+            return
+        with ThreadPoolExecutor(min(BATCH_WRITE_THREADS, len(bindings))) as pool_:
+            list(pool_.map(lambda binding: self._bind(*binding), bindings))
+
     def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str, now: datetime) -> bool:
         """Record which instance serves an attempt (after the launch call answered)."""
         self.client.put_item(TableName=self.table, Item=serialize({
             "pk": f"WORKER#{instance_id}", "sk": "WORKER", "type": "worker", "instance_id": instance_id,
             "job_id": job_id, "index": index, "attempt": attempt, "pool": pool, "launched_at": now,
         }))
+        return self._bind(job_id, index, attempt, instance_id)
+
+    def _bind(self, job_id: str, index: int, attempt: int, instance_id: str) -> bool:
         expr = _Expression()
         expr.set("instance_id", instance_id)
         expr.condition("{a} = {attempt}", a="@attempt", attempt=attempt)
@@ -685,11 +803,23 @@ class DynamoStore:
         return Worker(item["instance_id"], item["job_id"], int(item["index"]), int(item["attempt"]), item["pool"],
                       parse_time(item["launched_at"]))  # type: ignore[arg-type]
 
+    def workers(self, instance_ids: Sequence[str]) -> dict[str, Worker]:
+        """Worker records of many instances at once (100 per request)."""
+        items = self._hydrate([{"pk": f"WORKER#{i}", "sk": "WORKER"} for i in instance_ids])
+        return {item["instance_id"]: Worker(item["instance_id"], item["job_id"], int(item["index"]), int(item["attempt"]),
+                                            item["pool"], parse_time(item["launched_at"]))  # type: ignore[arg-type]
+                for item in items}
+
+    def tasks(self, refs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Task]:
+        """Tasks by (job, index), 100 per request; missing ones are left out."""
+        return {(t.job_id, t.index): t for t in (task_from(i) for i in self._hydrate([task_key(j, n) for j, n in refs]))}
+
     def record_heartbeat(self, job_id: str, index: int, attempt: int, at: datetime, fields: dict[str, Any]) -> bool:
         """Liveness and progress; ignores heartbeats of old attempts and ones older than the newest seen."""
+        # Only attributes no index projects: one write unit for an item under 1 KB, no index writes.
+        # (The reaper finds silent workers from the live index's transition time, then reads this.)
         expr = _Expression()
         expr.set("last_heartbeat_at", at)
-        expr.set("live_sk", f"{iso(at)}#{job_id}#{index:06d}")
         for name, value in fields.items():
             expr.set(name, value)
         expr.condition("{a} = {attempt}", a="@attempt", attempt=attempt)
@@ -716,15 +846,27 @@ class DynamoStore:
         return self._update(task_key(job_id, index), expr)
 
     def stale_live_tasks(self, before: datetime, limit: int) -> list[Task]:
-        """Tasks holding a worker whose last sign of life is older than `before` (the reaper's sweep)."""
+        """Active tasks whose last sign of life (heartbeat, launch or start) is older than `before`.
+
+        The live index is keyed by the time of the task's last move, which heartbeats do not touch
+        (that would rewrite the index on every beat); every task silent since `before` is in the
+        range, and the items read say which of them really are.
+        """
         found: list[Task] = []
         for shard in range(TASK_SHARDS):
-            answer = self.client.query(
-                TableName=self.table, IndexName="live", Limit=limit,
-                KeyConditionExpression="live_pk = :p AND live_sk < :t",
-                ExpressionAttributeValues=serialize({":p": f"LIVE#{shard}", ":t": iso(before)}),
-            )
-            found.extend(task_from(deserialize(i)) for i in answer.get("Items", []))
+            params: dict[str, Any] = {
+                "TableName": self.table, "IndexName": "live", "Limit": 100,
+                "KeyConditionExpression": "live_pk = :p AND live_sk < :t",
+                "ExpressionAttributeValues": serialize({":p": f"LIVE#{shard}", ":t": iso(before)}),
+            }
+            while len(found) < limit:
+                answer = self.client.query(**params)
+                rows = [deserialize(i) for i in answer.get("Items", [])]
+                found.extend(t for t in self._tasks_at(rows)
+                             if t.state in ACTIVE_STATES and (last_sign_of_life(t) or before) < before)
+                if not answer.get("LastEvaluatedKey"):
+                    break
+                params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return found[:limit]
 
     # ---------- pools ----------

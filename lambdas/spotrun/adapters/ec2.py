@@ -28,7 +28,10 @@ class LaunchRequest:
     zone: str
     spot: bool
     tags: dict[str, str]  # common to every instance of the call
-    per_instance_tags: list[dict[str, str]]  # one entry per instance wanted, in order
+    # One entry per instance wanted, in order. Applied when the call launches one instance; a call
+    # for many gives them the common tags only (tagging each afterwards would be one EC2 call per
+    # instance): the store's WORKER item says which attempt an instance serves.
+    per_instance_tags: list[dict[str, str]]
     token: str  # idempotency: the same request twice launches once
 
     @property
@@ -97,15 +100,6 @@ class Ec2Compute:
                     return LaunchResult(error_code=code, error_message=error.response["Error"].get("Message", ""))
                 raise
         ids = [i["InstanceId"] for i in answer.get("Instances", [])]
-        if request.count > 1:
-            # One launch call per pool cannot give each instance its own tags: name task and attempt afterwards.
-            # Best effort: the store's WORKER item, not the tag, says which attempt an instance serves.
-            for instance_id, own in zip(ids, request.per_instance_tags, strict=False):
-                try:
-                    self.client.create_tags(Resources=[instance_id],
-                                            Tags=[{"Key": k, "Value": v} for k, v in own.items()])
-                except ClientError:
-                    logging.getLogger(__name__).warning("could not tag %s", instance_id, exc_info=True)
         return LaunchResult(instance_ids=ids)
 
     def terminate(self, instance_ids: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from spotrun.control import ControlPlane, default_control_plane
 from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
 from spotrun.messages import ControlMessage
+from spotrun.resources import MessageType
 from spotrun.scheduling import reconcile_job
 
 
@@ -20,9 +21,10 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
 
     def handle(record: SQSRecord) -> None:
         message = parse_body(record, ControlMessage, sns_envelope=True)
-        if message.job_id in done:
+        cancelled = message.indexes if message.type == MessageType.JOB_CONTROL else ()
+        if message.job_id in done and not cancelled:
             return
-        report = reconcile_job(cp, message.job_id)
+        report = reconcile_job(cp, message.job_id, cancelled=cancelled)
         done.add(message.job_id)
         metrics.add_metric(name="TasksAdmitted", unit=MetricUnit.Count, value=report.admitted)
         metrics.add_metric(name="LaunchCalls", unit=MetricUnit.Count, value=report.launch_calls)

@@ -1,0 +1,119 @@
+"""What the control plane's steady state costs in DynamoDB and EC2 requests (issue 4's cost goal):
+heartbeats write no index, a reconcile reads only what it needs, admissions launch and bind per pool."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from spotrun.attempts import claim, record_heartbeat
+from spotrun.messages import Heartbeat
+from spotrun.model import TaskState
+from spotrun.reaping import sweep
+from spotrun.scheduling import reconcile_job
+from tests.integration.test_task_flow import JOB, Loop, ref
+
+
+class Counting:
+    """Wraps a boto3 client and counts its operations."""
+
+    def __init__(self, client: Any):
+        self._client = client
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name.startswith("_") or name in ("get_paginator", "can_paginate"):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls[name] + 1
+            return attribute(*args, **kwargs)
+        return counted
+
+
+def raw_task(aws: Any, env: dict[str, str], job_id: str, index: int = 0) -> dict[str, Any]:
+    table = env["SPOTRUN_TABLE"]
+    return aws.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": f"TASK#{job_id}#{index:06d}"}, "sk": {"S": "TASK"}})["Item"]
+
+
+def test_a_heartbeat_changes_no_index_key_and_the_reaper_still_finds_a_silent_worker(cp, env, aws, context, clock):
+    # Given a running task
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    loop.drain()
+    job_id = accepted["job_id"]
+    claim(cp, ref(loop.task(job_id)))
+    before = raw_task(aws, env, job_id)
+
+    # When it heartbeats, then its progress is stored and no index key moved (no index write)
+    clock.advance(30)
+    task = loop.task(job_id)
+    beat = Heartbeat(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.instance_id, sent_at=clock(),
+                     progress=0.5)
+    assert record_heartbeat(cp, beat)
+    after = raw_task(aws, env, job_id)
+    assert after["progress"] == {"N": "0.5"}
+    for key in ("state_pk", "state_sk", "job_pk", "job_sk", "live_pk", "live_sk"):
+        assert after[key] == before[key], key
+
+    # And a worker that goes silent (EC2 says its instance is gone) is still found from the live index
+    cp.compute.client.terminate_instances(InstanceIds=[task.instance_id])
+    clock.advance(cp.settings.heartbeat_stale_seconds - 10)
+    assert sweep(cp).lost == []  # 20 s after its heartbeat it is not silent yet
+    clock.advance(20)
+    assert len(sweep(cp).lost) == 1
+
+
+def test_a_reconcile_of_a_running_job_reads_a_few_items_not_every_state_of_every_shard(cp, env, aws, context):
+    # Given a job with queued and running tasks
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 40, "max_concurrency": 4})
+    loop.drain()
+    job_id = accepted["job_id"]
+    for task in cp.store.tasks_in_state(job_id, TaskState.LAUNCHING, 10):
+        claim(cp, ref(task))
+
+    # When the scheduler reconciles it (a completion's wake-up, nothing to admit)
+    counting = Counting(cp.store.client)
+    cp.store.client = counting
+    reconcile_job(cp, job_id)
+
+    # Then it looks for queued work, not for cancelled or suspended tasks it has no sign of
+    assert counting.calls["query"] <= 2, counting.calls
+
+
+def test_a_single_cancelled_task_is_found_by_its_index(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 6, "max_concurrency": 2})
+    loop.drain()
+    job_id = accepted["job_id"]
+    launching = loop.task(job_id, 0)
+    assert launching.state == TaskState.LAUNCHING
+    # When the user cancels a queued and a launching task one by one
+    for index in (5, 0):
+        status, _ = loop.api("POST", f"/jobs/{job_id}/tasks/{index}/cancel")
+        assert status == 202
+    loop.drain()
+    # Then both are cancelled (the launching one's instance ended), the others are untouched
+    assert loop.task(job_id, 5).state == TaskState.CANCELLED and loop.task(job_id, 0).state == TaskState.CANCELLED
+    assert cp.compute.states([launching.instance_id])[launching.instance_id] in ("shutting-down", "terminated")
+    assert [loop.task(job_id, i).state for i in range(1, 5)].count(TaskState.CANCELLED) == 0
+
+
+def test_admitting_many_tasks_makes_one_launch_call_per_pool_and_no_call_per_instance(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)
+    counting = Counting(cp.compute.client)
+    cp.compute.client = counting
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 30, "max_concurrency": 30})
+    loop.drain()
+    job_id = accepted["job_id"]
+    launching = cp.store.tasks_in_state(job_id, TaskState.LAUNCHING, 100)
+    assert len(launching) == 30
+    pools = {t.pool for t in launching}
+    assert counting.calls["run_instances"] == len(pools) < 30
+    assert counting.calls["create_tags"] == 0
+    # Every task knows its instance, and every instance's worker record names its task
+    workers = cp.store.workers([t.instance_id for t in launching])
+    assert {(w.job_id, w.index, w.attempt) for w in workers.values()} == {(job_id, t.index, t.attempt) for t in launching}
