@@ -36,7 +36,8 @@ COMPUTE = {  # spot $/h of the instances being managed (assumed typical prices)
     "g5.xlarge spot": 0.40,
 }
 ASSUMPTIONS = {
-    "heartbeat_seconds": {"aws_assumed": 60, "agent_default": 30},
+    "heartbeat_seconds": {"agent_default": 60, "twice_as_often": 30},
+    "control_poll_seconds": "30: the agent reads its task's desired state twice per heartbeat (one GetItem each)",
     "checkpoint_interval_seconds": 600,  # the agent's 'auto' interval with its defaults (Young, 5 s cost, 0.1/h)
     "task_lengths_seconds": {"1 minute": 60, "10 minutes": 600, "1 hour": 3600},
     "heartbeats_per_task": "ceil(task length / heartbeat interval): the agent beats when the program starts",
@@ -47,8 +48,9 @@ ASSUMPTIONS = {
     "lambda_logs": "measured structured log bytes + 0.4 KB of platform lines and 0.6 KB of EMF metrics per invocation",
     "xray": "active tracing, default sampling: 5% of invocations (at low rates the 1/s reservoir traces more)",
     "scheduler_reconciles": "one reconcile per task completion (no coalescing of completions in one SQS batch)",
-    "reaper": "a sweep a minute: 2 GetItem per running instance (orphan check), a reconcile per open job, "
-              "the idle sweep in the fixed monthly cost",
+    "reaper": "a sweep a minute: 3 eventually consistent item reads per running instance, batched 100 per "
+              "BatchGetItem (its worker and task for the orphan check, its task from the live index), a reconcile "
+              "per open job, the idle sweep in the fixed monthly cost",
     "not_counted": "EC2 API calls (free), DynamoDB storage/PITR and SQS/SNS data transfer (small), users' own "
                    "GET /jobs polling",
 }
@@ -123,8 +125,10 @@ def _invocations(n: float, memory_mb: int) -> Bill:
 def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
     steady, idle = lifecycle["large_job_steady_state"], lifecycle["one_task_job"]
     phases, memory = steady["phases"], lifecycle["function_memory_mb"]
-    # The reaper reads WORKER and TASK of every running instance each minute (strongly consistent, < 4 KB).
-    per_instance_minute = Bill(rru=2.0, gb_seconds=2 * latency("dynamodb", "GetItem") * memory["reaper"] / 1024)
+    # Each minute the reaper reads, for every running instance, its WORKER and TASK items (orphan check)
+    # and, once the task is older than the stale threshold, the task again from the live index (heartbeats
+    # do not move its key): three eventually consistent reads (< 4 KB), 100 keys per BatchGetItem.
+    per_instance_minute = Bill(rru=1.5, gb_seconds=3 * latency("dynamodb", "BatchGetItem") / 100 * memory["reaper"] / 1024)
     idle_sweep = phase_bill(idle["phases"]["reaper_sweep"], memory, False)
     open_job_sweep = (phase_bill(phases["reaper_sweep"], memory, False) + idle_sweep * -1
                       + per_instance_minute * -steady["active_instances_during_sweep"])

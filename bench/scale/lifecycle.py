@@ -39,6 +39,7 @@ from spotrun.handlers.common import logger
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
 from spotrun.model import Checkpoint, TaskState
 
+CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2
 LOG_TAIL_BYTES = 4096  # the agent sends up to this much of the program's log with its report
 QUEUE_FUNCTION = {"scheduler": "scheduler", "heartbeats": "heartbeat", "reports": "finisher", "interruptions": "interruption"}
 
@@ -189,13 +190,14 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
         life.phase("boot_and_claim", boot_and_claim)
         progress = iter(range(1, 1_000))
 
-        def heartbeat() -> None:  # Agent._supervise, one tick
+        def heartbeat() -> None:  # Agent._supervise over one heartbeat interval
             clock.advance(heartbeat_seconds)
             beat = Heartbeat(job_id=job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id,
                              sent_at=clock(), progress=next(progress) / 1_000)
             with life.acting("agent"):
                 life.agent_sqs.send_message(QueueUrl=loop.urls["heartbeats"], MessageBody=beat.model_dump_json())
-                store.get_task(job_id, ref.index)
+                for _ in range(CONTROL_POLLS_PER_HEARTBEAT):  # it reads its desired state every half interval
+                    store.get_task(job_id, ref.index)
             loop.drain()
 
         life.phase("heartbeat", heartbeat, repeat=heartbeats)

@@ -245,12 +245,22 @@ class SpecError(ValueError):
         super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
 
 
+MAX_PROBLEMS_REPORTED = 50
+
+
 def problems_of(error: ValidationError) -> list[dict[str, str]]:
-    """Turn pydantic's errors into `{field, problem}` pairs a person can act on."""
+    """Turn pydantic's errors into `{field, problem}` pairs a person can act on.
+
+    The first MAX_PROBLEMS_REPORTED, then one line counting the rest: 100,000 wrong parameter sets
+    must not make a megabyte-long error.
+    """
     problems = []
-    for item in error.errors(include_url=False, include_input=False):
+    errors = error.errors(include_url=False, include_input=False)
+    for item in errors[:MAX_PROBLEMS_REPORTED]:
         field = ".".join(str(part) for part in item["loc"]) or "(body)"
         problems.append({"field": field, "problem": item["msg"]})
+    if len(errors) > MAX_PROBLEMS_REPORTED:
+        problems.append({"field": "(more)", "problem": f"{len(errors) - MAX_PROBLEMS_REPORTED} more problems like these"})
     return problems
 
 

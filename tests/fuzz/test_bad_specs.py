@@ -277,3 +277,15 @@ def test_errors_that_echo_the_path_are_json_not_html(module_cp: Any, context: An
 def test_a_rejected_hostile_name_is_not_echoed(module_cp: Any, context: Any) -> None:
     status, answer, _ = submit(module_cp, context, spec(name="<script>alert(1)</script>"))
     assert status == 400 and "<script>" not in json.dumps(answer)
+
+
+def test_many_wrong_parameter_sets_make_a_short_error_that_counts_the_rest() -> None:
+    from spotrun.spec import MAX_PROBLEMS_REPORTED, SpecError, parse_spec
+
+    spec = {"name": "sweep", "command": ["python", "x.py"], "parameters": [{"SEED": i} for i in range(5_000)]}
+    with pytest.raises(SpecError) as raised:
+        parse_spec(spec)
+    problems = raised.value.problems
+    assert len(problems) == MAX_PROBLEMS_REPORTED + 1
+    assert problems[0]["field"] == "parameters.0.SEED"
+    assert problems[-1] == {"field": "(more)", "problem": f"{5_000 - MAX_PROBLEMS_REPORTED} more problems like these"}

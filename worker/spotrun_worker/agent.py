@@ -54,7 +54,12 @@ class AgentConfig:
     report_queue_url: str
     region: str = "us-east-1"
     work_root: Path = Path("/var/lib/spotrun/work")
-    heartbeat_seconds: float = 30.0
+    # A heartbeat a minute: liveness for the reaper (stale after 3 min) and progress for users; each
+    # one is an SQS message, a Lambda share and a DynamoDB write (bench/results/scale.json: cost).
+    heartbeat_seconds: float = 60.0
+    # How often the agent reads its task's desired state (cancel, suspend, checkpoint now): one
+    # read, no write; half the heartbeat interval unless set.
+    control_poll_seconds: float | None = None
     metadata_poll_seconds: float = 5.0
     claim_wait_seconds: float = 180.0
     handover_wait_seconds: float = 150.0
@@ -71,7 +76,8 @@ class AgentConfig:
             heartbeat_queue_url=env["SPOTRUN_HEARTBEAT_QUEUE_URL"], report_queue_url=env["SPOTRUN_REPORT_QUEUE_URL"],
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             work_root=Path(env.get("SPOTRUN_WORK_ROOT", "/var/lib/spotrun/work")),
-            heartbeat_seconds=float(env.get("SPOTRUN_HEARTBEAT_SECONDS", 30)),
+            heartbeat_seconds=float(env.get("SPOTRUN_HEARTBEAT_SECONDS", 60)),
+            control_poll_seconds=float(env["SPOTRUN_CONTROL_POLL_SECONDS"]) if env.get("SPOTRUN_CONTROL_POLL_SECONDS") else None,
             metadata_poll_seconds=float(env.get("SPOTRUN_METADATA_POLL_SECONDS", 5)),
             min_checkpoint_interval=float(env.get("SPOTRUN_MIN_CHECKPOINT_INTERVAL", 30)),
             handover_wait_seconds=float(env.get("SPOTRUN_HANDOVER_WAIT_SECONDS", 150)),
@@ -201,6 +207,8 @@ class Agent:
         """Watch the program until it exits (None) or the attempt must end early (exit code of the agent)."""
         now = time.monotonic()
         next_heartbeat = now
+        next_control = now
+        control_every = self.config.control_poll_seconds or self.config.heartbeat_seconds / 2
         next_metadata = now
         next_checkpoint = now + self._interval()
         last_checkpoint_at = self.clock()
@@ -216,6 +224,8 @@ class Agent:
             if now >= next_heartbeat:
                 next_heartbeat = now + self.config.heartbeat_seconds
                 self._heartbeat()
+            if now >= next_control:
+                next_control = now + control_every
                 current = self.store.get_task(self.ref.job_id, self.ref.index)
                 if current is None:
                     return self._leave("cancelled", "task removed", None, checkpoint=False)
