@@ -33,7 +33,8 @@ def headline(parts: dict[str, Any]) -> dict[str, Any]:
     params = sub["fakes"]["parameters_spec"]
     latency = next(k for k in params if k not in ("0ms", "0ms_without_botocore_parameter_validation"))
     steady = parts["lifecycle"]["large_job_steady_state"]["phases"]
-    hour = {case: rows["heartbeat_60s"]["1 hour"]["percent_of_compute"] for case, rows in costs["by_case"].items()}
+    hour = {f"{case}, {mode}": by_mode["heartbeat_60s"]["1 hour"]["percent_of_compute"]
+            for case, modes in costs["by_case"].items() for mode, by_mode in modes.items()}
     return {
         "submit_100k_parameters": {
             "wall_seconds_0ms": params["0ms"]["wall_seconds"], f"wall_seconds_{latency}": params[latency]["wall_seconds"],

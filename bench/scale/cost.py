@@ -136,23 +136,30 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for case in ("one_per_message", "full_batches"):
         bills = {name: phase_bill(phase, memory, case == "full_batches") for name, phase in phases.items()}
-        once = bills["submit"] * (1 / steady["tasks"]) + bills["boot_and_claim"] + bills["completion"]
+        submit_share = bills["submit"] * (1 / steady["tasks"])
+        per_task_fixed = {
+            # every task on a new instance: launch, boot and claim, completion, termination, the next admission
+            "new_instance_per_task": submit_share + bills["boot_and_claim"] + bills["completion"],
+            # the default: a finished agent takes its job's next queued task (no launch, no boot)
+            "instance_reuse": submit_share + bills["completion_with_reuse"],
+        }
         results[case] = {}
-        for beat in ASSUMPTIONS["heartbeat_seconds"].values():
-            rows = {}
-            for length_name, length in ASSUMPTIONS["task_lengths_seconds"].items():
-                task = (once + bills["heartbeat"] * math.ceil(length / beat)
-                        + bills["checkpoint"] * math.floor(length / ASSUMPTIONS["checkpoint_interval_seconds"])
-                        + per_instance_minute * (length / 60))
-                per_task = task.dollars()
-                per_1000h = per_task["total"] * 1000 * 3600 / length
-                rows[length_name] = {
-                    "per_1000_tasks_usd": {k: round(v * 1000, 4) for k, v in per_task.items()},
-                    "per_1000_instance_hours_usd": round(per_1000h, 3),
-                    "percent_of_compute": {name: round(100 * per_1000h / (1000 * price), 3)
-                                           for name, price in COMPUTE.items()},
-                }
-            results[case][f"heartbeat_{beat}s"] = rows
+        for mode, once in per_task_fixed.items():
+            for beat in ASSUMPTIONS["heartbeat_seconds"].values():
+                rows = {}
+                for length_name, length in ASSUMPTIONS["task_lengths_seconds"].items():
+                    task = (once + bills["heartbeat"] * math.ceil(length / beat)
+                            + bills["checkpoint"] * math.floor(length / ASSUMPTIONS["checkpoint_interval_seconds"])
+                            + per_instance_minute * (length / 60))
+                    per_task = task.dollars()
+                    per_1000h = per_task["total"] * 1000 * 3600 / length
+                    rows[length_name] = {
+                        "per_1000_tasks_usd": {k: round(v * 1000, 4) for k, v in per_task.items()},
+                        "per_1000_instance_hours_usd": round(per_1000h, 3),
+                        "percent_of_compute": {name: round(100 * per_1000h / (1000 * price), 3)
+                                               for name, price in COMPUTE.items()},
+                    }
+                results[case].setdefault(mode, {})[f"heartbeat_{beat}s"] = rows
     heartbeat = phase_bill(phases["heartbeat"], memory, False)
     index_writes = phases["heartbeat"]["by_actor"]["heartbeat"]["dynamodb_units"]["gsi_wru"]
     return {
@@ -165,6 +172,7 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
             "submit_share": _usd(phase_bill(phases["submit"], memory, False) * (1 / steady["tasks"])),
             "boot_and_claim": _usd(phase_bill(phases["boot_and_claim"], memory, False)),
             "completion_and_next_admission": _usd(phase_bill(phases["completion"], memory, False)),
+            "completion_and_next_task_on_the_same_instance": _usd(phase_bill(phases["completion_with_reuse"], memory, False)),
             "checkpoint_commit": _usd(phase_bill(phases["checkpoint"], memory, False)),
         },
         "reaper_usd": {"per_running_instance_hour": _usd(per_instance_minute * 60)["total"],

@@ -37,7 +37,8 @@ from spotrun.control import ControlPlane, Settings
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, TaskState
+from spotrun.domain.lifecycle import TaskChange
+from spotrun.model import Attempt, Checkpoint, TaskState
 
 CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2
 LOG_TAIL_BYTES = 4096  # the agent sends up to this much of the program's log with its report
@@ -210,6 +211,43 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
                     seq, f"checkpoints/{job_id}/{ref.index}/{seq:08d}", ref.attempt, 50 * 2**20, clock(), "signal"))
 
         life.phase("checkpoint", checkpoint)
+
+        def completion_with_reuse() -> None:
+            """The agent's report with keep_instance, then Agent._take_next_task and the next claim on
+            the same instance (no launch, no boot): a sweep's steady state with instance reuse."""
+            nonlocal ref
+            clock.advance(30)
+            report = CompletionReport(
+                job_id=job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id, sent_at=clock(),
+                outcome="completed", program=ProgramResult(exit_code=0, exec_seconds=600.0, log_tail="x" * LOG_TAIL_BYTES),
+                keep_instance=True,
+            )
+            with life.acting("agent"):
+                life.agent_sqs.send_message(QueueUrl=loop.urls["reports"], MessageBody=report.model_dump_json())
+            loop.drain()
+            with life.acting("agent"):
+                done = store.get_task(job_id, ref.index)
+                store.get_job(job_id)
+                nxt = min(store.tasks_in_state(job_id, TaskState.QUEUED, 10), key=lambda t: t.index)
+                change = TaskChange(nxt, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
+                                    set_fields={"pool": done.pool, "market": done.market, "price_per_hour": done.price_per_hour},
+                                    remove_fields=("draining_attempt",))
+                assert store.apply_many([change], clock(), {"reused_instance": ref.instance_id},
+                                        {"max_active": max_concurrency})
+                store.put_attempts([Attempt(job_id, nxt.index, nxt.attempt + 1, done.pool, done.market, launched_at=clock(),
+                                            price_per_hour=done.price_per_hour)])
+                store.bind_instance(job_id, nxt.index, nxt.attempt + 1, ref.instance_id, done.pool, clock())
+                store.worker(ref.instance_id)
+                ref = AttemptRef(job_id=job_id, index=nxt.index, attempt=nxt.attempt + 1, instance_id=ref.instance_id)
+                store.get_job(job_id)
+                store.get_task(job_id, ref.index)
+                claim(life.agent, ref)
+                store.get_task(job_id, ref.index)
+                store.task_environment(job_id, ref.index)
+            loop.drain()
+
+        if tasks > max_concurrency:
+            life.phase("completion_with_reuse", completion_with_reuse)
 
         def completion() -> None:  # Agent._report, then what the control plane makes of it
             clock.advance(30)
