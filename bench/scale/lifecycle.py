@@ -34,10 +34,10 @@ from spotrun import resources
 from spotrun.adapters.dynamo import DynamoStore
 from spotrun.attempts import claim, commit_checkpoint
 from spotrun.control import ControlPlane, Settings
+from spotrun.domain.lifecycle import TaskChange
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.domain.lifecycle import TaskChange
 from spotrun.model import Attempt, Checkpoint, TaskState
 
 CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2

@@ -2,48 +2,89 @@
 
 Shared by the lambdas and the worker agent: one definition of every message shape. Unknown keys are
 ignored (forward compatible) but every required field is checked.
+
+Every number is bounded to what it honestly can be, so an accepted message can always be stored:
+JSON carries any number, DynamoDB only finite ones of at most 38 significant digits whose magnitude
+is 0 or within 1E-130..9.99E+125, so a value outside those (a progress of 1e-200, an exit code of
+10**40, NaN) would fail every write and be retried into the dead-letter queue. A message that fails
+validation is dropped with a log line and a metric instead (spotrun.handlers.common).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from spotrun.model import Scope
+from spotrun.spec import MAX_TASKS
+
+# Floats on the wire: finite, below this magnitude, and rounded to FLOAT_DECIMALS places, so a tiny
+# value (1e-200) becomes 0 rather than underflowing DynamoDB's range, and a float's text (at most 17
+# significant digits, see spotrun.adapters.dynamo) always fits its 38.
+MAX_WIRE_FLOAT = 1e15
+FLOAT_DECIMALS = 9
+MAX_SEQ = 2**53 - 1  # sequence numbers stay exact in every JSON reader
+MAX_ATTEMPT = 2**31 - 1
+MAX_INDEX = MAX_TASKS  # the combine task comes after the last of at most MAX_TASKS tasks
+JOB_ID_PATTERN = r"^j-[0-9a-f]{20}$"  # what spotrun.jobs generates (new_job_id, idempotent_job_id)
+
+
+def _rounded(value: float) -> float:
+    return round(value, FLOAT_DECIMALS) + 0.0  # + 0.0: no negative zero
+
+
+def _utc(value: datetime) -> datetime:
+    """A naive time is taken as UTC; every time is kept in UTC and within years 2000..9998 (a clock
+    that says otherwise is broken, and a time the store cannot write is refused here, not there)."""
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+    if not 2000 <= moment.year <= 9998:
+        raise ValueError("the time is out of range (years 2000 to 9998)")
+    return moment
+
+
+WireFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_WIRE_FLOAT, le=MAX_WIRE_FLOAT),
+                      AfterValidator(_rounded)]
+Seconds = Annotated[WireFloat, Field(ge=0)]
+WireTime = Annotated[datetime, AfterValidator(_utc)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class AttemptRef(WireModel):
     """Names one attempt of one task: the fencing token every agent message carries."""
 
     job_id: str = Field(min_length=1, max_length=64)
-    index: int = Field(ge=0)
-    attempt: int = Field(ge=1)
+    index: int = Field(ge=0, le=MAX_INDEX)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     instance_id: str = Field(min_length=1, max_length=64)
 
 
 class Heartbeat(AttemptRef):
     kind: Literal["heartbeat"] = "heartbeat"
-    sent_at: datetime
+    sent_at: WireTime
     phase: Literal["staging", "restoring", "running", "checkpointing", "uploading"] = "running"
-    progress: float | None = Field(None, ge=0, le=1)
-    cpu_percent: float | None = Field(None, ge=0)
-    memory_bytes: int | None = Field(None, ge=0)
-    checkpoint_seq: int | None = None
+    progress: Annotated[WireFloat, Field(ge=0, le=1)] | None = None
+    cpu_percent: Annotated[WireFloat, Field(ge=0)] | None = None  # 100 per busy vCPU
+    memory_bytes: int | None = Field(None, ge=0, le=2**63 - 1)
+    checkpoint_seq: Seq | None = None
 
 
 class ProgramResult(WireModel):
     """What the user's program did, reported apart from what happened to the attempt."""
 
-    exit_code: int | None = None
-    signal: int | None = None
+    # An exit status (0..255 on Linux; any C int elsewhere), and the signal that killed the program.
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    signal: int | None = Field(None, ge=1, le=255)
     log_tail: str = Field("", max_length=8192)
-    exec_seconds: float = Field(0.0, ge=0)
+    exec_seconds: Seconds = 0.0
 
 
 AttemptOutcome = Literal[
@@ -58,14 +99,14 @@ AttemptOutcome = Literal[
 
 class CompletionReport(AttemptRef):
     kind: Literal["completion"] = "completion"
-    sent_at: datetime
+    sent_at: WireTime
     outcome: AttemptOutcome
     reason: str = Field("", max_length=2048)
     program: ProgramResult | None = None
-    outputs: list[str] = Field(default_factory=list, max_length=10_000)
-    checkpoint_seq: int | None = None
+    outputs: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(default_factory=list, max_length=10_000)
+    checkpoint_seq: Seq | None = None
     # Seconds of progress this attempt could not save (since its last committed checkpoint).
-    unsaved_seconds: float | None = Field(None, ge=0)
+    unsaved_seconds: Seconds | None = None
     # The agent keeps its instance to take the job's next queued task (instance reuse).
     keep_instance: bool = False
 
@@ -80,10 +121,14 @@ class CompletionReport(AttemptRef):
         return None
 
 
+# The values of spotrun.resources.MessageType (the control topic's filter policies name the same).
+ControlType = Literal["JobSubmitted", "TasksRunnable", "CapacityFreed", "JobControl"]
+
+
 class ControlMessage(WireModel):
     """A message on the control topic; `type` is also its SNS message attribute."""
 
-    type: str
-    job_id: str
-    indexes: list[int] = Field(default_factory=list)
-    reason: str = ""
+    type: ControlType
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    indexes: list[Annotated[int, Field(ge=0, le=MAX_INDEX)]] = Field(default_factory=list, max_length=MAX_INDEX + 1)
+    reason: str = Field("", max_length=1024)

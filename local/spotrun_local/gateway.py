@@ -285,6 +285,14 @@ class Gateway:
         return 200, {"job": job, "tasks": tasks.get("tasks", []), "more_tasks": bool(tasks.get("next_token"))}
 
 
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*", re.IGNORECASE)
+
+
+def _without_token(text: str) -> str:
+    """A request line fit for a log: the UI token (a bearer secret) replaced."""
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
 def start_gateway(handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
                   ui_token: str | None = None) -> Gateway:
     """Serve `handler` behind SigV4 authentication on host:port (0: a free port) in a daemon thread."""
@@ -369,7 +377,8 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(raw)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-            log.debug("%s - %s", self.client_address[0], format % args)
+            # The request line carries the web page's ?token=...: logged without it.
+            log.debug("%s - %s", self.client_address[0], _without_token(format % args))
 
     return RequestHandler
 

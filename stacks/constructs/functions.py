@@ -325,6 +325,8 @@ def _environment(control_plane: ControlPlane) -> dict[str, str]:
         EnvVar.POOL_MAX_INSTANCES: str(config.pool_max_instances),
         "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
         "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
+        # Responses can hold presigned URLs (which carry the function's session token): never in traces.
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
     }
 
 

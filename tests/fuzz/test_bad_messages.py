@@ -24,7 +24,7 @@ from spotrun.handlers import common, finisher, heartbeat, interruption, schedule
 from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
 from spotrun.model import Task, TaskState
 from spotrun_local.pump import SqsPump
-from tests.fuzz.support import sns_envelope, sqs_event
+from tests.fuzz.support import sns_envelope, sqs_event, table_items
 from tests.support import eventbridge_event
 
 UNKNOWN_JOB = "j-0000000000000000dead"
@@ -52,7 +52,17 @@ BAD_CONTROL: dict[str, tuple[str, str | None]] = {
                                         MALFORMED),
     "a raw control message (no envelope)": (json.dumps({"type": "JobSubmitted", "job_id": UNKNOWN_JOB}), MALFORMED),
     "an unknown job": (sns_envelope(ControlMessage(type="JobSubmitted", job_id=UNKNOWN_JOB).model_dump_json()), None),
-    "a foreign message type": (sns_envelope(json.dumps({"type": "Hello", "job_id": UNKNOWN_JOB})), None),
+    "a foreign message type": (sns_envelope(json.dumps({"type": "Hello", "job_id": UNKNOWN_JOB})), MALFORMED),
+    "a 4 kB type": (sns_envelope(json.dumps({"type": "x" * 4096, "job_id": UNKNOWN_JOB})), MALFORMED),
+    "a job id not spotrun's": (sns_envelope(json.dumps({"type": "JobSubmitted", "job_id": "../etc/passwd"})), MALFORMED),
+    # longer than a DynamoDB key may be: the reconcile's first read would fail, and fail again on every retry
+    "a 3 kB job id": (sns_envelope(json.dumps({"type": "JobSubmitted", "job_id": "j-" + "0" * 3000})), MALFORMED),
+    "an index beyond the task limit": (sns_envelope(json.dumps({"type": "TasksRunnable", "job_id": UNKNOWN_JOB,
+                                                                "indexes": [10**40]})), MALFORMED),
+    "a negative index": (sns_envelope(json.dumps({"type": "TasksRunnable", "job_id": UNKNOWN_JOB, "indexes": [-1]})),
+                         MALFORMED),
+    "a 2 kB reason": (sns_envelope(json.dumps({"type": "JobControl", "job_id": UNKNOWN_JOB, "reason": "x" * 2048})),
+                      MALFORMED),
 }
 BAD_HEARTBEATS: dict[str, tuple[str, str | None]] = {
     "not JSON": ("not json at all", MALFORMED),
@@ -97,14 +107,27 @@ BAD_EVENTS: dict[str, tuple[str, str | None]] = {
     "a state without instance": (json.dumps(eventbridge_event(STATE, {"state": "terminated"})), "IgnoredEvents"),
     "a running instance": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-0abc", "state": "running"})),
                            "IgnoredEvents"),
-    "an unknown instance": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-0unknown00000000"})), None),
-    "a numeric instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": 123})), None),
-    "a list instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": ["i-1"]})), None),
-    "an unknown instance lost": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-0gone", "state": "terminated"})),
-                                 None),
+    "an unknown instance": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-0000000000000dead"})), None),
+    "a numeric instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": 123})), "IgnoredEvents"),
+    "a list instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": ["i-1"]})), "IgnoredEvents"),
+    "an instance id not EC2's": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-0unknown00000000"})),
+                                 "IgnoredEvents"),
+    "a 4 kB instance id": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-" + "0" * 4096})), "IgnoredEvents"),
+    "a 4 kB instance id rebalanced": (json.dumps(eventbridge_event("EC2 Instance Rebalance Recommendation",
+                                                                   {"instance-id": "i-" + "a" * 4096})), "IgnoredEvents"),
+    "a 4 kB instance id lost": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-" + "f" * 4096,
+                                                                     "state": "terminated"})), "IgnoredEvents"),
+    "an unknown instance lost": (json.dumps(eventbridge_event(STATE, {"instance-id": "i-00000000000000901",
+                                                                      "state": "terminated"})), None),
     "a health event for nobody": (json.dumps({**eventbridge_event("AWS Health Event", {
-        "service": "EC2", "eventTypeCategory": "scheduledChange", "affectedEntities": [{"entityValue": "i-0zz"}, "x"],
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "affectedEntities": [{"entityValue": "i-0ff"}, "x"],
         "startTime": 5}, source="aws.health")}), None),
+    "a health event naming no instance": (json.dumps({**eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange",
+        "affectedEntities": [{"entityValue": "i-" + "0" * 4096}, {"entityValue": "vol-0abc"}, {"entityValue": 5}]},
+        source="aws.health")}), "IgnoredEvents"),
+    "a naive event time": (json.dumps({**eventbridge_event(SPOT, {"instance-id": "i-0000000000000beef"}),
+                                       "time": "2026-11-23T10:00:00"}), None),
 }
 
 
@@ -280,3 +303,114 @@ def test_through_the_real_queues_bad_messages_are_deleted_not_dead_lettered(modu
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
             assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) \
                 == ("0", "0"), (queue, url)
+
+
+# Records for a real running task whose numbers DynamoDB cannot store (magnitude 0 or 1E-130..9.99E+125,
+# at most 38 digits) or that no honest agent sends: before their bounds, each failed its write on every
+# delivery and went to the dead-letter queue. Now each fails validation and is dropped: no write at all.
+UNSTORABLE_HEARTBEATS = {
+    "cpu_percent 1e300": {"cpu_percent": 1e300},
+    "memory_bytes 10**40": {"memory_bytes": 10**40},
+    "checkpoint_seq 10**40": {"checkpoint_seq": 10**40},
+    "NaN cpu_percent": {"cpu_percent": float("nan")},
+    "Infinity progress": {"progress": float("inf")},
+    "a negative attempt": {"attempt": -1},
+    "sent_at overflowing UTC": {"sent_at": "9999-12-31T23:59:59-01:00"},
+}
+UNSTORABLE_REPORTS = {
+    "exit_code 10**40": {"program": {"exit_code": 10**40}},
+    "exit_code -10**40": {"program": {"exit_code": -(10**40)}},
+    "exec_seconds 1e200": {"program": {"exit_code": 0, "exec_seconds": 1e200}},
+    "exec_seconds Infinity": {"program": {"exit_code": 0, "exec_seconds": float("inf")}},
+    "unsaved_seconds 1e200": {"outcome": "interrupted", "unsaved_seconds": 1e200},
+    "unsaved_seconds NaN": {"outcome": "interrupted", "unsaved_seconds": float("nan")},
+    "checkpoint_seq 10**40": {"outcome": "interrupted", "checkpoint_seq": 10**40},
+    "signal 10**40": {"program": {"signal": 10**40}},
+    "a negative attempt": {"attempt": -2},
+    "sent_at before year 1 in UTC": {"sent_at": "0001-01-01T00:00:00+01:00"},
+}
+
+
+def _raw_items(cp: Any, job_id: str) -> list[dict[str, Any]]:
+    """The job's task, attempt and timeline items exactly as stored."""
+    return sorted((item for item in table_items(cp) if job_id in item["pk"]["S"]), key=json.dumps)
+
+
+def _body(task: Task, at: Any, change: dict[str, Any], **base: Any) -> str:
+    return json.dumps({"job_id": task.job_id, "index": task.index, "attempt": task.attempt,
+                       "instance_id": task.instance_id, "sent_at": at.isoformat(), **base, **change})
+
+
+@pytest.mark.parametrize(("handler", "bad", "base"), [
+    (heartbeat.handler, UNSTORABLE_HEARTBEATS, {"progress": 0.5}),
+    (finisher.handler, UNSTORABLE_REPORTS, {"outcome": "completed"}),
+], ids=["heartbeats", "reports"])
+def test_numbers_the_store_cannot_keep_are_dropped_before_any_write(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord],
+        handler: Any, bad: dict[str, dict[str, Any]], base: dict[str, Any]) -> None:
+    task = running(module_cp, context)[0]
+    at = module_cp.clock.advance(30)
+    before = _raw_items(module_cp, task.job_id)
+    capsys.readouterr()
+    event = sqs_event(*(_body(task, at, change, **base) for change in bad.values()))
+    names = {r["messageId"]: name for r, name in zip(event["Records"], bad, strict=True)}
+    assert handler(event, context, control=module_cp) == {"batchItemFailures": []}
+    assert sorted(names[r.message_id] for r in dropped) == sorted(bad)  # type: ignore[attr-defined]
+    assert emitted(capsys.readouterr().out, MALFORMED) == len(bad)
+    assert _raw_items(module_cp, task.job_id) == before  # nothing written, not even half of a move
+    # and the same task still takes a good one
+    assert handler(sqs_event(_body(task, at, {"program": {"exit_code": 0}} if handler is finisher.handler else {},
+                                   **base)), context, control=module_cp) == {"batchItemFailures": []}
+    assert _raw_items(module_cp, task.job_id) != before
+
+
+def test_tiny_and_inexact_floats_are_rounded_and_stored(module_cp: Any, context: Any) -> None:
+    """A progress of 1e-200 (the agent reads it from a file the program writes) is below DynamoDB's
+    smallest number: it is stored as 0, not retried; 0.1 + 0.2 is stored as 0.3."""
+    tasks = running(module_cp, context)
+    at = module_cp.clock.advance(30)
+    beats = [_body(tasks[0], at, {"progress": 1e-200, "cpu_percent": 1e-200}),
+             _body(tasks[1], at, {"progress": 0.1 + 0.2, "cpu_percent": 100 / 3})]
+    assert heartbeat.handler(sqs_event(*beats), context, control=module_cp) == {"batchItemFailures": []}
+    first, second = (module_cp.store.get_task(t.job_id, t.index) for t in tasks[:2])
+    assert (first.progress, first.last_heartbeat_at) == (0, at)
+    assert second.progress == 0.3
+    report = _body(tasks[2], at, {"program": {"exit_code": 0, "exec_seconds": 1 / 3}}, outcome="completed")
+    assert finisher.handler(sqs_event(report), context, control=module_cp) == {"batchItemFailures": []}
+    assert module_cp.store.get_task(tasks[2].job_id, 2).state == TaskState.SUCCEEDED
+
+
+def test_a_warning_with_a_naive_time_is_acted_on_once_and_acknowledged(
+        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """EventBridge writes '...Z'; an event without a zone is UTC. It used to make the handler raise after it
+    had replaced the task (comparing naive and aware times for the latency metric): retried, then dead-lettered."""
+    task = running(module_cp, context)[0]
+    at = module_cp.clock.advance(60)
+    warning = {**eventbridge_event(SPOT, {"instance-id": task.instance_id, "instance-action": "terminate"}),
+               "time": (at - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")}
+    capsys.readouterr()
+    assert interruption.handler(sqs_event(json.dumps(warning)), context, control=module_cp) == {"batchItemFailures": []}
+    replaced = module_cp.store.get_task(task.job_id, task.index)
+    assert replaced.attempt == 2 and replaced.state == TaskState.LAUNCHING
+    assert emitted(capsys.readouterr().out, "SpotInterruptionWarningLatency") == 5.0
+
+
+def test_an_event_naming_a_bad_instance_id_is_ignored_with_a_log_line(module_cp: Any, context: Any) -> None:
+    ignored: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "ignored an instance event":
+                ignored.append(record)
+
+    underlying, keep = logging.getLogger(common.logger.name), Keep(logging.WARNING)
+    underlying.addHandler(keep)
+    try:
+        for instance_id in ("i-" + "0" * 4096, "i-0UPPER", 123, "i-0abc; drop table"):
+            event = eventbridge_event(SPOT, {"instance-id": instance_id})
+            answer = interruption.handler(sqs_event(json.dumps(event)), context, control=module_cp)
+            assert answer == {"batchItemFailures": []}
+    finally:
+        underlying.removeHandler(keep)
+    problems = [r.problem for r in ignored]  # type: ignore[attr-defined]
+    assert len(problems) == 4 and all(p.startswith("not an instance id") and len(p) < 200 for p in problems)

@@ -20,12 +20,29 @@ from template_query import REPORT_ONLY, StackTemplate, Synthesized  # noqa: E402
 
 from stacks.spotrun_stack import build_app  # noqa: E402
 
+# Credentials of the machine that synthesizes, planted in the environment while the stack is built so that a
+# test can look for them in everything the synth wrote (tests/infrastructure/test_secrets.py): a construct
+# reading os.environ would copy them. Shaped like AWS's, valid nowhere.
+PLANTED_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAPLANTED7XQ2ZK9WD",
+    "AWS_SECRET_ACCESS_KEY": "pLaNtEd/SeCrEt+k3y/0f/tHe/SyNtH/mAcHiNe00",
+    "AWS_SESSION_TOKEN": "IQoJb3JpZ2luX2VjEPLANTEDsessionTOKENforTHEsynthONLY",
+}
+
 
 @pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+def planted_credentials() -> dict[str, str]:
+    return dict(PLANTED_CREDENTIALS)
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory, planted_credentials: dict[str, str]) -> Synthesized:
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app(outdir=str(outdir), context=REPORT_ONLY)
-    assembly = app.synth()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in planted_credentials.items():
+            patch.setenv(name, value)
+        app, stack = build_app(outdir=str(outdir), context=REPORT_ONLY)
+        assembly = app.synth()
     template = Template.from_stack(stack)  # reuses the assembly above: no second synth
     return Synthesized(
         stack=stack,

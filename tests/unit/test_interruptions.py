@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from spotrun.domain.interruptions import Action, classify_event
@@ -32,6 +34,27 @@ from tests.support import eventbridge_event
      Action.IGNORE),
     (eventbridge_event("EC2 Spot Instance Request Fulfillment", {"instance-id": "i-1"}), Action.IGNORE),
     (eventbridge_event("EC2 Spot Instance Interruption Warning", {"wrong": "shape"}), Action.IGNORE),
+    # a time without a zone (EventBridge writes '...Z') is UTC, never a naive datetime
+    ({**eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-1"}),
+      "time": "2026-11-23T10:00:00"}, Action.REPLACE),
+    ({**eventbridge_event("EC2 Instance State-change Notification", {"instance-id": "i-1", "state": "terminated"}),
+      "time": "2026-11-23T10:00:00"}, Action.ATTEMPT_LOST),
+    # instance ids are EC2's shape ('i-' and hex digits, at most 64 characters) or the event is ignored
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-" + "0" * 62}), Action.REPLACE),
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-" + "0" * 63}), Action.IGNORE),
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-0ABC"}), Action.IGNORE),
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-"}), Action.IGNORE),
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "vol-0abc"}), Action.IGNORE),
+    (eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": 7}), Action.IGNORE),
+    (eventbridge_event("EC2 Instance Rebalance Recommendation", {"instance-id": "i-1\n"}), Action.IGNORE),
+    (eventbridge_event("EC2 Instance State-change Notification", {"instance-id": "i-" + "f" * 4096, "state": "terminated"}),
+     Action.IGNORE),
+    (eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange",
+        "affectedEntities": [{"entityValue": "i-" + "0" * 100}, {"entityValue": "i-xyz"}, {"entityValue": ["i-1"]}],
+    }, source="aws.health"), Action.IGNORE),
+    (eventbridge_event("AWS Health Event", {"service": "EC2", "eventTypeCategory": "scheduledChange",
+                                            "affectedEntities": "i-1"}, source="aws.health"), Action.IGNORE),
     ({"source": "aws.ec2"}, Action.IGNORE),
     ("a string", Action.IGNORE),
     (None, Action.IGNORE),
@@ -52,3 +75,43 @@ def test_a_health_event_names_every_affected_instance_and_when():
 def test_a_warning_keeps_its_own_timestamp_for_latency_metrics():
     event = classify_event(eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-9"}))
     assert event.at is not None and event.instance_ids == ("i-9",)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+    ("2026-11-23T10:00:00", datetime(2026, 11, 23, 10, tzinfo=UTC)),  # no zone: UTC
+    ("2026-11-23T11:00:00+01:00", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+    ("Mon, 23 Nov 2026 10:00:00 GMT", datetime(2026, 11, 23, 10, tzinfo=UTC)),  # AWS Health's startTime
+    ("0001-01-01T00:00:00+01:00", None),  # before year 1 in UTC
+    ("yesterday", None),
+    (5, None),
+    ("2026-11-23T10:00:00" + " " * 100, None),
+])
+def test_event_times_are_aware_and_in_utc(text, expected):
+    for event in (
+        eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-1"}),
+        eventbridge_event("EC2 Instance Rebalance Recommendation", {"instance-id": "i-1"}),
+        eventbridge_event("EC2 Instance State-change Notification", {"instance-id": "i-1", "state": "stopped"}),
+    ):
+        at = classify_event({**event, "time": text}).at
+        assert at == expected and (at is None or at.utcoffset().total_seconds() == 0)
+    health = classify_event(eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "startTime": text,
+        "affectedEntities": [{"entityValue": "i-1"}]}, source="aws.health"))
+    assert health.not_before == expected
+
+
+def test_a_bad_instance_id_is_ignored_with_the_reason_why_and_quoted_short():
+    event = classify_event(eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-" + "z" * 5000}))
+    assert event.action == Action.IGNORE and event.instance_ids == ()
+    assert event.reason.startswith("not an instance id") and len(event.reason) < 120
+
+
+def test_words_of_the_event_quoted_in_a_reason_are_short_and_printable():
+    event = classify_event(eventbridge_event("EC2 Spot Instance Interruption Warning",
+                                             {"instance-id": "i-1", "instance-action": "x\n" * 5000}))
+    assert event.action == Action.REPLACE and len(event.reason) < 120 and "\n" not in event.reason
+    health = classify_event(eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "eventTypeCode": "C" * 5000,
+        "affectedEntities": [{"entityValue": "i-1"}, {"entityValue": "i-1"}]}, source="aws.health"))
+    assert health.instance_ids == ("i-1",) and len(health.reason) < 120

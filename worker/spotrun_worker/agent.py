@@ -467,7 +467,7 @@ class Agent:
                 keep_instance: bool = False) -> None:
         report = CompletionReport(
             job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt, instance_id=self.ref.instance_id,
-            sent_at=self.clock(), outcome=outcome, reason=reason, program=program, checkpoint_seq=checkpoint_seq,
+            sent_at=self.clock(), outcome=outcome, reason=reason[:2048], program=program, checkpoint_seq=checkpoint_seq,
             unsaved_seconds=unsaved_seconds, keep_instance=keep_instance,
         )
         for attempt in range(5):

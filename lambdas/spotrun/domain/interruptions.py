@@ -6,9 +6,11 @@ event is acknowledged and ignored, never retried forever (Karpenter's interrupti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,28 +35,51 @@ class InstanceEvent:
 IGNORED = InstanceEvent(Action.IGNORE, (), "unknown")
 
 _LOST_STATES = {"stopping", "stopped", "shutting-down", "terminated"}
+# An EC2 instance id: 'i-' and hex digits (8 or 17 today), at most 64 characters as the store keeps it.
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{1,62}")
+
+
+class BadInstanceId(ValueError):
+    """The event names its instance with something that is not an EC2 instance id."""
+
+
+def _instance_id(value: Any) -> str:
+    if not isinstance(value, str) or not INSTANCE_ID.fullmatch(value):
+        raise BadInstanceId(f"not an instance id: {str(value)[:80]!r}")
+    return value
+
+
+def _word(value: Any) -> str:
+    """A word of the event quoted in a reason (which the task and its timeline keep): short, one line."""
+    return "".join(c for c in str(value)[:64] if c.isprintable())
 
 
 def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+    """An event's time, always aware and in UTC: EventBridge writes ISO 8601 UTC ('...Z'), AWS Health
+    its startTime as an HTTP date ('Wed, 25 Nov 2026 10:00:00 GMT'); a time without a zone is UTC."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            moment = parsedate_to_datetime(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
         return None
 
 
 def _spot_warning(event: dict[str, Any]) -> InstanceEvent:
     detail = event["detail"]
     return InstanceEvent(
-        Action.REPLACE, (detail["instance-id"],), "SpotInterruptionWarning", _time(event.get("time")),
-        not_before=_time(event.get("time")), reason=f"spot interruption warning ({detail.get('instance-action', 'terminate')})",
+        Action.REPLACE, (_instance_id(detail["instance-id"]),), "SpotInterruptionWarning", _time(event.get("time")),
+        not_before=_time(event.get("time")), reason=f"spot interruption warning ({_word(detail.get('instance-action', 'terminate'))})",
     )
 
 
 def _rebalance(event: dict[str, Any]) -> InstanceEvent:
     return InstanceEvent(
-        Action.CHECKPOINT, (event["detail"]["instance-id"],), "RebalanceRecommendation", _time(event.get("time")),
+        Action.CHECKPOINT, (_instance_id(event["detail"]["instance-id"]),), "RebalanceRecommendation", _time(event.get("time")),
         reason="rebalance recommendation",
     )
 
@@ -62,10 +87,11 @@ def _rebalance(event: dict[str, Any]) -> InstanceEvent:
 def _state_change(event: dict[str, Any]) -> InstanceEvent:
     detail = event["detail"]
     state = detail["state"]
+    instance_id = _instance_id(detail["instance-id"])
     if state not in _LOST_STATES:
-        return InstanceEvent(Action.IGNORE, (detail["instance-id"],), "StateChange", _time(event.get("time")))
+        return InstanceEvent(Action.IGNORE, (instance_id,), "StateChange", _time(event.get("time")))
     return InstanceEvent(
-        Action.ATTEMPT_LOST, (detail["instance-id"],), "InstanceStateChange", _time(event.get("time")),
+        Action.ATTEMPT_LOST, (instance_id,), "InstanceStateChange", _time(event.get("time")),
         reason=f"instance {state}",
     )
 
@@ -74,13 +100,19 @@ def _health(event: dict[str, Any]) -> InstanceEvent:
     detail = event["detail"]
     if detail.get("service") != "EC2" or detail.get("eventTypeCategory") != "scheduledChange":
         return IGNORED
-    ids = tuple(
-        entity["entityValue"] for entity in detail.get("affectedEntities", [])
-        if isinstance(entity, dict) and str(entity.get("entityValue", "")).startswith("i-")
-    )
+    entities = detail.get("affectedEntities", [])
+    if not isinstance(entities, list):
+        return IGNORED
+    ids = tuple(dict.fromkeys(
+        entity["entityValue"] for entity in entities
+        if isinstance(entity, dict) and isinstance(entity.get("entityValue"), str)
+        and INSTANCE_ID.fullmatch(entity["entityValue"])
+    ))  # other entities (volumes, hosts, malformed ids) are not spotrun's to act on
+    if not ids:
+        return InstanceEvent(Action.IGNORE, (), "HealthScheduledChange", _time(event.get("time")))
     return InstanceEvent(
         Action.REPLACE, ids, "HealthScheduledChange", _time(event.get("time")),
-        not_before=_time(detail.get("startTime")), reason=f"scheduled change {detail.get('eventTypeCode', '')}".strip(),
+        not_before=_time(detail.get("startTime")), reason=f"scheduled change {_word(detail.get('eventTypeCode', ''))}".strip(),
     )
 
 
@@ -101,5 +133,7 @@ def classify_event(event: Any) -> InstanceEvent:
         return IGNORED
     try:
         return parser(event)
+    except BadInstanceId as bad:
+        return InstanceEvent(Action.IGNORE, (), str(event.get("detail-type"))[:128], reason=str(bad))
     except (KeyError, TypeError, AttributeError):
         return IGNORED

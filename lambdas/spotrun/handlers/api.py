@@ -305,9 +305,11 @@ def _no_route(_: Exception) -> Response:
     return _json(HTTPStatus.NOT_FOUND, {"error": f"no route {app.current_event.http_method} {app.current_event.path}"})
 
 
-@logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+# Neither the request nor the answer is logged or traced: they hold job specs (the tasks' environment),
+# program output and presigned URLs.
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId", log_event=False)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     app.append_context(cp=control or default_control_plane())
     return app.resolve(event, context)

@@ -23,8 +23,13 @@ tracer = Tracer(service="spotrun")
 
 
 def instrumented(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Every function's Powertools wrapping: structured logs with the Lambda context, EMF metrics, X-Ray."""
-    return logger.inject_lambda_context(metrics.log_metrics(tracer.capture_lambda_handler(handler)))
+    """Every function's Powertools wrapping: structured logs with the Lambda context, EMF metrics, X-Ray.
+
+    Neither the event nor the response is logged or traced (they can hold a job's environment, a
+    program's output or presigned URLs): a log line names ids, counts and states, never payloads.
+    """
+    return logger.inject_lambda_context(
+        metrics.log_metrics(tracer.capture_lambda_handler(handler, capture_response=False)), log_event=False)
 
 
 class Malformed(Exception):
@@ -37,8 +42,17 @@ def parse_body(record: SQSRecord, model: type[BaseModel], sns_envelope: bool = F
         if sns_envelope:
             body = json.loads(body["Message"])
         return model.model_validate(body)
-    except (ValueError, KeyError, TypeError, ValidationError) as error:
-        raise Malformed(f"{model.__name__}: {str(error)[:300]}") from None
+    except ValidationError as error:
+        raise Malformed(f"{model.__name__}: {problems(error)}"[:300]) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise Malformed(f"{model.__name__}: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def problems(error: ValidationError) -> str:
+    """Which fields were wrong and why, without the values: the log keeps no payload (a report's
+    program output, say), only where it was wrong."""
+    return "; ".join(f"{'.'.join(str(part) for part in item['loc']) or '(message)'}: {item['msg']}"
+                     for item in error.errors(include_url=False, include_input=False, include_context=False))
 
 
 def run_batch(event: dict[str, Any], context: Any, handle: Callable[[SQSRecord], None]) -> dict[str, Any]:

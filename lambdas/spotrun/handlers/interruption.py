@@ -26,6 +26,10 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
         instance_event = classify_event(body)
         if instance_event.action == Action.IGNORE:
             metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
+            if instance_event.reason:  # a malformed event of a kind spotrun handles: say why it was let go
+                logger.warning("ignored an instance event", extra={"message_id": record.message_id,
+                                                                   "kind": instance_event.kind,
+                                                                   "problem": instance_event.reason})
             return
         outcome = handle_instance_event(cp, instance_event)
         if instance_event.at is not None:
