@@ -38,7 +38,7 @@ from spotrun.domain.lifecycle import TaskChange
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Attempt, Checkpoint, TaskState
+from spotrun.model import Checkpoint, TaskState
 
 CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2
 LOG_TAIL_BYTES = 4096  # the agent sends up to this much of the program's log with its report
@@ -234,8 +234,6 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
                                     remove_fields=("draining_attempt",))
                 assert store.apply_many([change], clock(), {"reused_instance": ref.instance_id},
                                         {"max_active": max_concurrency})
-                store.put_attempts([Attempt(job_id, nxt.index, nxt.attempt + 1, done.pool, done.market, launched_at=clock(),
-                                            price_per_hour=done.price_per_hour)])
                 store.bind_instance(job_id, nxt.index, nxt.attempt + 1, ref.instance_id, done.pool, clock())
                 store.worker(ref.instance_id)
                 ref = AttemptRef(job_id=job_id, index=nxt.index, attempt=nxt.attempt + 1, instance_id=ref.instance_id)

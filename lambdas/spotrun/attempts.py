@@ -87,10 +87,13 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
         retries = JobSpec.model_validate(_spec_for_validation(job)).retries
         change = after_completion(task, report, retries)
         if change is None:
+            if report.attempt == task.attempt and task.state not in ACTIVE_STATES:
+                _finish_follow_ups(cp, job, task, report)
             _close_superseded_attempt(cp, task, report)
             return Completion(None, False, task)
         if cp.store.apply(change, cp.clock(), _report_detail(report)):
-            _after_change(cp, job, change, terminate=None if report.keep_instance else report.instance_id)
+            _after_change(cp, job, change, terminate=None if report.keep_instance else report.instance_id,
+                          instance_kept=report.keep_instance)
             return Completion(change, True, cp.store.get_task(report.job_id, report.index))
     raise RuntimeError(f"task {report.job_id}/{report.index} kept changing; the message will be retried")
 
@@ -117,8 +120,35 @@ def _close_superseded_attempt(cp: ControlPlane, task: Task, report: CompletionRe
         ))
 
 
-def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str | None = None) -> None:
-    """What follows a task move: free the instance, wake the scheduler, start the combine, refresh the job."""
+def _finish_follow_ups(cp: ControlPlane, job: Job, task: Task, report: CompletionReport) -> None:
+    """The report's own move is already applied (by an earlier delivery, or by this one when the answer
+    to its write was lost), but the invocation that applied it may have died before the follow-ups:
+    redo the ones that can be lost that way. Each is idempotent, so a plain duplicate costs a few reads."""
+    if task.state == TaskState.QUEUED:
+        cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job.job_id, indexes=[task.index],
+                                   reason="repair"))
+    elif task.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
+        _maybe_release_combine(cp, job.job_id, cp.clock())
+    if not report.keep_instance:
+        cp.compute.terminate([report.instance_id])
+    refresh_state(cp, job.job_id)
+
+
+def release_combine_if_due(cp: ControlPlane, job: Job) -> None:
+    """For the reaper: queue (or cancel) a combine task whose release was lost with a crashed invocation."""
+    if job.has_combine:
+        _maybe_release_combine(cp, job.job_id, cp.clock())
+
+
+def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str | None = None,
+                  instance_kept: bool = False) -> None:
+    """What follows a task move: free the instance, wake the scheduler, start the combine, refresh the job.
+
+    An agent that keeps its instance takes the job's next queued task itself: waking the scheduler
+    would launch a new instance for that task first and defeat the reuse. Should the agent find
+    nothing it can take, it ends its instance and the reaper's reconcile (every minute) admits
+    whatever is still queued.
+    """
     now = cp.clock()
     to = change.to_state
     if terminate and change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES:
@@ -126,7 +156,7 @@ def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str
     if to == TaskState.QUEUED:
         cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job.job_id, indexes=[change.task.index],
                                    reason=change.event))
-    elif change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES:
+    elif change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES and not instance_kept:
         cp.bus.send(ControlMessage(type=MessageType.CAPACITY_FREED, job_id=job.job_id))
     if to in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
         _maybe_release_combine(cp, job.job_id, now)

@@ -46,7 +46,7 @@ def sweep(cp: ControlPlane, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> Swe
         while time.monotonic() - started < budget_seconds:
             jobs, token = cp.store.list_jobs([state], 100, token)
             for job in jobs:
-                reconcile_job(cp, job.job_id, ScheduleReport(), cancelled=None)
+                reconcile_job(cp, job.job_id, ScheduleReport())
                 release_combine_if_due(cp, job)  # its release may have died with a finisher invocation
                 report.reconciled += 1
             if not token:

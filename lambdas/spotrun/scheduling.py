@@ -25,7 +25,6 @@ from spotrun.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
     TERMINAL_STATES,
-    Attempt,
     Desired,
     Job,
     Market,
@@ -60,12 +59,14 @@ class ScheduleReport:
 
 
 def reconcile_job(
-    cp: ControlPlane, job_id: str, report: ScheduleReport | None = None, cancelled: Sequence[int] | None = (),
+    cp: ControlPlane, job_id: str, report: ScheduleReport | None = None, cancelled: Sequence[int] = (),
 ) -> ScheduleReport:
     """Bring a job's tasks in line with what the user wants (run, suspend or cancel).
 
-    `cancelled` names tasks the user cancelled one by one (the control message carries them);
-    None looks for such tasks in every unfinished state instead (the reaper's safety net).
+    `cancelled` names tasks the user cancelled one by one (the control message carries them). A
+    cancel mark whose message was lost is still carried out without searching for it: a queued task
+    is cancelled when the scheduler meets it, a suspended one when the job resumes, a running one by
+    its agent (which reads its desired state every control poll).
     """
     report = report or ScheduleReport()
     job = cp.store.get_job(job_id)
@@ -174,10 +175,7 @@ def launch_tasks(
                 log.info("admission of %d tasks of %s lost a race or hit a cap", len(changes), job.job_id)
                 return
             report.admitted += len(changes)
-            admitted = [_after(change) for change in changes]
-            cp.store.put_attempts([
-                Attempt(t.job_id, t.index, t.attempt, pool, market, launched_at=now, price_per_hour=price) for t in admitted
-            ])
+            admitted = [_after(change) for change in changes]  # their attempt records came with the admission
             launched = _launch(cp, job, pool, market, admitted, report)
             for task in admitted[launched:]:
                 _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"), now)
@@ -304,14 +302,11 @@ def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, rea
             _count(report, to_state, len(tasks))
 
 
-def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport, indexes: Sequence[int] | None) -> None:
+def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport, indexes: Sequence[int]) -> None:
     """Tasks the user cancelled one by one (desired CANCEL on a task of a running job)."""
-    if indexes is None:
-        sources = [s for s in (TaskState.QUEUED, TaskState.WAITING, TaskState.SUSPENDED, TaskState.LAUNCHING,
-                               TaskState.RUNNING) if job.counts.get(s, 0) > 0]
-        tasks = [t for s in sources for t in cp.store.tasks_in_state(job.job_id, s, 1_000)]
-    else:
-        tasks = list(cp.store.tasks([(job.job_id, i) for i in indexes]).values()) if indexes else []
+    if not indexes:
+        return
+    tasks = cp.store.tasks([(job.job_id, i) for i in indexes]).values()
     _cancel(cp, [t for t in tasks if t.desired == Desired.CANCEL and t.state not in TERMINAL_STATES], report)
 
 
@@ -331,6 +326,7 @@ def _resume_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
     now = cp.clock()
     while True:
         tasks = cp.store.tasks_in_state(job.job_id, TaskState.SUSPENDED, 200)
+        _cancel(cp, [t for t in tasks if t.desired == Desired.CANCEL], report)  # cancelled while suspended
         tasks = [t for t in tasks if t.desired != Desired.CANCEL]
         if not tasks:
             return

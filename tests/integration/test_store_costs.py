@@ -117,3 +117,53 @@ def test_admitting_many_tasks_makes_one_launch_call_per_pool_and_no_call_per_ins
     # Every task knows its instance, and every instance's worker record names its task
     workers = cp.store.workers([t.instance_id for t in launching])
     assert {(w.job_id, w.index, w.attempt) for w in workers.values()} == {(job_id, t.index, t.attempt) for t in launching}
+
+
+def test_an_agent_that_keeps_its_instance_is_not_raced_by_a_new_launch_for_the_next_task(cp, env, aws, context, clock):
+    from tests.integration.test_task_flow import completion
+
+    # Given a job at its cap with queued tasks
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 4, "max_concurrency": 2})
+    loop.drain()
+    job_id = accepted["job_id"]
+    running = cp.store.tasks_in_state(job_id, TaskState.LAUNCHING, 10)
+    for task in running:
+        claim(cp, ref(task))
+    counting = Counting(cp.compute.client)
+    cp.compute.client = counting
+
+    # When one finishes and its agent keeps the instance for the next task
+    first, second = (loop.task(job_id, t.index) for t in running)
+    clock.advance(60)
+    loop.send("reports", completion(first, clock()).replace('"keep_instance":false', '"keep_instance":true'))
+    loop.drain()
+    # Then the scheduler launches nothing (the agent takes the queued task) and the instance lives on
+    assert counting.calls["run_instances"] == 0 and counting.calls["terminate_instances"] == 0
+    assert len(cp.store.tasks_in_state(job_id, TaskState.QUEUED, 10)) == 2
+
+    # When the other finishes and gives its instance up, then the scheduler fills the slot
+    loop.send("reports", completion(second, clock()))
+    loop.drain()
+    assert counting.calls["run_instances"] == 1 and counting.calls["terminate_instances"] == 1
+
+
+def test_a_cancel_mark_whose_message_was_lost_is_carried_out_when_the_job_resumes(cp, env, aws, context):
+    from spotrun.model import Desired
+
+    # Given a suspended job
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 2, "max_concurrency": 1})
+    loop.drain()
+    job_id = accepted["job_id"]
+    assert loop.api("POST", f"/jobs/{job_id}/suspend")[0] == 202
+    loop.drain()
+    assert {loop.task(job_id, i).state for i in range(2)} == {TaskState.SUSPENDED}
+    # And a task marked cancelled whose control message never arrived
+    assert cp.store.set_task_desired(job_id, 1, Desired.CANCEL, [TaskState.SUSPENDED])
+
+    # When the job resumes, then the marked task is cancelled and the other one runs again
+    assert loop.api("POST", f"/jobs/{job_id}/resume")[0] == 202
+    loop.drain()
+    assert loop.task(job_id, 1).state == TaskState.CANCELLED
+    assert loop.task(job_id, 0).state == TaskState.LAUNCHING

@@ -31,7 +31,7 @@ from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
 from spotrun.control import ControlPlane, Settings
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Attempt, Checkpoint, Desired, Market, Task, TaskState, TimelineEvent
+from spotrun.model import Checkpoint, Desired, Market, Task, TaskState, TimelineEvent
 from spotrun.spec import JobSpec
 from spotrun_worker import checkpointers, interval, transfer
 from spotrun_worker.imds import Imds
@@ -390,10 +390,7 @@ class Agent:
             if not self.store.apply_many([change], now, {"reused_instance": self.ref.instance_id},
                                          {"max_active": self.spec.max_concurrency}):
                 continue
-            attempt = candidate.attempt + 1
-            self.store.put_attempts([Attempt(candidate.job_id, candidate.index, attempt, done.pool,
-                                             done.market or Market.SPOT, launched_at=now,
-                                             price_per_hour=done.price_per_hour)])
+            attempt = candidate.attempt + 1  # its attempt record came with the move
             self.store.bind_instance(candidate.job_id, candidate.index, attempt, self.ref.instance_id, done.pool, now)
             log.info("instance reused for task %s attempt %s", candidate.index, attempt)
             return self.store.worker(self.ref.instance_id)

@@ -596,6 +596,13 @@ class DynamoStore:
             if change.new_attempt and change.set_fields.get("pool"):
                 deltas = pool_deltas.setdefault(change.set_fields["pool"], {})
                 deltas["running"] = deltas.get("running", 0) + 1
+                # The attempt's record is written with the move that starts it: a crash right after the
+                # admission must not leave an attempt that has no record (its end could not be billed).
+                items.append({"Put": {"TableName": self.table, "Item": serialize(self._attempt_item(Attempt(
+                    job_id, change.task.index, change.task.attempt + 1, change.set_fields["pool"],
+                    Market(change.set_fields.get("market") or Market.SPOT), launched_at=now,
+                    price_per_hour=change.set_fields.get("price_per_hour")))),
+                    "ConditionExpression": "attribute_not_exists(pk)"}})
             items.append({"Put": {"TableName": self.table, "Item": serialize(self._event_item(
                 self._change_event(change, now, event_detail)))}})
         items.append(self._job_counts_item(job_id, count_deltas, active, now, job_conditions or {}, job_stats))
@@ -687,16 +694,13 @@ class DynamoStore:
         item = self._get(ACCOUNT_KEY)
         return int(item.get("active", 0)) if item else 0
 
-    def put_attempts(self, attempts: Sequence[Attempt]) -> None:
-        items = [{
+    @staticmethod
+    def _attempt_item(a: Attempt) -> dict[str, Any]:
+        return {
             **attempt_key(a.job_id, a.index, a.number), "type": "attempt", "job_id": a.job_id, "index": a.index,
             "number": a.number, "pool": a.pool, "market": a.market, "launched_at": a.launched_at,
             "price_per_hour": a.price_per_hour, "instance_id": a.instance_id,
-        } for a in attempts]
-        if len(items) == 1:  # the agent (instance reuse) records one attempt and may not batch-write
-            self.client.put_item(TableName=self.table, Item=serialize(items[0]))
-        else:
-            self.batch_put(items)
+        }
 
     def attempts(self, job_id: str, index: int) -> list[Attempt]:
         answer = self.client.query(
