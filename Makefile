@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONPATH := lambdas:worker:local:cli:.
 
-.PHONY: help install test check synth run bench bench-policy bench-agent clean
+.PHONY: help install test check synth run soak bench bench-policy bench-agent clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint
 
 run: $(STAMP) ## run spotrun locally and solve a sample problem (ARGS=--serve keeps it up)
 	$(BIN)/python -m spotrun_local $(ARGS)
+
+soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
+	$(BIN)/python -m spotrun_local.soak --seed $(or $(SEED),6) --out bench/results/soak.json $(ARGS)
 
 bench: bench-policy bench-agent ## run every benchmark and write bench/results/
 

@@ -5,6 +5,9 @@
 - SQS pumps feed the handlers the events Lambda would (SNS envelopes, EventBridge events routed by
   moto's rules, heartbeats, reports), with partial batch failures and dead-letter queues;
 - the reaper runs on its (time-scaled) schedule;
+- the control plane (the `ControlPlane` with its clients and caches, the pumps, the reaper) is one
+  *generation* that can be dropped abruptly and rebuilt from the environment while moto and the
+  instances stay up (`crash_control_plane` / `start_control_plane`, used by the chaos soak);
 - an instance supervisor turns each EC2 instance moto launches into a real agent process with its
   own work directory, and kills it (SIGKILL) when the instance is terminated;
 - a metadata service stand-in answers each agent's IMDSv2 calls;
@@ -45,6 +48,45 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 
 
+def moto_server(ip_address: str = "127.0.0.1", port: int = 0) -> Any:
+    """moto in server mode, with its DynamoDB requests served one at a time.
+
+    moto's TransactWriteItems snapshots the whole table first and, when any of its conditions fails,
+    puts the snapshot back: every write other threads made to the table in between is undone (and
+    the snapshot's deepcopy can fail while another request changes the table). spotrun relies on
+    failing conditional transactions for all its concurrency control, so the local runtime, whose
+    handlers and agents all call moto at once, lost writes under load (tasks stuck QUEUED without a
+    trace, job counts off): found by the chaos soak. DynamoDB itself is atomic per item and per
+    transaction; serializing moto's DynamoDB requests restores that. Other services (long-polled SQS
+    receives among them) stay concurrent.
+    """
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            dynamodb = threading.Lock()
+
+            def serve(environ: dict[str, Any], start_response: Any) -> Any:
+                if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+                    return app(environ, start_response)
+                with dynamodb:
+                    body = app(environ, start_response)
+                    try:
+                        return [b"".join(body)]
+                    finally:
+                        if hasattr(body, "close"):
+                            body.close()
+
+            self._server = make_server(self._ip_address, self._port, serve, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=ip_address, port=port, verbose=False)
+
+
 class LocalCompute(Ec2Compute):
     """EC2 through moto, with the replayed market deciding whether spot capacity exists."""
 
@@ -71,6 +113,7 @@ class Instance:
     warned_at: float | None = None
     reclaim_at: float | None = None
     killed: bool = False
+    exit_code: int | None = None  # the agent process's, once it ended (negative: killed by that signal)
 
 
 @dataclass
@@ -88,6 +131,7 @@ class RuntimeOptions:
     start_tick: int = 0
     zones: tuple[str, ...] = ("us-east-1a", "us-east-1c", "us-east-1d", "us-east-1f")
     instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")
+    visibility_timeout_seconds: int = 20  # how long a failed batch stays invisible before it is retried
 
 
 @dataclass
@@ -98,7 +142,29 @@ class Counters:
     agents_started: int = 0
     handler_errors: int = 0
     launches_refused: int = 0
+    control_plane_starts: int = 0
+    control_plane_crashes: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ControlPlaneStopped(BaseException):
+    """Raised at the next AWS call of a control plane generation that was dropped: like a process that
+    died, it unwinds everything (a BaseException, so no `except Exception` in the handlers resumes work)."""
+
+
+@dataclass
+class Generation:
+    """One life of the control plane: its ControlPlane (clients, caches), pumps and reaper."""
+
+    number: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    crashed: bool = False
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    threads: list[threading.Thread] = field(default_factory=list)
+    cp: Any = None
+
+    def lock(self, name: str) -> threading.Lock:
+        return self.locks.setdefault(name, threading.Lock())
 
 
 class LocalRuntime:
@@ -112,12 +178,19 @@ class LocalRuntime:
         # Each function runs one invocation at a time (like a reserved concurrency of 1), but the functions
         # run concurrently with each other, as in AWS: correctness comes from the guarded writes.
         self._locks: dict[str, threading.Lock] = {}
+        self.generation: Generation | None = None
+        self._generations = 0
+        # Hooks (the chaos soak uses them; nothing is installed by default):
+        # - called with each control plane generation's boto3 session before its clients are made;
+        self.session_hooks: list[Callable[[Any, Generation], None]] = []
+        # - wraps each SQS pump of a generation (e.g. to duplicate, delay or drop deliveries);
+        self.pump_wrapper: Callable[[SqsPump, Generation], Any] | None = None
+        # - adjusts the environment of each agent process before it starts.
+        self.agent_env_hooks: list[Callable[[Instance, dict[str, str]], None]] = []
 
     # ------------------------------------------------------------ start/stop
 
     def start(self) -> LocalRuntime:
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.options.root.mkdir(parents=True, exist_ok=True)
         for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
@@ -125,7 +198,7 @@ class LocalRuntime:
                             "POWERTOOLS_METRICS_NAMESPACE": "spotrun"}.items():
             os.environ.setdefault(name, value)
         os.environ.pop("AWS_SESSION_TOKEN", None)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto = moto_server()
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -142,25 +215,68 @@ class LocalRuntime:
             "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
             "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
         })
-        self.cp = ControlPlane.from_env(self.env, session=self.session)
-        self.cp.settings = _replace(self.cp.settings, cooldown_seconds=self.options.cooldown_seconds)
-        self.cp.compute = LocalCompute(self.cp.compute.client, self.cp.settings.launch_template_id,
-                                       self.cp.settings.subnets, self.market)
-        self.cp.prices = self.market
         self.metadata = MetadataService().start()
         self.sqs = self.session.client("sqs")
         self.ec2 = self.session.client("ec2")
         self.events = self.session.client("events")
+        self.start_control_plane()
+        self._loop("supervisor", self._supervise, 0.3)
+        self._loop("market", self._replay_market, 0.3)
+        return self
+
+    # ------------------------------------------------------- control plane
+
+    def build_control_plane(self, session: Any) -> ControlPlane:
+        """A control plane from the environment, as a cold Lambda container builds it, on local compute."""
+        cp = ControlPlane.from_env(self.env, session=session)
+        cp.settings = _replace(cp.settings, cooldown_seconds=self.options.cooldown_seconds)
+        cp.compute = LocalCompute(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets, self.market)
+        cp.prices = self.market
+        return cp
+
+    def start_control_plane(self) -> Generation:
+        """Start a fresh generation: new session, clients and caches, pumps and reaper."""
+        self._generations += 1
+        generation = Generation(self._generations)
+        session = boto3.session.Session(region_name=REGION)
+
+        def cut(**_: Any) -> None:
+            if generation.crashed:
+                raise ControlPlaneStopped(f"control plane generation {generation.number} was dropped")
+
+        session.events.register("before-call", cut)
+        session.events.register("before-send", cut)
+        for hook in self.session_hooks:
+            hook(session, generation)
+        generation.cp = self.build_control_plane(session)
+        self.cp = generation.cp
+        self.generation = generation
+        sqs = session.client("sqs")
         queues = json.loads(self.env["SPOTRUN_QUEUE_URLS"])
         handlers = {"scheduler": scheduler.handler, "heartbeats": heartbeat.handler, "reports": finisher.handler,
                     "interruptions": interruption.handler}
         for key, handler in handlers.items():
-            pump = SqsPump(self.sqs, queues[key], self._guarded(handler, key), key, visibility_timeout=20)
-            self._loop(f"pump-{key}", lambda p=pump: p.poll_once(wait_seconds=1), 0.0)
-        self._loop("reaper", self._reap, self.options.reaper_seconds)
-        self._loop("supervisor", self._supervise, 0.3)
-        self._loop("market", self._replay_market, 0.3)
-        return self
+            pump: Any = SqsPump(sqs, queues[key], self._guarded(handler, key, generation), key,
+                                visibility_timeout=self.options.visibility_timeout_seconds)
+            if self.pump_wrapper is not None:
+                pump = self.pump_wrapper(pump, generation)
+            self._loop(f"pump-{key}-{generation.number}", lambda p=pump: p.poll_once(wait_seconds=1), 0.0, generation)
+        self._loop(f"reaper-{generation.number}", lambda: self._reap(generation), self.options.reaper_seconds,
+                   generation)
+        self.counters.control_plane_starts += 1
+        return generation
+
+    def crash_control_plane(self) -> None:
+        """Drop the control plane abruptly: its threads stop, in-flight invocations die at their next AWS
+        call. moto (AWS) and the instances stay up; `start_control_plane` builds the next generation."""
+        generation = self.generation
+        if generation is None:
+            return
+        generation.crashed = True
+        generation.stop.set()
+        self.counters.control_plane_crashes += 1
+        self.counters.events.append({"kind": "control_plane_crash", "generation": generation.number,
+                                     "at": time.time()})
 
     def _lock(self, name: str) -> threading.Lock:
         return self._locks.setdefault(name, threading.Lock())
@@ -171,21 +287,24 @@ class LocalRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.generation is not None:
+            self.generation.stop.set()
         for instance in list(self.instances.values()):
             self._kill(instance)
-        for thread in self._threads:
+        for thread in [*self._threads, *(self.generation.threads if self.generation else [])]:
             thread.join(timeout=5)
         self.metadata.stop()
         self.moto.stop()
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
-    def _guarded(self, handler: Callable[..., Any], name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-        lock = self._lock(name)
+    def _guarded(self, handler: Callable[..., Any], name: str,
+                 generation: Generation) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        lock = generation.lock(name)
 
         def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
             with lock:
                 try:
-                    return handler(event, context, control=self.cp)
+                    return handler(event, context, control=generation.cp)
                 except Exception:
                     # A crashed invocation: Lambda would retry the whole batch after the visibility timeout.
                     self.counters.handler_errors += 1
@@ -193,23 +312,31 @@ class LocalRuntime:
                     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
         return invoke
 
-    def _loop(self, name: str, body: Callable[[], Any], pause: float) -> None:
+    def _loop(self, name: str, body: Callable[[], Any], pause: float, generation: Generation | None = None) -> None:
+        """Run `body` until the runtime stops (or, for a control plane thread, until its generation does)."""
+        stop = generation.stop if generation is not None else self._stop
+
+        def stopped() -> bool:
+            return stop.is_set() or self._stop.is_set()
+
         def run() -> None:
-            while not self._stop.is_set():
+            while not stopped():
                 try:
                     body()
+                except ControlPlaneStopped:
+                    return
                 except Exception:
-                    if not self._stop.is_set():
+                    if not stopped():
                         log.exception("%s failed", name)
                 if pause:
-                    self._stop.wait(pause)
+                    stop.wait(pause)
         thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        (generation.threads if generation is not None else self._threads).append(thread)
 
-    def _reap(self) -> None:
-        with self._lock("reaper"):
-            sweep(self.cp, budget_seconds=10)
+    def _reap(self, generation: Generation) -> None:
+        with generation.lock("reaper"):
+            sweep(generation.cp, budget_seconds=10)
 
     # ------------------------------------------------------------ instances
 
@@ -234,6 +361,12 @@ class LocalRuntime:
         for instance_id, instance in self.instances.items():
             if instance_id not in seen and not instance.killed:
                 self._kill(instance)
+        for instance in list(self.instances.values()):
+            if instance.exit_code is None and instance.process is not None and instance.process.poll() is not None:
+                instance.exit_code = instance.process.returncode
+                self.counters.events.append({"kind": "agent_exit", "instance": instance.instance_id,
+                                             "code": instance.exit_code, "instance_killed": instance.killed,
+                                             "at": time.time()})
 
     def _start_agent(self, instance: Instance) -> None:
         self.metadata.register(instance.instance_id, instance.instance_type, instance.zone)
@@ -250,6 +383,8 @@ class LocalRuntime:
             "SPOTRUN_HANDOVER_WAIT_SECONDS": str(self.options.warning_seconds + 5),
             "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("lambdas", "worker", "local")),
         }
+        for hook in self.agent_env_hooks:
+            hook(instance, env)
         with (home / "agent.log").open("ab") as output:
             instance.process = subprocess.Popen(
                 [sys.executable, "-m", "spotrun_worker"], env=env, cwd=home, stdout=output, stderr=subprocess.STDOUT,
@@ -265,6 +400,28 @@ class LocalRuntime:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
+        self._kill_programs(instance)
+
+    def _kill_programs(self, instance: Instance) -> None:
+        """The agent runs each program in a session of its own, so killing the agent's group leaves it
+        running (as on a real instance whose agent died); when the instance goes, its programs go too.
+        They are found by their working directory, which is inside the instance's home."""
+        home = str((self.options.root / "instances" / instance.instance_id).resolve())
+        proc = Path("/proc")
+        if not proc.is_dir():
+            return
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == home or cwd.startswith(home + os.sep):
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
+                    self.counters.events.append({"kind": "program_killed_with_instance", "instance": instance.instance_id,
+                                                 "pid": int(entry.name), "at": time.time()})
 
     def kill_agent(self, instance_id: str) -> None:
         """Chaos: the agent dies with SIGKILL and no warning; the instance itself stays up."""
@@ -272,6 +429,7 @@ class LocalRuntime:
         if instance.process is not None and instance.process.poll() is None:
             os.killpg(instance.process.pid, signal.SIGKILL)
             self.counters.agent_kills += 1
+            self.counters.events.append({"kind": "agent_kill", "instance": instance_id, "at": time.time()})
 
     # ---------------------------------------------------------------- market
 

@@ -1,0 +1,132 @@
+"""At-least-once delivery at its worst: an SQS pump wrapper that delivers messages twice, late and
+out of order, and lets some heartbeats go unhandled.
+
+For each message received for the first time it may send a copy of the body back to the queue
+with a random delay (so the handler sees it twice, the copy late); any message may be held back
+(its visibility pushed out, handled on a later receive, after newer ones); the batch the handler
+gets is shuffled; on the heartbeat queue some messages are deleted without being handled (lost).
+Every receive is recorded per message id, so a message that ends in a dead-letter queue can be
+explained (which faults, crashes or hold-backs used up its receives).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotrun_local.chaos.faults import FaultLog
+from spotrun_local.pump import SqsPump, lambda_sqs_event
+
+COPY_ATTRIBUTE = "spotrun-chaos-copy"
+
+
+@dataclass
+class QueueRates:
+    duplicate: float = 0.5  # a first delivery is also sent again, delayed
+    max_delay_seconds: int = 8
+    hold: float = 0.1  # a delivery is put back for later instead of handled now
+    drop_heartbeat: float = 0.1  # a heartbeat is deleted unhandled
+    enabled: bool = True
+
+
+@dataclass
+class Receipts:
+    """What happened at each receive of each message (by message id), across pumps and generations."""
+
+    history: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    bodies: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, message_id: str, what: str, body: str | None = None) -> None:
+        with self._lock:
+            self.history[message_id].append(what)
+            if body is not None and message_id not in self.bodies:
+                self.bodies[message_id] = body
+
+
+class ChaosPump:
+    """Wraps an `SqsPump` (same queue, handler and client); `poll_once` is the only entry point."""
+
+    def __init__(self, pump: SqsPump, rng: random.Random, log: FaultLog, rates: QueueRates, receipts: Receipts,
+                 generation: int = 0):
+        self.pump = pump
+        self.rng = rng
+        self.log = log
+        self.rates = rates
+        self.receipts = receipts
+        self.generation = generation
+        self.heartbeats = pump.context.function_name == "heartbeats"
+
+    def _roll(self, probability: float) -> bool:
+        return self.rates.enabled and probability > 0 and self.rng.random() < probability
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        pump, sqs = self.pump, self.pump.sqs
+        params: dict[str, Any] = {
+            "QueueUrl": pump.queue_url, "MaxNumberOfMessages": pump.batch_size, "WaitTimeSeconds": wait_seconds,
+            "AttributeNames": ["All"], "MessageAttributeNames": ["All"],
+        }
+        if pump.visibility_timeout is not None:
+            params["VisibilityTimeout"] = pump.visibility_timeout
+        messages = sqs.receive_message(**params).get("Messages", [])
+        if not messages:
+            return 0
+        name = pump.context.function_name
+        kept = []
+        for message in messages:
+            mid = message["MessageId"]
+            is_copy = COPY_ATTRIBUTE in message.get("MessageAttributes", {})
+            first = message.get("Attributes", {}).get("ApproximateReceiveCount", "1") == "1"
+            self.receipts.add(mid, "received", message["Body"])
+            if first and not is_copy and self._roll(self.rates.duplicate):
+                delay = self.rng.randint(0, self.rates.max_delay_seconds)
+                attributes = {k: {"DataType": v.get("DataType", "String"), "StringValue": v.get("StringValue", "")}
+                              for k, v in message.get("MessageAttributes", {}).items() if "StringValue" in v}
+                attributes[COPY_ATTRIBUTE] = {"DataType": "String", "StringValue": mid}
+                sqs.send_message(QueueUrl=pump.queue_url, MessageBody=message["Body"], DelaySeconds=delay,
+                                 MessageAttributes=attributes)
+                self.log.add("duplicate_delivery", queue=name, delay=delay)
+            if self.heartbeats and self._roll(self.rates.drop_heartbeat):
+                sqs.delete_message(QueueUrl=pump.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                self.log.add("heartbeat_dropped", queue=name)
+                self.receipts.add(mid, "dropped")
+                continue
+            if self._roll(self.rates.hold):
+                delay = self.rng.randint(1, self.rates.max_delay_seconds)
+                sqs.change_message_visibility(QueueUrl=pump.queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=delay)
+                self.log.add("late_delivery", queue=name, delay=delay)
+                self.receipts.add(mid, "held")
+                continue
+            kept.append(message)
+        if not kept:
+            return len(messages)
+        if len(kept) > 1:
+            order = list(kept)
+            self.rng.shuffle(kept)
+            if order != kept:
+                self.log.add("out_of_order_batch", queue=name, size=len(kept))
+        event = lambda_sqs_event(kept, pump.queue_arn, pump.region)
+        before = self.log.in_this_thread()
+        try:
+            answer = pump.handler(event, pump.context) or {}
+        except BaseException:
+            for message in kept:
+                self.receipts.add(message["MessageId"], f"cut (generation {self.generation} dropped)")
+            raise
+        faulted = self.log.in_this_thread() > before
+        failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
+        done = [m for m in kept if m["MessageId"] not in failed]
+        for message in kept:
+            if message["MessageId"] in failed:
+                self.receipts.add(message["MessageId"], "failed (injected fault)" if faulted else "failed")
+        for start in range(0, len(done), 10):
+            sqs.delete_message_batch(QueueUrl=pump.queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])
+            ])
+        for message in done:
+            self.receipts.add(message["MessageId"], "handled")
+        return len(messages)

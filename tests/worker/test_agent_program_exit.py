@@ -1,0 +1,76 @@
+"""A program that ends while the agent asks it for a checkpoint has finished, not failed.
+
+Found by the chaos soak (seed 6, 2 problems x 3 tasks): the agent looked at the program (running),
+then asked it for a checkpoint (a rebalance recommendation) just as it exited with code 0; the
+checkpointer raised "cannot checkpoint: the program already exited with code 0", the agent reported
+an environment error, and the task ran again from its last checkpoint although its program had
+succeeded. Reported (worker/spotrun_worker/agent.py is not the soak's to change)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotrun.messages import AttemptRef
+from spotrun.model import Task, TaskState
+from spotrun.spec import JobSpec
+from spotrun_worker.agent import Agent, AgentConfig
+from spotrun_worker.checkpointers.base import CheckpointError
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class ExitsWhenAsked:
+    """Running at the agent's first look; gone (exit 0) by the time the checkpoint is asked for."""
+
+    method = "signal"
+    supports_checkpoint = True
+    pid = None
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def poll(self) -> int | None:
+        self.looks += 1
+        return None if self.looks == 1 else 0
+
+    def checkpoint(self, into: Path, timeout: float) -> list[Path]:
+        raise CheckpointError("cannot checkpoint: the program already exited with code 0")
+
+    def stop(self, grace_seconds: float = 10.0) -> int | None:
+        return 0
+
+
+class Store:
+    def __init__(self, task: Task):
+        self.task = task
+
+    def get_task(self, job_id: str, index: int) -> Task:
+        return self.task
+
+
+class Quiet:
+    def send_message(self, **_: Any) -> None:
+        return None
+
+    def spot_action(self) -> None:
+        return None
+
+
+@pytest.mark.xfail(strict=True, reason="defect reported to the lead: Agent._supervise lets the CheckpointError of a "
+                   "program that has just exited end the attempt as an environment error")
+def test_a_program_that_exits_during_a_checkpoint_request_is_reported_as_finished(tmp_path):
+    task = Task("j-1", 0, TaskState.RUNNING, 1, checkpoint_requested_at=NOW + timedelta(hours=1))
+    config = AgentConfig(table="t", bucket="b", heartbeat_queue_url="hb", report_queue_url="r", work_root=tmp_path)
+    agent = Agent(config, Store(task), Quiet(), None, Quiet(), clock=lambda: NOW, sleep=lambda _: None)
+    agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
+    agent.spec = JobSpec.model_validate({"name": "n", "command": ["true"], "checkpoint": {"method": "signal",
+                                                                                         "interval": 30}})
+    agent.state_dir = tmp_path / ".spotrun"
+    agent.state_dir.mkdir()
+    agent.progress_path = agent.state_dir / "progress"
+    agent.checkpointer = ExitsWhenAsked()
+    assert agent._supervise(task) is None  # the program ended: upload its outputs and report its result
