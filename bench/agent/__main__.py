@@ -159,11 +159,10 @@ def interruption_scenario(rounds_limit: int = 40_000_000, tasks: int = 4) -> dic
 
 def throughput(size_mib: int = 256, repeats: int = 7) -> dict[str, Any]:
     """Checkpoint capture + parallel upload vs a plain single upload_file of the same bytes, to moto."""
-    from moto.server import ThreadedMotoServer
+    import logging
 
     import boto3
-
-    import logging
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -141,6 +141,8 @@ class Attempt:
     exit_code: int | None = None
     exec_seconds: float = 0.0
     price_per_hour: float | None = None
+    # When an interrupted attempt's final report arrived (after its final checkpoint): the handover.
+    drained_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,10 @@ def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
         return
 
     def admit(task: Task, pool: str, market: Market) -> TaskChange:
+        # draining_attempt stays: an interrupted attempt may still commit its final checkpoint (the
+        # claim of the new attempt clears it, after the handover).
         return TaskChange(task, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
-                          set_fields={"pool": pool, "market": market}, remove_fields=("draining_attempt",))
+                          set_fields={"pool": pool, "market": market})
 
     launch_tasks(cp, job, spec, queued, admit, report)
 

@@ -3,11 +3,9 @@
 Found by the chaos soak (seed 6): the replacement's agent restored an older checkpoint (or none) while
 the interrupted attempt was still writing its final one, and its claim then removed `draining_attempt`,
 so that final checkpoint could no longer be committed: the progress since the last periodic checkpoint
-was lost. Reported (worker/spotrun_worker/agent.py is not the soak's to change)."""
+was lost. Fixed: the replacement waits until the predecessor's final report arrived (drained)."""
 
 from __future__ import annotations
-
-import pytest
 
 from spotrun.attempts import claim
 from spotrun.model import TaskState
@@ -16,9 +14,6 @@ from tests.integration.test_task_flow import JOB, Loop, ref
 from tests.support import eventbridge_event
 
 
-@pytest.mark.xfail(strict=True, reason="defect reported to the lead: Agent._await_handover returns as soon as the "
-                   "predecessor's attempt record has ended_at, which the replacement's own admission (TaskReplacing) "
-                   "writes; it should wait for the predecessor's final report (drained_until)")
 def test_a_replacement_waits_for_the_interrupted_attempt_to_hand_over(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
     _, accepted = loop.api("POST", "/jobs", JOB)

@@ -17,6 +17,7 @@ from spotrun_worker.checkpointers import (
     CheckpointUnsupported,
     NoCheckpointer,
     SignalCheckpointer,
+    cooperative,
     make_checkpointer,
 )
 from spotrun_worker.checkpointers.cooperative import COMPLETE_MARKER, checkpoint_dir_for
@@ -121,6 +122,32 @@ def test_a_completed_checkpoint_without_files_is_refused(workdir, program_env, t
             runner.checkpoint(tmp_path / "into", timeout=5)
     finally:
         runner.stop(1)
+
+
+def test_the_marker_is_looked_for_every_few_milliseconds(workdir, program_env, tmp_path, monkeypatch):
+    # The wait for the marker is on the checkpoint's critical path: a coarse poll adds its latency.
+    script = ("import os, signal, time\n"
+              "d = os.environ['SPOTRUN_CHECKPOINT_DIR']\n"
+              "def save(*_):\n"
+              "    time.sleep(0.2)\n"
+              "    open(os.path.join(d, 'state.bin'), 'wb').write(b'state')\n"
+              "    open(os.path.join(d, '.complete'), 'w').close()\n"
+              "signal.signal(signal.SIGUSR1, save)\n"
+              "open('ready', 'w').close()\n"
+              "time.sleep(30)\n")
+    runner = SignalCheckpointer()
+    runner.start([sys.executable, "-c", script], program_env, workdir, workdir / "log")
+    wait_for(lambda: (workdir / "ready").exists(), what="the handler")
+    naps: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(cooperative.time, "sleep", lambda seconds: (naps.append(seconds), real_sleep(seconds)))
+    try:
+        files = runner.checkpoint(tmp_path / "into", timeout=10)
+    finally:
+        monkeypatch.undo()
+        runner.stop(1)
+    assert [p.name for p in files] == ["state.bin"]
+    assert naps and max(naps) <= 0.005
 
 
 def test_restoring_from_an_empty_directory_is_an_error(workdir, program_env, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Any
 
 import boto3
@@ -272,18 +273,142 @@ def test_a_failed_upload_names_the_key(s3, tmp_path):
         upload_files(s3, "no-such-bucket", "p", [tmp_path / "f"], tmp_path)
 
 
-def test_the_digest_is_of_the_file_whatever_the_read_pattern(tmp_path):
-    data = os.urandom(300_000)
-    (tmp_path / "f").write_bytes(data)
-    reader = transfer._DigestingReader(tmp_path / "f")
-    reader.read(10)
-    reader.seek(0)
-    reader.read(5)  # a re-read (checksum pass, retry) is not hashed twice
-    reader.read(20_000)
-    reader.seek(200_000)
-    reader.read(1000)  # a gap is filled from the file at the end
-    assert reader.finish() == (len(data), sha256(data))
-    reader.close()
+class UploadSpy:
+    """Wraps the moto client: records upload requests (bodies as their type and length) and can
+    run a callable before one of them or fail a part."""
+
+    def __init__(self, client: Any, before: dict[str, Any] | None = None, fail_part: int | None = None):
+        self.client, self.before, self.fail_part = client, dict(before or {}), fail_part
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.sending = self.most_sending = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def _call(self, name: str, **request: Any) -> Any:
+        body = request.get("Body")
+        self.calls.append((name, {k: v for k, v in request.items() if k != "Body"}
+                           | ({"Body": (type(body).__name__, len(body))} if body is not None else {})))
+        if name in self.before:
+            self.before.pop(name)()
+        if name == "upload_part" and request["PartNumber"] == self.fail_part:
+            raise client_error("AccessDenied", 403)
+        sends = name in ("upload_part", "put_object")
+        with self.lock:
+            self.sending += sends
+            self.most_sending = max(self.most_sending, self.sending)
+        try:
+            return getattr(self.client, name)(**request)
+        finally:
+            with self.lock:
+                self.sending -= sends
+
+    def put_object(self, **request: Any) -> Any:
+        return self._call("put_object", **request)
+
+    def create_multipart_upload(self, **request: Any) -> Any:
+        return self._call("create_multipart_upload", **request)
+
+    def upload_part(self, **request: Any) -> Any:
+        return self._call("upload_part", **request)
+
+    def complete_multipart_upload(self, **request: Any) -> Any:
+        return self._call("complete_multipart_upload", **request)
+
+    def abort_multipart_upload(self, **request: Any) -> Any:
+        return self._call("abort_multipart_upload", **request)
+
+    def requests(self, name: str) -> list[dict[str, Any]]:
+        return [request for called, request in self.calls if called == name]
+
+
+@pytest.fixture
+def s3_over_http():
+    """moto's server over plain HTTP, as the local runtime and the agent bench use it (moto's
+    in-process mock cannot take a bytearray body over HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    # The server shares moto's in-process state with the mock the other tests use.
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+    server.stop()
+
+
+@pytest.mark.slow
+def test_each_part_is_read_once_hashed_in_order_and_sent_from_that_buffer(s3_over_http, tmp_path, monkeypatch):
+    # Given two multipart-sized files and 5 MiB parts (S3's smallest)
+    monkeypatch.setattr(transfer, "chunk_size_for", lambda largest: 5 * MIB)
+    contents = {"a.bin": os.urandom(12 * MIB + 7), "b.bin": os.urandom(10 * MIB)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    s3 = s3_over_http
+    spy = UploadSpy(s3)
+    sent: list[tuple[str, bool]] = []
+
+    def record(request: Any, operation_name: str, **_: Any) -> None:
+        if operation_name == "UploadPart":
+            sent.append((type(request.body).__name__, "Expect" in request.headers))
+
+    # When they are uploaded by two threads
+    s3.meta.events.register("before-sign.s3.UploadPart", record)
+    entries = upload_files(spy, BUCKET, "c", [tmp_path / n for n in contents], tmp_path, threads=2)
+
+    # Then each part went out once, as the very buffer hashed (a bytearray: botocore neither wraps nor
+    # copies it), declaring CRC32 like upload_file
+    assert entries == [FileEntry(name=n, size=len(d), sha256=sha256(d)) for n, d in contents.items()]
+    parts = sorted((r["Key"], r["PartNumber"], r["Body"], r["ChecksumAlgorithm"]) for r in spy.requests("upload_part"))
+    assert parts == [("c/a.bin", 1, ("bytearray", 5 * MIB), "CRC32"), ("c/a.bin", 2, ("bytearray", 5 * MIB), "CRC32"),
+                     ("c/a.bin", 3, ("bytearray", 2 * MIB + 7), "CRC32"),
+                     ("c/b.bin", 1, ("bytearray", 5 * MIB), "CRC32"), ("c/b.bin", 2, ("bytearray", 5 * MIB), "CRC32")]
+    assert {r["ChecksumAlgorithm"] for r in spy.requests("create_multipart_upload")} == {"CRC32"}
+    assert spy.most_sending <= 2
+    assert sent == [("bytearray", False)] * 5  # the buffer itself, without waiting for a 100 Continue
+    for completed in spy.requests("complete_multipart_upload"):
+        assert all(part["ChecksumCRC32"] for part in completed["MultipartUpload"]["Parts"])
+    for name, data in contents.items():
+        assert s3.get_object(Bucket=BUCKET, Key=f"c/{name}")["Body"].read() == data
+
+
+def test_a_file_that_changes_while_it_is_read_fails_and_its_upload_is_aborted(s3, tmp_path):
+    path = tmp_path / "state.bin"
+    path.write_bytes(os.urandom(9 * MIB))
+    spy = UploadSpy(s3, before={"create_multipart_upload": lambda: path.write_bytes(b"rewritten in place")})
+
+    with pytest.raises(TransferError, match=r"state.bin changed while it was uploaded to s3://spotrun-test/p/state.bin"):
+        upload_files(spy, BUCKET, "p", [path], tmp_path)
+
+    assert len(spy.requests("abort_multipart_upload")) == 1
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_a_failed_part_aborts_the_upload_and_the_error_names_the_key(s3, tmp_path):
+    (tmp_path / "big.bin").write_bytes(os.urandom(20 * MIB))
+    (tmp_path / "small.txt").write_text("x")
+    spy = UploadSpy(s3, fail_part=2)
+
+    with pytest.raises(TransferError, match=r"upload of .*big.bin to s3://spotrun-test/p/big.bin failed: .*AccessDenied"):
+        upload_files(spy, BUCKET, "p", [tmp_path / "big.bin", tmp_path / "small.txt"], tmp_path, threads=2)
+
+    assert spy.requests("complete_multipart_upload") == []
+    assert len(spy.requests("abort_multipart_upload")) == 1
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_parts_grow_so_that_no_file_needs_more_than_10000():
+    assert transfer.part_size_for(100 * MIB, 8 * MIB) == 8 * MIB
+    assert transfer.part_size_for(10_000 * 8 * MIB, 8 * MIB) == 8 * MIB
+    assert transfer.part_size_for(10_000 * 8 * MIB + 1, 8 * MIB) == 9 * MIB
 
 
 def test_part_size_grows_for_large_files():

@@ -34,12 +34,15 @@ from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramRes
 from spotrun.model import Checkpoint, Desired, Market, Task, TaskState, TimelineEvent
 from spotrun.spec import JobSpec
 from spotrun_worker import checkpointers, interval, transfer
+from spotrun_worker.checkpointers.base import CheckpointError
 from spotrun_worker.imds import Imds
 
 log = logging.getLogger("spotrun.agent")
 
 LOG_TAIL_BYTES = 4096
 FINAL_CHECKPOINT_MARGIN_SECONDS = 10
+# A periodic checkpoint that fails is retried at the next interval; this many in a row end the attempt.
+MAX_FAILED_PERIODIC_CHECKPOINTS = 3
 
 
 def utcnow() -> datetime:
@@ -212,6 +215,7 @@ class Agent:
         next_metadata = now
         next_checkpoint = now + self._interval()
         last_checkpoint_at = self.clock()
+        failed_checkpoints = 0
         while True:
             if self.checkpointer.poll() is not None:
                 return None
@@ -244,7 +248,17 @@ class Agent:
                 if requested is not None and requested > last_checkpoint_at:
                     next_checkpoint = now  # rebalance recommendation or user request: checkpoint early
             if now >= next_checkpoint and self.checkpointer.supports_checkpoint:
-                self._checkpoint()
+                try:
+                    self._checkpoint()
+                    failed_checkpoints = 0
+                except (CheckpointError, transfer.TransferError):
+                    if self.checkpointer.poll() is not None:
+                        return None  # the program ended as it was asked for its state: its result counts
+                    failed_checkpoints += 1
+                    if failed_checkpoints >= MAX_FAILED_PERIODIC_CHECKPOINTS:
+                        raise
+                    # The committed checkpoint still stands; try again at the next interval.
+                    log.warning("periodic checkpoint failed (%d in a row)", failed_checkpoints, exc_info=True)
                 last_checkpoint_at = self.clock()
                 next_checkpoint = time.monotonic() + self._interval()
             self.sleep(0.2)
@@ -310,10 +324,15 @@ class Agent:
         """Let an interrupted predecessor commit its final checkpoint before this attempt restores."""
         if task is None or task.draining_attempt is None or task.draining_attempt == self.ref.attempt:
             return
+        # The predecessor's attempt record ends when this attempt is admitted (TaskReplacing); it has
+        # handed over once its final report arrived (drained), after its final checkpoint's commit.
         deadline = time.monotonic() + self.config.handover_wait_seconds
         while time.monotonic() < deadline:
-            ended = [a for a in self.store.attempts(task.job_id, task.index) if a.number == task.draining_attempt]
-            if ended and ended[0].ended_at is not None:
+            before = [a for a in self.store.attempts(task.job_id, task.index) if a.number == task.draining_attempt]
+            if before and before[0].drained_at is not None:
+                return
+            current = self.store.get_task(task.job_id, task.index)
+            if current is None or current.draining_attempt != task.draining_attempt:
                 return
             self.sleep(0.5)
         log.warning("predecessor attempt %s did not hand over in time", task.draining_attempt)

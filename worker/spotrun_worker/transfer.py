@@ -1,11 +1,14 @@
 """S3 transfers for checkpoints, inputs and outputs, with an injected boto3 S3 client.
 
-Uploads go through one s3transfer manager, so files and their parts share one bounded pool of
-threads (multipart from 8 MiB). Each file's SHA-256 is computed from the bytes the upload reads:
-s3transfer reads a multipart upload's parts once, in order; a small file sent in one PUT may be read
-again (checksum calculation, retries), and only the first pass over each byte is hashed. Should a
-read pattern ever leave bytes unhashed, they are read once more at the end, so the digest is
-always that of the file.
+Uploads read each file once, in order: every part (8 MiB, multipart from 8 MiB) is read into
+memory, added to the file's SHA-256 and sent from that same buffer by a bounded pool of threads
+that all files share, so the digest is exactly that of the bytes uploaded. A file whose size
+changes while it is read fails the upload, and a multipart upload that fails is aborted. Parts
+declare the same checksum algorithm as boto3's `upload_file` (CRC32 by default) for S3 to verify.
+Bodies are bytearrays, which botocore keeps as they are (bytes it wraps in BytesIO, and s3transfer
+sends file objects): its CRC32, its SigV4 payload hash (plain HTTP) and the socket take the buffer
+whole, without copies under the GIL or an `Expect: 100-continue` round trip per part. (moto's
+in-process mock, unlike its server, rejects such a body over plain HTTP or without checksums.)
 
 Downloads resume: bytes go to `<dest>.part`, and an existing `.part` is continued with a ranged GET
 (pinned with If-Match to the object first seen, within one call). Transient errors (throttling, 5xx,
@@ -16,18 +19,18 @@ existing `.part` reads that prefix once from the local disk to seed the digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -35,7 +38,11 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 MIB = 1 << 20
 MULTIPART_THRESHOLD = 8 * MIB
 READ_CHUNK = 1 * MIB
-UPLOAD_BATCH_FILES = 256  # files open at once while uploading
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+READ_AHEAD_PARTS = 2  # parts held in memory beyond those being sent
+# Of the upload's extra arguments, those UploadPart and CompleteMultipartUpload take too.
+PART_ARGS = frozenset({"SSECustomerKey", "SSECustomerAlgorithm", "SSECustomerKeyMD5", "RequestPayer",
+                       "ExpectedBucketOwner"})
 TRANSIENT_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
     "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
@@ -57,9 +64,14 @@ class FileEntry:
 
 
 def chunk_size_for(largest_bytes: int) -> int:
-    """8 MiB parts, 16 MiB once files reach 1 GiB (fewer requests; s3transfer still raises it when
-    a file would need more than 10,000 parts)."""
+    """8 MiB parts, 16 MiB once files reach 1 GiB (fewer requests); see part_size_for."""
     return 16 * MIB if largest_bytes >= 1024 * MIB else 8 * MIB
+
+
+def part_size_for(size: int, chunk: int) -> int:
+    """`chunk`, raised to whole MiB where a file would otherwise need more than MAX_PARTS parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(chunk, -(-needed // MIB) * MIB)
 
 
 def sha256_file(path: Path, start: int = 0, digest: Any = None) -> Any:
@@ -79,55 +91,160 @@ def object_key(prefix: str, name: str) -> str:
 # ------------------------------------------------------------------ uploads
 
 
-class _DigestingReader:
-    """A seekable file that hashes, once and in order, the bytes read through it."""
+class _Cancelled(Exception):
+    """A request not sent because another file of the same upload had failed."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = path.open("rb")
-        self._digest = hashlib.sha256()
-        self._hashed = 0  # bytes [0, _hashed) are in the digest
-        self._lock = threading.Lock()
 
-    def read(self, amount: int | None = -1) -> bytes:
-        with self._lock:
-            position = self._file.tell()
-            data = self._file.read(-1 if amount is None else amount)
-            end = position + len(data)
-            if position <= self._hashed < end:
-                self._digest.update(memoryview(data)[self._hashed - position:])
-                self._hashed = end
+@dataclass
+class _Pending:
+    path: Path
+    key: str
+    size: int
+    sha256: str = ""
+    upload_id: str | None = None
+    sent: list[Future[Any]] = field(default_factory=list)  # the PutObject, or the parts and then the completion
+    error: BaseException | None = None  # raised while reading (and submitting)
+
+
+class _Uploader:
+    """Reads and hashes files in the calling thread; a pool of `threads` sends their parts."""
+
+    def __init__(self, s3: Any, bucket: str, threads: int, extra_args: Mapping[str, Any] | None, chunk: int):
+        self.s3, self.bucket, self.chunk = s3, bucket, chunk
+        self.args = dict(extra_args or {})
+        config = getattr(getattr(s3, "meta", None), "config", None)
+        if (getattr(config, "request_checksum_calculation", None) == "when_supported"
+                and not any(k.startswith("Checksum") for k in self.args)):
+            self.args["ChecksumAlgorithm"] = "CRC32"  # as s3transfer declares for upload_file
+        self.part_args = {k: v for k, v in self.args.items() if k in PART_ARGS or k == "ChecksumAlgorithm"}
+        self.complete_args = {k: v for k, v in self.args.items() if k in PART_ARGS}
+        self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="spotrun-upload")
+        # Bounds the memory: each permit is one part read and not yet sent.
+        self.buffers = threading.BoundedSemaphore(self.threads + READ_AHEAD_PARTS)
+        self.failed = threading.Event()
+        # Buffers of sent parts, reused: a new one is zeroed (and faulted in) while holding the GIL.
+        self._spare: list[bytearray] = []
+        self._spare_lock = threading.Lock()
+
+    def submit(self, pending: _Pending) -> None:
+        digest = hashlib.sha256()
+        with pending.path.open("rb") as handle:
+            if pending.size < MULTIPART_THRESHOLD:
+                data = self._read(handle, pending, pending.size)
+                digest.update(data)
+                self._expect_end(handle, pending)
+                pending.sent.append(self._send(self._put, pending.key, data))
+            else:
+                part_size = part_size_for(pending.size, self.chunk)
+                pending.upload_id = self.s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=pending.key, **self.args)["UploadId"]
+                for number, offset in enumerate(range(0, pending.size, part_size), start=1):
+                    data = self._read(handle, pending, min(part_size, pending.size - offset))
+                    digest.update(data)  # in order, from the very buffer that is sent
+                    pending.sent.append(self._send(self._part, pending.key, pending.upload_id, number, data))
+                self._expect_end(handle, pending)
+                # Queued after its parts, so every part has left the queue once this runs.
+                completion = self.pool.submit(self._complete, pending.key, pending.upload_id, list(pending.sent))
+                completion.add_done_callback(self._note_failure)
+                pending.sent.append(completion)
+        pending.sha256 = digest.hexdigest()
+
+    def _read(self, handle: Any, pending: _Pending, amount: int) -> bytearray:
+        self.buffers.acquire()
+        try:
+            if self.failed.is_set():
+                raise _Cancelled()
+            data = self._buffer(amount)
+            if handle.readinto(data) != amount:
+                raise self._changed(pending)
             return data
+        except BaseException:
+            self.buffers.release()
+            raise
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        with self._lock:
-            return self._file.seek(offset, whence)
+    def _buffer(self, amount: int) -> bytearray:
+        with self._spare_lock:
+            if amount == self.chunk and self._spare:
+                return self._spare.pop()
+        return bytearray(amount)
 
-    def tell(self) -> int:
-        with self._lock:
-            return self._file.tell()
+    def _expect_end(self, handle: Any, pending: _Pending) -> None:
+        if handle.read(1):
+            raise self._changed(pending)
 
-    def readable(self) -> bool:
-        return True
+    def _changed(self, pending: _Pending) -> TransferError:
+        return TransferError(f"{pending.path} changed while it was uploaded to s3://{self.bucket}/{pending.key}")
 
-    def seekable(self) -> bool:
-        return True
+    def _send(self, call: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run `call` in the pool; its last argument, the buffer (and its permit, taken by _read),
+        is given back when it ends: botocore is done with a body once the call returns."""
+        def run() -> Any:
+            try:
+                if self.failed.is_set():
+                    raise _Cancelled()
+                return call(*args)
+            finally:
+                buffer = args[-1]
+                if len(buffer) == self.chunk:
+                    with self._spare_lock:
+                        self._spare.append(buffer)
+                self.buffers.release()
+        future = self.pool.submit(run)
+        future.add_done_callback(self._note_failure)
+        return future
 
-    def close(self) -> None:
-        self._file.close()
+    def _note_failure(self, future: Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.failed.set()
 
-    def finish(self) -> tuple[int, str]:
-        """(size, sha256) of the file; reads only what the upload did not."""
-        size = self.path.stat().st_size
-        if self._hashed < size:
-            sha256_file(self.path, self._hashed, self._digest)
-            self._hashed = size
-        return size, self._digest.hexdigest()
+    def _put(self, key: str, data: bytearray) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, **self.args)
+
+    def _part(self, key: str, upload_id: str, number: int, data: bytearray) -> dict[str, Any]:
+        response = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                       Body=data, **self.part_args)
+        part = {"ETag": response["ETag"], "PartNumber": number}
+        algorithm = self.part_args.get("ChecksumAlgorithm")
+        member = f"Checksum{str(algorithm).upper()}"
+        if algorithm and member in response:
+            part[member] = response[member]
+        return part
+
+    def _complete(self, key: str, upload_id: str, parts: list[Future[Any]]) -> None:
+        done = [future.result() for future in parts]
+        self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                          MultipartUpload={"Parts": done}, **self.complete_args)
+
+    def finish(self, pending: list[_Pending]) -> None:
+        """Wait for everything sent; abort failed multipart uploads; raise the first failure."""
+        self.pool.shutdown(wait=True)
+        failures = []
+        for item in pending:
+            errors = [item.error] + [CancelledError() if f.cancelled() else f.exception() for f in item.sent]
+            found = [e for e in errors if e is not None]
+            if not found:
+                continue
+            real = [e for e in found if not isinstance(e, (_Cancelled, CancelledError))]
+            failures.append((not real, item, (real or found)[0]))
+            if item.upload_id is not None:
+                # Best effort: the bucket's lifecycle rule removes what is left after a day.
+                with contextlib.suppress(Exception):
+                    self.s3.abort_multipart_upload(Bucket=self.bucket, Key=item.key, UploadId=item.upload_id)
+        if failures:
+            # The first file that failed by itself, rather than one stopped because of another.
+            _, item, error = min(failures, key=lambda failure: failure[0])
+            if isinstance(error, TransferError):
+                raise error
+            raise TransferError(f"upload of {item.path} to s3://{self.bucket}/{item.key} failed: {error}") from error
 
 
 def upload_files(s3: Any, bucket: str, prefix: str, files: list[Path], base: Path, threads: int = 8,
                  extra_args: Mapping[str, Any] | None = None) -> list[FileEntry]:
-    """Upload `files` to `<prefix>/<path relative to base>` in parallel; their entries, in order."""
+    """Upload `files` to `<prefix>/<path relative to base>` in parallel; their entries, in order.
+
+    `extra_args` are PutObject / CreateMultipartUpload parameters (ContentType, Metadata, ...).
+    """
     base = base.resolve()
     names = []
     for path in files:
@@ -135,34 +252,22 @@ def upload_files(s3: Any, bucket: str, prefix: str, files: list[Path], base: Pat
             names.append(PurePosixPath(Path(path).resolve().relative_to(base)).as_posix())
         except ValueError:
             raise ValueError(f"{path} is not under {base}") from None
-    sizes = [Path(p).stat().st_size for p in files]
-    config = TransferConfig(
-        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=chunk_size_for(max(sizes, default=0)),
-        max_concurrency=max(1, threads), use_threads=True, preferred_transfer_client="classic",
-    )
-    entries: list[FileEntry] = []
-    with create_transfer_manager(s3, config) as manager:
-        for start in range(0, len(files), UPLOAD_BATCH_FILES):
-            batch = list(zip(files[start:start + UPLOAD_BATCH_FILES], names[start:start + UPLOAD_BATCH_FILES],
-                             sizes[start:start + UPLOAD_BATCH_FILES], strict=True))
-            readers = [_DigestingReader(Path(path)) for path, _, _ in batch]
+    pending = [_Pending(path=Path(path), key=object_key(prefix, name), size=Path(path).stat().st_size)
+               for path, name in zip(files, names, strict=True)]
+    chunk = chunk_size_for(max((p.size for p in pending), default=0))
+    uploader = _Uploader(s3, bucket, threads, extra_args, chunk)
+    try:
+        for item in pending:
+            if uploader.failed.is_set():
+                break
             try:
-                futures = [manager.upload(reader, bucket, object_key(prefix, name), extra_args=dict(extra_args or {}))
-                           for reader, (_, name, _) in zip(readers, batch, strict=True)]
-                for future, reader, (path, name, size_before) in zip(futures, readers, batch, strict=True):
-                    key = object_key(prefix, name)
-                    try:
-                        future.result()
-                    except Exception as error:  # noqa: BLE001 - any failure fails the upload, naming the key
-                        raise TransferError(f"upload of {path} to s3://{bucket}/{key} failed: {error}") from error
-                    size, digest = reader.finish()
-                    if size != size_before:
-                        raise TransferError(f"{path} changed while it was uploaded to s3://{bucket}/{key}")
-                    entries.append(FileEntry(name=name, size=size, sha256=digest))
-            finally:
-                for reader in readers:
-                    reader.close()
-    return entries
+                uploader.submit(item)
+            except Exception as error:  # noqa: BLE001 - reported by finish(), naming the key
+                item.error = error
+                uploader.failed.set()
+    finally:
+        uploader.finish(pending)
+    return [FileEntry(name=name, size=item.size, sha256=item.sha256) for name, item in zip(names, pending, strict=True)]
 
 
 # ---------------------------------------------------------------- downloads

@@ -331,6 +331,7 @@ def _attempt_from(item: dict[str, Any]) -> Attempt:
         ended_at=parse_time(item.get("ended_at")), outcome=item.get("outcome"),
         scope=Scope(item["scope"]) if item.get("scope") else None, exit_code=item.get("exit_code"),
         exec_seconds=float(item.get("exec_seconds", 0.0)), price_per_hour=item.get("price_per_hour"),
+        drained_at=parse_time(item.get("drained_until")),
     )
 
 
