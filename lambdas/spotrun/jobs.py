@@ -74,6 +74,11 @@ def submit_job(cp: ControlPlane, document: Any, owner: str = "", idempotency_key
     if not created:
         existing = cp.store.get_job(job_id)
         assert existing is not None
+        if existing.state == JobState.QUEUED and existing.active == 0 and existing.desired == Desired.RUN:
+            # A retried submit (idempotency key) whose first try stored the job but died before its
+            # wake-up: wake the scheduler again (its reconcile is idempotent) instead of leaving it to
+            # the reaper's next sweep.
+            cp.bus.send(ControlMessage(type=MessageType.JOB_SUBMITTED, job_id=job_id))
         return existing, False
     cp.bus.send(ControlMessage(type=MessageType.JOB_SUBMITTED, job_id=job_id))
     _notify(cp, [event])

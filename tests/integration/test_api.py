@@ -141,3 +141,14 @@ def test_upload_urls_are_presigned_puts_into_the_private_bucket(cp, context):
     status, body = call(cp, context, "POST", "/uploads", {"filename": "data set.csv"})
     assert status == 200 and body["uri"].startswith(f"s3://{cp.settings.bucket}/uploads/")
     assert "X-Amz-Signature=" in body["url"] and body["uri"].endswith("data_set.csv")
+
+
+def test_a_retried_submit_of_a_job_nothing_was_admitted_for_wakes_the_scheduler_again(cp, context):
+    # Found by the chaos soak: a submit that stored the job but died before its wake-up left the job to the reaper
+    sent = []
+    real_send = cp.bus.send
+    cp.bus.send = lambda message: (sent.append(message.type), real_send(message))
+    call(cp, context, "POST", "/jobs", GOOD, idempotency_key="run-8")
+    sent.clear()
+    _, again = call(cp, context, "POST", "/jobs", GOOD, idempotency_key="run-8")
+    assert not again["created"] and sent == ["JobSubmitted"]
