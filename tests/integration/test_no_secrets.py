@@ -30,6 +30,7 @@ from spotrun.model import Checkpoint, TaskState
 from spotrun_cli.client import ApiClient, ApiError
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from spotrun_local.pump import SqsPump
+from tests.fuzz.support import table_items
 from tests.support import eventbridge_event
 
 # The deploying machine's (here: the control plane's) AWS credentials, shaped like AWS's, valid nowhere.
@@ -177,7 +178,7 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
         gateway.stop()
 
     printed = capsys.readouterr()
-    stored_timeline = [item for item in _scan(cp) if item["pk"]["S"].startswith("EVENTS#")]
+    stored_timeline = [item for item in table_items(cp) if item["pk"]["S"].startswith("EVENTS#")]
     assert len(stored_timeline) >= 8 and len(served) == len(stored_timeline)
     notifications = _receive_all(sqs, notified)
     assert notifications, "no timeline notification published"
@@ -196,17 +197,6 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
     assert len(logs.lines) > 20 and "dropped a malformed message" in places["logs"]
     leaks = {(where, name) for where, text in places.items() for name, value in secrets.items() if value in text}
     assert leaks == set()
-
-
-def _scan(cp: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    start = None
-    while True:
-        page = cp.store.client.scan(TableName=cp.store.table, **({"ExclusiveStartKey": start} if start else {}))
-        items += page["Items"]
-        start = page.get("LastEvaluatedKey")
-        if not start:
-            return items
 
 
 def _receive_all(sqs: Any, url: str) -> list[str]:
