@@ -29,7 +29,7 @@ def test_a_short_soak_loses_nothing_under_every_kind_of_fault(tmp_path, monkeypa
         seed=6, problems=2, tasks=2, steps=40, step_seconds=0.5, tick_seconds=1.5, budget_seconds=240,
         root=tmp_path / "soak", out=tmp_path / "soak.json", quiet=True,
         chaos={"agent_kill_every": 120.0, "rebalance_every": 8.0, "control_plane_crash_every": 90.0,
-               "first_within": 25.0},
+               "first_within": 25.0, "ensure_restore": True},
     )
     report = run(options)
     written = json.loads(options.out.read_text())
@@ -40,4 +40,5 @@ def test_a_short_soak_loses_nothing_under_every_kind_of_fault(tmp_path, monkeypa
     assert not missing, f"faults never injected: {missing}; injected: {report['faults']}"
     assert report["control_plane_generations"] >= 2
     assert report["tasks_total"] == 6
+    # ensure_restore kills an agent whose task has a committed checkpoint: its replacement must restore it, so
     assert report["checkpoints"]["restored"] >= 1  # so "no partial checkpoint restored" was put to the test

@@ -49,6 +49,10 @@ class ChaosConfig:
     # exercises every kind; an agent is handed the kinds no agent has injected yet (at most one agent per 15 s;
     # per 10 s for the kill mid checkpoint upload, as not every agent serves a task that checkpoints).
     ensure_every_kind: bool = True
+    # Kill (SIGKILL) the first agent seen whose task has a committed checkpoint, so the
+    # run restores at least one checkpoint after a kill whatever the other faults did (the short soak needs it
+    # to put "no partial checkpoint is ever restored" to the test).
+    ensure_restore: bool = False
 
 
 @dataclass
@@ -137,8 +141,10 @@ class Chaos:
         crashes = self.schedule(duration)
         rng, cfg = random.Random(self.schedule_rng.getrandbits(64)), self.config
         started = time.monotonic()
+        restore_forced = False
 
         def run() -> None:
+            nonlocal restore_forced
             pending = list(crashes)
             while not self._stop.wait(1.0):
                 elapsed = time.monotonic() - started
@@ -153,6 +159,11 @@ class Chaos:
                         self._fire(Timed(elapsed, "agent_kill", 0.0), agent)
                     elif cfg.rebalance_every > 0 and rebalance < 1.0 / cfg.rebalance_every:
                         self._fire(Timed(elapsed, "rebalance_recommendation", 0.0), agent)
+                if cfg.ensure_restore and not restore_forced and agents:
+                    checkpointed = self._with_checkpoint(self._live_agents())
+                    if checkpointed:
+                        self._fire(Timed(elapsed, "agent_kill", 0.0), checkpointed[0])
+                        restore_forced = True
                 counts = self.log.snapshot()
                 if agents and elapsed > cfg.first_within:
                     if not counts.get("agent_kill") and cfg.agent_kill_every > 0:
