@@ -9,10 +9,11 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from stacks.config import SpotrunConfig, cdk_json_context
-from stacks.constructs.api import Api
+from stacks.constructs.api import STAGE, Api
 from stacks.constructs.events import Events
 from stacks.constructs.functions import ControlPlane, Functions
 from stacks.constructs.messaging import Messaging
+from stacks.constructs.nag import logical_ref
 from stacks.constructs.observability import Observability
 from stacks.constructs.state import State
 from stacks.constructs.workers import Workers
@@ -30,6 +31,7 @@ class SpotrunStack(Stack):
         self.state = State(self, "State")
         self.messaging = Messaging(self, "Messaging", notification_email=config.notification_email)
         queues = self.messaging.queues
+        self.api = Api(self, "Api")
         self.workers = Workers(
             self,
             "Workers",
@@ -40,6 +42,7 @@ class SpotrunStack(Stack):
             log_bucket=self.state.log_bucket,
             heartbeat_queue=queues["heartbeats"],
             report_queue=queues["reports"],
+            worker_api_url=self.api.base_url,
         )
         self.functions = Functions(
             self,
@@ -54,7 +57,12 @@ class SpotrunStack(Stack):
             ),
         )
         self.events = Events(self, "Events", queues=queues, functions=self.functions.functions)
-        self.api = Api(self, "Api", handler=self.functions.functions["api"])
+        self.api.serve(self.functions.functions["api"], self.functions.functions["workers"])
+        self.workers.allow_worker_routes(
+            self.api.worker_routes_arn,
+            "Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:"
+            f"<{logical_ref(self.api.rest_api)}>/{STAGE}/POST/worker/*",
+        )
         self.observability = Observability(
             self,
             "Observability",

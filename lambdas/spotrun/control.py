@@ -41,6 +41,8 @@ class Settings:
     launch_stale_seconds: int = 600
     cooldown_seconds: int = 900
     region: str = "us-east-1"
+    task_role_arn: str = ""  # the role workers' task credentials are sessions of
+    instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -63,6 +65,8 @@ class Settings:
             heartbeat_stale_seconds=number(EnvVar.HEARTBEAT_STALE_SECONDS, 180),
             launch_stale_seconds=number(EnvVar.LAUNCH_STALE_SECONDS, 600),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            task_role_arn=env.get(EnvVar.TASK_ROLE_ARN, ""),
+            instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),
         )
 
     @property
@@ -86,6 +90,7 @@ class ControlPlane:
     bus: Any  # spotrun.adapters.sns.SnsBus
     blobs: Any = None  # spotrun.adapters.s3.S3Blobs
     prices: SpotPrices | None = None
+    credentials: Any = None  # spotrun.adapters.sts.TaskCredentials (the workers function only)
     clock: Callable[[], datetime] = system_clock
 
     @classmethod
@@ -97,6 +102,7 @@ class ControlPlane:
         from spotrun.adapters.ec2 import Ec2Compute, Ec2SpotPrices
         from spotrun.adapters.s3 import S3Blobs
         from spotrun.adapters.sns import SnsBus
+        from spotrun.adapters.sts import TaskCredentials
 
         settings = Settings.from_env(env)
         session = session or boto3.session.Session()
@@ -117,6 +123,7 @@ class ControlPlane:
             bus=SnsBus(client("sns"), settings.control_topic_arn, settings.notify_topic_arn),
             blobs=S3Blobs(client("s3"), settings.bucket),
             prices=Ec2SpotPrices(ec2),
+            credentials=TaskCredentials(client("sts"), settings.task_role_arn) if settings.task_role_arn else None,
         )
 
 

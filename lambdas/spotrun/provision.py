@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from spotrun import resources
+from spotrun import access, resources
 from spotrun.resources import EnvVar
 
 
@@ -75,7 +75,12 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         LaunchTemplateData={"ImageId": "ami-12c6146b", "MetadataOptions": {"HttpTokens": "required"}},
     )["LaunchTemplate"]["LaunchTemplateId"]
 
+    roles = _worker_roles(client("iam"), prefix, region, table_arn=dynamodb.describe_table(TableName=table)["Table"]["TableArn"],
+                          bucket_arn=f"arn:aws:s3:::{bucket}",
+                          queue_arns=[queues["heartbeats"]["arn"], queues["reports"]["arn"]])
+
     return {
+        **roles,
         EnvVar.TABLE: table, EnvVar.BUCKET: bucket,
         EnvVar.CONTROL_TOPIC_ARN: topics["control"], EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"],
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
@@ -85,3 +90,23 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),
         "AWS_REGION": region,
     }
+
+
+def _worker_roles(iam: Any, prefix: str, region: str, *, table_arn: str, bucket_arn: str,
+                  queue_arns: list[str]) -> dict[str, str]:
+    """The instance role and the task role, with the policies the stack gives them (`spotrun.access`)."""
+    def role(name: str, service: str, policy: dict[str, Any]) -> str:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service},
+                                                          "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        iam.put_role_policy(RoleName=name, PolicyName="spotrun", PolicyDocument=json.dumps(policy))
+        return str(arn)
+
+    account = table_arn.split(":")[4]
+    instance_role = f"{prefix}-instance"
+    instance_arn = role(instance_role, "ec2.amazonaws.com", access.instance_policy(
+        instances_arn=f"arn:aws:ec2:{region}:{account}:instance/*", managed_tag=("spotrun:managed", "true")))
+    task_arn = role(f"{prefix}-task", "lambda.amazonaws.com",
+                    access.task_policy(table_arn=table_arn, bucket_arn=bucket_arn, queue_arns=queue_arns))
+    return {EnvVar.TASK_ROLE_ARN: task_arn, EnvVar.INSTANCE_ROLE_NAME: instance_role,
+            "SPOTRUN_INSTANCE_ROLE_ARN": instance_arn}

@@ -42,6 +42,12 @@ class EnvVar:
     # Seconds without a heartbeat before the reaper asks EC2 whether a worker is alive.
     HEARTBEAT_STALE_SECONDS = "SPOTRUN_HEARTBEAT_STALE_SECONDS"
     LAUNCH_STALE_SECONDS = "SPOTRUN_LAUNCH_STALE_SECONDS"
+    # Workers: the task role their credentials are sessions of, the instance role allowed to ask for them,
+    # the worker routes' base URL (the agent's), and the task role's unique id (SQS SenderId prefix).
+    TASK_ROLE_ARN = "SPOTRUN_TASK_ROLE_ARN"
+    INSTANCE_ROLE_NAME = "SPOTRUN_INSTANCE_ROLE_NAME"
+    WORKER_API_URL = "SPOTRUN_WORKER_API_URL"
+    TASK_ROLE_ID = "SPOTRUN_TASK_ROLE_ID"
     # Endpoint override for every AWS client (the local runtime points it at moto's server).
     AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -188,6 +194,12 @@ FUNCTIONS = (
         "finisher", "spotrun.handlers.finisher.handler", "Classifies attempt outcomes and completes tasks",
         timeout_seconds=100,
         grants=("table:rw", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "workers", "spotrun.handlers.workers.handler",
+        "Worker routes: an instance's attempt, task credentials, claim, checkpoint commits, reuse",
+        timeout_seconds=29,
+        grants=("table:rw", "role:task:assume", "topic:control:publish", "topic:notifications:publish"),
     ),
     FunctionDef(
         "reaper", "spotrun.handlers.reaper.handler",

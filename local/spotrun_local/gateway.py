@@ -200,11 +200,26 @@ class _Context:
 
 # ------------------------------------------------------------------ the server
 
+# Other signers a gateway accepts: access key id -> (their credentials, the identity's ARN), e.g. the
+# worker instances' role sessions (the local runtime's worker routes).
+Principals = Callable[[str], "tuple[LocalCredentials, str] | None"]
+
+
+def signing_key_id(headers: Iterable[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if name.lower() == "authorization":
+            match = _AUTHORIZATION.match(value)
+            return match["credential"].split("/", 1)[0] if match else ""
+    return ""
+
+
 class Gateway:
     def __init__(self, handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
-                 ui_token: str | None = None, clock: Callable[[], datetime] | None = None):
+                 ui_token: str | None = None, clock: Callable[[], datetime] | None = None,
+                 principals: Principals | None = None):
         self.handler = handler
         self.credentials = credentials
+        self.principals = principals
         self.ui_token = ui_token or secrets.token_urlsafe(24)
         self.clock = clock or (lambda: datetime.now(UTC))
         self._server = ThreadingHTTPServer((host, port), _make_request_handler(self))
@@ -320,7 +335,13 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if self.command == "GET" and (parts.path == "/ui" or parts.path.startswith("/ui/")):
                 self._serve_ui(parts.path, parts.query)
                 return
-            refusal = verify_sigv4(self.command, self.path, self.headers.items(), body, gateway.credentials,
+            credentials, user_arn = gateway.credentials, LOCAL_USER_ARN
+            key_id = signing_key_id(self.headers.items())
+            if gateway.principals is not None and key_id and key_id != credentials.access_key_id:
+                found = gateway.principals(key_id)
+                if found is not None:
+                    credentials, user_arn = found
+            refusal = verify_sigv4(self.command, self.path, self.headers.items(), body, credentials,
                                    now=gateway.clock())
             if refusal is not None:
                 log.info("refused %s %s: %s", self.command, parts.path, refusal)
@@ -332,7 +353,8 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self._json(400, {"message": "the request body must be UTF-8 text"})
                 return
             event = proxy_event(self.command, self.path, self.headers.items(), text,
-                                source_ip=self.client_address[0], access_key=gateway.credentials.access_key_id)
+                                source_ip=self.client_address[0], access_key=credentials.access_key_id,
+                                user_arn=user_arn, caller=user_arn.rsplit("/", 1)[-1])
             status, headers, raw = gateway.invoke(event)
             self._reply(status, raw, headers)
 

@@ -36,9 +36,12 @@ import boto3
 
 from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
 from spotrun.control import ControlPlane
-from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler
+from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler, workers
 from spotrun.provision import provision
 from spotrun.reaping import sweep
+from spotrun.resources import EnvVar
+from spotrun_local.gateway import Gateway, LocalCredentials, new_local_credentials
+from spotrun_local.iam_guard import IamGuard
 from spotrun_local.market import MarketReplay
 from spotrun_local.metadata import MetadataService
 from spotrun_local.pump import SqsPump
@@ -46,9 +49,10 @@ from spotrun_local.pump import SqsPump
 log = logging.getLogger("spotrun.local")
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
 
 
-def moto_server(ip_address: str = "127.0.0.1", port: int = 0) -> Any:
+def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None) -> Any:
     """moto in server mode, with its DynamoDB requests served one at a time.
 
     moto's TransactWriteItems snapshots the whole table first and, when any of its conditions fails,
@@ -59,6 +63,9 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0) -> Any:
     trace, job counts off): found by the chaos soak. DynamoDB itself is atomic per item and per
     transaction; serializing moto's DynamoDB requests restores that. Other services (long-polled SQS
     receives among them) stay concurrent.
+
+    With a `guard` (spotrun_local.iam_guard.IamGuard), requests signed by worker sessions are
+    authorized against their role's policy first, as IAM would: moto itself evaluates none.
     """
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -67,6 +74,8 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0) -> Any:
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
+            if guard is not None:
+                app = guard.wrap(app)
             dynamodb = threading.Lock()
 
             def serve(environ: dict[str, Any], start_response: Any) -> Any:
@@ -114,6 +123,7 @@ class Instance:
     reclaim_at: float | None = None
     killed: bool = False
     exit_code: int | None = None  # the agent process's, once it ended (negative: killed by that signal)
+    role_session: str = ""  # ARN of the instance role session its agent signs with
 
 
 @dataclass
@@ -198,7 +208,10 @@ class LocalRuntime:
                             "POWERTOOLS_METRICS_NAMESPACE": "spotrun"}.items():
             os.environ.setdefault(name, value)
         os.environ.pop("AWS_SESSION_TOKEN", None)
-        self.moto = moto_server()
+        # IAM for the workers: moto evaluates no policy, so the guard does, for the instance and task
+        # role sessions, with the documents `provision` stored on those roles (spotrun.access).
+        self.guard = IamGuard({}, region=REGION, account=ACCOUNT, resource_tags=self._instance_tags)
+        self.moto = moto_server(guard=self.guard)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -215,6 +228,15 @@ class LocalRuntime:
             "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
             "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
         })
+        self.iam = self.session.client("iam")
+        for arn_name in (self.env[EnvVar.TASK_ROLE_ARN], self.env["SPOTRUN_INSTANCE_ROLE_ARN"]):
+            name = arn_name.rsplit("/", 1)[-1]
+            document = self.iam.get_role_policy(RoleName=name, PolicyName="spotrun")["PolicyDocument"]
+            self.guard.add_role(arn_name, json.loads(document) if isinstance(document, str) else document)
+        self.sts = self.session.client("sts")
+        self._instance_credentials: dict[str, tuple[LocalCredentials, str]] = {}
+        self.worker_gateway = Gateway(self.workers_handler, new_local_credentials(),
+                                      principals=self._instance_credentials.get).start()
         self.metadata = MetadataService().start()
         self.sqs = self.session.client("sqs")
         self.ec2 = self.session.client("ec2")
@@ -285,6 +307,35 @@ class LocalRuntime:
         with self._lock("api"):
             return api.handler(event, context, control=self.cp)
 
+    def workers_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """The worker routes (API Gateway runs one invocation per request, concurrently). An invocation
+        of a control plane that crashed meanwhile dies like the others: API Gateway answers 502."""
+        try:
+            return workers.handler(event, context, control=self.cp)
+        except ControlPlaneStopped as stopped:
+            raise RuntimeError(str(stopped)) from None
+
+    def _instance_tags(self, arn: str) -> dict[str, str]:
+        """Resource tags for the guard's aws:ResourceTag conditions (EC2 instances only)."""
+        if ":instance/" not in arn:
+            return {}
+        answer = self.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [arn.rsplit("/", 1)[-1]]}])
+        return {tag["Key"]: tag["Value"] for tag in answer.get("Tags", [])}
+
+    def _instance_identity(self, instance: Instance) -> dict[str, str]:
+        """What the metadata service gives an instance: a session of the instance role named after it."""
+        role_arn = self.env["SPOTRUN_INSTANCE_ROLE_ARN"]
+        answer = self.sts.assume_role(RoleArn=role_arn, RoleSessionName=instance.instance_id)
+        credentials = answer["Credentials"]
+        key = credentials["AccessKeyId"]
+        session_arn = answer["AssumedRoleUser"]["Arn"]
+        self.guard.register(key, role_arn, instance.instance_id,
+                            source_instance_arn=f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance.instance_id}")
+        self._instance_credentials[key] = (LocalCredentials(key, credentials["SecretAccessKey"]), session_arn)
+        instance.role_session = session_arn
+        return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"]}
+
     def stop(self) -> None:
         self._stop.set()
         if self.generation is not None:
@@ -294,6 +345,7 @@ class LocalRuntime:
         for thread in [*self._threads, *(self.generation.threads if self.generation else [])]:
             thread.join(timeout=5)
         self.metadata.stop()
+        self.worker_gateway.stop()
         self.moto.stop()
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
@@ -375,7 +427,8 @@ class LocalRuntime:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SPOTRUN_")},
             **{k: v for k, v in self.env.items() if k.startswith("SPOTRUN_") or k == "AWS_REGION"},
-            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ENDPOINT_URL": self.endpoint, **self._instance_identity(instance),
+            EnvVar.WORKER_API_URL: self.worker_gateway.url,
             "SPOTRUN_IMDS_ENDPOINT": self.metadata.endpoint(instance.instance_id),
             "SPOTRUN_WORK_ROOT": str((home / "work").resolve()),
             "SPOTRUN_HEARTBEAT_SECONDS": str(self.options.heartbeat_seconds),

@@ -1,7 +1,9 @@
-"""The HTTP API: API Gateway REST API, every method IAM-authorized, proxied to the api function."""
+"""The HTTP API: API Gateway REST API, every method IAM-authorized. Users' routes are proxied to the
+api function; `POST /worker/{operation}` goes to the workers function (instances' own calls)."""
 
 from __future__ import annotations
 
+from aws_cdk import Aws, Fn
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -13,10 +15,12 @@ STAGE = "v1"
 # A guard against a runaway client loop; the CLI and the web page need far less.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100
+WORKER_THROTTLE_RATE = 500
+WORKER_THROTTLE_BURST = 1000
 
 
 class Api(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, handler: lambda_.IFunction) -> None:
+    def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
         access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH)
         self.rest_api = apigateway.RestApi(
@@ -47,15 +51,18 @@ class Api(Construct):
                 ),
                 throttling_rate_limit=THROTTLE_RATE,
                 throttling_burst_limit=THROTTLE_BURST,
+                # Thousands of workers boot, renew credentials and commit checkpoints through these.
+                method_options={
+                    "/worker/{operation}/POST": apigateway.MethodDeploymentOptions(
+                        throttling_rate_limit=WORKER_THROTTLE_RATE, throttling_burst_limit=WORKER_THROTTLE_BURST,
+                    ),
+                },
             ),
             # SigV4 with the caller's AWS credentials, on every method including {proxy+}.
             default_method_options=apigateway.MethodOptions(authorization_type=apigateway.AuthorizationType.IAM),
         )
         # The stack's own ApiUrl output replaces the construct's generated one.
         self.rest_api.node.try_remove_child("Endpoint")
-        integration = apigateway.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
-        self.rest_api.root.add_method("ANY", integration)
-        self.rest_api.root.add_proxy(default_integration=integration, any_method=True)
 
         acknowledge(
             self.rest_api,
@@ -85,6 +92,24 @@ class Api(Construct):
                 "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
             )
 
+    def serve(self, handler: lambda_.IFunction, worker_handler: lambda_.IFunction) -> None:
+        integration = apigateway.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
+        self.rest_api.root.add_method("ANY", integration)
+        self.rest_api.root.add_proxy(default_integration=integration, any_method=True)
+        workers = apigateway.LambdaIntegration(worker_handler, proxy=True, allow_test_invoke=False)
+        self.rest_api.root.add_resource("worker").add_resource("{operation}").add_method("POST", workers)
+
     @property
     def url(self) -> str:
         return self.rest_api.url
+
+    @property
+    def base_url(self) -> str:
+        """The stage URL from the API's id alone: what the workers' launch template names (the stage
+        itself depends on the functions, which depend on the template)."""
+        return Fn.join("", ["https://", self.rest_api.rest_api_id, ".execute-api.", Aws.REGION, ".",
+                            Aws.URL_SUFFIX, f"/{STAGE}"])
+
+    @property
+    def worker_routes_arn(self) -> str:
+        return self.rest_api.arn_for_execute_api("POST", "/worker/*", STAGE)

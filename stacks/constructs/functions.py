@@ -19,6 +19,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from spotrun import resources
+from spotrun.access import task_policy
 from spotrun.resources import EnvVar
 from stacks import LAMBDAS_DIR
 from stacks.config import SpotrunConfig
@@ -72,9 +73,11 @@ class Functions(Construct):
         )
         self._environment = _environment(control_plane)
         self._acknowledged: set[tuple[str, str]] = set()
+        self.task_role: iam.Role | None = None
         self.functions: dict[str, lambda_.Function] = {
             definition.key: self._function(definition) for definition in resources.FUNCTIONS
         }
+        self._wire_worker_identities()
         for queue in resources.QUEUES:
             self._consume(queue)
 
@@ -147,6 +150,8 @@ class Functions(Construct):
                     "jobs_by_time, live), which IAM names only as <table>/index/*.",
                     f"Resource::<{logical_ref(table)}.Arn>/index/*",
                 )
+            case ["role", "task", "assume"]:
+                self.task_role = self._task_role(role)
             case ["bucket", "presign"]:
                 self._grant_presign(function, role)
             case ["topic", name, "publish"]:
@@ -169,6 +174,62 @@ class Functions(Construct):
                 self._attach(function, role, "ec2-terminate", [self._terminate_statement()])
             case _:
                 raise ValueError(f"function {function.node.id}: unknown grant {grant!r}")
+
+    def _task_role(self, issuer: iam.Role) -> iam.Role:
+        """The role of workers' task credentials: only the workers function may open sessions of it,
+        each tagged with one task; its policy (`spotrun.access.task_policy`) confines a session to
+        that task's items, checkpoint and output prefixes, and the two worker queues."""
+        plane = self._control_plane
+        document = task_policy(
+            table_arn=plane.table.table_arn, bucket_arn=plane.bucket.bucket_arn,
+            queue_arns=[plane.queues["heartbeats"].queue_arn, plane.queues["reports"].queue_arn],
+        )
+        task_role = iam.Role(
+            self,
+            "TaskRole",
+            assumed_by=iam.ArnPrincipal(issuer.role_arn).with_session_tags(),
+            description="spotrun worker task credentials (one session per attempt, tagged with its task)",
+            max_session_duration=Duration.hours(1),
+            inline_policies={"task": iam.PolicyDocument.from_json(document)},
+        )
+        issuer.add_to_policy(iam.PolicyStatement(
+            sid="OpenTaskSessions", actions=["sts:AssumeRole", "sts:TagSession"], resources=[task_role.role_arn],
+        ))
+        bucket = logical_ref(plane.bucket)
+        acknowledge(
+            task_role,
+            "IAM5",
+            "Each session reaches only its own task's keys: the wildcards follow prefixes built from the "
+            "session's tags (aws:PrincipalTag/job and task), so one attempt cannot name another task's files.",
+            f"Resource::<{bucket}.Arn>/checkpoints/<aws:PrincipalTag/job>/<aws:PrincipalTag/task>/*",
+            f"Resource::<{bucket}.Arn>/jobs/<aws:PrincipalTag/job>/outputs/<aws:PrincipalTag/task>/*",
+            f"Resource::<{bucket}.Arn>/jobs/<aws:PrincipalTag/job>/logs/<aws:PrincipalTag/task>/*",
+        )
+        acknowledge(
+            task_role,
+            "IAM5",
+            "The combine step reads every task's outputs of its own job (the job from the session's tag), "
+            "and only a session tagged kind=combine may.",
+            f"Resource::<{bucket}.Arn>/jobs/<aws:PrincipalTag/job>/outputs/*",
+        )
+        acknowledge(
+            task_role,
+            "IAM5",
+            "Inputs users upload through the API's presigned URLs have random keys under uploads/; workers "
+            "may read them, never write.",
+            f"Resource::<{bucket}.Arn>/uploads/*",
+        )
+        return task_role
+
+    def _wire_worker_identities(self) -> None:
+        """Who may ask for task credentials, and whose messages the consumers accept."""
+        if self.task_role is None:
+            return
+        instance_role = self._control_plane.workers.role
+        self.functions["workers"].add_environment(EnvVar.TASK_ROLE_ARN, self.task_role.role_arn)
+        self.functions["workers"].add_environment(EnvVar.INSTANCE_ROLE_NAME, instance_role.role_name)
+        for key in ("heartbeat", "finisher"):
+            self.functions[key].add_environment(EnvVar.TASK_ROLE_ID, self.task_role.role_id)
 
     def _grant_presign(self, function: lambda_.Function, role: iam.Role) -> None:
         """Presigned URLs carry the signer's permissions, so the function holds exactly what the URLs

@@ -8,12 +8,10 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from spotrun import resources
+from spotrun.access import CHECKPOINTS_PREFIX, JOBS_PREFIX, UPLOADS_PREFIX
 
-# Key prefixes of the data bucket, as spotrun.jobs and the worker agent use them; the API's presign
-# grant and the worker role are scoped to them.
-UPLOADS_PREFIX = "uploads/"  # inputs users upload through presigned URLs
-JOBS_PREFIX = "jobs/"  # per job: outputs, logs
-CHECKPOINTS_PREFIX = "checkpoints/"  # per task: numbered checkpoints with their manifests
+# Key prefixes of the data bucket (spotrun.access), as spotrun.jobs and the worker agent use them;
+# the API's presign grant and the task role are scoped to them.
 USER_PREFIXES = (UPLOADS_PREFIX, JOBS_PREFIX)
 
 # A superseded checkpoint is worth nothing once the next one is committed; keep it one day in case

@@ -14,9 +14,9 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from spotrun.access import instance_policy
 from spotrun.resources import EnvVar
-from stacks.constructs.nag import acknowledge, logical_ref
-from stacks.constructs.state import CHECKPOINTS_PREFIX, JOBS_PREFIX, UPLOADS_PREFIX
+from stacks.constructs.nag import acknowledge
 
 # Every instance spotrun launches carries this tag; the control plane may only terminate (and, at
 # launch, only create) instances that carry it.
@@ -27,9 +27,6 @@ VPC_CIDR = "10.64.0.0/16"
 # /19 per AZ: ~8,000 addresses, so 10,000 workers fit even when the broker favours a few zones;
 # a /16 holds up to 8 of them, more than spotrun:maxAzs allows.
 SUBNET_CIDR_MASK = 19
-
-# The agent reads and writes these prefixes of the data bucket (and only reads uploads/).
-AGENT_PREFIXES = (JOBS_PREFIX, CHECKPOINTS_PREFIX)
 
 AGENT_ENV_FILE = "/etc/spotrun/agent.env"
 AGENT_UNIT = "spotrun-agent.service"
@@ -55,6 +52,7 @@ class Workers(Construct):
         log_bucket: s3.IBucket,
         heartbeat_queue: sqs.IQueue,
         report_queue: sqs.IQueue,
+        worker_api_url: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = self._vpc(max_azs, log_bucket)
@@ -66,7 +64,7 @@ class Workers(Construct):
             description="spotrun workers: no inbound at all (Session Manager instead of SSH)",
             allow_all_outbound=True,  # user programs install packages and reach AWS APIs
         )
-        self.role = self._instance_role(table, bucket, heartbeat_queue, report_queue)
+        self.role = self._instance_role()
         self.instance_profile = iam.InstanceProfile(self, "InstanceProfile", role=self.role)
         # The agent ships as two assets: the shared control-plane package (wire messages, store,
         # lifecycle) and the worker package; the instance role may read exactly these objects.
@@ -87,6 +85,7 @@ class Workers(Construct):
                     EnvVar.BUCKET: bucket.bucket_name,
                     EnvVar.HEARTBEAT_QUEUE_URL: heartbeat_queue.queue_url,
                     EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
+                    EnvVar.WORKER_API_URL: worker_api_url,
                     "AWS_REGION": Aws.REGION,
                     "AWS_DEFAULT_REGION": Aws.REGION,
                 }
@@ -140,13 +139,20 @@ class Workers(Construct):
             restrict_default_security_group=False,
         )
 
-    def _instance_role(
-        self,
-        table: dynamodb.ITable,
-        bucket: s3.IBucket,
-        heartbeat_queue: sqs.IQueue,
-        report_queue: sqs.IQueue,
-    ) -> iam.Role:
+    def allow_worker_routes(self, routes_arn: str, *finding_ids: str) -> None:
+        """The instance role may call the worker routes (execute-api ARN of `POST /worker/*`)."""
+        self._agent_policy.add_statements(iam.PolicyStatement(
+            sid="CallWorkerRoutes", actions=["execute-api:Invoke"], resources=[routes_arn],
+        ))
+        acknowledge(
+            self._agent_policy,
+            "IAM5",
+            "The worker routes are POST /worker/<operation> of spotrun's own API stage; the operation is "
+            "the only wildcard.",
+            *finding_ids,
+        )
+
+    def _instance_role(self) -> iam.Role:
         role = iam.Role(
             self,
             "InstanceRole",
@@ -161,91 +167,20 @@ class Workers(Construct):
             "replaces SSH: the worker security group has no inbound rule at all.",
             "Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore",
         )
+        # The instance role reaches no task data at all: a program on the instance can read these
+        # credentials from the metadata service. The agent asks the worker routes for its task's
+        # credentials (spotrun.access.task_policy, one session per attempt); with these it may only
+        # call those routes (granted by `allow_worker_routes`) and end its own instance.
         policy = iam.Policy(
             self,
             "AgentPolicy",
             roles=[role],
-            statements=[
-                # Heartbeats and completion reports are the agent's only messages.
-                iam.PolicyStatement(
-                    sid="SendHeartbeatsAndReports",
-                    actions=["sqs:SendMessage"],
-                    resources=[heartbeat_queue.queue_arn, report_queue.queue_arn],
-                ),
-                # The agent claims its task and commits checkpoints itself: guarded transactions
-                # (UpdateItem/PutItem) over the task, its attempt, the job's counts, the pool's
-                # statistics and the timeline, and reads of its task, job, worker item and attempts.
-                # No Scan, DeleteItem or batch writes. A dynamodb:LeadingKeys condition would have to
-                # list every partition type (JOB#, TASK#, EVENTS#, POOL#, WORKER#, ACCOUNT), so it
-                # would restrict nothing today.
-                iam.PolicyStatement(
-                    sid="ClaimTasksAndCommitCheckpoints",
-                    actions=["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem",
-                             "dynamodb:PutItem"],
-                    resources=[table.table_arn],
-                ),
-                # Instance reuse: a finished agent looks for its job's next queued task (by_state index
-                # keys; the items are then read from the table).
-                iam.PolicyStatement(
-                    sid="FindQueuedTasksOfItsJob",
-                    actions=["dynamodb:Query"],
-                    resources=[f"{table.table_arn}/index/by_state"],
-                ),
-                # Inputs users uploaded through the API's presigned URLs: read only.
-                iam.PolicyStatement(
-                    sid="ReadUploadedInputs",
-                    actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")],
-                ),
-                # Outputs and logs under jobs/, checkpoints under checkpoints/; a broken multipart
-                # transfer is resumed or aborted.
-                iam.PolicyStatement(
-                    sid="ReadWriteJobFilesAndCheckpoints",
-                    actions=[
-                        "s3:GetObject",
-                        "s3:PutObject",
-                        "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts",
-                    ],
-                    resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in AGENT_PREFIXES],
-                ),
-                # Checkpoints older than the newest committed one are pruned by the agent.
-                iam.PolicyStatement(
-                    sid="PruneSupersededCheckpoints",
-                    actions=["s3:DeleteObject"],
-                    resources=[bucket.arn_for_objects(f"{CHECKPOINTS_PREFIX}*")],
-                ),
-                iam.PolicyStatement(
-                    sid="ListJobFilesAndCheckpoints",
-                    actions=["s3:ListBucket"],
-                    resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in AGENT_PREFIXES]}},
-                ),
-                # The agent ends its own instance when its task is over: the instance whose ARN is
-                # the caller's own (${ec2:SourceInstanceARN}, filled in by IAM at request time), and
-                # only if it is spotrun's. Should EC2 ever refuse the self-match, the call fails closed
-                # and the reaper ends the instance; `shutdown -h now` works too (shutdown behaviour is
-                # terminate in the launch template).
-                iam.PolicyStatement(
-                    sid="TerminateOwnInstanceOnly",
-                    actions=["ec2:TerminateInstances"],
-                    resources=[Stack.of(self).format_arn(service="ec2", resource="instance", resource_name="*")],
-                    conditions={
-                        "StringEquals": {
-                            f"aws:ResourceTag/{MANAGED_TAG_KEY}": MANAGED_TAG_VALUE,
-                            "aws:ARN": "${ec2:SourceInstanceARN}",
-                        }
-                    },
-                ),
-            ],
+            document=iam.PolicyDocument.from_json(instance_policy(
+                instances_arn=Stack.of(self).format_arn(service="ec2", resource="instance", resource_name="*"),
+                managed_tag=(MANAGED_TAG_KEY, MANAGED_TAG_VALUE),
+            )),
         )
-        acknowledge(
-            policy,
-            "IAM5",
-            "Object keys under uploads/, jobs/ and checkpoints/ are created per upload, job and attempt "
-            "at run time; the agent is limited to these prefixes of the spotrun bucket.",
-            *(f"Resource::<{logical_ref(bucket)}.Arn>/{prefix}*" for prefix in (UPLOADS_PREFIX, *AGENT_PREFIXES)),
-        )
+        self._agent_policy = policy
         acknowledge(
             policy,
             "IAM5",

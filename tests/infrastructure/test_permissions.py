@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from template_query import StackTemplate, Statement
 
 from spotrun import resources
+from spotrun.resources import EnvVar
 
 pytestmark = pytest.mark.slow  # reads the synthesized stack
 
@@ -122,45 +125,100 @@ def _worker_role(query: StackTemplate) -> str:
     return roles[0]
 
 
-def test_worker_role_reads_and_writes_only_jobs_and_checkpoints(query: StackTemplate) -> None:
-    statements = query.statements_of_role(_worker_role(query))
-    object_statements = [s for s in statements if any(a.startswith("s3:") and a != "s3:ListBucket" for a in s.actions)]
-    assert object_statements
-    for statement in object_statements:
-        for resource in statement.resources:
-            if "cdk-hnb659fds-assets" in resource:  # the agent's own code bundles, read at boot
-                assert statement.actions == ("s3:GetObject",) and resource.endswith(".zip"), resource
-                continue
-            assert resource.endswith(("/jobs/*", "/checkpoints/*", "/uploads/*")), resource
-            if resource.endswith("/uploads/*"):
-                assert statement.actions == ("s3:GetObject",), "uploaded inputs are read-only for workers"
-    deletes = [s for s in statements if s.allows("s3:DeleteObject")]
-    assert all(r.endswith("/checkpoints/*") for s in deletes for r in s.resources)
-    listing = [s for s in statements if s.allows("s3:ListBucket")]
-    assert listing and all(s.condition == {"StringLike": {"s3:prefix": ["jobs/*", "checkpoints/*"]}} for s in listing)
+def _task_role(query: StackTemplate) -> str:
+    roles = [lid for lid, r in query.of_type("AWS::IAM::Role").items() if lid.startswith("FunctionsTaskRole")]
+    assert len(roles) == 1
+    return roles[0]
 
 
-def test_worker_role_only_sends_heartbeats_and_reports_and_updates_task_state(query: StackTemplate) -> None:
-    queues = query.queues()
+def test_the_instance_role_reaches_no_task_data(query: StackTemplate) -> None:
+    """A program on the instance can read the instance role's credentials from the metadata service:
+    they reach no table, bucket prefix or queue, only the worker routes and the instance itself."""
     statements = query.statements_of_role(_worker_role(query))
     actions = _allowed(statements)
-    assert not {a for a in actions if a.startswith(("iam:", "sns:", "kms:"))}
+    assert not {a for a in actions if a.startswith(("dynamodb:", "sqs:", "sns:", "iam:", "kms:", "sts:"))}, actions
     assert {a for a in actions if a.startswith("ec2:")} == {"ec2:TerminateInstances"}
+    objects = [(s, r) for s in statements if any(a.startswith("s3:") for a in s.actions) for r in s.resources]
+    assert objects and all("cdk-hnb659fds-assets" in r and r.endswith(".zip") and s.actions == ("s3:GetObject",)
+                           for s, r in objects), objects  # only the agent's own code bundles, read at boot
+    invokes = [s for s in statements if s.allows("execute-api:Invoke")]
+    assert len(invokes) == 1 and len(invokes[0].resources) == 1
+    assert invokes[0].resources[0].endswith("/v1/POST/worker/*"), invokes[0].resources
+
+
+def test_only_the_workers_function_opens_tagged_task_sessions(query: StackTemplate) -> None:
+    task_role = _task_role(query)
+    trust = query.props(task_role)["AssumeRolePolicyDocument"]["Statement"]
+    assert len(trust) == 1 and set(trust[0]["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
+    assert trust[0]["Principal"] == {"AWS": {"Fn::GetAtt": [query.role_of_function("workers"), "Arn"]}}
+    assert query.props(task_role)["MaxSessionDuration"] == 3600
+    for key in (f.key for f in resources.FUNCTIONS):
+        assumes = [s for s in query.function_statements(key) if s.allows("sts:AssumeRole")]
+        if key == "workers":
+            assert [r for s in assumes for r in s.resources] == [f"${{{task_role}.Arn}}"]
+            assert all(s.allows("sts:TagSession") for s in assumes)
+        else:
+            assert not assumes, key
+
+
+def test_a_task_session_reaches_only_its_own_items_files_and_the_worker_queues(query: StackTemplate) -> None:
+    queues = query.queues()
+    statements = query.statements_of_role(_task_role(query))
+    actions = _allowed(statements)
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem", "dynamodb:Query"}
+    for statement in (s for s in statements if any(a.startswith("dynamodb:") for a in s.actions)):
+        assert not any("/index/" in r for r in statement.resources), "no index: they list other tasks"
+        assert statement.condition == {
+            "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["TASK#${aws:PrincipalTag/job}#${aws:PrincipalTag/task_key}"]},
+            "Null": {"dynamodb:LeadingKeys": "false"},
+        }
     assert {a for a in actions if a.startswith("sqs:")} == {"sqs:SendMessage"}
     sends = {r for s in statements if s.allows("sqs:SendMessage") for r in s.resources}
     assert sends == {f"${{{queues['heartbeats']}.Arn}}", f"${{{queues['reports']}.Arn}}"}
-    assert {a for a in actions if a.startswith("dynamodb:")} == {
-        "dynamodb:GetItem",
-        "dynamodb:BatchGetItem",
-        "dynamodb:Query",
-        "dynamodb:UpdateItem",
-        "dynamodb:PutItem",
+    assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sns:", "sts:", "kms:"))}
+    own = "${aws:PrincipalTag/job}/${aws:PrincipalTag/task}/*"
+    for statement in statements:
+        for action in statement.actions:
+            if not action.startswith("s3:") or action == "s3:ListBucket":
+                continue
+            for resource in statement.resources:
+                suffix = resource.split("}", 1)[1]  # after the bucket's ARN
+                if action == "s3:GetObject" and suffix == "/uploads/*":
+                    continue  # inputs uploaded through the API: read only
+                if suffix == "/jobs/${aws:PrincipalTag/job}/outputs/*":
+                    assert action == "s3:GetObject" and statement.condition == {
+                        "StringEquals": {"aws:PrincipalTag/kind": "combine"}}, "only the combine step reads its job's outputs"
+                    continue
+                assert suffix in (f"/checkpoints/{own}", "/jobs/${aws:PrincipalTag/job}/outputs/${aws:PrincipalTag/task}/*",
+                                  "/jobs/${aws:PrincipalTag/job}/logs/${aws:PrincipalTag/task}/*"), (action, resource)
+                if action in ("s3:GetObject", "s3:DeleteObject"):
+                    assert suffix == f"/checkpoints/{own}", (action, resource)
+    listing = {json.dumps(s.condition, sort_keys=True) for s in statements if s.allows("s3:ListBucket")}
+    assert listing == {
+        json.dumps({"StringLike": {"s3:prefix": [f"checkpoints/{own}"]}}, sort_keys=True),
+        json.dumps({"StringLike": {"s3:prefix": ["jobs/${aws:PrincipalTag/job}/outputs/*"]},
+                    "StringEquals": {"aws:PrincipalTag/kind": "combine"}}, sort_keys=True),
     }
-    # The only index it may read is by_state (instance reuse finds the job's next queued task), and only by Query.
-    index_resources = {(a, r) for s in statements for a in s.actions if a.startswith("dynamodb:")
-                       for r in s.resources if "/index/" in str(r)}
-    assert index_resources and all(a == "dynamodb:Query" and str(r).endswith("/index/by_state")
-                                   for a, r in index_resources), index_resources
+
+
+def test_the_deployed_task_policy_is_spotrun_access_task_policy(query: StackTemplate) -> None:
+    """The local runtime enforces spotrun.access.task_policy on its agents: the stack must deploy the same."""
+    from spotrun.access import task_policy
+
+    expected = task_policy(table_arn="TABLE", bucket_arn="BUCKET", queue_arns=["Q1", "Q2"])["Statement"]
+    deployed = query.statements_of_role(_task_role(query))
+    assert [(s.sid, sorted(s.actions), s.condition) for s in deployed] == [
+        (e["Sid"], sorted(e["Action"]), e.get("Condition", {})) for e in expected]
+
+
+def test_workers_accept_messages_only_from_their_attempts_session(query: StackTemplate) -> None:
+    task_role = _task_role(query)
+    for key in ("heartbeat", "finisher"):
+        variables = query.props(query.functions()[key])["Environment"]["Variables"]
+        assert variables[EnvVar.TASK_ROLE_ID] == {"Fn::GetAtt": [task_role, "RoleId"]}, key
+    workers_env = query.props(query.functions()["workers"])["Environment"]["Variables"]
+    assert workers_env[EnvVar.TASK_ROLE_ARN] == {"Fn::GetAtt": [task_role, "Arn"]}
+    assert workers_env[EnvVar.INSTANCE_ROLE_NAME] == {"Ref": _worker_role(query)}
 
 
 def test_worker_role_uses_session_manager_and_nothing_else_managed(query: StackTemplate) -> None:

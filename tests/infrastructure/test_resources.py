@@ -177,17 +177,24 @@ def test_subnets_variable_is_a_json_object_of_zone_to_subnet(query: StackTemplat
 # --- api ---------------------------------------------------------------------------------------
 
 
-def test_every_api_method_requires_iam_and_proxies_to_the_api_function(query: StackTemplate) -> None:
+def test_every_api_method_requires_iam_and_proxies_to_its_function(query: StackTemplate) -> None:
+    """Users' routes go to the api function; POST /worker/{operation} (the instances' own calls) to workers."""
     methods = query.of_type("AWS::ApiGateway::Method")
     assert methods
-    api_function = query.functions()["api"]
+    functions = query.functions()
+    routed: dict[str, list[str]] = {}
     for logical_id, method in methods.items():
         props = method["Properties"]
         assert props["AuthorizationType"] == "AWS_IAM", logical_id
         assert props["Integration"]["Type"] == "AWS_PROXY", logical_id
-        assert api_function in render(props["Integration"]["Uri"]), logical_id
+        uri = render(props["Integration"]["Uri"])
+        target = [key for key in ("api", "workers") if f"{{{functions[key]}.Arn}}" in uri]
+        assert len(target) == 1, (logical_id, uri)
+        routed.setdefault(target[0], []).append(props["HttpMethod"])
+    assert sorted(routed["workers"]) == ["POST"]
+    assert sorted(routed["api"]) == ["ANY", "ANY"]
     paths = {render(r["Properties"]["PathPart"]) for r in query.of_type("AWS::ApiGateway::Resource").values()}
-    assert paths == {"{proxy+}"}
+    assert paths == {"{proxy+}", "worker", "{operation}"}
 
 
 def test_api_stage_traces_and_writes_access_logs(query: StackTemplate) -> None:
@@ -246,11 +253,15 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
         EnvVar.BUCKET,
         EnvVar.HEARTBEAT_QUEUE_URL,
         EnvVar.REPORT_QUEUE_URL,
+        EnvVar.WORKER_API_URL,
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "SPOTRUN_DMTCP_BIN",
     }
     assert written.pop("SPOTRUN_DMTCP_BIN") == "/opt/dmtcp/bin"
+    # The worker routes: the stage URL built from the API's id (the stage itself would be a cycle).
+    assert re.fullmatch(r"https://\$\{ApiRestApi\w+\}\.execute-api\.\$\{AWS::Region\}\.\$\{AWS::URLSuffix\}/v1",
+                        written.pop(EnvVar.WORKER_API_URL))
     assert all(value.startswith("${") for value in written.values()), "only deploy-time references, no literals"
     assert "> /etc/spotrun/agent.env" in user_data
     assert "systemctl enable --now spotrun-agent.service" in user_data

@@ -10,6 +10,7 @@ from __future__ import annotations
 from spotrun.attempts import claim
 from spotrun.model import TaskState
 from spotrun_worker.agent import Agent, AgentConfig
+from spotrun_worker.routes import InProcessRoutes
 from tests.integration.test_task_flow import JOB, Loop, ref
 from tests.support import eventbridge_event
 
@@ -32,7 +33,7 @@ def test_a_replacement_waits_for_the_interrupted_attempt_to_hand_over(cp, env, a
     waits: list[float] = []
     config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, heartbeat_queue_url="",
                          report_queue_url="", handover_wait_seconds=1.0)
-    agent = Agent(config, cp.store, None, None, None, clock=clock, sleep=waits.append)
+    agent = Agent(config, InProcessRoutes(cp, replaced.instance_id), None, clock=clock, sleep=waits.append)
     agent.ref = ref(replaced)
     agent._await_handover(replaced)
     assert waits, "the replacement did not wait for its predecessor's final checkpoint"

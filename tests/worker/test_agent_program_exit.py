@@ -17,6 +17,7 @@ from spotrun.model import Task, TaskState
 from spotrun.spec import JobSpec
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.checkpointers.base import CheckpointError
+from spotrun_worker.routes import InProcessRoutes
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -63,7 +64,8 @@ class Quiet:
 def test_a_program_that_exits_during_a_checkpoint_request_is_reported_as_finished(tmp_path):
     task = Task("j-1", 0, TaskState.RUNNING, 1, checkpoint_requested_at=NOW + timedelta(hours=1))
     config = AgentConfig(table="t", bucket="b", heartbeat_queue_url="hb", report_queue_url="r", work_root=tmp_path)
-    agent = Agent(config, Store(task), Quiet(), None, Quiet(), clock=lambda: NOW, sleep=lambda _: None)
+    routes = InProcessRoutes(None, "i-1", store=Store(task), sqs=Quiet())
+    agent = Agent(config, routes, Quiet(), clock=lambda: NOW, sleep=lambda _: None)
     agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
     agent.spec = JobSpec.model_validate({"name": "n", "command": ["true"], "checkpoint": {"method": "signal",
                                                                                          "interval": 30}})

@@ -27,15 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
-from spotrun.control import ControlPlane, Settings
-from spotrun.domain.lifecycle import TaskChange
-from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, Desired, Market, Task, TaskState, TimelineEvent
+from spotrun.attempts import ClaimRefused
+from spotrun.messages import CompletionReport, Heartbeat, ProgramResult
+from spotrun.model import Desired, Task, TaskState
 from spotrun.spec import JobSpec
 from spotrun_worker import checkpointers, interval, transfer
 from spotrun_worker.checkpointers.base import CheckpointError
 from spotrun_worker.imds import Imds
+from spotrun_worker.routes import Assignment
 
 log = logging.getLogger("spotrun.agent")
 
@@ -71,6 +70,7 @@ class AgentConfig:
     terminate_on_exit: bool = True
     reuse_instances: bool = True
     reuse_wait_seconds: float = 30.0
+    worker_api_url: str = ""  # the worker routes (`POST <url>/worker/<operation>`)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> AgentConfig:
@@ -86,6 +86,7 @@ class AgentConfig:
             handover_wait_seconds=float(env.get("SPOTRUN_HANDOVER_WAIT_SECONDS", 150)),
             terminate_on_exit=env.get("SPOTRUN_TERMINATE_ON_EXIT", "1") == "1",
             reuse_instances=env.get("SPOTRUN_REUSE_INSTANCES", "1") == "1",
+            worker_api_url=env.get("SPOTRUN_WORKER_API_URL", ""),
         )
 
 
@@ -102,48 +103,59 @@ class CheckpointCost:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, store: Any, sqs: Any, s3: Any, imds: Imds, ec2: Any = None,
+    def __init__(self, config: AgentConfig, routes: Any, imds: Imds, ec2: Any = None,
                  clock: Callable[[], datetime] = utcnow, sleep: Callable[[float], None] = time.sleep):
         self.config = config
-        self.store = store
-        self.sqs = sqs
-        self.s3 = s3
+        self.routes = routes  # spotrun_worker.routes: the worker routes and the task's own clients
+        routes.configure(config.table)
         self.ec2 = ec2
         self.imds = imds
         self.clock = clock
         self.sleep = sleep
-        self.control = ControlPlane(Settings(table=config.table, bucket=config.bucket), store, None, None, clock=clock)
         self.cost = CheckpointCost()
         self.last_saved_at = time.monotonic()  # when the program's progress was last safe in a commit
         self.frozen_at: float | None = None
         self.restored_seq: int | None = None
         self.checkpoints_taken = 0
 
+    # The task's own items, files and queues, through clients confined to the task the routes named.
+    @property
+    def store(self) -> Any:
+        return self.routes.store
+
+    @property
+    def s3(self) -> Any:
+        return self.routes.s3
+
+    @property
+    def sqs(self) -> Any:
+        return self.routes.sqs
+
     # ------------------------------------------------------------------ life
 
     def run(self) -> int:
         instance_id = self.imds.instance_id()
-        worker = self._find_attempt(instance_id)
-        if worker is None:
+        assignment = self._find_attempt(instance_id)
+        if assignment is None:
             log.error("no attempt names instance %s; exiting", instance_id)
             return 3
         while True:
-            self.next_worker: Any = None
+            self.next_assignment: Assignment | None = None
             self.frozen_at = None
-            code = self._serve(worker, instance_id)
-            if self.next_worker is None:
+            code = self._serve(assignment)
+            if self.next_assignment is None:
                 return code
-            worker = self.next_worker  # this instance took the job's next queued task: no new boot
+            assignment = self.next_assignment  # this instance took the job's next queued task: no new boot
             self.cost = CheckpointCost()
 
-    def _serve(self, worker: Any, instance_id: str) -> int:
-        self.ref = AttemptRef(job_id=worker.job_id, index=worker.index, attempt=worker.attempt, instance_id=instance_id)
-        job = self.store.get_job(worker.job_id)
-        self.spec = JobSpec.model_validate({k: v for k, v in job.spec.items() if k != "parameter_count"})
-        task = self.store.get_task(worker.job_id, worker.index)
+    def _serve(self, assignment: Assignment) -> int:
+        self.ref = assignment.ref
+        self.spec = JobSpec.model_validate(assignment.spec)
+        task = self.store.get_task(self.ref.job_id, self.ref.index)
         self._await_handover(task)
         try:
-            task = claim(self.control, self.ref)
+            self.routes.claim(self.ref)
+            task = self.store.get_task(self.ref.job_id, self.ref.index)
         except ClaimRefused as refused:
             log.warning("claim refused: %s", refused)
             self._terminate_self()
@@ -201,8 +213,8 @@ class Agent:
         reusable = task.kind == "task" and self.config.reuse_instances
         self._report("completed", program=program, keep_instance=reusable)
         if reusable:
-            self.next_worker = self._take_next_task()
-        if self.next_worker is None:
+            self.next_assignment = self._take_next_task()
+        if self.next_assignment is None:
             self._terminate_self()
         return 0
 
@@ -311,12 +323,12 @@ class Agent:
 
     # ------------------------------------------------------------- handover
 
-    def _find_attempt(self, instance_id: str) -> Any:
+    def _find_attempt(self, instance_id: str) -> Assignment | None:
         deadline = time.monotonic() + self.config.claim_wait_seconds
         while time.monotonic() < deadline:
-            worker = self.store.worker(instance_id)
-            if worker is not None:
-                return worker
+            assignment = self.routes.session()
+            if assignment is not None:
+                return assignment
             self.sleep(1.0)
         return None
 
@@ -364,10 +376,7 @@ class Agent:
         }
         self.s3.put_object(Bucket=self.config.bucket, Key=f"{prefix}/manifest.json",
                            Body=json.dumps(manifest).encode(), ContentType="application/json")
-        committed = commit_checkpoint(self.control, self.ref, Checkpoint(
-            seq=seq, key=prefix, attempt=self.ref.attempt, size_bytes=size, committed_at=self.clock(),
-            method=self.checkpointer.method,
-        ))
+        committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock())
         shutil.rmtree(into, ignore_errors=True)
         if not committed:
             log.warning("checkpoint %s was not committed (superseded or out of order)", seq)
@@ -379,41 +388,23 @@ class Agent:
         self._forget_old_checkpoints(seq)
         return seq
 
-    def _take_next_task(self) -> Any:
-        """Instance reuse: claim the job's next queued task for this instance instead of terminating.
+    def _take_next_task(self) -> Assignment | None:
+        """Instance reuse: ask the control plane for the job's next queued task instead of terminating.
 
-        Waits until the finisher has ended the task just reported (so the job's concurrency count has
-        room again), then admits one queued task to this instance's pool by the same guarded
-        transaction the scheduler uses; a task the scheduler took first is simply skipped.
+        It answers "ask again" until the finisher has ended the task just reported (so the job's
+        concurrency count has room again); a new task comes with its own task credentials.
         """
         deadline = time.monotonic() + self.config.reuse_wait_seconds
         while True:
-            done = self.store.get_task(self.ref.job_id, self.ref.index)
-            if done is None or done.attempt != self.ref.attempt or done.state not in (TaskState.LAUNCHING,
-                                                                                         TaskState.RUNNING):
-                break
-            if time.monotonic() > deadline:
+            got, ask_again = self.routes.next(self.ref)
+            if got:
+                assignment = self.routes.session()
+                if assignment is not None:
+                    log.info("instance reused for task %s attempt %s", assignment.ref.index, assignment.ref.attempt)
+                return assignment
+            if not ask_again or time.monotonic() > deadline:
                 return None
             self.sleep(0.3)
-        job = self.store.get_job(self.ref.job_id)
-        if job is None or job.desired != Desired.RUN or done is None or done.pool is None:
-            return None
-        now = self.clock()
-        for candidate in self.store.tasks_in_state(self.ref.job_id, TaskState.QUEUED, 10):
-            if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:
-                continue
-            change = TaskChange(candidate, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
-                                set_fields={"pool": done.pool, "market": done.market or Market.SPOT,
-                                            "price_per_hour": done.price_per_hour},
-                                remove_fields=("draining_attempt",))
-            if not self.store.apply_many([change], now, {"reused_instance": self.ref.instance_id},
-                                         {"max_active": self.spec.max_concurrency}):
-                continue
-            attempt = candidate.attempt + 1  # its attempt record came with the move
-            self.store.bind_instance(candidate.job_id, candidate.index, attempt, self.ref.instance_id, done.pool, now)
-            log.info("instance reused for task %s attempt %s", candidate.index, attempt)
-            return self.store.worker(self.ref.instance_id)
-        return None
 
     def _forget_old_checkpoints(self, committed: int) -> None:
         """Keep the committed checkpoint and the one before it; older ones are no longer needed."""
@@ -444,10 +435,7 @@ class Agent:
             transfer.download_file(self.s3, self.config.bucket, f"{pointer.key}/files/{entry['name']}",
                                    target / entry["name"], expected_size=entry["size"], expected_sha256=entry["sha256"])
         self.restored_seq = pointer.seq
-        self.store.add_event(TimelineEvent(
-            task.job_id, self.clock(), "CheckpointRestored", f"{task.index}-{self.ref.attempt}-restored-{pointer.seq}",
-            task.index, self.ref.attempt, {"seq": pointer.seq, "from_attempt": pointer.attempt},
-        ))
+        self.routes.restored(self.ref, pointer.seq, pointer.attempt)
         return target
 
     def _interval(self) -> float:
@@ -582,7 +570,7 @@ def main() -> int:
     import boto3
     from botocore.config import Config
 
-    from spotrun.adapters.dynamo import DynamoStore
+    from spotrun_worker.routes import HttpRoutes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = AgentConfig.from_env()
@@ -592,8 +580,13 @@ def main() -> int:
     def client(name: str) -> Any:
         return session.client(name, region_name=config.region, config=retry)
 
-    agent = Agent(config, DynamoStore(client("dynamodb"), config.table), client("sqs"), client("s3"), Imds(),
-                  ec2=client("ec2"))
+    if not config.worker_api_url:
+        log.error("SPOTRUN_WORKER_API_URL is not set: the agent reaches the control plane only through the worker routes")
+        return 2
+    # The instance's own credentials sign the worker routes and end the instance; everything the task
+    # touches goes through the task credentials the routes hand out.
+    routes = HttpRoutes(config.worker_api_url, session, config.region, client_config=retry)
+    agent = Agent(config, routes, Imds(), ec2=client("ec2"))
     log.info("agent starting on %s (%s)", platform.node(), platform.machine())
     return agent.run()
 

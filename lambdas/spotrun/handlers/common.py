@@ -8,6 +8,7 @@ would never help); a record whose use case raised is reported failed and retried
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
+
+from spotrun.access import session_name
+from spotrun.resources import EnvVar
 
 logger = Logger(service="spotrun")
 metrics = Metrics(namespace="spotrun", service="spotrun")
@@ -46,6 +50,22 @@ def parse_body(record: SQSRecord, model: type[BaseModel], sns_envelope: bool = F
         raise Malformed(f"{model.__name__}: {problems(error)}"[:300]) from None
     except (ValueError, KeyError, TypeError) as error:
         raise Malformed(f"{model.__name__}: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def check_sender(record: SQSRecord, job_id: str, index: int, attempt: int) -> None:
+    """A worker speaks only for its own attempt: the message must come from that attempt's task-role
+    session (SQS's SenderId is `<role id>:<session name>`). Anything else is dropped, not retried.
+
+    Without the task role's id in the environment (the local runtime: moto reports one fixed
+    SenderId for every message) there is nothing to compare with; the local runtime confines its
+    workers' credentials instead (spotrun_local.iam_guard)."""
+    role_id = os.environ.get(EnvVar.TASK_ROLE_ID)
+    if not role_id:
+        return
+    expected = f"{role_id}:{session_name(job_id, index, attempt)}"
+    if record.attributes.sender_id != expected:
+        metrics.add_metric(name="ForeignSenders", unit=MetricUnit.Count, value=1)
+        raise Malformed(f"not sent by the session of attempt {attempt} of task {index} of {job_id}")
 
 
 def problems(error: ValidationError) -> str:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import complete
 from spotrun.control import ControlPlane, default_control_plane
-from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
+from spotrun.handlers.common import check_sender, instrumented, logger, metrics, parse_body, run_batch
 from spotrun.messages import CompletionReport
 
 
@@ -19,6 +19,7 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
 
     def handle(record: SQSRecord) -> None:
         report = parse_body(record, CompletionReport)
+        check_sender(record, report.job_id, report.index, report.attempt)
         result = complete(cp, report)
         if result.change is not None:
             metrics.add_metric(name=result.change.event, unit=MetricUnit.Count, value=1)

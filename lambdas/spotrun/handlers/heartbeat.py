@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import record_heartbeat
 from spotrun.control import ControlPlane, default_control_plane
-from spotrun.handlers.common import instrumented, metrics, parse_body, run_batch
+from spotrun.handlers.common import check_sender, instrumented, metrics, parse_body, run_batch
 from spotrun.messages import Heartbeat
 
 
@@ -19,6 +19,7 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
 
     def handle(record: SQSRecord) -> None:
         beat = parse_body(record, Heartbeat)
+        check_sender(record, beat.job_id, beat.index, beat.attempt)
         if not record_heartbeat(cp, beat):
             metrics.add_metric(name="StaleHeartbeats", unit=MetricUnit.Count, value=1)
 

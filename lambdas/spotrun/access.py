@@ -1,0 +1,143 @@
+"""What a worker may touch: the task role's policy, the session tags it is evaluated with, and the
+session name that ties a worker's messages to its attempt.
+
+One source for three users: the CDK stack deploys `task_policy` as the task role's policy, the
+`workers` function assumes that role with `session_tags` for each attempt, and the local runtime
+enforces the same document on its agents (`spotrun_local.iam_guard`), since moto does not
+evaluate IAM. The instance role itself may do almost nothing (call the worker routes, end its own
+instance): everything a program on the instance could reach through the metadata service is
+scoped to the task the instance serves.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+UPLOADS_PREFIX = "uploads/"  # inputs users upload through presigned URLs
+JOBS_PREFIX = "jobs/"  # per job: outputs, logs
+CHECKPOINTS_PREFIX = "checkpoints/"  # per task: numbered checkpoints with their manifests
+
+# Session tags (IAM tag values may not contain '#', so the task's partition key is rebuilt from parts).
+TAG_JOB = "job"
+TAG_TASK = "task"  # the task index as in S3 keys: checkpoints/<job>/<index>/
+TAG_TASK_KEY = "task_key"  # the index as in the partition key: TASK#<job>#<index:06d>
+TAG_KIND = "kind"  # task | combine (the combine step reads every task's outputs)
+
+_JOB = "${aws:PrincipalTag/job}"
+_TASK = "${aws:PrincipalTag/task}"
+_TASK_KEY = "${aws:PrincipalTag/task_key}"
+_SESSION_NAME = re.compile(r"^(?P<job>j-[0-9a-z]{1,40})\.(?P<index>\d{1,7})\.(?P<attempt>\d{1,5})$")
+
+
+def session_tags(job_id: str, index: int, kind: str) -> dict[str, str]:
+    return {TAG_JOB: job_id, TAG_TASK: str(index), TAG_TASK_KEY: f"{index:06d}", TAG_KIND: kind}
+
+
+def session_name(job_id: str, index: int, attempt: int) -> str:
+    """The task-role session of one attempt; SQS reports it in each message's SenderId."""
+    return f"{job_id}.{index}.{attempt}"
+
+
+def parse_session_name(name: str) -> tuple[str, int, int] | None:
+    match = _SESSION_NAME.match(name)
+    if match is None:
+        return None
+    return match["job"], int(match["index"]), int(match["attempt"])
+
+
+def instance_policy(*, instances_arn: str, managed_tag: tuple[str, str]) -> dict[str, Any]:
+    """What the instance role may do besides calling the worker routes (granted with the API's ARN)."""
+    key, value = managed_tag
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                # The agent ends its own instance when its task is over: the instance whose ARN is the
+                # caller's own (${ec2:SourceInstanceARN}, filled in by IAM at request time), and only
+                # if it is spotrun's. Should EC2 ever refuse the self-match, the call fails closed and
+                # the reaper ends the instance (shutdown behaviour is terminate, too).
+                "Sid": "TerminateOwnInstanceOnly",
+                "Effect": "Allow",
+                "Action": ["ec2:TerminateInstances"],
+                "Resource": [instances_arn],
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{key}": value,
+                                               "aws:ARN": "${ec2:SourceInstanceARN}"}},
+            },
+        ],
+    }
+
+
+def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str]) -> dict[str, Any]:
+    """The task role's policy document, evaluated with the session tags of one attempt."""
+    own_checkpoints = f"{bucket_arn}/{CHECKPOINTS_PREFIX}{_JOB}/{_TASK}/*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                # The task's own item and attempt records (one partition): its desired state, its
+                # checkpoint pointer, the predecessor's handover. Every write goes through the
+                # workers function, which checks the attempt owns the task.
+                "Sid": "ReadOwnTaskItems",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:Query"],
+                "Resource": [table_arn],
+                "Condition": {
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [f"TASK#{_JOB}#{_TASK_KEY}"]},
+                    "Null": {"dynamodb:LeadingKeys": "false"},
+                },
+            },
+            {
+                "Sid": "ReadWriteOwnCheckpoints",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                           "s3:ListMultipartUploadParts"],
+                "Resource": [own_checkpoints],
+            },
+            {
+                "Sid": "ListOwnCheckpoints",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [bucket_arn],
+                "Condition": {"StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}{_JOB}/{_TASK}/*"]}},
+            },
+            {
+                "Sid": "WriteOwnOutputsAndLogs",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Resource": [f"{bucket_arn}/{JOBS_PREFIX}{_JOB}/outputs/{_TASK}/*",
+                             f"{bucket_arn}/{JOBS_PREFIX}{_JOB}/logs/{_TASK}/*"],
+            },
+            {
+                # Inputs users uploaded through the API (keys are random per upload).
+                "Sid": "ReadUploadedInputs",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{bucket_arn}/{UPLOADS_PREFIX}*"],
+            },
+            {
+                # The combine step runs after every task and reads all of its job's outputs.
+                "Sid": "CombineReadsItsJobsOutputs",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{bucket_arn}/{JOBS_PREFIX}{_JOB}/outputs/*"],
+                "Condition": {"StringEquals": {f"aws:PrincipalTag/{TAG_KIND}": "combine"}},
+            },
+            {
+                "Sid": "CombineListsItsJobsOutputs",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [bucket_arn],
+                "Condition": {"StringLike": {"s3:prefix": [f"{JOBS_PREFIX}{_JOB}/outputs/*"]},
+                              "StringEquals": {f"aws:PrincipalTag/{TAG_KIND}": "combine"}},
+            },
+            {
+                # Any heartbeat queue message is checked by its consumer against the SenderId
+                # (this session's name), so a worker cannot speak for another attempt.
+                "Sid": "SendHeartbeatsAndReports",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": list(queue_arns),
+            },
+        ],
+    }

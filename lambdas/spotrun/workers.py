@@ -1,0 +1,146 @@
+"""What a worker asks of the control plane, answered for the instance the request came from.
+
+A worker's own credentials (the instance role) reach nothing but these use cases; each one finds
+the attempt the instance serves from the instance's WORKER item (written by the scheduler), never
+from the request, and checks the request names that attempt. Everything that writes outside the
+task's own items (the job's counts, the pool's statistics, the timeline, another task's admission)
+happens here; the worker itself gets credentials of the task role, tagged for its one task
+(`spotrun.access`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from spotrun.access import session_name, session_tags
+from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
+from spotrun.control import ControlPlane
+from spotrun.domain.lifecycle import TaskChange
+from spotrun.messages import AttemptRef
+from spotrun.model import Checkpoint, Desired, Market, TaskState, TimelineEvent, Worker
+from spotrun.spec import JobSpec
+
+log = logging.getLogger(__name__)
+REUSE_CANDIDATES = 10
+
+
+class NotServing(Exception):
+    """The instance serves no attempt, or not the one the request names (404/409 to the worker)."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The attempt an instance serves, what it runs, and credentials confined to its task."""
+
+    ref: AttemptRef
+    kind: str
+    spec: dict[str, Any]
+    credentials: dict[str, str] | None
+
+    def view(self) -> dict[str, Any]:
+        return {"job_id": self.ref.job_id, "index": self.ref.index, "attempt": self.ref.attempt,
+                "instance_id": self.ref.instance_id, "kind": self.kind, "spec": self.spec,
+                "credentials": self.credentials}
+
+
+def serving(cp: ControlPlane, instance_id: str, attempt: int | None = None) -> AttemptRef:
+    """The attempt this instance serves (and, when the request names one, it must be that one)."""
+    worker = cp.store.worker(instance_id)
+    if worker is None:
+        raise NotServing(f"no attempt names instance {instance_id}")
+    if attempt is not None and attempt != worker.attempt:
+        raise NotServing(f"instance {instance_id} serves attempt {worker.attempt} of task {worker.index}, "
+                         f"not attempt {attempt}")
+    return AttemptRef(job_id=worker.job_id, index=worker.index, attempt=worker.attempt, instance_id=instance_id)
+
+
+def assignment(cp: ControlPlane, instance_id: str) -> Assignment:
+    """The instance's attempt with fresh task credentials (also how a worker renews them)."""
+    ref = serving(cp, instance_id)
+    job = cp.store.get_job(ref.job_id)
+    task = cp.store.get_task(ref.job_id, ref.index)
+    if job is None or task is None:
+        raise NotServing(f"task {ref.job_id}/{ref.index} no longer exists")
+    credentials = None
+    if cp.credentials is not None:
+        credentials = cp.credentials.issue(session_name(ref.job_id, ref.index, ref.attempt),
+                                           session_tags(ref.job_id, ref.index, task.kind))
+    spec = {k: v for k, v in job.spec.items() if k != "parameter_count"}
+    return Assignment(ref, task.kind, spec, credentials)
+
+
+def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> None:
+    """LAUNCHING -> RUNNING for the instance's attempt (ClaimRefused when it no longer owns its task)."""
+    claim(cp, serving(cp, instance_id, attempt))
+
+
+def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_bytes: int, method: str,
+           committed_at: datetime) -> bool:
+    """Move the task's pointer to a checkpoint the worker uploaded under its own prefix."""
+    ref = serving(cp, instance_id, attempt)
+    key = checkpoint_key(ref.job_id, ref.index, seq)
+    return commit_checkpoint(cp, ref, Checkpoint(seq=seq, key=key, attempt=ref.attempt, size_bytes=size_bytes,
+                                                 committed_at=committed_at, method=method))
+
+
+def checkpoint_key(job_id: str, index: int, seq: int) -> str:
+    """Where checkpoint `seq` of a task lives: the only prefix its worker may write checkpoints to."""
+    return f"checkpoints/{job_id}/{index}/{seq:08d}"
+
+
+def restored(cp: ControlPlane, instance_id: str, attempt: int, seq: int, from_attempt: int) -> None:
+    ref = serving(cp, instance_id, attempt)
+    task = cp.store.get_task(ref.job_id, ref.index)
+    if task is None or task.checkpoint is None or task.checkpoint.seq < seq:
+        raise NotServing(f"task {ref.job_id}/{ref.index} has no committed checkpoint {seq}")
+    cp.store.add_event(TimelineEvent(
+        ref.job_id, cp.clock(), "CheckpointRestored", f"{ref.index}-{ref.attempt}-restored-{seq}",
+        ref.index, ref.attempt, {"seq": seq, "from_attempt": from_attempt},
+    ))
+
+
+@dataclass(frozen=True)
+class NextTask:
+    worker: Worker | None  # the instance's next attempt, if it got one
+    ask_again: bool = False  # the attempt just reported has not been ended yet
+
+
+def next_task(cp: ControlPlane, instance_id: str, attempt: int) -> NextTask:
+    """Instance reuse: admit the job's next queued task to this instance instead of terminating it.
+
+    Only once the finisher has ended the attempt just reported (so the job's concurrency count has
+    room again): until then the worker is told to ask again. The admission is the scheduler's own
+    guarded transaction; a task the scheduler took first is skipped.
+    """
+    ref = serving(cp, instance_id, attempt)
+    done = cp.store.get_task(ref.job_id, ref.index)
+    if done is not None and done.attempt == ref.attempt and done.state in (TaskState.LAUNCHING, TaskState.RUNNING):
+        return NextTask(None, ask_again=True)
+    if done is None or done.attempt != ref.attempt:
+        return NextTask(None)
+    job = cp.store.get_job(ref.job_id)
+    if job is None or job.desired != Desired.RUN or done.pool is None:
+        return NextTask(None)
+    max_active = JobSpec.model_validate({k: v for k, v in job.spec.items() if k != "parameter_count"}).max_concurrency
+    now = cp.clock()
+    for candidate in cp.store.tasks_in_state(ref.job_id, TaskState.QUEUED, REUSE_CANDIDATES):
+        if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:
+            continue
+        change = TaskChange(candidate, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
+                            set_fields={"pool": done.pool, "market": done.market or Market.SPOT,
+                                        "price_per_hour": done.price_per_hour},
+                            remove_fields=("draining_attempt",))
+        if not cp.store.apply_many([change], now, {"reused_instance": instance_id}, {"max_active": max_active}):
+            continue
+        next_attempt = candidate.attempt + 1  # its attempt record came with the move
+        cp.store.bind_instance(candidate.job_id, candidate.index, next_attempt, instance_id, done.pool, now)
+        log.info("instance %s reused for task %s attempt %s", instance_id, candidate.index, next_attempt)
+        return NextTask(cp.store.worker(instance_id))
+    return NextTask(None)
+
+
+__all__ = ["Assignment", "ClaimRefused", "NotServing", "assignment", "checkpoint_key", "claim_attempt", "commit",
+           "NextTask", "next_task", "restored", "serving"]

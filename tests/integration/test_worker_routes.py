@@ -1,0 +1,144 @@
+"""The worker routes: an instance's own role gets its attempt, task credentials and the writes outside
+its task's items, and nothing for another instance's attempt. The caller is read from the signed
+identity (API Gateway's requestContext.identity.userArn), never from the body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from spotrun.handlers import finisher, heartbeat, workers
+from spotrun.messages import CompletionReport, Heartbeat, ProgramResult
+from spotrun.model import TaskState
+from spotrun.resources import EnvVar
+from tests.integration.test_task_flow import JOB, Loop
+from tests.support import api_event
+
+INSTANCE_ROLE = "spotrun-instance"
+
+
+def call(cp: Any, context: Any, operation: str, body: dict[str, Any], instance_id: str,
+         role: str = INSTANCE_ROLE) -> tuple[int, dict[str, Any]]:
+    event = api_event("POST", f"/worker/{operation}", body)
+    event["requestContext"]["identity"]["userArn"] = f"arn:aws:sts::123456789012:assumed-role/{role}/{instance_id}"
+    answer = workers.handler(event, context, control=cp)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def launched(cp: Any, env: dict[str, str], aws: Any, context: Any, tasks: int = 1) -> tuple[Loop, str]:
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": tasks})
+    loop.drain()
+    return loop, accepted["job_id"]
+
+
+def test_an_instance_gets_its_own_attempt_with_task_credentials(cp, env, aws, context):
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    status, answer = call(cp, context, "session", {}, task.instance_id)
+    assert status == 200
+    assert (answer["job_id"], answer["index"], answer["attempt"], answer["kind"]) == (job_id, 0, task.attempt, "task")
+    assert answer["spec"]["command"] == JOB["command"]
+    assert set(answer["credentials"]) == {"access_key_id", "secret_access_key", "session_token", "expiration"}
+
+
+def test_only_sessions_of_the_instance_role_named_after_an_instance_are_served(cp, env, aws, context):
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    status, answer = call(cp, context, "session", {}, task.instance_id, role="SomeAdminRole")
+    assert status == 403 and "worker instances" in answer["error"]
+    status, _ = call(cp, context, "session", {}, "not-an-instance")
+    assert status == 403
+    status, answer = call(cp, context, "session", {}, "i-0123456789abcdef0")  # an instance spotrun never bound
+    assert status == 409 and "no attempt names instance" in answer["error"]
+
+
+def test_an_instance_claims_and_commits_only_for_the_attempt_it_serves(cp, env, aws, context, clock):
+    _, job_id = launched(cp, env, aws, context, tasks=2)
+    first, second = cp.store.get_task(job_id, 0), cp.store.get_task(job_id, 1)
+    # Naming another attempt in the body gets nothing: the attempt comes from the caller's instance.
+    status, _ = call(cp, context, "claim", {"attempt": first.attempt + 1}, first.instance_id)
+    assert status == 409 and cp.store.get_task(job_id, 0).state == TaskState.LAUNCHING
+    assert call(cp, context, "claim", {"attempt": first.attempt}, first.instance_id)[0] == 200
+    assert cp.store.get_task(job_id, 0).state == TaskState.RUNNING
+    assert cp.store.get_task(job_id, 1).state == TaskState.LAUNCHING  # the other task is untouched
+
+    commit = {"attempt": first.attempt, "seq": 1, "size_bytes": 10, "method": "signal",
+              "committed_at": clock().isoformat()}
+    status, answer = call(cp, context, "checkpoint", commit, first.instance_id)
+    assert status == 200 and answer == {"committed": True}
+    pointer = cp.store.get_task(job_id, 0).checkpoint
+    assert pointer.key == f"checkpoints/{job_id}/0/00000001" and pointer.attempt == first.attempt
+    # The second task's instance cannot move the first task's pointer: the body names no task, and the
+    # attempt it names must be the one its instance serves.
+    status, _ = call(cp, context, "checkpoint", {**commit, "attempt": second.attempt + 1}, second.instance_id)
+    assert status == 409
+    call(cp, context, "checkpoint", {**commit, "attempt": second.attempt, "seq": 2}, second.instance_id)
+    assert cp.store.get_task(job_id, 0).checkpoint.seq == 1
+    other = cp.store.get_task(job_id, 1).checkpoint
+    assert other is None or other.key == f"checkpoints/{job_id}/1/00000002"
+
+
+def test_bad_worker_requests_are_refused_with_a_reason(cp, env, aws, context):
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    status, answer = call(cp, context, "claim", {"attempt": task.attempt, "job_id": "j-other"}, task.instance_id)
+    assert status == 400 and "job_id" in answer["error"]
+    status, answer = call(cp, context, "format-disk", {}, task.instance_id)
+    assert status == 404
+    assert cp.store.get_task(job_id, 0).state == TaskState.LAUNCHING
+
+
+def test_a_finished_instance_is_asked_to_wait_then_gets_the_next_queued_task(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**JOB, "tasks": 3, "max_concurrency": 1})
+    job_id = accepted["job_id"]
+    loop.drain()
+    running = next(t for t in (cp.store.get_task(job_id, i) for i in range(3)) if t.state == TaskState.LAUNCHING)
+    assert call(cp, context, "claim", {"attempt": running.attempt}, running.instance_id)[0] == 200
+    status, answer = call(cp, context, "next", {"attempt": running.attempt}, running.instance_id)
+    assert status == 200 and answer == {"ask_again": True, "next": None}  # its report is not in yet
+    loop.send("reports", CompletionReport(
+        job_id=job_id, index=running.index, attempt=running.attempt, instance_id=running.instance_id,
+        sent_at=clock(), outcome="completed", program=ProgramResult(exit_code=0), keep_instance=True,
+    ).model_dump_json())
+    loop.drain()
+    status, answer = call(cp, context, "next", {"attempt": running.attempt}, running.instance_id)
+    assert status == 200 and answer["next"] is not None and answer["next"]["index"] != running.index
+    status, session = call(cp, context, "session", {}, running.instance_id)
+    assert (session["index"], session["attempt"]) == (answer["next"]["index"], answer["next"]["attempt"])
+
+
+def _sqs_event(body: str, sender: str) -> dict[str, Any]:
+    return {"Records": [{
+        "messageId": "m-1", "receiptHandle": "r", "body": body, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:spotrun-x", "awsRegion": "us-east-1",
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0", "SenderId": sender,
+                       "ApproximateFirstReceiveTimestamp": "0"},
+        "messageAttributes": {},
+    }]}
+
+
+def test_messages_count_only_when_sent_by_the_session_of_the_attempt_they_name(cp, env, aws, context, clock,
+                                                                               monkeypatch):
+    _, job_id = launched(cp, env, aws, context, tasks=2)
+    first, second = cp.store.get_task(job_id, 0), cp.store.get_task(job_id, 1)
+    for task in (first, second):
+        assert call(cp, context, "claim", {"attempt": task.attempt}, task.instance_id)[0] == 200
+    monkeypatch.setenv(EnvVar.TASK_ROLE_ID, "AROATASKROLE")
+    own = f"AROATASKROLE:{job_id}.1.{second.attempt}"
+    # The second task's worker reports the first task as failed: dropped, not applied, not retried.
+    forged = CompletionReport(job_id=job_id, index=0, attempt=first.attempt, instance_id=first.instance_id,
+                              sent_at=clock(), outcome="completed", program=ProgramResult(exit_code=1))
+    answer = finisher.handler(_sqs_event(forged.model_dump_json(), own), context, control=cp)
+    assert answer == {"batchItemFailures": []}
+    assert cp.store.get_task(job_id, 0).state == TaskState.RUNNING
+    beat = Heartbeat(job_id=job_id, index=0, attempt=first.attempt, instance_id=first.instance_id,
+                     sent_at=clock(), progress=0.9)
+    heartbeat.handler(_sqs_event(beat.model_dump_json(), own), context, control=cp)
+    assert cp.store.get_task(job_id, 0).progress != 0.9
+    # Its own heartbeat, from its own session, counts.
+    mine = Heartbeat(job_id=job_id, index=1, attempt=second.attempt, instance_id=second.instance_id,
+                     sent_at=clock(), progress=0.5)
+    heartbeat.handler(_sqs_event(mine.model_dump_json(), own), context, control=cp)
+    assert cp.store.get_task(job_id, 1).progress == 0.5
