@@ -4,7 +4,8 @@
   retry logic sees it like a real one and retries the call;
 - `surfaced`: the same answer returned before the SDK's retry loop (`before-call`), as when the
   retries are used up: the caller gets the error;
-- `lost_response`: a write is sent and applied, then its answer is replaced by a 500 (`before-send`);
+- `lost_response`: a DynamoDB write or an S3 PutObject is sent and applied, then its answer is
+  replaced by a 500 (`before-send`);
   the SDK sends it again, so a conditional write finds its own change (an ambiguous outcome, as after
   a timeout in AWS);
 - `crash_before_write` / `crash_after_write` (the control plane only): the invocation dies just
@@ -207,7 +208,10 @@ class ServiceFaults:
         service, operation = _split(event_name)
         if service not in TRANSIENT_SERVICES:
             return None
-        if (service == "dynamodb" and operation in WRITE_OPERATIONS["dynamodb"]
+        # Agents write no table item themselves (the worker routes do), so their ambiguous writes are
+        # S3 puts: checkpoint manifests, outputs, logs.
+        if (((service == "dynamodb" and operation in WRITE_OPERATIONS["dynamodb"])
+             or (service == "s3" and operation == "PutObject"))
                 and self._roll(self.rates.lost_response, "lost_response")):
             from botocore.httpsession import URLLib3Session
 
