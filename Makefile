@@ -6,8 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONPATH := lambdas:worker:local:cli:.
+# DMTCP, built once from the vendored source into a cache keyed by the tarball's checksum (rebuilt only
+# when it changes) by the same script the worker image uses; the tests and the local runtime use it.
+DMTCP_TARBALL ?= $(abspath ../shared/vendor/dmtcp-4.2.0.tar.gz)
+DMTCP_SHA := $(shell test -f "$(DMTCP_TARBALL)" && sha256sum "$(DMTCP_TARBALL)" | cut -c1-16)
+DMTCP_PREFIX := $(if $(DMTCP_SHA),$(CURDIR)/.cache/dmtcp/$(DMTCP_SHA))
+DMTCP_STAMP := $(if $(DMTCP_PREFIX),$(DMTCP_PREFIX)/.spotrun-dmtcp)
+ifneq ($(DMTCP_PREFIX),)
+export SPOTRUN_DMTCP_BIN ?= $(DMTCP_PREFIX)/bin
+endif
 
-.PHONY: help install test check synth run soak bench bench-policy bench-agent clean
+.PHONY: help install dmtcp test check synth run soak bench bench-policy bench-agent clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +30,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## create .venv and install everything spotrun needs
 
-test: $(STAMP) ## run the whole test suite (unit, integration, infrastructure)
+$(DMTCP_PREFIX)/.spotrun-dmtcp: worker/image/install-dmtcp.sh worker/image/dmtcp.pin
+	@rm -rf "$(DMTCP_PREFIX)"
+	worker/image/install-dmtcp.sh --prefix "$(DMTCP_PREFIX)" --tarball "$(DMTCP_TARBALL)"
+
+dmtcp: $(DMTCP_STAMP) ## build DMTCP from ../shared/vendor once into .cache/dmtcp/ (about a minute)
+	@test -n "$(DMTCP_STAMP)" || echo "DMTCP: $(DMTCP_TARBALL) is absent; the real-DMTCP tests will skip"
+
+test: $(STAMP) $(DMTCP_STAMP) ## run the whole test suite (unit, integration, infrastructure)
 	$(BIN)/pytest -p no:cacheprovider --timeout=600
 
 check: $(STAMP) ## lint
@@ -31,7 +47,7 @@ synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py
 	$(BIN)/cfn-lint cdk.out/*.template.json
 
-run: $(STAMP) ## run spotrun locally and solve a sample problem (ARGS=--serve keeps it up)
+run: $(STAMP) $(DMTCP_STAMP) ## run spotrun locally and solve a sample problem (ARGS=--serve keeps it up)
 	$(BIN)/python -m spotrun_local $(ARGS)
 
 soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
@@ -46,4 +62,4 @@ bench-agent: $(STAMP) ## interruption cost and checkpoint throughput on the loca
 	$(BIN)/python -m bench.agent
 
 clean: ## remove generated files
-	rm -rf cdk.out .spotrun .pytest_cache
+	rm -rf cdk.out .spotrun .pytest_cache .cache

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build and install the pinned DMTCP (dmtcp.pin) into a prefix, verified, or fail loudly.
+#
+#   install-dmtcp.sh --prefix DIR --tarball FILE   # a source tarball whose sha256 must be DMTCP_VENDOR_SHA256
+#   install-dmtcp.sh --prefix DIR --git            # clone DMTCP_TAG and check it is DMTCP_COMMIT
+#
+# The same script builds the test suite's cached DMTCP (from ../shared/vendor) and the worker image's
+# (from the release tag), so a wrong URL, flag or package cannot pass the tests and fail on AWS.
+# It needs a C/C++ compiler, make, tar (and git with --git). Nothing is left behind on failure:
+# the build runs in a temporary directory and the prefix is only written by `make install`.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=dmtcp.pin
+. "$here/dmtcp.pin"
+
+prefix="" tarball="" from_git=0 jobs=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix=$2; shift 2 ;;
+    --tarball) tarball=$2; shift 2 ;;
+    --git) from_git=1; shift ;;
+    --jobs) jobs=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "install-dmtcp: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$prefix" ] || { echo "install-dmtcp: --prefix DIR is required" >&2; exit 2; }
+if [ -n "$tarball" ] && [ "$from_git" = 1 ]; then
+  echo "install-dmtcp: give --tarball FILE or --git, not both" >&2; exit 2
+fi
+[ -n "$tarball" ] || [ "$from_git" = 1 ] || { echo "install-dmtcp: give --tarball FILE or --git" >&2; exit 2; }
+jobs=${jobs:-$(nproc 2>/dev/null || echo 2)}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/dmtcp-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+if [ -n "$tarball" ]; then
+  [ -f "$tarball" ] || { echo "install-dmtcp: no such tarball: $tarball" >&2; exit 1; }
+  actual=$(sha256sum "$tarball" | cut -d' ' -f1)
+  if [ "$actual" != "$DMTCP_VENDOR_SHA256" ]; then
+    echo "install-dmtcp: $tarball has sha256 $actual, expected $DMTCP_VENDOR_SHA256 (DMTCP $DMTCP_VERSION)" >&2
+    exit 1
+  fi
+  tar -xzf "$tarball" -C "$work"
+  source_dir="$work/dmtcp-$DMTCP_VERSION"
+  origin="tarball sha256:$actual"
+else
+  git clone --quiet --depth 1 --branch "$DMTCP_TAG" "$DMTCP_REPOSITORY" "$work/dmtcp-$DMTCP_VERSION"
+  source_dir="$work/dmtcp-$DMTCP_VERSION"
+  actual=$(git -C "$source_dir" rev-parse HEAD)
+  if [ "$actual" != "$DMTCP_COMMIT" ]; then
+    echo "install-dmtcp: tag $DMTCP_TAG is commit $actual, expected $DMTCP_COMMIT" >&2
+    exit 1
+  fi
+  origin="git $DMTCP_TAG $actual"
+fi
+[ -x "$source_dir/configure" ] || { echo "install-dmtcp: $source_dir has no configure script" >&2; exit 1; }
+
+echo "install-dmtcp: building DMTCP $DMTCP_VERSION ($origin) into $prefix with $jobs jobs" >&2
+(
+  cd "$source_dir"
+  ./configure --prefix="$prefix" >"$work/configure.log" 2>&1 || { tail -n 40 "$work/configure.log" >&2; exit 1; }
+  make -j"$jobs" >"$work/make.log" 2>&1 || { tail -n 40 "$work/make.log" >&2; exit 1; }
+  make install >"$work/install.log" 2>&1 || { tail -n 40 "$work/install.log" >&2; exit 1; }
+)
+
+version=$("$prefix/bin/dmtcp_launch" --version 2>&1 | head -n 1 || true)
+case "$version" in
+  *"$DMTCP_VERSION"*) ;;
+  *) echo "install-dmtcp: $prefix/bin/dmtcp_launch --version says '$version', expected $DMTCP_VERSION" >&2; exit 1 ;;
+esac
+for tool in dmtcp_coordinator dmtcp_launch dmtcp_command dmtcp_restart; do
+  [ -x "$prefix/bin/$tool" ] || { echo "install-dmtcp: $prefix/bin/$tool is missing after install" >&2; exit 1; }
+done
+printf 'DMTCP_VERSION=%s\nDMTCP_SOURCE=%s\n' "$DMTCP_VERSION" "$origin" > "$prefix/.spotrun-dmtcp"
+echo "install-dmtcp: DMTCP $DMTCP_VERSION installed in $prefix" >&2
