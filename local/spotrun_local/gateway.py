@@ -39,6 +39,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
+from spotrun import resources
+from spotrun_local.wiring import lambda_context
+
 log = logging.getLogger("spotrun.local.gateway")
 
 SERVICE = "execute-api"
@@ -181,23 +184,6 @@ def proxy_event(method: str, target: str, headers: Iterable[tuple[str, str]], bo
     }
 
 
-class _Context:
-    """The Lambda context the handler's Powertools decorators read."""
-
-    function_name = "spotrun-api-local"
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:spotrun-api-local"
-    memory_limit_in_mb = 512
-    log_group_name = "/aws/lambda/spotrun-api-local"
-    log_stream_name = "local"
-
-    def __init__(self, request_id: str):
-        self.aws_request_id = request_id
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 # ------------------------------------------------------------------ the server
 
 # Other signers a gateway accepts: access key id -> (their credentials, the identity's ARN), e.g. the
@@ -216,8 +202,9 @@ def signing_key_id(headers: Iterable[tuple[str, str]]) -> str:
 class Gateway:
     def __init__(self, handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
                  ui_token: str | None = None, clock: Callable[[], datetime] | None = None,
-                 principals: Principals | None = None):
+                 principals: Principals | None = None, function: str = "api"):
         self.handler = handler
+        self.function = resources.function(function)  # the function behind the gateway: its Lambda context
         self.credentials = credentials
         self.principals = principals
         self.ui_token = ui_token or secrets.token_urlsafe(24)
@@ -261,7 +248,7 @@ class Gateway:
         """Call the handler; a crash is API Gateway's 502."""
         request_id = event["requestContext"]["requestId"]
         try:
-            response = self.handler(event, _Context(request_id))
+            response = self.handler(event, lambda_context(self.function, request_id))
             status = int(response.get("statusCode", 200))
             single = {k: str(v) for k, v in (response.get("headers") or {}).items()}
             multi = response.get("multiValueHeaders") or {}

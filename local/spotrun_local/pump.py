@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from spotrun_local.wiring import LambdaContext
+
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -32,53 +34,50 @@ def lambda_sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str
     }
 
 
-class LambdaContext:
-    """The parts of the Lambda context object Powertools reads."""
-
-    def __init__(self, name: str):
-        self.function_name = name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        self.memory_limit_in_mb = 512
-        self.aws_request_id = "local"
-        self.log_group_name = f"/aws/lambda/{name}"
-        self.log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 class SqsPump:
+    """Consumes one queue for one handler. `name` names the pump (the queue's key in the local runtime);
+    `context` is the Lambda context handed to the handler (by default one named after the pump)."""
+
     def __init__(self, sqs: Any, queue_url: str, handler: Handler, name: str, batch_size: int = 10,
-                 region: str = "us-east-1", visibility_timeout: int | None = None):
+                 region: str = "us-east-1", visibility_timeout: int | None = None, context: Any = None):
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
-        self.batch_size = min(batch_size, 10)
+        self.name = name
+        self.batch_size = min(batch_size, 10)  # what one ReceiveMessage returns at most
         self.region = region
-        self.context = LambdaContext(name)
+        self.context = context or LambdaContext(name)
         self.visibility_timeout = visibility_timeout
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    def poll_once(self, wait_seconds: int = 0) -> int:
-        """One receive + invoke + delete round; returns how many messages were handed to the handler."""
+    def receive(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
+        """One ReceiveMessage, as the event source mapping polls (all attributes, its visibility timeout)."""
         params: dict[str, Any] = {
             "QueueUrl": self.queue_url, "MaxNumberOfMessages": self.batch_size, "WaitTimeSeconds": wait_seconds,
             "AttributeNames": ["All"], "MessageAttributeNames": ["All"],
         }
         if self.visibility_timeout is not None:
             params["VisibilityTimeout"] = self.visibility_timeout
-        messages = self.sqs.receive_message(**params).get("Messages", [])
-        if not messages:
-            return 0
-        event = lambda_sqs_event(messages, self.queue_arn, self.region)
-        answer = self.handler(event, self.context) or {}
+        messages: list[dict[str, Any]] = self.sqs.receive_message(**params).get("Messages", [])
+        return messages
+
+    def invoke(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hands the messages to the handler as one Lambda SQS event; returns those it did not report failed."""
+        answer = self.handler(lambda_sqs_event(messages, self.queue_arn, self.region), self.context) or {}
         failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        for start in range(0, len(done), 10):
+        return [m for m in messages if m["MessageId"] not in failed]
+
+    def delete(self, messages: list[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), 10):
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages[start:start + 10])
             ])
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        """One receive + invoke + delete round; returns how many messages were handed to the handler."""
+        messages = self.receive(wait_seconds)
+        if messages:
+            self.delete(self.invoke(messages))
         return len(messages)
 
     def drain(self, rounds: int = 100) -> int:

@@ -4,7 +4,9 @@
   (the same declarations the CDK stack is built from);
 - SQS pumps feed the handlers the events Lambda would (SNS envelopes, EventBridge events routed by
   moto's rules, heartbeats, reports), with partial batch failures and dead-letter queues;
-- the reaper runs on its (time-scaled) schedule;
+- the scheduled functions (the reaper) run on their (time-scaled) rates;
+- all of it derived from `spotrun.resources` (`spotrun_local.wiring`): which function consumes which
+  queue, which runs on a schedule, which answers the API and the worker routes;
 - the control plane (the `ControlPlane` with its clients and caches, the pumps, the reaper) is one
   *generation* that can be dropped abruptly and rebuilt from the environment while moto and the
   instances stay up (`crash_control_plane` / `start_control_plane`, used by the chaos soak);
@@ -36,10 +38,9 @@ import boto3
 
 from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
 from spotrun.control import ControlPlane
-from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler, workers
 from spotrun.provision import provision
-from spotrun.reaping import sweep
 from spotrun.resources import EnvVar
+from spotrun_local import wiring
 from spotrun_local.gateway import Gateway, LocalCredentials, new_local_credentials
 from spotrun_local.iam_guard import IamGuard
 from spotrun_local.market import MarketReplay
@@ -132,7 +133,7 @@ class RuntimeOptions:
     tick_seconds: float = 2.0  # wall seconds per trace tick (~195 s of the original)
     warning_seconds: float = 12.0  # the two-minute warning, time-scaled
     heartbeat_seconds: float = 2.0
-    reaper_seconds: float = 5.0
+    reaper_seconds: float = 5.0  # wall seconds per minute of a scheduled function's rate (the reaper's is 1)
     heartbeat_stale_seconds: int = 12
     launch_stale_seconds: int = 60
     cooldown_seconds: int = 60
@@ -236,7 +237,7 @@ class LocalRuntime:
         self.sts = self.session.client("sts")
         self._instance_credentials: dict[str, tuple[LocalCredentials, str]] = {}
         self.worker_gateway = Gateway(self.workers_handler, new_local_credentials(),
-                                      principals=self._instance_credentials.get).start()
+                                      principals=self._instance_credentials.get, function="workers").start()
         self.metadata = MetadataService().start()
         self.sqs = self.session.client("sqs")
         self.ec2 = self.session.client("ec2")
@@ -275,16 +276,19 @@ class LocalRuntime:
         self.generation = generation
         sqs = session.client("sqs")
         queues = json.loads(self.env["SPOTRUN_QUEUE_URLS"])
-        handlers = {"scheduler": scheduler.handler, "heartbeats": heartbeat.handler, "reports": finisher.handler,
-                    "interruptions": interruption.handler}
-        for key, handler in handlers.items():
-            pump: Any = SqsPump(sqs, queues[key], self._guarded(handler, key, generation), key,
-                                visibility_timeout=self.options.visibility_timeout_seconds)
+        for consumer in wiring.consumers():
+            key = consumer.queue.key
+            pump: Any = SqsPump(sqs, queues[key], self._guarded(consumer.handler, key, generation), key,
+                                batch_size=consumer.queue.batch_size,
+                                visibility_timeout=self.options.visibility_timeout_seconds,
+                                context=wiring.lambda_context(consumer.function))
             if self.pump_wrapper is not None:
                 pump = self.pump_wrapper(pump, generation)
             self._loop(f"pump-{key}-{generation.number}", lambda p=pump: p.poll_once(wait_seconds=1), 0.0, generation)
-        self._loop(f"reaper-{generation.number}", lambda: self._reap(generation), self.options.reaper_seconds,
-                   generation)
+        for scheduled in wiring.schedules():
+            self._loop(f"{scheduled.function.key}-{generation.number}",
+                       lambda s=scheduled: self._run_scheduled(s, generation),
+                       self.options.reaper_seconds * scheduled.minutes, generation)
         self.counters.control_plane_starts += 1
         return generation
 
@@ -305,13 +309,13 @@ class LocalRuntime:
 
     def api_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         with self._lock("api"):
-            return api.handler(event, context, control=self.cp)
+            return wiring.handler("api")(event, context, control=self.cp)
 
     def workers_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """The worker routes (API Gateway runs one invocation per request, concurrently). An invocation
         of a control plane that crashed meanwhile dies like the others: API Gateway answers 502."""
         try:
-            return workers.handler(event, context, control=self.cp)
+            return wiring.handler("workers")(event, context, control=self.cp)
         except ControlPlaneStopped as stopped:
             raise RuntimeError(str(stopped)) from None
 
@@ -386,9 +390,10 @@ class LocalRuntime:
         thread.start()
         (generation.threads if generation is not None else self._threads).append(thread)
 
-    def _reap(self, generation: Generation) -> None:
-        with generation.lock("reaper"):
-            sweep(generation.cp, budget_seconds=10)
+    def _run_scheduled(self, scheduled: wiring.Scheduled, generation: Generation) -> None:
+        with generation.lock(scheduled.function.key):
+            scheduled.handler(wiring.scheduled_event(scheduled.function, REGION, ACCOUNT),
+                              wiring.lambda_context(scheduled.function), control=generation.cp)
 
     # ------------------------------------------------------------ instances
 

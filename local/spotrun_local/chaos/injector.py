@@ -95,8 +95,7 @@ class Chaos:
         ServiceFaults("cp", self.cp_rng, self.log, self.config.cp, self.cp_ensure).install(session.events)
 
     def _wrap_pump(self, pump: Any, generation: Any) -> ChaosPump:
-        name = pump.context.function_name
-        rng = random.Random(f"{self.queue_seed}-{name}-{generation.number}")
+        rng = random.Random(f"{self.queue_seed}-{pump.name}-{generation.number}")
         return ChaosPump(pump, rng, self.log, self.config.queues, self.receipts, generation.number)
 
     def _agent_env(self, instance: Any, env: dict[str, str]) -> None:

@@ -15,10 +15,9 @@ import random
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from spotrun_local.chaos.faults import FaultLog
-from spotrun_local.pump import SqsPump, lambda_sqs_event
+from spotrun_local.pump import SqsPump
 
 COPY_ATTRIBUTE = "spotrun-chaos-copy"
 
@@ -58,23 +57,17 @@ class ChaosPump:
         self.rates = rates
         self.receipts = receipts
         self.generation = generation
-        self.heartbeats = pump.context.function_name == "heartbeats"
+        self.heartbeats = pump.name == "heartbeats"
 
     def _roll(self, probability: float) -> bool:
         return self.rates.enabled and probability > 0 and self.rng.random() < probability
 
     def poll_once(self, wait_seconds: int = 0) -> int:
         pump, sqs = self.pump, self.pump.sqs
-        params: dict[str, Any] = {
-            "QueueUrl": pump.queue_url, "MaxNumberOfMessages": pump.batch_size, "WaitTimeSeconds": wait_seconds,
-            "AttributeNames": ["All"], "MessageAttributeNames": ["All"],
-        }
-        if pump.visibility_timeout is not None:
-            params["VisibilityTimeout"] = pump.visibility_timeout
-        messages = sqs.receive_message(**params).get("Messages", [])
+        messages = pump.receive(wait_seconds)
         if not messages:
             return 0
-        name = pump.context.function_name
+        name = pump.name
         kept = []
         for message in messages:
             mid = message["MessageId"]
@@ -109,24 +102,19 @@ class ChaosPump:
             self.rng.shuffle(kept)
             if order != kept:
                 self.log.add("out_of_order_batch", queue=name, size=len(kept))
-        event = lambda_sqs_event(kept, pump.queue_arn, pump.region)
         before = self.log.in_this_thread()
         try:
-            answer = pump.handler(event, pump.context) or {}
+            done = pump.invoke(kept)
         except BaseException:
             for message in kept:
                 self.receipts.add(message["MessageId"], f"cut (generation {self.generation} dropped)")
             raise
         faulted = self.log.in_this_thread() > before
-        failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
-        done = [m for m in kept if m["MessageId"] not in failed]
+        handled = {m["MessageId"] for m in done}
         for message in kept:
-            if message["MessageId"] in failed:
+            if message["MessageId"] not in handled:
                 self.receipts.add(message["MessageId"], "failed (injected fault)" if faulted else "failed")
-        for start in range(0, len(done), 10):
-            sqs.delete_message_batch(QueueUrl=pump.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])
-            ])
+        pump.delete(done)
         for message in done:
             self.receipts.add(message["MessageId"], "handled")
         return len(messages)
