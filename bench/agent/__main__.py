@@ -27,8 +27,8 @@ from typing import Any
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
+from spotrun.domain.model import JobState  # noqa: E402
 from spotrun.jobs import submit_job  # noqa: E402
-from spotrun.model import JobState  # noqa: E402
 from spotrun_local import demo  # noqa: E402
 from spotrun_local.market import MarketReplay, load_traces, pick_window  # noqa: E402
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions  # noqa: E402

@@ -35,10 +35,10 @@ from spotrun.adapters.dynamo import DynamoStore
 from spotrun.attempts import claim, commit_checkpoint
 from spotrun.control import ControlPlane, Settings
 from spotrun.domain.lifecycle import TaskChange
+from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.model import Checkpoint, TaskState
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
-from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, TaskState
 
 CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2
 LOG_TAIL_BYTES = 4096  # the agent sends up to this much of the program's log with its report

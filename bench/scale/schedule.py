@@ -18,8 +18,8 @@ from bench.scale import model
 from bench.scale.meter import CallLog
 from bench.scale.plane import job_spec, moto_plane, moto_session
 from spotrun import resources
+from spotrun.domain.model import TaskState
 from spotrun.jobs import submit_job
-from spotrun.model import TaskState
 from spotrun.scheduling import ADMISSION_CHUNK, MAX_ADMIT_PER_RUN, reconcile_job
 
 

@@ -28,8 +28,8 @@ from bench.scale.meter import CallLog
 from bench.scale.plane import fake_plane, job_spec, moto_plane, moto_session
 from spotrun import resources
 from spotrun.adapters.dynamo import TASK_SHARDS
+from spotrun.domain.spec import parse_spec
 from spotrun.jobs import submit_job
-from spotrun.spec import parse_spec
 
 PARTITION_KEY_WRU_PER_SECOND = 1_000  # DynamoDB's per-partition throughput limit
 ON_DEMAND_NEW_TABLE_WRU_PER_SECOND = 4_000  # a new on-demand table's initial write throughput

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import Action, InstanceEvent
 from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
+from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Desired, Job, Scope, Task, TaskState, TimelineEvent
+from spotrun.domain.spec import JobSpec
 from spotrun.jobs import refresh_state
-from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
-from spotrun.model import ACTIVE_STATES, Checkpoint, Desired, Job, Scope, Task, TaskState, TimelineEvent
 from spotrun.resources import MessageType
 from spotrun.scheduling import ScheduleReport, _spec_for_validation, replace_task
-from spotrun.spec import JobSpec
 
 log = logging.getLogger(__name__)
 RETRIES_ON_RACE = 4

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spotrun.control import ControlPlane
-from spotrun.messages import ControlMessage
-from spotrun.model import (
+from spotrun.domain.messages import ControlMessage
+from spotrun.domain.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
     Desired,
@@ -20,8 +20,8 @@ from spotrun.model import (
     TaskState,
     TimelineEvent,
 )
+from spotrun.domain.spec import parse_spec
 from spotrun.resources import MessageType
-from spotrun.spec import parse_spec
 
 
 class NotFound(Exception):
@@ -163,15 +163,15 @@ def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> li
 
 
 def statistics(cp: ControlPlane, job_id: str) -> dict[str, Any]:
-    from spotrun.statistics import job_statistics
+    from spotrun.domain.accounting import job_statistics
 
     return job_statistics(get_job(cp, job_id), cp.clock())
 
 
 def refresh_state(cp: ControlPlane, job_id: str) -> Job | None:
     """Re-derive the job's state; when it just finished or suspended, put its statistics on the timeline."""
+    from spotrun.domain.accounting import job_statistics
     from spotrun.domain.lifecycle import derive_job_state
-    from spotrun.statistics import job_statistics
 
     before = cp.store.get_job(job_id)
     after = cp.store.refresh_job_state(job_id, derive_job_state, cp.clock())

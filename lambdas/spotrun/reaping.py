@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from spotrun.adapters.dynamo import last_sign_of_life
 from spotrun.attempts import lose_attempt, release_combine_if_due
 from spotrun.control import ControlPlane
-from spotrun.model import Desired, JobState, TaskState
+from spotrun.domain.lifecycle import last_sign_of_life
+from spotrun.domain.model import Desired, JobState, TaskState
 from spotrun.scheduling import ScheduleReport, reconcile_job
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,8 @@ from spotrun.adapters.ec2 import CAPACITY_ERRORS, LaunchRequest, client_token
 from spotrun.control import ControlPlane
 from spotrun.domain import broker, policy
 from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
-from spotrun.jobs import refresh_state
-from spotrun.messages import ControlMessage
-from spotrun.model import (
+from spotrun.domain.messages import ControlMessage
+from spotrun.domain.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
     TERMINAL_STATES,
@@ -33,8 +32,9 @@ from spotrun.model import (
     TaskState,
     TimelineEvent,
 )
+from spotrun.domain.spec import JobSpec
+from spotrun.jobs import refresh_state
 from spotrun.resources import MessageType
-from spotrun.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def deadline_decision(cp: ControlPlane, job: Job, spec: JobSpec, task: Task,
                       states: dict[str, broker.PoolState], now: datetime) -> policy.Decision:
     """Ask the deadline policy (the code the policy benchmark runs) whether this task waits, runs on
     spot, or needs on-demand to finish in time."""
-    from spotrun.statistics import job_statistics
+    from spotrun.domain.accounting import job_statistics
 
     runtime = spec.task_runtime
     if runtime is None:

@@ -19,9 +19,9 @@ from spotrun.access import session_name, session_tags
 from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
 from spotrun.control import ControlPlane
 from spotrun.domain.lifecycle import TaskChange
-from spotrun.messages import AttemptRef
-from spotrun.model import Checkpoint, Desired, Market, TaskState, TimelineEvent, Worker
-from spotrun.spec import JobSpec
+from spotrun.domain.messages import AttemptRef
+from spotrun.domain.model import Checkpoint, Desired, Market, TaskState, TimelineEvent, Worker
+from spotrun.domain.spec import JobSpec
 
 log = logging.getLogger(__name__)
 REUSE_CANDIDATES = 10

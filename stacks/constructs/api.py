@@ -68,7 +68,7 @@ class Api(Construct):
             self.rest_api,
             "APIG2",
             "Requests are validated in the api function (Powertools event handler with pydantic models "
-            "from spotrun.spec), which names every wrong field; a gateway model would duplicate it.",
+            "from spotrun.domain.spec), which names every wrong field; a gateway model would duplicate it.",
         )
         acknowledge(
             self.rest_api,

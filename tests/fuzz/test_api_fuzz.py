@@ -43,10 +43,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from spotrun.attempts import claim, commit_checkpoint
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
+from spotrun.domain.model import Checkpoint
+from spotrun.domain.spec import MAX_TASKS
 from spotrun.handlers import api, finisher, heartbeat, scheduler
-from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint
-from spotrun.spec import MAX_TASKS
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from tests.fuzz.support import item_count, sns_envelope, sqs_event
 from tests.support import LambdaContextStub

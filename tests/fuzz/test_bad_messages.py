@@ -20,9 +20,9 @@ import pytest
 
 from spotrun import jobs
 from spotrun.attempts import claim
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
+from spotrun.domain.model import Task, TaskState
 from spotrun.handlers import common, finisher, heartbeat, interruption, scheduler
-from spotrun.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
-from spotrun.model import Task, TaskState
 from spotrun_local.pump import SqsPump
 from tests.fuzz.support import sns_envelope, sqs_event, table_items
 from tests.support import eventbridge_event

@@ -280,7 +280,7 @@ def test_a_rejected_hostile_name_is_not_echoed(module_cp: Any, context: Any) -> 
 
 
 def test_many_wrong_parameter_sets_make_a_short_error_that_counts_the_rest() -> None:
-    from spotrun.spec import MAX_PROBLEMS_REPORTED, SpecError, parse_spec
+    from spotrun.domain.spec import MAX_PROBLEMS_REPORTED, SpecError, parse_spec
 
     spec = {"name": "sweep", "command": ["python", "x.py"], "parameters": [{"SEED": i} for i in range(5_000)]}
     with pytest.raises(SpecError) as raised:

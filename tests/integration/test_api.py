@@ -47,7 +47,7 @@ def test_an_invalid_spec_gets_a_400_naming_each_wrong_field_and_nothing_is_store
     assert status == 400, body
     named = {p["field"] for p in body["problems"]}
     assert fields <= {f.split(".")[0] if f == "(body)" else f for f in named} | named, body
-    assert cp.store.list_jobs(list(__import__("spotrun.model", fromlist=["JobState"]).JobState), 10, None)[0] == []
+    assert cp.store.list_jobs(list(__import__("spotrun.domain.model", fromlist=["JobState"]).JobState), 10, None)[0] == []
 
 
 @pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", "null"])

@@ -9,7 +9,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from spotrun.attempts import claim
-from spotrun.model import JobState, TaskState
+from spotrun.domain.model import JobState, TaskState
 from spotrun.reaping import sweep
 from tests.integration.test_task_flow import JOB, Loop, completion, ref
 

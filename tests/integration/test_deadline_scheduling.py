@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from spotrun.domain import policy
-from spotrun.model import Market, TaskState
+from spotrun.domain.model import Market, TaskState
 from tests.integration.test_task_flow import JOB, Loop
 
 

@@ -8,7 +8,7 @@ was lost. Fixed: the replacement waits until the predecessor's final report arri
 from __future__ import annotations
 
 from spotrun.attempts import claim
-from spotrun.model import TaskState
+from spotrun.domain.model import TaskState
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.routes import InProcessRoutes
 from tests.integration.test_task_flow import JOB, Loop, ref

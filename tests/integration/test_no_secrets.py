@@ -24,9 +24,9 @@ import requests
 from botocore.credentials import Credentials
 
 from spotrun.attempts import claim, commit_checkpoint
+from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.model import Checkpoint, TaskState
 from spotrun.handlers import api, common, finisher, heartbeat, interruption, reaper, scheduler
-from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, TaskState
 from spotrun_cli.client import ApiClient, ApiError
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from spotrun_local.pump import SqsPump

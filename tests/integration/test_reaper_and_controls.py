@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from spotrun.attempts import claim, record_heartbeat
+from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat
+from spotrun.domain.model import Desired, JobState, TaskState
 from spotrun.handlers import reaper
-from spotrun.messages import AttemptRef, CompletionReport, Heartbeat
-from spotrun.model import Desired, JobState, TaskState
 from spotrun.reaping import sweep
 from spotrun.scheduling import reconcile_job
 from tests.integration.test_task_flow import JOB, Loop, ref

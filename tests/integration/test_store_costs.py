@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any
 
 from spotrun.attempts import claim, record_heartbeat
-from spotrun.messages import Heartbeat
-from spotrun.model import TaskState
+from spotrun.domain.messages import Heartbeat
+from spotrun.domain.model import TaskState
 from spotrun.reaping import sweep
 from spotrun.scheduling import reconcile_job
 from tests.integration.test_task_flow import JOB, Loop, ref
@@ -149,7 +149,7 @@ def test_an_agent_that_keeps_its_instance_is_not_raced_by_a_new_launch_for_the_n
 
 
 def test_a_cancel_mark_whose_message_was_lost_is_carried_out_when_the_job_resumes(cp, env, aws, context):
-    from spotrun.model import Desired
+    from spotrun.domain.model import Desired
 
     # Given a suspended job
     loop = Loop(cp, env, aws, context)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
+from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.model import Checkpoint, JobState, TaskState
 from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler
-from spotrun.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Checkpoint, JobState, TaskState
 from spotrun_local.pump import SqsPump
 from tests.support import api_event, eventbridge_event
 

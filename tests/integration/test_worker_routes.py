@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from spotrun.domain.messages import CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.model import TaskState
 from spotrun.handlers import finisher, heartbeat, workers
-from spotrun.messages import CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import TaskState
 from spotrun.resources import EnvVar
 from tests.integration.test_task_flow import JOB, Loop
 from tests.support import api_event

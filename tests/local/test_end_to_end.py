@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from spotrun.model import JobState
+from spotrun.domain.model import JobState
 from spotrun_local import demo
 from spotrun_local.market import MarketReplay, load_traces
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from spotrun.model import JobState, TaskState
+from spotrun.domain.model import JobState, TaskState
 from spotrun_local import demo
 from spotrun_worker.routes import HttpRoutes, RouteError
 from tests.local.test_end_to_end import explain, steady_runtime, wait_for

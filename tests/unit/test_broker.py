@@ -17,7 +17,7 @@ from spotrun.domain.broker import (
     rank_pools,
     type_allowed,
 )
-from spotrun.spec import Resources
+from spotrun.domain.spec import Resources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

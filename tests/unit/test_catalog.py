@@ -12,7 +12,7 @@ import pytest
 from spotrun.domain import catalog as catalog_module
 from spotrun.domain.broker import Pool, rank_pools
 from spotrun.domain.catalog import CATALOG_PATH, Catalog, load_catalog, pool_state, region_of
-from spotrun.spec import Resources
+from spotrun.domain.spec import Resources
 
 ROOT = Path(__file__).resolve().parents[2]
 

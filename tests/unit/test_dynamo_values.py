@@ -10,7 +10,7 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 
 from spotrun.adapters.dynamo import UnstorableValue, deserialize, serialize
-from spotrun.model import TaskState
+from spotrun.domain.model import TaskState
 
 ITEM = {
     "pk": "TASK#j-1#000001", "index": 1, "attempt": 0, "progress": 0.25, "price": 0.0347, "done": False,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from spotrun.domain.lifecycle import TaskChange, after_completion, derive_job_state, environment_fault
-from spotrun.messages import CompletionReport, ProgramResult
-from spotrun.model import Desired, JobState, Scope, Task, TaskState
-from spotrun.spec import RetrySpec
+from spotrun.domain.messages import CompletionReport, ProgramResult
+from spotrun.domain.model import Desired, JobState, Scope, Task, TaskState
+from spotrun.domain.spec import RetrySpec
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 

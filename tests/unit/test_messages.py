@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spotrun.adapters.dynamo import serialize
-from spotrun.messages import CompletionReport, ControlMessage, ControlType, Heartbeat
+from spotrun.domain.messages import CompletionReport, ControlMessage, ControlType, Heartbeat
 from spotrun.resources import MessageType
 
 REF = {"job_id": "j-0194f3a2b1c0a1b2c3d4", "index": 0, "attempt": 1, "instance_id": "i-0abc",

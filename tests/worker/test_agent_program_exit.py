@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from spotrun.messages import AttemptRef
-from spotrun.model import Task, TaskState
-from spotrun.spec import JobSpec
+from spotrun.domain.messages import AttemptRef
+from spotrun.domain.model import Task, TaskState
+from spotrun.domain.spec import JobSpec
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.checkpointers.base import CheckpointError
 from spotrun_worker.routes import InProcessRoutes

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.attempts import ClaimRefused
-from spotrun.messages import CompletionReport, Heartbeat, ProgramResult
-from spotrun.model import Desired, Task, TaskState
-from spotrun.spec import JobSpec
+from spotrun.domain.messages import CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.model import Desired, Task, TaskState
+from spotrun.domain.spec import JobSpec
 from spotrun_worker import checkpointers, interval, transfer
 from spotrun_worker.checkpointers.base import CheckpointError
 from spotrun_worker.imds import Imds

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from spotrun.attempts import ClaimRefused
-from spotrun.messages import AttemptRef
+from spotrun.domain.messages import AttemptRef
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 20.0

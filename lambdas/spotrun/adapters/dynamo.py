@@ -31,8 +31,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from spotrun.domain.lifecycle import TaskChange
-from spotrun.model import (
+from spotrun.domain.accounting import attempt_usage, drain_usage
+from spotrun.domain.lifecycle import TaskChange, last_sign_of_life
+from spotrun.domain.model import (
     ACTIVE_STATES,
     Attempt,
     Checkpoint,
@@ -278,19 +279,6 @@ def _job_from(item: dict[str, Any]) -> Job:
     )
 
 
-STAT_SEPARATOR = "|"
-
-
-def attempt_usage(pool: str, launched_at: datetime | None, price_per_hour: float | None, now: datetime,
-                  executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
-    """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys)."""
-    instance_seconds = max(0.0, (now - launched_at).total_seconds()) if launched_at else 0.0
-    measures = {"executions": executions, "failures": failures, "interruptions": interruptions,
-                "exec_seconds": round(exec_seconds, 3), "instance_seconds": round(instance_seconds, 3),
-                "cost": round(instance_seconds / 3600 * (price_per_hour or 0.0), 8)}
-    return {f"{pool}{STAT_SEPARATOR}{name}": value for name, value in measures.items()}
-
-
 def _checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
     if not value:
         return None
@@ -298,12 +286,6 @@ def _checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
         seq=int(value["seq"]), key=value["key"], attempt=int(value["attempt"]), size_bytes=int(value.get("size_bytes", 0)),
         committed_at=parse_time(value["committed_at"]), method=value.get("method", ""),  # type: ignore[arg-type]
     )
-
-
-def last_sign_of_life(task: Task) -> datetime | None:
-    """The newest of the task's last heartbeat, start and launch (a heartbeat may be a past attempt's)."""
-    moments = [m for m in (task.last_heartbeat_at, task.started_at, task.launched_at) if m is not None]
-    return max(moments) if moments else None
 
 
 def task_from(item: dict[str, Any]) -> Task:
@@ -780,15 +762,12 @@ class DynamoStore:
         its final report: add that time to the job's instance seconds and cost, once."""
         ended_at = parse_time(recorded["ended_at"])
         assert ended_at is not None
-        seconds = max(0.0, (now - ended_at).total_seconds())
         mark = _Expression()
         mark.condition("attribute_not_exists({d})", d="@drained_until")
         mark.set("drained_until", now)
         usage = _Expression()
-        pool = recorded["pool"]
-        usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}instance_seconds", round(seconds, 3))
-        usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}cost",
-                         round(seconds / 3600 * float(recorded.get("price_per_hour") or 0.0), 8))
+        for key, amount in drain_usage(recorded["pool"], ended_at, recorded.get("price_per_hour"), now).items():
+            usage.add_in_map("stats", key, amount)
         return self._transact([
                 {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
                 {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},

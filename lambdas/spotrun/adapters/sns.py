@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from spotrun.messages import ControlMessage
-from spotrun.model import TimelineEvent
+from spotrun.domain.messages import ControlMessage
+from spotrun.domain.model import TimelineEvent
 from spotrun.resources import MESSAGE_TYPE_ATTRIBUTE
 
 

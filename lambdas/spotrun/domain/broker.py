@@ -32,7 +32,7 @@ HOURS_PER_MONTH = 730.0
 
 
 class ResourcesLike(Protocol):
-    """What the broker reads of `spotrun.spec.Resources`."""
+    """What the broker reads of `spotrun.domain.spec.Resources`."""
 
     vcpus: int
     memory_gib: float

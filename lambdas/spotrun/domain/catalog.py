@@ -67,7 +67,7 @@ class SpotAdvice:
 
 
 class StatsLike(Protocol):
-    """What `pool_state` reads of spotrun's per-pool statistics (spotrun.model.PoolStats)."""
+    """What `pool_state` reads of spotrun's per-pool statistics (spotrun.domain.model.PoolStats)."""
 
     executions: int
     failures: int

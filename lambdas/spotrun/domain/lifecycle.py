@@ -8,10 +8,11 @@ out-of-order message therefore finds the task moved on, and the function answers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from spotrun.messages import CompletionReport
-from spotrun.model import (
+from spotrun.domain.messages import CompletionReport
+from spotrun.domain.model import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     Desired,
@@ -20,7 +21,7 @@ from spotrun.model import (
     Task,
     TaskState,
 )
-from spotrun.spec import RetrySpec
+from spotrun.domain.spec import RetrySpec
 
 # Which moves are legal at all; everything else is a bug or a stale message.
 ALLOWED = {
@@ -189,3 +190,9 @@ def derive_job_state(counts: dict[str, int], desired: Desired) -> JobState:
 
 def _any_started(counts: dict[str, int]) -> bool:
     return any(counts.get(s, 0) for s in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED))
+
+
+def last_sign_of_life(task: Task) -> datetime | None:
+    """The newest of the task's last heartbeat, start and launch (a heartbeat may be a past attempt's)."""
+    moments = [m for m in (task.last_heartbeat_at, task.started_at, task.launched_at) if m is not None]
+    return max(moments) if moments else None

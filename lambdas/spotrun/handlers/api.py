@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 
 from spotrun import jobs
 from spotrun.control import ControlPlane, default_control_plane
+from spotrun.domain.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
+from spotrun.domain.spec import JobSpec, SpecError, load_document
 from spotrun.handlers.common import logger, metrics, tracer
-from spotrun.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
-from spotrun.spec import JobSpec, SpecError, load_document
 
 app = APIGatewayRestResolver(enable_validation=True)
 

@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import complete
 from spotrun.control import ControlPlane, default_control_plane
+from spotrun.domain.messages import CompletionReport
 from spotrun.handlers.common import check_sender, instrumented, logger, metrics, parse_body, run_batch
-from spotrun.messages import CompletionReport
 
 
 @instrumented

@@ -8,8 +8,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.control import ControlPlane, default_control_plane
+from spotrun.domain.messages import ControlMessage
 from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
-from spotrun.messages import ControlMessage
 from spotrun.resources import MessageType
 from spotrun.scheduling import reconcile_job
 

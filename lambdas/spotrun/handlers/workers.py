@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spotrun import workers
 from spotrun.control import ControlPlane, default_control_plane
+from spotrun.domain.messages import MAX_ATTEMPT
 from spotrun.handlers.common import instrumented, logger, problems
-from spotrun.messages import MAX_ATTEMPT
 
 # arn:aws:sts::<account>:assumed-role/<role name>/<session name>
 _ASSUMED_ROLE = re.compile(r"^arn:aws[\w-]*:sts::\d{12}:assumed-role/(?P<role>[\w+=,.@-]{1,64})/(?P<session>[\w+=,.@-]{2,64})$")

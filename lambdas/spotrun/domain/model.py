@@ -88,7 +88,7 @@ class Job:
     updated_at: datetime
     owner: str = ""
     reason: str = ""
-    stats: dict[str, float] = field(default_factory=dict)  # "<pool>|<measure>" -> total, see spotrun.statistics
+    stats: dict[str, float] = field(default_factory=dict)  # "<pool>|<measure>" -> total, see spotrun.domain.accounting
 
     @property
     def combine_index(self) -> int | None:

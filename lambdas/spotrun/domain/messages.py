@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from spotrun.model import Scope
-from spotrun.spec import MAX_TASKS
+from spotrun.domain.model import Scope
+from spotrun.domain.spec import MAX_TASKS
 
 # Floats on the wire: finite, below this magnitude, and rounded to FLOAT_DECIMALS places, so a tiny
 # value (1e-200) becomes 0 rather than underflowing DynamoDB's range, and a float's text (at most 17

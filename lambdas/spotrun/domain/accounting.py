@@ -1,8 +1,10 @@
-"""A job's statistics: per pool and in total, derived from the counters its transitions keep.
+"""A job's accounting: what each ended attempt adds to its job's per-pool counters, and the
+statistics (per pool and in total) derived from them.
 
 Every ended attempt adds its executions, failures, interruptions, execution and instance seconds and
-spot cost to the job item in the same transaction that ends it (see the store), so these figures
-agree with the timeline and cost one read, however many tasks the job has.
+spot cost to the job item in the same transaction that ends it (the store writes what
+`attempt_usage` and `drain_usage` answer), so these figures agree with the timeline and cost one
+read, however many tasks the job has.
 """
 
 from __future__ import annotations
@@ -11,9 +13,28 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from spotrun.adapters.dynamo import STAT_SEPARATOR
 from spotrun.domain.catalog import load_catalog
-from spotrun.model import FINISHED_JOB_STATES, Job
+from spotrun.domain.model import FINISHED_JOB_STATES, Job
+
+STAT_SEPARATOR = "|"  # job statistics are kept as "<pool>|<measure>" -> total
+
+
+def attempt_usage(pool: str, launched_at: datetime | None, price_per_hour: float | None, now: datetime,
+                  executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
+    """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys)."""
+    instance_seconds = max(0.0, (now - launched_at).total_seconds()) if launched_at else 0.0
+    measures = {"executions": executions, "failures": failures, "interruptions": interruptions,
+                "exec_seconds": round(exec_seconds, 3), "instance_seconds": round(instance_seconds, 3),
+                "cost": round(instance_seconds / 3600 * (price_per_hour or 0.0), 8)}
+    return {f"{pool}{STAT_SEPARATOR}{name}": value for name, value in measures.items()}
+
+
+def drain_usage(pool: str, ended_at: datetime, price_per_hour: float | None, now: datetime) -> dict[str, float]:
+    """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until its
+    final report: the instance seconds and cost of that drain."""
+    seconds = max(0.0, (now - ended_at).total_seconds())
+    return {f"{pool}{STAT_SEPARATOR}instance_seconds": round(seconds, 3),
+            f"{pool}{STAT_SEPARATOR}cost": round(seconds / 3600 * float(price_per_hour or 0.0), 8)}
 
 
 def job_statistics(job: Job, now: datetime) -> dict[str, Any]:
