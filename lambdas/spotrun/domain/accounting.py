@@ -19,6 +19,12 @@ from spotrun.domain.model import FINISHED_JOB_STATES, Job
 STAT_SEPARATOR = "|"  # job statistics are kept as "<pool>|<measure>" -> total
 
 
+def pool_usage(executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
+    """What one ended attempt adds to its pool's statistics (and it no longer runs there)."""
+    return {"executions": executions, "failures": failures, "interruptions": interruptions,
+            "exec_seconds": exec_seconds, "running": -1}
+
+
 def attempt_usage(pool: str, launched_at: datetime | None, price_per_hour: float | None, now: datetime,
                   executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
     """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys)."""

@@ -20,6 +20,7 @@ from spotrun.domain.model import (
     Scope,
     Task,
     TaskState,
+    TimelineEvent,
 )
 from spotrun.domain.spec import RetrySpec
 
@@ -68,6 +69,11 @@ class TaskChange:
     def active_delta(self) -> int:
         return int(self.to_state in ACTIVE_STATES) - int(self.from_state in ACTIVE_STATES)
 
+    @property
+    def attempt(self) -> int:
+        """The attempt that owns the task after the move."""
+        return self.task.attempt + 1 if self.new_attempt else self.task.attempt
+
 
 @dataclass(frozen=True)
 class AttemptEnd:
@@ -81,6 +87,27 @@ class AttemptEnd:
     exec_seconds: float = 0.0
     interrupted: bool = False
     launched: bool = True  # False when the launch call itself failed: no execution to count
+
+    @property
+    def executions(self) -> int:
+        return int(self.launched)
+
+    @property
+    def failures(self) -> int:
+        """An environment fault counts against its pool; an interruption is spot's price, not a failure."""
+        return int(self.launched and self.scope == Scope.ENVIRONMENT and not self.interrupted)
+
+
+def timeline_event(change: TaskChange, now: datetime, detail: dict[str, Any] | None = None) -> TimelineEvent:
+    """What the job's timeline says of a move (written with it); its id makes a repeated move's event one."""
+    task = change.task
+    body: dict[str, Any] = {"from": task.state.value, "to": change.to_state.value,
+                            **({"reason": change.reason} if change.reason else {})}
+    if change.set_fields.get("pool"):
+        body["pool"] = change.set_fields["pool"]
+    body.update(detail or {})
+    return TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.attempt}-{change.event}-{task.state}",
+                         task.index, change.attempt, body)
 
 
 def ended(task: Task, outcome: str, scope: Scope | None, **details: Any) -> AttemptEnd:

@@ -1,0 +1,105 @@
+"""Attempts and workers: the attempt records, which instance serves which attempt, and the end of
+an attempt that no longer owns its task (billed once, with the drain of an interrupted one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from spotrun.adapters.dynamo.codec import deserialize, parse_time, serialize
+from spotrun.adapters.dynamo.expressions import Expression
+from spotrun.adapters.dynamo.items import attempt_from, worker_from, worker_item
+from spotrun.adapters.dynamo.keys import attempt_key, job_key, task_key, task_pk, worker_key
+from spotrun.adapters.dynamo.pools import pool_stats_item
+from spotrun.adapters.dynamo.table import BATCH_WRITE_THREADS, Table
+from spotrun.domain.accounting import attempt_usage, drain_usage, pool_usage
+from spotrun.domain.model import Attempt, Scope, Worker
+
+
+class AttemptStore(Table):
+    def attempts(self, job_id: str, index: int) -> list[Attempt]:
+        answer = self.client.query(
+            TableName=self.table, KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
+            ExpressionAttributeValues=serialize({":p": task_pk(job_id, index), ":a": "ATTEMPT#"}),
+        )
+        return [attempt_from(deserialize(i)) for i in answer.get("Items", [])]
+
+    def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None:
+        """Record which instance serves which attempt (job, index, attempt, instance) after one launch
+        call: the worker items in batches, the guarded task and attempt updates side by side."""
+        self.batch_put(worker_item(instance_id, job_id, index, attempt, pool, now)
+                       for job_id, index, attempt, instance_id in bindings)
+        if len(bindings) == 1:
+            self._bind(*bindings[0])
+            return
+        with ThreadPoolExecutor(min(BATCH_WRITE_THREADS, len(bindings))) as pool_:
+            list(pool_.map(lambda binding: self._bind(*binding), bindings))
+
+    def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str, now: datetime) -> bool:
+        """Record which instance serves an attempt (after the launch call answered)."""
+        self._put(worker_item(instance_id, job_id, index, attempt, pool, now))
+        return self._bind(job_id, index, attempt, instance_id)
+
+    def _bind(self, job_id: str, index: int, attempt: int, instance_id: str) -> bool:
+        expr = Expression()
+        expr.set("instance_id", instance_id)
+        expr.condition("{a} = {attempt}", a="@attempt", attempt=attempt)
+        attempt_expr = Expression()
+        attempt_expr.set("instance_id", instance_id)
+        self._update(attempt_key(job_id, index, attempt), attempt_expr)
+        return self._update(task_key(job_id, index), expr)
+
+    def record_attempt_end(
+        self, job_id: str, index: int, attempt: int, outcome: str, scope: Scope | None, exec_seconds: float, now: datetime
+    ) -> bool:
+        """End an attempt that no longer owns its task (no task move); once only, with its pool statistics."""
+        recorded = self._get(attempt_key(job_id, index, attempt))
+        if recorded is None:
+            return False
+        pool = recorded["pool"]
+        if recorded.get("ended_at"):
+            return self._bill_drain(job_id, index, attempt, recorded, now)
+        expr = Expression()
+        expr.condition("attribute_not_exists({e})", e="@ended_at")
+        expr.set("ended_at", now)
+        expr.set("outcome", outcome)
+        expr.set("scope", scope.value if scope else None)
+        expr.set("exec_seconds", exec_seconds)
+        interruptions = int(outcome == "interrupted")
+        usage = Expression()
+        for key, amount in attempt_usage(pool, parse_time(recorded.get("launched_at")), recorded.get("price_per_hour"),
+                                         now, 1, 0, interruptions, exec_seconds).items():
+            if amount:
+                usage.add_in_map("stats", key, amount)
+        usage.condition("attribute_exists(pk)")
+        return self._transact([
+                {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **expr.update()}},
+                pool_stats_item(self.table, pool, pool_usage(1, 0, interruptions, exec_seconds)),
+                {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
+            ])
+
+    def _bill_drain(self, job_id: str, index: int, attempt: int, recorded: dict[str, Any], now: datetime) -> bool:
+        """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until
+        its final report: add that time to the job's instance seconds and cost, once."""
+        ended_at = parse_time(recorded["ended_at"])
+        assert ended_at is not None
+        mark = Expression()
+        mark.condition("attribute_not_exists({d})", d="@drained_until")
+        mark.set("drained_until", now)
+        usage = Expression()
+        for key, amount in drain_usage(recorded["pool"], ended_at, recorded.get("price_per_hour"), now).items():
+            usage.add_in_map("stats", key, amount)
+        return self._transact([
+                {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
+                {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
+            ])
+
+    def worker(self, instance_id: str) -> Worker | None:
+        item = self._get(worker_key(instance_id))
+        return worker_from(item) if item else None
+
+    def workers(self, instance_ids: Sequence[str]) -> dict[str, Worker]:
+        """Worker records of many instances at once (100 per request)."""
+        return {item["instance_id"]: worker_from(item) for item in self._hydrate([worker_key(i) for i in instance_ids])}

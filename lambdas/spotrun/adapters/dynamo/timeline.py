@@ -1,0 +1,33 @@
+"""The timeline: each job's events, sharded like its tasks, read back oldest first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from spotrun.adapters.dynamo.codec import deserialize, serialize
+from spotrun.adapters.dynamo.items import event_from, event_item
+from spotrun.adapters.dynamo.keys import TASK_SHARDS, events_pk
+from spotrun.adapters.dynamo.table import Table
+from spotrun.domain.model import TimelineEvent
+
+
+class TimelineStore(Table):
+    def add_event(self, event: TimelineEvent) -> None:
+        self._put(event_item(event))
+
+    def add_events(self, events: Sequence[TimelineEvent]) -> None:
+        self.batch_put(event_item(e) for e in events)
+
+    def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]:
+        events: list[tuple[str, TimelineEvent]] = []
+        for shard in range(TASK_SHARDS):
+            params: dict[str, Any] = {
+                "TableName": self.table, "Limit": limit, "KeyConditionExpression": "pk = :p" + (" AND sk > :a" if after else ""),
+                "ExpressionAttributeValues": serialize({":p": events_pk(job_id, shard), **({":a": after} if after else {})}),
+            }
+            for raw in self.client.query(**params).get("Items", []):
+                item = deserialize(raw)
+                events.append((item["sk"], event_from(item)))
+        events.sort(key=lambda pair: pair[0])
+        return [e for _, e in events[:limit]]
