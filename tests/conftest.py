@@ -74,10 +74,10 @@ def env(aws: Any) -> dict[str, str]:
 
 @pytest.fixture
 def cp(aws: Any, env: dict[str, str], clock: FakeClock, prices: FakePrices) -> Any:
-    from spotrun.control import ControlPlane
+    from spotrun.aws import control_plane_from_env
 
-    plane = ControlPlane.from_env({**env, "SPOTRUN_ACCOUNT_MAX_INSTANCES": "50", "SPOTRUN_POOL_MAX_INSTANCES": "10"},
-                                  session=aws)
+    plane = control_plane_from_env({**env, "SPOTRUN_ACCOUNT_MAX_INSTANCES": "50", "SPOTRUN_POOL_MAX_INSTANCES": "10"},
+                                   session=aws)
     plane.clock = clock
     plane.prices = prices
     plane.compute._sleep = lambda seconds: None

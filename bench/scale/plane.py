@@ -14,6 +14,7 @@ from typing import Any
 from bench.scale.meter import CallLog, CountingClient, FakeDynamo, MeteredDynamo, fake_sns
 from spotrun.adapters.dynamo import DynamoStore
 from spotrun.adapters.sns import SnsBus
+from spotrun.aws import control_plane_from_env
 from spotrun.control import ControlPlane, Settings
 
 REGION = "us-east-1"
@@ -139,11 +140,11 @@ class MotoPlane:
 
 def moto_plane(session: Any, metered: bool = False, account_max: int = 100, pool_max: int = 20,
                clock: Any = None, wide_subnets: bool = False) -> MotoPlane:
-    """Resources from spotrun.provision, ControlPlane.from_env, counting DynamoDB/EC2/SNS clients."""
+    """Resources from spotrun.provision, spotrun.aws.control_plane_from_env, counting DynamoDB/EC2/SNS clients."""
     from spotrun.provision import provision
 
     env = provision(session)
-    cp = ControlPlane.from_env(env, session=session)
+    cp = control_plane_from_env(env, session=session)
     cp.settings = dataclasses.replace(cp.settings, account_max_instances=account_max, pool_max_instances=pool_max)
     cp.prices = FixedPrices()
     if wide_subnets:  # provision() makes /24 subnets: too few addresses for thousands of moto instances

@@ -46,7 +46,9 @@ def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
                             remove_fields=("draining_attempt",))
         if cp.store.apply(change, cp.clock(), {"instance": ref.instance_id}):
             refresh_state(cp, ref.job_id)
-            return cp.store.get_task(ref.job_id, ref.index)
+            claimed = cp.store.get_task(ref.job_id, ref.index)
+            if claimed is not None:
+                return claimed
     raise ClaimRefused("the task kept changing while it was claimed")
 
 

@@ -1,23 +1,19 @@
-"""The control plane's collaborators in one place, built from the environment or injected by tests.
+"""The control plane's collaborators in one place: its settings and the ports the use cases call.
 
-Nothing is created at import time: a handler asks for `ControlPlane.from_env()` on its first call
-(and keeps it warm), a test builds one from moto-backed clients or fakes.
+`spotrun.aws` builds one from the environment with the AWS adapters (a handler asks for it on its
+first call and keeps it warm); a test builds one from moto-backed clients or fakes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
+from spotrun.ports import Blobs, Bus, Clock, Compute, Credentials, SpotPrices, Store
 from spotrun.resources import EnvVar
-
-
-class Clock(Protocol):
-    def __call__(self) -> datetime: ...
 
 
 def system_clock() -> datetime:
@@ -78,61 +74,13 @@ class Settings:
         return [f"{t}@{z}" for t in self.instance_types for z in self.zones]
 
 
-class SpotPrices(Protocol):
-    def prices(self, instance_types: Any, now: datetime) -> dict[str, float]: ...
-
-
 @dataclass
 class ControlPlane:
     settings: Settings
-    store: Any  # spotrun.adapters.dynamo.DynamoStore
-    compute: Any  # spotrun.adapters.ec2.Ec2Compute
-    bus: Any  # spotrun.adapters.sns.SnsBus
-    blobs: Any = None  # spotrun.adapters.s3.S3Blobs
-    prices: SpotPrices | None = None
-    credentials: Any = None  # spotrun.adapters.sts.TaskCredentials (the workers function only)
-    clock: Callable[[], datetime] = system_clock
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, session: Any = None) -> ControlPlane:
-        import boto3
-        from botocore.config import Config
-
-        from spotrun.adapters.dynamo import BATCH_WRITE_THREADS, DynamoStore
-        from spotrun.adapters.ec2 import Ec2Compute, Ec2SpotPrices
-        from spotrun.adapters.s3 import S3Blobs
-        from spotrun.adapters.sns import SnsBus
-        from spotrun.adapters.sts import TaskCredentials
-
-        settings = Settings.from_env(env)
-        session = session or boto3.session.Session()
-        config = Config(retries={"mode": "standard", "max_attempts": 6}, signature_version="s3v4")
-
-        def client(name: str, extra: Config | None = None) -> Any:
-            return session.client(name, region_name=settings.region, config=config.merge(extra) if extra else config)
-
-        # DynamoDB checks every request itself; botocore's client-side check of the same shapes was
-        # ~40% of a 100,000-task submit's CPU (bench/results/scale.json). The store writes from up to
-        # BATCH_WRITE_THREADS threads, each wanting its own connection.
-        dynamo = client("dynamodb", Config(parameter_validation=False, max_pool_connections=BATCH_WRITE_THREADS + 4))
-        ec2 = client("ec2")
-        return cls(
-            settings=settings,
-            store=DynamoStore(dynamo, settings.table),
-            compute=Ec2Compute(ec2, settings.launch_template_id, settings.subnets),
-            bus=SnsBus(client("sns"), settings.control_topic_arn, settings.notify_topic_arn),
-            blobs=S3Blobs(client("s3"), settings.bucket),
-            prices=Ec2SpotPrices(ec2),
-            credentials=TaskCredentials(client("sts"), settings.task_role_arn) if settings.task_role_arn else None,
-        )
-
-
-_cached: ControlPlane | None = None
-
-
-def default_control_plane() -> ControlPlane:
-    """The process-wide control plane of a Lambda container, built on first use."""
-    global _cached
-    if _cached is None:
-        _cached = ControlPlane.from_env()
-    return _cached
+    store: Store
+    compute: Compute
+    bus: Bus
+    blobs: Blobs | None = None  # the API function's
+    prices: SpotPrices | None = None  # without them the broker estimates from the catalogue
+    credentials: Credentials | None = None  # the worker API function's
+    clock: Clock = system_clock

@@ -21,6 +21,7 @@ from spotrun.domain.model import (
     TimelineEvent,
 )
 from spotrun.domain.spec import parse_spec
+from spotrun.ports import Blobs
 from spotrun.resources import MessageType
 
 
@@ -190,12 +191,19 @@ def upload_url(cp: ControlPlane, owner: str, filename: str) -> dict[str, str]:
     """A presigned PUT for one input file; the job then names it by its s3:// URI."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[:200] or "input"
     key = f"uploads/{hashlib.sha256(owner.encode()).hexdigest()[:16]}/{os.urandom(8).hex()}/{safe}"
-    return {"url": cp.blobs.upload_url(key), "uri": f"s3://{cp.settings.bucket}/{key}"}
+    return {"url": _blobs(cp).upload_url(key), "uri": f"s3://{cp.settings.bucket}/{key}"}
 
 
 def output_urls(cp: ControlPlane, job_id: str) -> list[dict[str, Any]]:
     get_job(cp, job_id)
-    return [{**o, "url": cp.blobs.download_url(o["key"])} for o in cp.blobs.keys(f"jobs/{job_id}/outputs/")]
+    blobs = _blobs(cp)
+    return [{**o, "url": blobs.download_url(o["key"])} for o in blobs.keys(f"jobs/{job_id}/outputs/")]
+
+
+def _blobs(cp: ControlPlane) -> Blobs:
+    if cp.blobs is None:
+        raise RuntimeError("this control plane has no bucket (the API function's has)")
+    return cp.blobs
 
 
 def is_active(task: Task) -> bool:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from spotrun.adapters.ec2 import CAPACITY_ERRORS, LaunchRequest, client_token
 from spotrun.control import ControlPlane
 from spotrun.domain import broker, policy
+from spotrun.domain.launches import CAPACITY_ERRORS, LaunchRequest, client_token
 from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
@@ -240,7 +240,7 @@ def deadline_decision(cp: ControlPlane, job: Job, spec: JobSpec, task: Task,
     spot, or needs on-demand to finish in time."""
     from spotrun.domain.accounting import job_statistics
 
-    runtime = spec.task_runtime
+    runtime: float | None = spec.task_runtime
     if runtime is None:
         total = job_statistics(job, now)["total"]
         finished = job.counts.get("SUCCEEDED", 0)

@@ -37,6 +37,7 @@ from typing import Any
 import boto3
 
 from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
+from spotrun.aws import control_plane_from_env
 from spotrun.control import ControlPlane
 from spotrun.provision import provision
 from spotrun.resources import EnvVar
@@ -251,7 +252,7 @@ class LocalRuntime:
 
     def build_control_plane(self, session: Any) -> ControlPlane:
         """A control plane from the environment, as a cold Lambda container builds it, on local compute."""
-        cp = ControlPlane.from_env(self.env, session=session)
+        cp = control_plane_from_env(self.env, session=session)
         cp.settings = _replace(cp.settings, cooldown_seconds=self.options.cooldown_seconds)
         cp.compute = LocalCompute(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets, self.market)
         cp.prices = self.market

@@ -32,10 +32,10 @@ def module_env() -> Iterator[tuple[Any, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def module_cp(module_env: tuple[Any, dict[str, str]]) -> Any:
     """The control plane on that account, as the `cp` fixture builds it."""
-    from spotrun.control import ControlPlane
+    from spotrun.aws import control_plane_from_env
 
     session, env = module_env
-    plane = ControlPlane.from_env(env, session=session)
+    plane = control_plane_from_env(env, session=session)
     plane.clock = FakeClock()
     plane.prices = FakePrices({"c6i.large@us-east-1a": 0.040})
     plane.compute._sleep = lambda seconds: None

@@ -2,57 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from spotrun.domain.launches import CAPACITY_ERRORS, THROTTLING_ERRORS, LaunchRequest, LaunchResult, ManagedInstance
+
 MANAGED_TAG = "spotrun:managed"
-
-# Launch errors that say "not here, not now": the environment's fault; try the next pool.
-CAPACITY_ERRORS = frozenset({
-    "InsufficientInstanceCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
-    "InstanceLimitExceeded", "Unsupported", "InsufficientCapacity", "VcpuLimitExceeded",
-})
-THROTTLING_ERRORS = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    instance_type: str
-    zone: str
-    spot: bool
-    tags: dict[str, str]  # common to every instance of the call
-    # One entry per instance wanted, in order. Applied when the call launches one instance; a call
-    # for many gives them the common tags only (tagging each afterwards would be one EC2 call per
-    # instance): the store's WORKER item says which attempt an instance serves.
-    per_instance_tags: list[dict[str, str]]
-    token: str  # idempotency: the same request twice launches once
-
-    @property
-    def count(self) -> int:
-        return len(self.per_instance_tags)
-
-
-@dataclass(frozen=True)
-class LaunchResult:
-    instance_ids: list[str] = field(default_factory=list)
-    error_code: str | None = None
-    error_message: str = ""
-
-
-def client_token(parts: Sequence[str]) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:64]
 
 
 class Ec2Compute:
     """Takes a boto3 EC2 client, the launch template id and the subnet per availability zone."""
 
-    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], sleep: Any = time.sleep):
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str],
+                 sleep: Callable[[float], None] = time.sleep):
         self.client = client
         self.launch_template_id = launch_template_id
         self.subnets = subnets
@@ -129,9 +95,9 @@ class Ec2Compute:
                         out.update(self.states([instance_id]))
         return out
 
-    def managed_instances(self) -> list[dict[str, Any]]:
+    def managed_instances(self) -> list[ManagedInstance]:
         """Every live instance spotrun launched, with its tags (a tag-filtered EC2 query, not a table scan)."""
-        found = []
+        found: list[ManagedInstance] = []
         pages = self.client.get_paginator("describe_instances").paginate(Filters=[
             {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},

@@ -16,14 +16,14 @@ class S3Blobs:
         self.bucket = bucket
 
     def upload_url(self, key: str) -> str:
-        return self.client.generate_presigned_url(
+        return str(self.client.generate_presigned_url(
             "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_SECONDS
-        )
+        ))
 
     def download_url(self, key: str) -> str:
-        return self.client.generate_presigned_url(
+        return str(self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=URL_SECONDS
-        )
+        ))
 
     def keys(self, prefix: str, limit: int = 1000) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -55,7 +55,7 @@ def job_statistics(job: Job, now: datetime) -> dict[str, Any]:
         instance_type = pool.split("@", 1)[0]
         on_demand_price = catalog.on_demand_price(instance_type)
         on_demand = measures["instance_seconds"] / 3600 * on_demand_price if on_demand_price else None
-        row = {
+        row: dict[str, float | None] = {
             "executions": int(measures["executions"]), "failures": int(measures["failures"]),
             "interruptions": int(measures["interruptions"]), "exec_seconds": round(measures["exec_seconds"], 1),
             "instance_seconds": round(measures["instance_seconds"], 1), "spot_cost_usd": round(measures["cost"], 6),
@@ -63,7 +63,7 @@ def job_statistics(job: Job, now: datetime) -> dict[str, Any]:
         }
         per_pool[pool] = row
         for name in ("executions", "failures", "interruptions", "exec_seconds", "instance_seconds"):
-            totals[name] += row[name]
+            totals[name] += row[name] or 0
         totals["spot_cost_usd"] += measures["cost"]
         totals["on_demand_cost_usd"] += on_demand or 0.0
     finished = job.state in FINISHED_JOB_STATES

@@ -34,11 +34,16 @@ HOURS_PER_MONTH = 730.0
 class ResourcesLike(Protocol):
     """What the broker reads of `spotrun.domain.spec.Resources`."""
 
-    vcpus: int
-    memory_gib: float
-    gpus: int
-    instance_types: list[str]
-    architecture: str
+    @property
+    def vcpus(self) -> int: ...
+    @property
+    def memory_gib(self) -> float: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def instance_types(self) -> list[str]: ...
+    @property
+    def architecture(self) -> str: ...
 
 
 @dataclass(frozen=True)

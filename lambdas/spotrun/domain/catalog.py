@@ -69,12 +69,18 @@ class SpotAdvice:
 class StatsLike(Protocol):
     """What `pool_state` reads of spotrun's per-pool statistics (spotrun.domain.model.PoolStats)."""
 
-    executions: int
-    failures: int
-    interruptions: int
-    exec_seconds: float
-    running: int
-    cooldown_until: datetime | None
+    @property
+    def executions(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def interruptions(self) -> int: ...
+    @property
+    def exec_seconds(self) -> float: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def cooldown_until(self) -> datetime | None: ...
 
 
 _ZONE = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]$")

@@ -181,7 +181,7 @@ def environment_fault(
     pool = task.pool
     avoid = tuple(dict.fromkeys((*task.avoid_pools, pool))) if pool else task.avoid_pools
     increments = {"interruptions": 1} if reclaimed else {"environment_failures": 1}
-    common = {
+    common: dict[str, Any] = {
         "increments": {**increments, "consecutive_environment_failures": 1},
         "set_fields": {"avoid_pools": list(avoid[-10:])},
         "end_attempt": end,

@@ -17,7 +17,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, Field
 
 from spotrun import jobs
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.domain.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
 from spotrun.domain.spec import JobSpec, SpecError, load_document
 from spotrun.handlers.common import logger, metrics, tracer

@@ -15,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
 
@@ -75,7 +76,7 @@ def problems(error: ValidationError) -> str:
                      for item in error.errors(include_url=False, include_input=False, include_context=False))
 
 
-def run_batch(event: dict[str, Any], context: Any, handle: Callable[[SQSRecord], None]) -> dict[str, Any]:
+def run_batch(event: dict[str, Any], context: Any, handle: Callable[[SQSRecord], None]) -> PartialItemFailureResponse:
     """Process an SQS batch with partial failures; malformed records are dropped, not retried."""
 
     def guarded(record: SQSRecord) -> None:

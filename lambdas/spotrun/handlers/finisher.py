@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import complete
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.domain.messages import CompletionReport
 from spotrun.handlers.common import check_sender, instrumented, logger, metrics, parse_body, run_batch
 
 
 @instrumented
-def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> PartialItemFailureResponse:
     cp = control or default_control_plane()
 
     def handle(record: SQSRecord) -> None:

@@ -6,16 +6,18 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import handle_instance_event
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import Action, classify_event
 from spotrun.handlers.common import Malformed, instrumented, logger, metrics, run_batch
 
 
 @instrumented
-def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> PartialItemFailureResponse:
     cp = control or default_control_plane()
 
     def handle(record: SQSRecord) -> None:

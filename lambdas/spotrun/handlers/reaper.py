@@ -6,7 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.handlers.common import instrumented, logger, metrics
 from spotrun.reaping import sweep
 

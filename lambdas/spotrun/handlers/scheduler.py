@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.domain.messages import ControlMessage
 from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
 from spotrun.resources import MessageType
@@ -15,7 +17,7 @@ from spotrun.scheduling import reconcile_job
 
 
 @instrumented
-def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> PartialItemFailureResponse:
     cp = control or default_control_plane()
     done: set[str] = set()  # one reconcile per job per batch is enough: it looks at the whole job
 

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spotrun import workers
-from spotrun.control import ControlPlane, default_control_plane
+from spotrun.aws import default_control_plane
+from spotrun.control import ControlPlane
 from spotrun.domain.messages import MAX_ATTEMPT
 from spotrun.handlers.common import instrumented, logger, problems
 

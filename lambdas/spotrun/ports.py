@@ -1,0 +1,152 @@
+"""The ports: what the use cases ask of the world, as Protocols, and nothing more.
+
+The use cases (`jobs`, `scheduling`, `attempts`, `reaping`, `worker_requests`, `bookkeeping`) see
+only these; the adapters (`spotrun.adapters`) implement them on AWS, the tests with moto or fakes.
+A method no use case calls is not here (the store has more, for the agent and the tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from spotrun.domain.launches import LaunchRequest, LaunchResult, ManagedInstance
+from spotrun.domain.lifecycle import TaskChange
+from spotrun.domain.messages import ControlMessage
+from spotrun.domain.model import (
+    Checkpoint,
+    Desired,
+    Job,
+    JobState,
+    PoolStats,
+    Scope,
+    Task,
+    TaskState,
+    TimelineEvent,
+    Worker,
+)
+
+Clock = Callable[[], datetime]
+Page = str | None  # an opaque token to the next page, None on the last
+
+
+class JobRecords(Protocol):
+    def create_job(self, job: Job, tasks: Sequence[dict[str, Any]], event: TimelineEvent) -> bool:
+        """Store a job with its tasks; False if a job with that id exists already (idempotent submit)."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(self, states: Sequence[JobState], limit: int, token: str | None) -> tuple[list[Job], Page]: ...
+
+    def set_job_desired(self, job_id: str, desired: Desired, allowed_from: Sequence[Desired], now: datetime) -> bool: ...
+
+    def refresh_job_state(self, job_id: str, derive: Callable[[dict[str, int], Desired], JobState],
+                          now: datetime) -> Job | None: ...
+
+
+class TaskRecords(Protocol):
+    def get_task(self, job_id: str, index: int) -> Task | None: ...
+
+    def tasks(self, refs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Task]: ...
+
+    def tasks_in_state(self, job_id: str, state: TaskState, limit: int) -> list[Task]: ...
+
+    def list_tasks(self, job_id: str, state: TaskState | None, limit: int, token: str | None) -> tuple[list[Task], Page]:
+        ...
+
+    def record_heartbeat(self, job_id: str, index: int, attempt: int, at: datetime, fields: dict[str, Any]) -> bool: ...
+
+    def set_task_desired(self, job_id: str, index: int, desired: Desired, states: Sequence[TaskState]) -> bool: ...
+
+    def commit_checkpoint(self, job_id: str, index: int, checkpoint: Checkpoint) -> bool: ...
+
+    def request_checkpoint(self, job_id: str, index: int, attempt: int, at: datetime) -> bool: ...
+
+    def stale_live_tasks(self, before: datetime, limit: int) -> list[Task]: ...
+
+
+class TaskMoves(Protocol):
+    """Guarded moves: False when a task was no longer where its change found it (nothing written)."""
+
+    def apply(self, change: TaskChange, now: datetime, event_detail: dict[str, Any] | None = None) -> bool: ...
+
+    def apply_many(self, changes: Sequence[TaskChange], now: datetime, event_detail: dict[str, Any] | None = None,
+                   job_conditions: dict[str, Any] | None = None) -> bool: ...
+
+    def account_active(self) -> int: ...
+
+
+class AttemptRecords(Protocol):
+    def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None: ...
+
+    def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str,
+                      now: datetime) -> bool: ...
+
+    def record_attempt_end(self, job_id: str, index: int, attempt: int, outcome: str, scope: Scope | None,
+                           exec_seconds: float, now: datetime) -> bool: ...
+
+    def worker(self, instance_id: str) -> Worker | None: ...
+
+    def workers(self, instance_ids: Sequence[str]) -> dict[str, Worker]: ...
+
+
+class PoolRecords(Protocol):
+    def pool_stats(self, pools: Sequence[str]) -> dict[str, PoolStats]: ...
+
+    def cool_down(self, pool: str, until: datetime) -> None: ...
+
+
+class Timeline(Protocol):
+    def add_event(self, event: TimelineEvent) -> None: ...
+
+    def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]: ...
+
+
+class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, Protocol):
+    """All of the control plane's state (spotrun.adapters.dynamo.DynamoStore)."""
+
+
+class Compute(Protocol):
+    """The instances workers run on (spotrun.adapters.ec2.Ec2Compute)."""
+
+    def launch(self, request: LaunchRequest) -> LaunchResult: ...
+
+    def terminate(self, instance_ids: Sequence[str]) -> None: ...
+
+    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """Instance state names; an instance EC2 no longer knows is 'terminated'."""
+        ...
+
+    def managed_instances(self) -> list[ManagedInstance]: ...
+
+
+class Bus(Protocol):
+    """Control messages to the scheduler, timeline events to subscribers (spotrun.adapters.sns.SnsBus)."""
+
+    def send(self, message: ControlMessage) -> None: ...
+
+    def notify(self, events: Sequence[TimelineEvent]) -> None: ...
+
+
+class Blobs(Protocol):
+    """Users' files: presigned transfers and listings (spotrun.adapters.s3.S3Blobs)."""
+
+    def upload_url(self, key: str) -> str: ...
+
+    def download_url(self, key: str) -> str: ...
+
+    def keys(self, prefix: str, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+
+class Credentials(Protocol):
+    """Task-role sessions for one attempt (spotrun.adapters.sts.TaskCredentials)."""
+
+    def issue(self, session_name: str, tags: dict[str, str]) -> dict[str, str]: ...
+
+
+class SpotPrices(Protocol):
+    """Current spot prices per pool (spotrun.adapters.ec2.Ec2SpotPrices)."""
+
+    def prices(self, instance_types: Sequence[str], now: datetime) -> dict[str, float]: ...
