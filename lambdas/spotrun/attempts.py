@@ -8,19 +8,18 @@ nothing and a redelivered message repairs what a crash left half done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from spotrun.bookkeeping import notify_change, refresh_state
 from spotrun.control import ControlPlane
-from spotrun.domain.interruptions import Action, InstanceEvent
+from spotrun.domain.interruptions import InstanceEvent, Reaction, reaction
 from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
-from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Desired, Job, Scope, Task, TaskState, TimelineEvent
-from spotrun.domain.spec import JobSpec
-from spotrun.jobs import refresh_state
+from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent
+from spotrun.domain.spec import from_stored
 from spotrun.resources import MessageType
-from spotrun.scheduling import ScheduleReport, _spec_for_validation, replace_task
+from spotrun.scheduling import ScheduleReport, replace_task
 
 log = logging.getLogger(__name__)
 RETRIES_ON_RACE = 4
@@ -86,7 +85,7 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
         if task is None or job is None:
             log.warning("completion for unknown task %s/%s dropped", report.job_id, report.index)
             return Completion(None, False)
-        retries = JobSpec.model_validate(_spec_for_validation(job)).retries
+        retries = from_stored(job.spec).retries
         change = after_completion(task, report, retries)
         if change is None:
             if report.attempt == task.attempt and task.state not in ACTIVE_STATES:
@@ -163,7 +162,7 @@ def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str
     if to in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
         _maybe_release_combine(cp, job.job_id, now)
     refresh_state(cp, job.job_id)
-    _notify(cp, change, now)
+    notify_change(cp, change, now)
 
 
 def _maybe_release_combine(cp: ControlPlane, job_id: str, now: datetime) -> None:
@@ -187,17 +186,6 @@ def _maybe_release_combine(cp: ControlPlane, job_id: str, now: datetime) -> None
                                   reason="a task did not succeed and the combine does not allow partial results"), now)
 
 
-def _notify(cp: ControlPlane, change: TaskChange, now: datetime) -> None:
-    task = change.task
-    attempt = task.attempt + 1 if change.new_attempt else task.attempt
-    event = TimelineEvent(task.job_id, now, change.event, f"{task.index}-{attempt}-{change.event}", task.index, attempt,
-                          {"reason": change.reason} if change.reason else {})
-    try:
-        cp.bus.notify([event])
-    except Exception:  # noqa: BLE001 - the timeline holds the event; a lost notification must not fail the move
-        log.warning("notification failed", exc_info=True)
-
-
 @dataclass
 class InterruptionOutcome:
     replaced: list[str] = field(default_factory=list)
@@ -212,21 +200,21 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
     for instance_id in event.instance_ids:
         worker = cp.store.worker(instance_id)
         task = cp.store.get_task(worker.job_id, worker.index) if worker else None
-        if worker is None or task is None or event.action == Action.IGNORE:
-            outcome.ignored.append(instance_id)
+        if worker is None or task is None:
+            outcome.ignored.append(instance_id)  # not an instance of spotrun's, or its task is gone
             continue
-        owns = task.attempt == worker.attempt and task.state in ACTIVE_STATES
-        if event.action == Action.REPLACE and owns:
+        step = reaction(event.action, task, worker.attempt)
+        if step == Reaction.REPLACE:
             cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
             replace_task(cp, task, event.reason, ScheduleReport())
             outcome.replaced.append(instance_id)
-        elif event.action == Action.CHECKPOINT and owns and task.state == TaskState.RUNNING:
+        elif step == Reaction.REQUEST_CHECKPOINT:
             cp.store.request_checkpoint(task.job_id, task.index, task.attempt, cp.clock())
             outcome.checkpoint_requested.append(instance_id)
-        elif event.action == Action.ATTEMPT_LOST and owns:
+        elif step == Reaction.LOSE_ATTEMPT:
             if lose_attempt(cp, task, event.reason):
                 outcome.requeued.append(instance_id)
-        elif event.action == Action.ATTEMPT_LOST and worker.attempt < task.attempt:
+        elif step == Reaction.END_SUPERSEDED_ATTEMPT:
             cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
                                         cp.clock())
             outcome.ignored.append(instance_id)
@@ -240,21 +228,9 @@ def lose_attempt(cp: ControlPlane, task: Task, reason: str) -> bool:
     job = cp.store.get_job(task.job_id)
     if job is None:
         return False
-    retries = JobSpec.model_validate(_spec_for_validation(job)).retries
+    retries = from_stored(job.spec).retries
     change = environment_fault(task, reason, retries, ended(task, "lost", Scope.ENVIRONMENT))
     if cp.store.apply(change, cp.clock(), {"reason": reason}):
         _after_change(cp, job, change, terminate=task.instance_id)
         return True
     return False
-
-
-def desired_for(task: Task, attempt: int) -> Desired:
-    """What an agent of `attempt` should do now, read on its heartbeat tick."""
-    if task.attempt != attempt:
-        return Desired.CANCEL if task.draining_attempt != attempt else Desired.CHECKPOINT
-    return task.desired
-
-
-def stop_instances(cp: ControlPlane, instance_ids: Sequence[str]) -> None:
-    if instance_ids:
-        cp.compute.terminate(list(instance_ids))

@@ -8,11 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from spotrun.bookkeeping import notify
 from spotrun.control import ControlPlane
+from spotrun.domain.accounting import job_statistics
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
-    ACTIVE_STATES,
     FINISHED_JOB_STATES,
+    TERMINAL_STATES,
     Desired,
     Job,
     JobState,
@@ -20,7 +22,7 @@ from spotrun.domain.model import (
     TaskState,
     TimelineEvent,
 )
-from spotrun.domain.spec import parse_spec
+from spotrun.domain.spec import JobSpec, check_stored_size, parse_spec, stored_form
 from spotrun.ports import Blobs
 from spotrun.resources import MessageType
 
@@ -44,12 +46,24 @@ def idempotent_job_id(owner: str, key: str) -> str:
     return f"j-{digest[:20]}"
 
 
-def submit_job(cp: ControlPlane, document: Any, owner: str = "", idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Validate and store a job with all its tasks, then ask for it to be scheduled.
+def submit_job(cp: ControlPlane, document: Any, owner: str = "",
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate a decoded job document (JSON or YAML), then store and schedule it as `submit_spec` does."""
+    return _store(cp, parse_spec(document), owner, idempotency_key)
+
+
+def submit_spec(cp: ControlPlane, spec: JobSpec, owner: str = "",
+                idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Store a job with all its tasks, then ask for it to be scheduled.
 
     Returns the job and whether it was created now (False: the idempotency key was seen before).
+    The spec was validated field by field (by the API's resolver); here it is sized for the store.
     """
-    spec = parse_spec(document)
+    check_stored_size(spec)
+    return _store(cp, spec, owner, idempotency_key)
+
+
+def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | None) -> tuple[Job, bool]:
     now = cp.clock()
     job_id = idempotent_job_id(owner, idempotency_key) if idempotency_key else new_job_id()
     count = spec.task_count
@@ -62,11 +76,8 @@ def submit_job(cp: ControlPlane, document: Any, owner: str = "", idempotency_key
     if spec.combine is not None:
         tasks.append({"job_id": job_id, "index": count, "kind": "combine", "state": TaskState.WAITING})
         counts[TaskState.WAITING.value] = 1
-    stored_spec = spec.model_dump(mode="json", exclude={"parameters"}, exclude_none=True)
-    if spec.parameters is not None:
-        stored_spec["parameter_count"] = len(spec.parameters)
     job = Job(
-        job_id=job_id, name=spec.name, spec=stored_spec, state=JobState.QUEUED, task_count=count,
+        job_id=job_id, name=spec.name, spec=stored_form(spec), state=JobState.QUEUED, task_count=count,
         has_combine=spec.combine is not None, counts=counts, active=0, desired=Desired.RUN,
         created_at=now, updated_at=now, owner=owner,
     )
@@ -82,7 +93,7 @@ def submit_job(cp: ControlPlane, document: Any, owner: str = "", idempotency_key
             cp.bus.send(ControlMessage(type=MessageType.JOB_SUBMITTED, job_id=job_id))
         return existing, False
     cp.bus.send(ControlMessage(type=MessageType.JOB_SUBMITTED, job_id=job_id))
-    _notify(cp, [event])
+    notify(cp, [event])
     return job, True
 
 
@@ -132,7 +143,7 @@ def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
     event = TimelineEvent(job_id, now, f"Job{action_name.title()}Requested", f"job-{action_name}-{now.timestamp()}", None, None, {})
     cp.store.add_event(event)
     cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, reason=action_name))
-    _notify(cp, [event])
+    notify(cp, [event])
     return get_job(cp, job_id)
 
 
@@ -141,7 +152,7 @@ ACTIONS_BY_DESIRED = {Desired.CANCEL: "cancelled", Desired.SUSPEND: "suspended",
 
 def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
     task = get_task(cp, job_id, index)
-    if task.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
+    if task.state in TERMINAL_STATES:
         raise Conflict(f"task {index} is {task.state}; it cannot be cancelled")
     cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state])
     cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
@@ -164,27 +175,7 @@ def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> li
 
 
 def statistics(cp: ControlPlane, job_id: str) -> dict[str, Any]:
-    from spotrun.domain.accounting import job_statistics
-
     return job_statistics(get_job(cp, job_id), cp.clock())
-
-
-def refresh_state(cp: ControlPlane, job_id: str) -> Job | None:
-    """Re-derive the job's state; when it just finished or suspended, put its statistics on the timeline."""
-    from spotrun.domain.accounting import job_statistics
-    from spotrun.domain.lifecycle import derive_job_state
-
-    before = cp.store.get_job(job_id)
-    after = cp.store.refresh_job_state(job_id, derive_job_state, cp.clock())
-    if before is None or after is None or before.state == after.state:
-        return after
-    if after.state in FINISHED_JOB_STATES or after.state == JobState.SUSPENDED:
-        totals = job_statistics(after, cp.clock())["total"]
-        event = TimelineEvent(job_id, cp.clock(), f"Job{after.state.title()}",
-                              f"job-{after.state.lower()}-{after.updated_at.timestamp()}", None, None, totals)
-        cp.store.add_event(event)
-        _notify(cp, [event])
-    return after
 
 
 def upload_url(cp: ControlPlane, owner: str, filename: str) -> dict[str, str]:
@@ -204,16 +195,3 @@ def _blobs(cp: ControlPlane) -> Blobs:
     if cp.blobs is None:
         raise RuntimeError("this control plane has no bucket (the API function's has)")
     return cp.blobs
-
-
-def is_active(task: Task) -> bool:
-    return task.state in ACTIVE_STATES
-
-
-def _notify(cp: ControlPlane, events: list[TimelineEvent]) -> None:
-    try:
-        cp.bus.notify(events)
-    except Exception:  # noqa: BLE001 - the timeline is the record; a lost notification must not fail the action
-        import logging
-
-        logging.getLogger(__name__).warning("notification failed", exc_info=True)

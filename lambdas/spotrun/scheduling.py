@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from spotrun.bookkeeping import refresh_state
 from spotrun.control import ControlPlane
-from spotrun.domain import broker, policy
+from spotrun.domain import broker, catalog, policy
+from spotrun.domain.accounting import job_statistics
 from spotrun.domain.launches import CAPACITY_ERRORS, LaunchRequest, client_token
 from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
-from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
@@ -30,11 +31,8 @@ from spotrun.domain.model import (
     Scope,
     Task,
     TaskState,
-    TimelineEvent,
 )
-from spotrun.domain.spec import JobSpec
-from spotrun.jobs import refresh_state
-from spotrun.resources import MessageType
+from spotrun.domain.spec import JobSpec, from_stored
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ def reconcile_job(
 
 
 def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
-    spec = JobSpec.model_validate(_spec_for_validation(job))
+    spec = from_stored(job.spec)
     job = cp.store.get_job(job.job_id) or job
     room_in_job = spec.max_concurrency - job.active
     room_in_account = cp.settings.account_max_instances - cp.store.account_active()
@@ -115,7 +113,7 @@ def replace_task(cp: ControlPlane, task: Task, reason: str, report: ScheduleRepo
     job = cp.store.get_job(task.job_id)
     if job is None:
         return report
-    spec = JobSpec.model_validate(_spec_for_validation(job))
+    spec = from_stored(job.spec)
     interrupted = ended(task, "interrupted", Scope.ENVIRONMENT)
 
     def admit(current: Task, pool: str, market: Market) -> TaskChange:
@@ -238,8 +236,6 @@ def deadline_decision(cp: ControlPlane, job: Job, spec: JobSpec, task: Task,
                       states: dict[str, broker.PoolState], now: datetime) -> policy.Decision:
     """Ask the deadline policy (the code the policy benchmark runs) whether this task waits, runs on
     spot, or needs on-demand to finish in time."""
-    from spotrun.domain.accounting import job_statistics
-
     runtime: float | None = spec.task_runtime
     if runtime is None:
         total = job_statistics(job, now)["total"]
@@ -347,8 +343,6 @@ def _count(report: ScheduleReport, state: TaskState, n: int) -> None:
 
 def pool_states(cp: ControlPlane, now: datetime) -> list[broker.PoolState]:
     """What the broker needs of each pool: the catalogue's sizes, prices, spotrun's own statistics."""
-    from spotrun.domain import catalog
-
     stats = cp.store.pool_stats(cp.settings.pools)
     prices = cp.prices.prices(cp.settings.instance_types, now) if cp.prices else {}
     states = []
@@ -359,21 +353,6 @@ def pool_states(cp: ControlPlane, now: datetime) -> list[broker.PoolState]:
             cap=cp.settings.pool_max_instances,
         ))
     return states
-
-
-def _spec_for_validation(job: Job) -> dict[str, Any]:
-    spec = {k: v for k, v in job.spec.items() if k != "parameter_count"}
-    if "parameter_count" in job.spec:
-        spec["tasks"] = job.spec["parameter_count"]
-    return spec
-
-
-def runnable_message(job_id: str, indexes: Sequence[int] = (), reason: str = "") -> ControlMessage:
-    return ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job_id, indexes=list(indexes), reason=reason)
-
-
-def task_event(task: Task, kind: str, now: datetime, **detail: Any) -> TimelineEvent:
-    return TimelineEvent(task.job_id, now, kind, f"{task.index}-{task.attempt}-{kind}", task.index, task.attempt, detail)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:

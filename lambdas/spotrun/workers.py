@@ -21,7 +21,7 @@ from spotrun.control import ControlPlane
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.model import Checkpoint, Desired, Market, TaskState, TimelineEvent, Worker
-from spotrun.domain.spec import JobSpec
+from spotrun.domain.spec import agent_form, from_stored
 
 log = logging.getLogger(__name__)
 REUSE_CANDIDATES = 10
@@ -68,8 +68,7 @@ def assignment(cp: ControlPlane, instance_id: str) -> Assignment:
     if cp.credentials is not None:
         credentials = cp.credentials.issue(session_name(ref.job_id, ref.index, ref.attempt),
                                            session_tags(ref.job_id, ref.index, task.kind))
-    spec = {k: v for k, v in job.spec.items() if k != "parameter_count"}
-    return Assignment(ref, task.kind, spec, credentials)
+    return Assignment(ref, task.kind, agent_form(job.spec), credentials)
 
 
 def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> None:
@@ -124,7 +123,7 @@ def next_task(cp: ControlPlane, instance_id: str, attempt: int) -> NextTask:
     job = cp.store.get_job(ref.job_id)
     if job is None or job.desired != Desired.RUN or done.pool is None:
         return NextTask(None)
-    max_active = JobSpec.model_validate({k: v for k, v in job.spec.items() if k != "parameter_count"}).max_concurrency
+    max_active = from_stored(job.spec).max_concurrency
     now = cp.clock()
     for candidate in cp.store.tasks_in_state(ref.job_id, TaskState.QUEUED, REUSE_CANDIDATES):
         if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spotrun.domain.interruptions import Action, classify_event
+from spotrun.domain.interruptions import Action, Reaction, classify_event, reaction
+from spotrun.domain.model import Task, TaskState
 from tests.support import eventbridge_event
 
 
@@ -115,3 +116,30 @@ def test_words_of_the_event_quoted_in_a_reason_are_short_and_printable():
         "service": "EC2", "eventTypeCategory": "scheduledChange", "eventTypeCode": "C" * 5000,
         "affectedEntities": [{"entityValue": "i-1"}, {"entityValue": "i-1"}]}, source="aws.health"))
     assert health.instance_ids == ("i-1",) and len(health.reason) < 120
+
+
+def _task(state: TaskState, attempt: int = 2) -> Task:
+    return Task(job_id="j-00000000000000000001", index=0, state=state, attempt=attempt)
+
+
+# The second half of the decision: what an event's action means for the task an instance serves. The
+# instance serves attempt 2 in each row; the task is stored in the state shown, at the attempt shown.
+@pytest.mark.parametrize(("action", "task", "reaction_"), [
+    (Action.REPLACE, _task(TaskState.RUNNING), Reaction.REPLACE),
+    (Action.REPLACE, _task(TaskState.LAUNCHING), Reaction.REPLACE),
+    (Action.REPLACE, _task(TaskState.RUNNING, attempt=3), Reaction.IGNORE),  # already replaced
+    (Action.REPLACE, _task(TaskState.QUEUED), Reaction.IGNORE),  # requeued meanwhile: nothing to replace
+    (Action.REPLACE, _task(TaskState.SUCCEEDED), Reaction.IGNORE),
+    (Action.CHECKPOINT, _task(TaskState.RUNNING), Reaction.REQUEST_CHECKPOINT),
+    (Action.CHECKPOINT, _task(TaskState.LAUNCHING), Reaction.IGNORE),  # nothing to checkpoint before the claim
+    (Action.CHECKPOINT, _task(TaskState.RUNNING, attempt=3), Reaction.IGNORE),
+    (Action.ATTEMPT_LOST, _task(TaskState.RUNNING), Reaction.LOSE_ATTEMPT),
+    (Action.ATTEMPT_LOST, _task(TaskState.LAUNCHING), Reaction.LOSE_ATTEMPT),
+    (Action.ATTEMPT_LOST, _task(TaskState.RUNNING, attempt=3), Reaction.END_SUPERSEDED_ATTEMPT),  # drained
+    (Action.ATTEMPT_LOST, _task(TaskState.QUEUED, attempt=3), Reaction.END_SUPERSEDED_ATTEMPT),
+    (Action.ATTEMPT_LOST, _task(TaskState.SUSPENDED), Reaction.IGNORE),  # it ended with a report
+    (Action.ATTEMPT_LOST, _task(TaskState.RUNNING, attempt=1), Reaction.IGNORE),  # a newer attempt than stored
+    (Action.IGNORE, _task(TaskState.RUNNING), Reaction.IGNORE),
+])
+def test_only_the_attempt_that_owns_its_task_is_replaced_checkpointed_or_lost(action, task, reaction_):
+    assert reaction(action, task, 2) == reaction_

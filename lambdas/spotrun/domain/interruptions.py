@@ -1,7 +1,10 @@
-"""What to do for each instance event EventBridge delivers: one pure function, tested as a table.
+"""What to do for each instance event EventBridge delivers: two pure functions, each tested as a table.
 
-Parsers are keyed by (source, detail-type) with a do-nothing fallback, so an unknown or malformed
-event is acknowledged and ignored, never retried forever (Karpenter's interruption controller).
+`classify_event` turns an event into what it asks for (replace, checkpoint early, attempt lost,
+ignore); parsers are keyed by (source, detail-type) with a do-nothing fallback, so an unknown or
+malformed event is acknowledged and ignored, never retried forever (Karpenter's interruption
+controller). `reaction` then decides, for each instance it names, what that means for the task the
+instance serves: only the attempt that owns its task is replaced, checkpointed or lost.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
+
+from spotrun.domain.model import ACTIVE_STATES, Task, TaskState
 
 
 class Action(StrEnum):
@@ -137,3 +142,27 @@ def classify_event(event: Any) -> InstanceEvent:
         return InstanceEvent(Action.IGNORE, (), str(event.get("detail-type"))[:128], reason=str(bad))
     except (KeyError, TypeError, AttributeError):
         return IGNORED
+
+
+class Reaction(StrEnum):
+    """What the control plane does for one instance of an event, given the task the instance serves."""
+
+    REPLACE = "replace"  # cool the pool down, start the next attempt now while this one checkpoints
+    REQUEST_CHECKPOINT = "request_checkpoint"  # ask the running attempt for an early checkpoint
+    LOSE_ATTEMPT = "lose_attempt"  # the attempt is gone without a report: requeue from its checkpoint
+    END_SUPERSEDED_ATTEMPT = "end_superseded_attempt"  # an already replaced attempt's instance is gone: bill its end
+    IGNORE = "ignore"
+
+
+def reaction(action: Action, task: Task, worker_attempt: int) -> Reaction:
+    """The reaction to `action` for an instance serving `worker_attempt` of `task` (as stored now)."""
+    owns = task.attempt == worker_attempt and task.state in ACTIVE_STATES
+    if action == Action.REPLACE and owns:
+        return Reaction.REPLACE
+    if action == Action.CHECKPOINT and owns and task.state == TaskState.RUNNING:
+        return Reaction.REQUEST_CHECKPOINT
+    if action == Action.ATTEMPT_LOST and owns:
+        return Reaction.LOSE_ATTEMPT
+    if action == Action.ATTEMPT_LOST and worker_attempt < task.attempt:
+        return Reaction.END_SUPERSEDED_ATTEMPT
+    return Reaction.IGNORE

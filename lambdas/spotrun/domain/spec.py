@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -272,17 +273,41 @@ def parse_spec(document: Any) -> JobSpec:
         spec = JobSpec.model_validate(document)
     except ValidationError as error:
         raise SpecError(problems_of(error)) from None
-    _check_stored_size(spec)
+    check_stored_size(spec)
     return spec
+
+
+def stored_form(spec: JobSpec) -> dict[str, Any]:
+    """What a job's item keeps of its spec: everything but the parameters (each task keeps its own),
+    and their count in their place."""
+    stored = spec.model_dump(mode="json", exclude={"parameters"}, exclude_none=True)
+    if spec.parameters is not None:
+        stored["parameter_count"] = len(spec.parameters)
+    return stored
+
+
+def from_stored(stored: Mapping[str, Any]) -> JobSpec:
+    """The spec back from a job's item: the parameters' count stands in for them as `tasks`."""
+    return JobSpec.model_validate(_without_parameter_count(stored) | (
+        {"tasks": stored["parameter_count"]} if "parameter_count" in stored else {}))
+
+
+def agent_form(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """What an agent is handed of a stored spec (its own task's parameters come from its task item)."""
+    return _without_parameter_count(stored)
+
+
+def _without_parameter_count(stored: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stored.items() if k != "parameter_count"}
 
 
 def _stored_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")))  # ASCII (escaped), as the store writes it
 
 
-def _check_stored_size(spec: JobSpec) -> None:
+def check_stored_size(spec: JobSpec) -> None:
     """Each field has its limit, but together they could pass the store's item size: name the biggest."""
-    stored = spec.model_dump(mode="json", exclude={"parameters"}, exclude_none=True)  # what `jobs.submit_job` stores
+    stored = stored_form(spec)
     total = _stored_bytes(stored)
     if total > MAX_SPEC_BYTES:
         field = max(stored, key=lambda name: _stored_bytes(stored[name]))
