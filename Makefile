@@ -37,11 +37,13 @@ $(DMTCP_PREFIX)/.spotrun-dmtcp: worker/image/install-dmtcp.sh worker/image/dmtcp
 dmtcp: $(DMTCP_STAMP) ## build DMTCP from ../shared/vendor once into .cache/dmtcp/ (about a minute)
 	@test -n "$(DMTCP_STAMP)" || echo "DMTCP: $(DMTCP_TARBALL) is absent; the real-DMTCP tests will skip"
 
-test: $(STAMP) $(DMTCP_STAMP) ## run the whole test suite (unit, integration, infrastructure)
+test: $(STAMP) $(DMTCP_STAMP) ## type-check the control plane, then run the whole test suite
+	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider --timeout=600
 
-check: $(STAMP) ## lint
+check: $(STAMP) ## lint (ruff) and type-check the control plane (mypy; its settings are in pyproject.toml)
 	$(BIN)/ruff check lambdas worker local cli stacks tests bench app.py
+	$(BIN)/mypy
 
 synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint it
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py

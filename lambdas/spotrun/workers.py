@@ -40,11 +40,6 @@ class Assignment:
     spec: dict[str, Any]
     credentials: dict[str, str] | None
 
-    def view(self) -> dict[str, Any]:
-        return {"job_id": self.ref.job_id, "index": self.ref.index, "attempt": self.ref.attempt,
-                "instance_id": self.ref.instance_id, "kind": self.kind, "spec": self.spec,
-                "credentials": self.credentials}
-
 
 def serving(cp: ControlPlane, instance_id: str, attempt: int | None = None) -> AttemptRef:
     """The attempt this instance serves (and, when the request names one, it must be that one)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -241,25 +241,33 @@ class JobSpec(StrictModel):
 class SpecError(ValueError):
     """A job spec that cannot be accepted; `problems` names each wrong field."""
 
+    summary = "invalid job spec"
+
     def __init__(self, problems: list[dict[str, str]]):
         self.problems = problems
         super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
 
 
+class DocumentError(SpecError):
+    """A request body that is not one JSON document spotrun can read (any route's body, not only a spec)."""
+
+    summary = "invalid request"
+
+
 MAX_PROBLEMS_REPORTED = 50
 
 
-def problems_of(error: ValidationError) -> list[dict[str, str]]:
-    """Turn pydantic's errors into `{field, problem}` pairs a person can act on.
+def problems_of(errors: Sequence[Mapping[str, Any]], whole: str = "(body)") -> list[dict[str, str]]:
+    """Turn pydantic's errors (their `loc` and `msg`) into `{field, problem}` pairs a person can act on;
+    an error of the whole value is named `whole`.
 
     The first MAX_PROBLEMS_REPORTED, then one line counting the rest: 100,000 wrong parameter sets
     must not make a megabyte-long error.
     """
     problems = []
-    errors = error.errors(include_url=False, include_input=False)
     for item in errors[:MAX_PROBLEMS_REPORTED]:
-        field = ".".join(str(part) for part in item["loc"]) or "(body)"
-        problems.append({"field": field, "problem": item["msg"]})
+        field = ".".join(str(part) for part in item["loc"]) or whole
+        problems.append({"field": field, "problem": str(item["msg"])})
     if len(errors) > MAX_PROBLEMS_REPORTED:
         problems.append({"field": "(more)", "problem": f"{len(errors) - MAX_PROBLEMS_REPORTED} more problems like these"})
     return problems
@@ -272,7 +280,7 @@ def parse_spec(document: Any) -> JobSpec:
     try:
         spec = JobSpec.model_validate(document)
     except ValidationError as error:
-        raise SpecError(problems_of(error)) from None
+        raise SpecError(problems_of(error.errors(include_url=False, include_input=False))) from None
     check_stored_size(spec)
     return spec
 
@@ -335,13 +343,16 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
 
 
 def load_document(text: str) -> Any:
-    """Decode a JSON job spec. A key given twice in one object is an error (JSON parsers disagree on which
-    one wins), and so is text that is not Unicode (a lone surrogate escape like \\ud800)."""
+    """Decode a JSON document (a job spec, or any request body the APIs read). A key given twice in one
+    object is an error (JSON parsers disagree on which one wins), and so is text that is not Unicode (a
+    lone surrogate escape like \\ud800)."""
     try:
         document = json.loads(text, object_pairs_hook=_object)
-    except (ValueError, RecursionError):
-        raise SpecError([{"field": "(body)", "problem": "the body is not a JSON document"}]) from None
-    problems = []
+    except RecursionError:
+        raise DocumentError([{"field": "(body)", "problem": "the JSON is nested too deeply"}]) from None
+    except ValueError:
+        raise DocumentError([{"field": "(body)", "problem": "the body is not a JSON document"}]) from None
+    problems: list[dict[str, str]] = []
     pending: list[tuple[str, Any]] = [("", document)]
     while pending:  # not recursive: the document may be nested as deep as the decoder allows
         path, value = pending.pop()
@@ -357,7 +368,7 @@ def load_document(text: str) -> Any:
         elif isinstance(value, str) and not _is_unicode(value):
             problems.append({"field": path.rstrip(".") or "(body)", "problem": "the text is not valid Unicode"})
     if problems:
-        raise SpecError(problems)
+        raise DocumentError(problems)
     return document
 
 

@@ -7,48 +7,151 @@ name of an instance-profile session is the instance id), never from the request 
     checkpoint  move the task's pointer to a checkpoint uploaded under its own prefix
     restored    note on the timeline that the attempt restored a checkpoint
     next        instance reuse: the job's next queued task for this instance
+
+Each operation is declared once below (its request model, its use case, its answer model), and every
+refusal is mapped to its status code in one place (`_REFUSALS`). Not a Powertools resolver, unlike the
+users' API: a resolver keeps the request it is resolving on a class attribute shared by every resolver
+in the process, and these routes are answered concurrently in one process by the local runtime (as
+API Gateway answers them from concurrent invocations), which would mix requests up.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spotrun import workers
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import MAX_ATTEMPT
-from spotrun.handlers.common import instrumented, logger, problems
+from spotrun.domain.spec import SpecError, load_document, problems_of
+from spotrun.handlers.common import instrumented, logger
+from spotrun.handlers.http import ErrorBody
 
 # arn:aws:sts::<account>:assumed-role/<role name>/<session name>
-_ASSUMED_ROLE = re.compile(r"^arn:aws[\w-]*:sts::\d{12}:assumed-role/(?P<role>[\w+=,.@-]{1,64})/(?P<session>[\w+=,.@-]{2,64})$")
+_ASSUMED_ROLE = re.compile(r"^arn:aws[\w-]*:sts::\d{12}:assumed-role/(?P<role>[\w+=,.@-]{1,64})/"
+                           r"(?P<session>[\w+=,.@-]{2,64})$")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+MAX_BODY_CHARS = 4096
 
 
-class _Request(BaseModel):
+# ---------------------------------------------------------------- requests
+
+class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Attempt(_Request):
+class AttemptRequest(Request):
     attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
 
-class _Commit(_Attempt):
+class CommitRequest(AttemptRequest):
     seq: int = Field(ge=1, le=10**8 - 1)
     size_bytes: int = Field(ge=0, le=2**53)
     method: str = Field(pattern=r"^[a-z]{1,16}$")
     committed_at: datetime
 
 
-class _Restored(_Attempt):
+class RestoredRequest(AttemptRequest):
     seq: int = Field(ge=1, le=10**8 - 1)
     from_attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
+
+# ---------------------------------------------------------------- answers
+
+class Session(BaseModel):
+    job_id: str
+    index: int
+    attempt: int
+    instance_id: str
+    kind: str
+    spec: dict[str, Any]
+    credentials: dict[str, str] | None
+
+
+class Claimed(BaseModel):
+    claimed: bool = True
+
+
+class Committed(BaseModel):
+    committed: bool
+
+
+class Noted(BaseModel):
+    noted: bool = True
+
+
+class NextAttempt(BaseModel):
+    job_id: str
+    index: int
+    attempt: int
+
+
+class Next(BaseModel):
+    ask_again: bool
+    next: NextAttempt | None
+
+
+# ---------------------------------------------------------------- operations
+
+def _session(cp: ControlPlane, instance_id: str, _: Request) -> Session:
+    found = workers.assignment(cp, instance_id)
+    ref = found.ref
+    return Session(job_id=ref.job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id,
+                   kind=found.kind, spec=found.spec, credentials=found.credentials)
+
+
+def _claim(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Claimed:
+    workers.claim_attempt(cp, instance_id, request.attempt)
+    return Claimed()
+
+
+def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> Committed:
+    return Committed(committed=workers.commit(cp, instance_id, request.attempt, request.seq, request.size_bytes,
+                                              request.method, request.committed_at))
+
+
+def _restored(cp: ControlPlane, instance_id: str, request: RestoredRequest) -> Noted:
+    workers.restored(cp, instance_id, request.attempt, request.seq, request.from_attempt)
+    return Noted()
+
+
+def _next(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Next:
+    found = workers.next_task(cp, instance_id, request.attempt)
+    worker = found.worker
+    return Next(ask_again=found.ask_again, next=None if worker is None else NextAttempt(
+        job_id=worker.job_id, index=worker.index, attempt=worker.attempt))
+
+
+R = TypeVar("R", bound=Request)
+
+
+@dataclass(frozen=True)
+class Operation(Generic[R]):
+    request: type[R]
+    answer: Callable[[ControlPlane, str, R], BaseModel]
+
+    def __call__(self, cp: ControlPlane, instance_id: str, body: Any) -> BaseModel:
+        return self.answer(cp, instance_id, self.request.model_validate(body))
+
+
+OPERATIONS: dict[str, Operation[Any]] = {
+    "session": Operation(Request, _session),
+    "claim": Operation(AttemptRequest, _claim),
+    "checkpoint": Operation(CommitRequest, _checkpoint),
+    "restored": Operation(RestoredRequest, _restored),
+    "next": Operation(AttemptRequest, _next),
+}
+
+
+# ---------------------------------------------------------------- refusals, in one place
 
 class Refused(Exception):
     def __init__(self, status: HTTPStatus, message: str):
@@ -56,26 +159,44 @@ class Refused(Exception):
         self.status = status
 
 
+def _problems(error: ValidationError | SpecError) -> str:
+    found = error.problems if isinstance(error, SpecError) else problems_of(
+        error.errors(include_url=False, include_input=False))
+    return "; ".join(f"{p['field']}: {p['problem']}" for p in found)
+
+
+_REFUSALS: tuple[tuple[type[Exception], HTTPStatus, Callable[[Any], str]], ...] = (
+    (Refused, HTTPStatus.FORBIDDEN, str),  # its own status (403, 404, 405, 413)
+    (workers.NotServing, HTTPStatus.CONFLICT, str),
+    (workers.ClaimRefused, HTTPStatus.CONFLICT, lambda error: f"claim refused: {error}"),
+    (ValidationError, HTTPStatus.BAD_REQUEST, _problems),
+    (SpecError, HTTPStatus.BAD_REQUEST, _problems),  # a body that is no JSON document
+)
+
+
+def _refusal(error: Exception) -> tuple[HTTPStatus, str] | None:
+    for kind, status, message in _REFUSALS:
+        if isinstance(error, kind):
+            return (error.status if isinstance(error, Refused) else status), message(error)
+    return None
+
+
+# ---------------------------------------------------------------- the handler
+
 @instrumented
-def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext, control: ControlPlane | None = None) -> dict[str, Any]:
     cp = control or default_control_plane()
     try:
         instance_id = caller_instance(event, cp.settings.instance_role_name)
-        operation = (event.get("path") or "").removeprefix("/worker/")
-        if event.get("httpMethod") != "POST":
-            raise Refused(HTTPStatus.METHOD_NOT_ALLOWED, "the worker routes take POST")
-        body = _body(event)
-        answer = _dispatch(cp, operation, instance_id, body)
-    except Refused as refused:
-        logger.info("worker request refused", extra={"status": int(refused.status), "reason": str(refused)})
-        return _json(refused.status, {"error": str(refused)})
-    except workers.NotServing as problem:
-        return _json(HTTPStatus.CONFLICT, {"error": str(problem)})
-    except workers.ClaimRefused as refused:
-        return _json(HTTPStatus.CONFLICT, {"error": f"claim refused: {refused}"})
-    except ValidationError as error:
-        return _json(HTTPStatus.BAD_REQUEST, {"error": problems(error)})
-    return _json(HTTPStatus.OK, answer)
+        answer = _operation(event)(cp, instance_id, _body(event))
+    except Exception as error:
+        refusal = _refusal(error)
+        if refusal is None:
+            raise
+        status, message = refusal
+        logger.info("worker request refused", extra={"status": int(status), "reason": message})
+        return _json(status, ErrorBody(error=message).model_dump_json(exclude_none=True))
+    return _json(HTTPStatus.OK, answer.model_dump_json())
 
 
 def caller_instance(event: dict[str, Any], instance_role_name: str) -> str:
@@ -89,43 +210,22 @@ def caller_instance(event: dict[str, Any], instance_role_name: str) -> str:
     return match["session"]
 
 
-def _body(event: dict[str, Any]) -> dict[str, Any]:
+def _operation(event: dict[str, Any]) -> Operation[Any]:
+    if event.get("httpMethod") != "POST":
+        raise Refused(HTTPStatus.METHOD_NOT_ALLOWED, "the worker routes take POST")
+    name = str(event.get("path") or "").removeprefix("/worker/")
+    if name not in OPERATIONS:
+        raise Refused(HTTPStatus.NOT_FOUND, f"no worker operation {name[:40]!r}")
+    return OPERATIONS[name]
+
+
+def _body(event: dict[str, Any]) -> Any:
     raw = event.get("body") or "{}"
-    if len(raw) > 4096:
+    if len(raw) > MAX_BODY_CHARS:
         raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "worker requests are small JSON objects")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise Refused(HTTPStatus.BAD_REQUEST, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise Refused(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
-    return body
+    return load_document(raw)
 
 
-def _dispatch(cp: ControlPlane, operation: str, instance_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    match operation:
-        case "session":
-            _Request.model_validate(body)
-            return workers.assignment(cp, instance_id).view()
-        case "claim":
-            workers.claim_attempt(cp, instance_id, _Attempt.model_validate(body).attempt)
-            return {"claimed": True}
-        case "checkpoint":
-            commit = _Commit.model_validate(body)
-            return {"committed": workers.commit(cp, instance_id, commit.attempt, commit.seq, commit.size_bytes,
-                                                commit.method, commit.committed_at)}
-        case "restored":
-            note = _Restored.model_validate(body)
-            workers.restored(cp, instance_id, note.attempt, note.seq, note.from_attempt)
-            return {"noted": True}
-        case "next":
-            found = workers.next_task(cp, instance_id, _Attempt.model_validate(body).attempt)
-            return {"ask_again": found.ask_again,
-                    "next": None if found.worker is None else {"job_id": found.worker.job_id, "index": found.worker.index,
-                                                               "attempt": found.worker.attempt}}
-    raise Refused(HTTPStatus.NOT_FOUND, f"no worker operation {operation[:40]!r}")
-
-
-def _json(status: HTTPStatus, body: dict[str, Any]) -> dict[str, Any]:
+def _json(status: HTTPStatus, body: str) -> dict[str, Any]:
     return {"statusCode": int(status), "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
-            "body": json.dumps(body, default=str)}
+            "body": body}
