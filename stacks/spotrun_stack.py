@@ -11,12 +11,12 @@ from constructs import Construct
 from stacks.config import SpotrunConfig, cdk_json_context
 from stacks.constructs.api import STAGE, Api
 from stacks.constructs.events import Events
-from stacks.constructs.functions import ControlPlane, Functions
+from stacks.constructs.fleet import Fleet
+from stacks.constructs.functions import Functions, FunctionWiring
 from stacks.constructs.messaging import Messaging
 from stacks.constructs.nag import logical_ref
 from stacks.constructs.observability import Observability
 from stacks.constructs.state import State
-from stacks.constructs.workers import Workers
 
 STACK_ID = "Spotrun"
 
@@ -32,7 +32,8 @@ class SpotrunStack(Stack):
         self.messaging = Messaging(self, "Messaging", notification_email=config.notification_email)
         queues = self.messaging.queues
         self.api = Api(self, "Api")
-        self.workers = Workers(
+        # Construct id "Workers": it names the resources' logical ids, which a rename would replace.
+        self.fleet = Fleet(
             self,
             "Workers",
             max_azs=config.max_azs,
@@ -47,18 +48,18 @@ class SpotrunStack(Stack):
         self.functions = Functions(
             self,
             "Functions",
-            control_plane=ControlPlane(
+            wiring=FunctionWiring(
                 table=self.state.table,
                 bucket=self.state.bucket,
                 topics=self.messaging.topics,
                 queues=queues,
-                workers=self.workers,
+                fleet=self.fleet,
                 config=config,
             ),
         )
         self.events = Events(self, "Events", queues=queues, functions=self.functions.functions)
-        self.api.serve(self.functions.functions["api"], self.functions.functions["workers"])
-        self.workers.allow_worker_routes(
+        self.api.serve(self.functions.functions["api"], self.functions.functions["worker-api"])
+        self.fleet.allow_worker_routes(
             self.api.worker_routes_arn,
             "Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:"
             f"<{logical_ref(self.api.rest_api)}>/{STAGE}/POST/worker/*",

@@ -2,7 +2,7 @@
 session name that ties a worker's messages to its attempt.
 
 One source for three users: the CDK stack deploys `task_policy` as the task role's policy, the
-`workers` function assumes that role with `session_tags` for each attempt, and the local runtime
+`worker-api` function assumes that role with `session_tags` for each attempt, and the local runtime
 enforces the same document on its agents (`spotrun_local.iam_guard`), since moto does not
 evaluate IAM. The instance role itself may do almost nothing (call the worker routes, end its own
 instance): everything a program on the instance could reach through the metadata service is
@@ -77,7 +77,7 @@ def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str]) -> di
             {
                 # The task's own item and attempt records (one partition): its desired state, its
                 # checkpoint pointer, the predecessor's handover. Every write goes through the
-                # workers function, which checks the attempt owns the task.
+                # worker-api function, which checks the attempt owns the task.
                 "Sid": "ReadOwnTaskItems",
                 "Effect": "Allow",
                 "Action": ["dynamodb:GetItem", "dynamodb:Query"],

@@ -1,6 +1,6 @@
 """The ports: what the use cases ask of the world, as Protocols, and nothing more.
 
-The use cases (`jobs`, `scheduling`, `attempts`, `reaping`, `worker_requests`, `bookkeeping`) see
+The use cases (`jobs`, `scheduling`, `attempts`, `reaping`, `assignments`, `bookkeeping`) see
 only these; the adapters (`spotrun.adapters`) implement them on AWS, the tests with moto or fakes.
 A method no use case calls is not here (the store has more, for the agent and the tools).
 """

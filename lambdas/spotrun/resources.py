@@ -196,7 +196,7 @@ FUNCTIONS = (
         grants=("table:rw", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
     ),
     FunctionDef(
-        "workers", "spotrun.handlers.workers.handler",
+        "worker-api", "spotrun.handlers.worker_api.handler",
         "Worker routes: an instance's attempt, task credentials, claim, checkpoint commits, reuse",
         timeout_seconds=29,
         grants=("table:rw", "role:task:assume", "topic:control:publish", "topic:notifications:publish"),

@@ -238,7 +238,7 @@ class LocalRuntime:
         self.sts = self.session.client("sts")
         self._instance_credentials: dict[str, tuple[LocalCredentials, str]] = {}
         self.worker_gateway = Gateway(self.workers_handler, new_local_credentials(),
-                                      principals=self._instance_credentials.get, function="workers").start()
+                                      principals=self._instance_credentials.get, function="worker-api").start()
         self.metadata = MetadataService().start()
         self.sqs = self.session.client("sqs")
         self.ec2 = self.session.client("ec2")
@@ -316,7 +316,7 @@ class LocalRuntime:
         """The worker routes (API Gateway runs one invocation per request, concurrently). An invocation
         of a control plane that crashed meanwhile dies like the others: API Gateway answers 502."""
         try:
-            return wiring.handler("workers")(event, context, control=self.cp)
+            return wiring.handler("worker-api")(event, context, control=self.cp)
         except ControlPlaneStopped as stopped:
             raise RuntimeError(str(stopped)) from None
 

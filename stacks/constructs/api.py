@@ -1,5 +1,5 @@
 """The HTTP API: API Gateway REST API, every method IAM-authorized. Users' routes are proxied to the
-api function; `POST /worker/{operation}` goes to the workers function (instances' own calls)."""
+api function; `POST /worker/{operation}` goes to the worker-api function (instances' own calls)."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from spotrun.access import task_policy
 from spotrun.resources import EnvVar
 from stacks import LAMBDAS_DIR
 from stacks.config import SpotrunConfig
+from stacks.constructs.fleet import MANAGED_TAG_KEY, MANAGED_TAG_VALUE, Fleet
 from stacks.constructs.nag import acknowledge, logical_ref
 from stacks.constructs.state import USER_PREFIXES
-from stacks.constructs.workers import MANAGED_TAG_KEY, MANAGED_TAG_VALUE, Workers
 
 # Shared Lambda defaults: every function gets these, the FunctionDef adds the rest.
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -50,28 +50,28 @@ FUNCTION_TAG = "spotrun:function"
 
 
 @dataclass(frozen=True)
-class ControlPlane:
+class FunctionWiring:
     """What the functions are wired to."""
 
     table: dynamodb.ITable
     bucket: s3.IBucket
     topics: Mapping[str, sns.ITopic]
     queues: Mapping[str, sqs.IQueue]
-    workers: Workers
+    fleet: Fleet
     config: SpotrunConfig
 
 
 class Functions(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, control_plane: ControlPlane) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, wiring: FunctionWiring) -> None:
         super().__init__(scope, construct_id)
-        self._control_plane = control_plane
+        self._wiring = wiring
         self._code = lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDES)
         self._powertools = lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            Fn.sub(POWERTOOLS_LAYER_ARN % control_plane.config.powertools_layer_version),
+            Fn.sub(POWERTOOLS_LAYER_ARN % wiring.config.powertools_layer_version),
         )
-        self._environment = _environment(control_plane)
+        self._environment = _environment(wiring)
         self._acknowledged: set[tuple[str, str]] = set()
         self.task_role: iam.Role | None = None
         self.functions: dict[str, lambda_.Function] = {
@@ -141,7 +141,7 @@ class Functions(Construct):
     def _grant(self, grant: str, function: lambda_.Function, role: iam.Role) -> None:
         match grant.split(":"):
             case ["table", "rw"]:
-                table = self._control_plane.table
+                table = self._wiring.table
                 table.grant_read_write_data(function)
                 acknowledge(
                     role,
@@ -155,7 +155,7 @@ class Functions(Construct):
             case ["bucket", "presign"]:
                 self._grant_presign(function, role)
             case ["topic", name, "publish"]:
-                topic = self._control_plane.topics[name]
+                topic = self._wiring.topics[name]
                 topic.grant_publish(function)
                 if (role.node.path, "kms") not in self._acknowledged:  # one key for all topics
                     self._acknowledged.add((role.node.path, "kms"))
@@ -176,10 +176,10 @@ class Functions(Construct):
                 raise ValueError(f"function {function.node.id}: unknown grant {grant!r}")
 
     def _task_role(self, issuer: iam.Role) -> iam.Role:
-        """The role of workers' task credentials: only the workers function may open sessions of it,
+        """The role of workers' task credentials: only the worker-api function may open sessions of it,
         each tagged with one task; its policy (`spotrun.access.task_policy`) confines a session to
         that task's items, checkpoint and output prefixes, and the two worker queues."""
-        plane = self._control_plane
+        plane = self._wiring
         document = task_policy(
             table_arn=plane.table.table_arn, bucket_arn=plane.bucket.bucket_arn,
             queue_arns=[plane.queues["heartbeats"].queue_arn, plane.queues["reports"].queue_arn],
@@ -225,16 +225,16 @@ class Functions(Construct):
         """Who may ask for task credentials, and whose messages the consumers accept."""
         if self.task_role is None:
             return
-        instance_role = self._control_plane.workers.role
-        self.functions["workers"].add_environment(EnvVar.TASK_ROLE_ARN, self.task_role.role_arn)
-        self.functions["workers"].add_environment(EnvVar.INSTANCE_ROLE_NAME, instance_role.role_name)
+        instance_role = self._wiring.fleet.role
+        self.functions["worker-api"].add_environment(EnvVar.TASK_ROLE_ARN, self.task_role.role_arn)
+        self.functions["worker-api"].add_environment(EnvVar.INSTANCE_ROLE_NAME, instance_role.role_name)
         for key in ("heartbeat", "finisher"):
             self.functions[key].add_environment(EnvVar.TASK_ROLE_ID, self.task_role.role_id)
 
     def _grant_presign(self, function: lambda_.Function, role: iam.Role) -> None:
         """Presigned URLs carry the signer's permissions, so the function holds exactly what the URLs
         it hands out may do: upload inputs under uploads/, download outputs under jobs/."""
-        bucket = self._control_plane.bucket
+        bucket = self._wiring.bucket
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="PresignUploadsAndJobFiles",
@@ -274,7 +274,7 @@ class Functions(Construct):
     def _launch_statements(self) -> list[iam.PolicyStatement]:
         """What `spotrun.adapters.ec2.Ec2Compute.launch` does: one RunInstances per pool from the
         launch template (spot or on-demand), then per-instance task tags when a call launched several."""
-        workers = self._control_plane.workers
+        fleet = self._wiring.fleet
         return [
             # Every instance and volume is created with spotrun:managed=true, so the control plane
             # can later tag and terminate exactly what it launched.
@@ -290,9 +290,9 @@ class Functions(Construct):
                 sid="LaunchIntoWorkerNetwork",
                 actions=["ec2:RunInstances"],
                 resources=[
-                    self._ec2_arn("launch-template", workers.launch_template_id),
-                    self._ec2_arn("security-group", workers.security_group.security_group_id),
-                    *(self._ec2_arn("subnet", subnet.subnet_id) for subnet in workers.subnets),
+                    self._ec2_arn("launch-template", fleet.launch_template_id),
+                    self._ec2_arn("security-group", fleet.security_group.security_group_id),
+                    *(self._ec2_arn("subnet", subnet.subnet_id) for subnet in fleet.subnets),
                     self._ec2_arn("network-interface"),
                     self._ec2_arn("spot-instances-request"),
                     self._ec2_arn("image", account=""),
@@ -307,7 +307,7 @@ class Functions(Construct):
             iam.PolicyStatement(
                 sid="PassWorkerRoleToEc2",
                 actions=["iam:PassRole"],
-                resources=[workers.role.role_arn],
+                resources=[fleet.role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             ),
             # An account's first spot launch through the API needs the Spot service-linked role.
@@ -353,7 +353,7 @@ class Functions(Construct):
         window = definition.max_batching_window_seconds
         function.add_event_source(
             event_sources.SqsEventSource(
-                self._control_plane.queues[definition.key],
+                self._wiring.queues[definition.key],
                 batch_size=definition.batch_size,
                 max_batching_window=Duration.seconds(window) if window else None,
                 report_batch_item_failures=True,
@@ -369,18 +369,18 @@ def _describe_instances_statement() -> iam.PolicyStatement:
     )
 
 
-def _environment(control_plane: ControlPlane) -> dict[str, str]:
-    config = control_plane.config
-    topics, queues, workers = control_plane.topics, control_plane.queues, control_plane.workers
+def _environment(wired: FunctionWiring) -> dict[str, str]:
+    config = wired.config
+    topics, queues, fleet = wired.topics, wired.queues, wired.fleet
     return {
-        EnvVar.TABLE: control_plane.table.table_name,
-        EnvVar.BUCKET: control_plane.bucket.bucket_name,
+        EnvVar.TABLE: wired.table.table_name,
+        EnvVar.BUCKET: wired.bucket.bucket_name,
         EnvVar.CONTROL_TOPIC_ARN: topics["control"].topic_arn,
         EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"].topic_arn,
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"].queue_url,
         EnvVar.REPORT_QUEUE_URL: queues["reports"].queue_url,
-        EnvVar.LAUNCH_TEMPLATE_ID: workers.launch_template_id,
-        EnvVar.SUBNETS: workers.subnets_json(),
+        EnvVar.LAUNCH_TEMPLATE_ID: fleet.launch_template_id,
+        EnvVar.SUBNETS: fleet.subnets_json(),
         EnvVar.INSTANCE_TYPES: json.dumps(list(config.instance_types), separators=(",", ":")),
         EnvVar.ACCOUNT_MAX_INSTANCES: str(config.account_max_instances),
         EnvVar.POOL_MAX_INSTANCES: str(config.pool_max_instances),

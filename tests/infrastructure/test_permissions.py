@@ -146,15 +146,15 @@ def test_the_instance_role_reaches_no_task_data(query: StackTemplate) -> None:
     assert invokes[0].resources[0].endswith("/v1/POST/worker/*"), invokes[0].resources
 
 
-def test_only_the_workers_function_opens_tagged_task_sessions(query: StackTemplate) -> None:
+def test_only_the_worker_api_function_opens_tagged_task_sessions(query: StackTemplate) -> None:
     task_role = _task_role(query)
     trust = query.props(task_role)["AssumeRolePolicyDocument"]["Statement"]
     assert len(trust) == 1 and set(trust[0]["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
-    assert trust[0]["Principal"] == {"AWS": {"Fn::GetAtt": [query.role_of_function("workers"), "Arn"]}}
+    assert trust[0]["Principal"] == {"AWS": {"Fn::GetAtt": [query.role_of_function("worker-api"), "Arn"]}}
     assert query.props(task_role)["MaxSessionDuration"] == 3600
     for key in (f.key for f in resources.FUNCTIONS):
         assumes = [s for s in query.function_statements(key) if s.allows("sts:AssumeRole")]
-        if key == "workers":
+        if key == "worker-api":
             assert [r for s in assumes for r in s.resources] == [f"${{{task_role}.Arn}}"]
             assert all(s.allows("sts:TagSession") for s in assumes)
         else:
@@ -216,9 +216,9 @@ def test_workers_accept_messages_only_from_their_attempts_session(query: StackTe
     for key in ("heartbeat", "finisher"):
         variables = query.props(query.functions()[key])["Environment"]["Variables"]
         assert variables[EnvVar.TASK_ROLE_ID] == {"Fn::GetAtt": [task_role, "RoleId"]}, key
-    workers_env = query.props(query.functions()["workers"])["Environment"]["Variables"]
-    assert workers_env[EnvVar.TASK_ROLE_ARN] == {"Fn::GetAtt": [task_role, "Arn"]}
-    assert workers_env[EnvVar.INSTANCE_ROLE_NAME] == {"Ref": _worker_role(query)}
+    worker_api_env = query.props(query.functions()["worker-api"])["Environment"]["Variables"]
+    assert worker_api_env[EnvVar.TASK_ROLE_ARN] == {"Fn::GetAtt": [task_role, "Arn"]}
+    assert worker_api_env[EnvVar.INSTANCE_ROLE_NAME] == {"Ref": _worker_role(query)}
 
 
 def test_worker_role_uses_session_manager_and_nothing_else_managed(query: StackTemplate) -> None:
@@ -238,6 +238,6 @@ def test_a_worker_can_terminate_only_its_own_managed_instance(query: StackTempla
 
 def test_iam_conditions_use_the_tag_the_control_plane_launches_with() -> None:
     from spotrun.adapters.ec2 import MANAGED_TAG
-    from stacks.constructs.workers import MANAGED_TAG_KEY
+    from stacks.constructs.fleet import MANAGED_TAG_KEY
 
     assert MANAGED_TAG == MANAGED_TAG_KEY

@@ -178,7 +178,7 @@ def test_subnets_variable_is_a_json_object_of_zone_to_subnet(query: StackTemplat
 
 
 def test_every_api_method_requires_iam_and_proxies_to_its_function(query: StackTemplate) -> None:
-    """Users' routes go to the api function; POST /worker/{operation} (the instances' own calls) to workers."""
+    """Users' routes go to the api function; POST /worker/{operation} (the instances' own calls) to worker-api."""
     methods = query.of_type("AWS::ApiGateway::Method")
     assert methods
     functions = query.functions()
@@ -188,10 +188,10 @@ def test_every_api_method_requires_iam_and_proxies_to_its_function(query: StackT
         assert props["AuthorizationType"] == "AWS_IAM", logical_id
         assert props["Integration"]["Type"] == "AWS_PROXY", logical_id
         uri = render(props["Integration"]["Uri"])
-        target = [key for key in ("api", "workers") if f"{{{functions[key]}.Arn}}" in uri]
+        target = [key for key in ("api", "worker-api") if f"{{{functions[key]}.Arn}}" in uri]
         assert len(target) == 1, (logical_id, uri)
         routed.setdefault(target[0], []).append(props["HttpMethod"])
-    assert sorted(routed["workers"]) == ["POST"]
+    assert sorted(routed["worker-api"]) == ["POST"]
     assert sorted(routed["api"]) == ["ANY", "ANY"]
     paths = {render(r["Properties"]["PathPart"]) for r in query.of_type("AWS::ApiGateway::Resource").values()}
     assert paths == {"{proxy+}", "worker", "{operation}"}

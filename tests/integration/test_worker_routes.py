@@ -9,7 +9,7 @@ from typing import Any
 
 from spotrun.domain.messages import CompletionReport, Heartbeat, ProgramResult
 from spotrun.domain.model import TaskState
-from spotrun.handlers import finisher, heartbeat, workers
+from spotrun.handlers import finisher, heartbeat, worker_api
 from spotrun.resources import EnvVar
 from tests.integration.test_task_flow import JOB, Loop
 from tests.support import api_event
@@ -21,7 +21,7 @@ def call(cp: Any, context: Any, operation: str, body: dict[str, Any], instance_i
          role: str = INSTANCE_ROLE) -> tuple[int, dict[str, Any]]:
     event = api_event("POST", f"/worker/{operation}", body)
     event["requestContext"]["identity"]["userArn"] = f"arn:aws:sts::123456789012:assumed-role/{role}/{instance_id}"
-    answer = workers.handler(event, context, control=cp)
+    answer = worker_api.handler(event, context, control=cp)
     return answer["statusCode"], json.loads(answer["body"])
 
 

@@ -206,41 +206,41 @@ class InProcessRoutes:
         return None
 
     def session(self) -> Assignment | None:
-        from spotrun import workers
+        from spotrun import assignments
 
         try:
-            found = workers.assignment(self.cp, self.instance_id)
-        except workers.NotServing:
+            found = assignments.assignment(self.cp, self.instance_id)
+        except assignments.NotServing:
             return None
         return Assignment(found.ref, found.kind, found.spec)
 
     def claim(self, ref: AttemptRef) -> None:
-        from spotrun import workers
+        from spotrun import assignments
 
         try:
-            workers.claim_attempt(self.cp, self.instance_id, ref.attempt)
-        except workers.NotServing as problem:
+            assignments.claim_attempt(self.cp, self.instance_id, ref.attempt)
+        except assignments.NotServing as problem:
             raise ClaimRefused(str(problem)) from None
 
     def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime) -> bool:
-        from spotrun import workers
+        from spotrun import assignments
 
         try:
-            return workers.commit(self.cp, self.instance_id, ref.attempt, seq, size_bytes, method, committed_at)
-        except workers.NotServing:
+            return assignments.commit(self.cp, self.instance_id, ref.attempt, seq, size_bytes, method, committed_at)
+        except assignments.NotServing:
             return False
 
     def restored(self, ref: AttemptRef, seq: int, from_attempt: int) -> None:
-        from spotrun import workers
+        from spotrun import assignments
 
-        workers.restored(self.cp, self.instance_id, ref.attempt, seq, from_attempt)
+        assignments.restored(self.cp, self.instance_id, ref.attempt, seq, from_attempt)
 
     def next(self, ref: AttemptRef) -> tuple[bool, bool]:
-        from spotrun import workers
+        from spotrun import assignments
 
         try:
-            found = workers.next_task(self.cp, self.instance_id, ref.attempt)
-        except workers.NotServing:
+            found = assignments.next_task(self.cp, self.instance_id, ref.attempt)
+        except assignments.NotServing:
             return False, False
         return found.worker is not None, found.ask_again
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Role chaining (the workers function's role assumes the task role) caps a session at one hour;
+# Role chaining (the worker-api function's role assumes the task role) caps a session at one hour;
 # the agent renews through the worker routes well before it ends.
 SESSION_SECONDS = 3600
 

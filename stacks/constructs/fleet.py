@@ -1,5 +1,6 @@
-"""Where workers run: a public-subnet VPC without NAT, the worker security group, the instance role
-and profile, and the generic launch template the scheduler launches spot instances from."""
+"""The fleet: where workers (spotrun's instances, each running the agent) run. A public-subnet VPC
+without NAT, the worker security group, the instance role and profile, and the generic launch template
+the scheduler launches spot instances from."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ AGENT_REQUIREMENTS = ("boto3==1.43.11", "botocore==1.43.127", "pydantic==2.13.4"
 BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests"]
 
 
-class Workers(Construct):
+class Fleet(Construct):
     def __init__(
         self,
         scope: Construct,

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spotrun import workers
+from spotrun import assignments
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import MAX_ATTEMPT
@@ -102,29 +102,29 @@ class Next(BaseModel):
 # ---------------------------------------------------------------- operations
 
 def _session(cp: ControlPlane, instance_id: str, _: Request) -> Session:
-    found = workers.assignment(cp, instance_id)
+    found = assignments.assignment(cp, instance_id)
     ref = found.ref
     return Session(job_id=ref.job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id,
                    kind=found.kind, spec=found.spec, credentials=found.credentials)
 
 
 def _claim(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Claimed:
-    workers.claim_attempt(cp, instance_id, request.attempt)
+    assignments.claim_attempt(cp, instance_id, request.attempt)
     return Claimed()
 
 
 def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> Committed:
-    return Committed(committed=workers.commit(cp, instance_id, request.attempt, request.seq, request.size_bytes,
+    return Committed(committed=assignments.commit(cp, instance_id, request.attempt, request.seq, request.size_bytes,
                                               request.method, request.committed_at))
 
 
 def _restored(cp: ControlPlane, instance_id: str, request: RestoredRequest) -> Noted:
-    workers.restored(cp, instance_id, request.attempt, request.seq, request.from_attempt)
+    assignments.restored(cp, instance_id, request.attempt, request.seq, request.from_attempt)
     return Noted()
 
 
 def _next(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Next:
-    found = workers.next_task(cp, instance_id, request.attempt)
+    found = assignments.next_task(cp, instance_id, request.attempt)
     worker = found.worker
     return Next(ask_again=found.ask_again, next=None if worker is None else NextAttempt(
         job_id=worker.job_id, index=worker.index, attempt=worker.attempt))
@@ -167,8 +167,8 @@ def _problems(error: ValidationError | SpecError) -> str:
 
 _REFUSALS: tuple[tuple[type[Exception], HTTPStatus, Callable[[Any], str]], ...] = (
     (Refused, HTTPStatus.FORBIDDEN, str),  # its own status (403, 404, 405, 413)
-    (workers.NotServing, HTTPStatus.CONFLICT, str),
-    (workers.ClaimRefused, HTTPStatus.CONFLICT, lambda error: f"claim refused: {error}"),
+    (assignments.NotServing, HTTPStatus.CONFLICT, str),
+    (assignments.ClaimRefused, HTTPStatus.CONFLICT, lambda error: f"claim refused: {error}"),
     (ValidationError, HTTPStatus.BAD_REQUEST, _problems),
     (SpecError, HTTPStatus.BAD_REQUEST, _problems),  # a body that is no JSON document
 )
