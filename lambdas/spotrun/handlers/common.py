@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ValidationError
 
 from spotrun.access import session_name
+from spotrun.domain.messages import AttemptRef
 from spotrun.resources import EnvVar
 
 logger = Logger(service="spotrun")
@@ -41,7 +42,11 @@ class Malformed(Exception):
     """A message that can never be handled: acknowledged and counted, not retried."""
 
 
-def parse_body(record: SQSRecord, model: type[BaseModel], sns_envelope: bool = False) -> Any:
+Model = TypeVar("Model", bound=BaseModel)
+Sent = TypeVar("Sent", bound=AttemptRef)
+
+
+def parse_body(record: SQSRecord, model: type[Model], sns_envelope: bool = False) -> Model:
     try:
         body = json.loads(record.body)
         if sns_envelope:
@@ -67,6 +72,17 @@ def check_sender(record: SQSRecord, job_id: str, index: int, attempt: int) -> No
     if record.attributes.sender_id != expected:
         metrics.add_metric(name="ForeignSenders", unit=MetricUnit.Count, value=1)
         raise Malformed(f"not sent by the session of attempt {attempt} of task {index} of {job_id}")
+
+
+def from_its_attempt(model: type[Sent], handle: Callable[[Sent], None]) -> Callable[[SQSRecord], None]:
+    """A record handler for a worker's message: parsed into `model`, and dropped (`check_sender`)
+    unless the session of the attempt it names sent it."""
+    def handle_record(record: SQSRecord) -> None:
+        message = parse_body(record, model)
+        check_sender(record, message.job_id, message.index, message.attempt)
+        handle(message)
+
+    return handle_record
 
 
 def problems(error: ValidationError) -> str:

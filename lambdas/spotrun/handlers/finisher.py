@@ -6,26 +6,23 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from spotrun.attempts import complete
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import CompletionReport
-from spotrun.handlers.common import check_sender, instrumented, logger, metrics, parse_body, run_batch
+from spotrun.handlers.common import from_its_attempt, instrumented, logger, metrics, run_batch
 
 
 @instrumented
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> PartialItemFailureResponse:
     cp = control or default_control_plane()
 
-    def handle(record: SQSRecord) -> None:
-        report = parse_body(record, CompletionReport)
-        check_sender(record, report.job_id, report.index, report.attempt)
+    def handle(report: CompletionReport) -> None:
         result = complete(cp, report)
         if result.change is not None:
             metrics.add_metric(name=result.change.event, unit=MetricUnit.Count, value=1)
         logger.info("completion", extra={"job_id": report.job_id, "task": report.index, "attempt": report.attempt,
                                          "outcome": report.outcome, "applied": result.applied})
 
-    return run_batch(event, context, handle)
+    return run_batch(event, context, from_its_attempt(CompletionReport, handle))
