@@ -70,7 +70,7 @@ class TableDef:
     ttl_attribute: str = "expires_at"
 
 
-# One table, items keyed by entity (see spotrun.adapters.dynamo for the key layout).
+# One table, items keyed by entity (see spotrun.adapters.dynamo.keys for the key layout).
 TABLE = TableDef(
     indexes=(
         # Tasks of a job by state, sharded so 100,000 tasks do not share one partition.

@@ -22,7 +22,7 @@ from spotrun.domain.spec import MAX_TASKS
 
 # Floats on the wire: finite, below this magnitude, and rounded to FLOAT_DECIMALS places, so a tiny
 # value (1e-200) becomes 0 rather than underflowing DynamoDB's range, and a float's text (at most 17
-# significant digits, see spotrun.adapters.dynamo) always fits its 38.
+# significant digits, see spotrun.adapters.dynamo.codec) always fits its 38.
 MAX_WIRE_FLOAT = 1e15
 FLOAT_DECIMALS = 9
 MAX_SEQ = 2**53 - 1  # sequence numbers stay exact in every JSON reader
