@@ -16,7 +16,7 @@ ifneq ($(DMTCP_PREFIX),)
 export SPOTRUN_DMTCP_BIN ?= $(DMTCP_PREFIX)/bin
 endif
 
-.PHONY: help install dmtcp test check synth run soak bench bench-policy bench-agent clean
+.PHONY: help install dmtcp test check synth run soak bench bench-policy bench-agent bench-boot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,13 +55,16 @@ run: $(STAMP) $(DMTCP_STAMP) ## run spotrun locally and solve a sample problem (
 soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
 	$(BIN)/python -m spotrun_local.soak --seed $(or $(SEED),6) --out bench/results/soak.json $(ARGS)
 
-bench: bench-policy bench-agent ## run every benchmark and write bench/results/
+bench: bench-policy bench-agent bench-boot ## run every benchmark and write bench/results/
 
 bench-policy: $(STAMP) ## the spot policy on the real traces -> bench/results/policy.json
 	$(BIN)/python -m bench.policy
 
 bench-agent: $(STAMP) ## interruption cost and checkpoint throughput on the local runtime -> bench/results/agent.json
 	$(BIN)/python -m bench.agent
+
+bench-boot: $(STAMP) ## a worker's boot on the worker image vs building that image -> bench/results/boot.json
+	$(BIN)/python -m bench.boot
 
 clean: ## remove generated files
 	rm -rf cdk.out .spotrun .pytest_cache .cache

@@ -15,6 +15,7 @@ from stacks import REPO_ROOT
 PREFIX = "spotrun:"
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
 
 
 def cdk_json_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
@@ -49,6 +50,9 @@ class SpotrunConfig:
     root_volume_gib: int = 50
     # Version of the public layer AWSLambdaPowertoolsPythonV3-python312-x86_64 (bump deliberately).
     powertools_layer_version: int = 27
+    # Your own worker AMI (built with worker/image/build-worker-image.sh) instead of the stack's
+    # EC2 Image Builder pipeline; None builds the image at deploy.
+    worker_ami: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.pool_max_instances <= self.account_max_instances:
@@ -66,6 +70,9 @@ class SpotrunConfig:
             raise ValueError("spotrun:rootVolumeGiB must be between 8 and 16384")
         if self.powertools_layer_version < 1:
             raise ValueError("spotrun:powertoolsLayerVersion must be a positive layer version")
+        if self.worker_ami is not None and not _AMI.match(self.worker_ami):
+            raise ValueError(f"spotrun:workerAmi: {self.worker_ami!r} is not an AMI id like 'ami-0123456789abcdef0' "
+                             "(leave it empty to build the worker image at deploy)")
 
     @classmethod
     def from_context(cls, node: Node) -> SpotrunConfig:
@@ -84,6 +91,7 @@ class SpotrunConfig:
             max_azs=int(value("maxAzs", defaults.max_azs)),
             root_volume_gib=int(value("rootVolumeGiB", defaults.root_volume_gib)),
             powertools_layer_version=int(value("powertoolsLayerVersion", defaults.powertools_layer_version)),
+            worker_ami=value("workerAmi", None),
         )
 
 

@@ -44,6 +44,7 @@ class SpotrunStack(Stack):
             heartbeat_queue=queues["heartbeats"],
             report_queue=queues["reports"],
             worker_api_url=self.api.base_url,
+            worker_ami=config.worker_ami,
         )
         self.functions = Functions(
             self,
@@ -75,6 +76,8 @@ class SpotrunStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spotrun API (SigV4)")
         CfnOutput(self, "BucketName", value=self.state.bucket.bucket_name)
+        CfnOutput(self, "WorkerImageId", value=self.fleet.image.image_id,
+                  description="The AMI workers boot from (DMTCP and the agent's Python built in)")
         CfnOutput(self, "TableName", value=self.state.table.table_name)
         CfnOutput(
             self,

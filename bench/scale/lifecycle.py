@@ -9,8 +9,8 @@ the next queued task) -> shutting-down/terminated events -> one reaper sweep.
 Measured: every DynamoDB, EC2, SNS and SQS request, by phase and by who made it (function or agent),
 the messages each queue delivered and the handler invocations (the test loop's pumps deliver in
 batches of at most 10, as a lightly loaded Lambda event source does). The agent is a stand-in that
-makes the same store and queue calls as spotrun_worker.agent (run, _supervise per tick, _checkpoint,
-_report), without a program, S3 or metadata service.
+makes the same store and queue calls as spotrun_worker.agent (Agent.run, Supervisor.watch per tick,
+CheckpointCycle.take, Agent.report), without a program, S3 or metadata service.
 Also measured: the bytes of structured log lines the handlers write (Powertools logger at INFO, the
 deployed default). Estimated: DynamoDB request units (bench.scale.meter). Run twice: a one-task job, and the steady
 state of a large job (many queued tasks, a concurrency cap), where every completion makes the

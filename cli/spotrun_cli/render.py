@@ -106,22 +106,40 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable
     return "\n".join([line(list(headers)), *(line(r) for r in text_rows)])
 
 
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _clip(text: Any, limit: int) -> str:
+    """`text` on one line in at most `limit` characters; a cut falls between words (inside a word only
+    when not even the first one fits) and ends with "…". Reasons themselves are never clipped where
+    there is room for them (status, events): only live views that must fit the terminal clip."""
+    text = _one_line(text)
+    if len(text) <= limit:
+        return text
+    if limit <= 1:
+        return "…"[:limit]
+    room = text[: limit - 1]
+    if not text[len(room)].isspace():
+        boundary = room.rfind(" ")
+        if boundary > 0:
+            room = room[:boundary]
+    return room.rstrip(" ,;:") + "…"
 
 
 def _index_label(task: Mapping[str, Any]) -> str:
     return f"{task.get('index')}" + (" (combine)" if task.get("kind") == "combine" else "")
 
 
-def _exit_and_reason(task: Mapping[str, Any], limit: int = 70) -> str:
+def _exit_and_reason(task: Mapping[str, Any], limit: int | None = None) -> str:
+    """'exit 3: <reason>'; the reason whole unless `limit` (a live view) asks for it to be clipped."""
     parts = []
     if task.get("exit_code") is not None:
         parts.append(f"exit {task['exit_code']}")
     if task.get("reason"):
-        parts.append(_clip(task["reason"], limit))
-    return ": ".join(parts)
+        parts.append(_one_line(task["reason"]))
+    text = ": ".join(parts)
+    return text if limit is None else _clip(text, limit)
 
 
 # ------------------------------------------------------------------ commands
@@ -183,7 +201,8 @@ def _detail(detail: Any) -> str:
     if not detail:
         return ""
     if isinstance(detail, Mapping):
-        return " ".join(f"{k}={_clip(json.dumps(v) if isinstance(v, (dict, list)) else v, 60)}"
+        # A reason is what a reader came for: whole. Other values are context, clipped.
+        return " ".join(f"{k}={_one_line(v) if k == 'reason' else _clip(json.dumps(v) if isinstance(v, (dict, list)) else v, 60)}"
                         for k, v in detail.items())
     return _clip(str(detail), 120)
 
@@ -230,23 +249,44 @@ def render_watch(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], eve
     lines = render_job(job, color).splitlines()
     lines.append("")
     label_width = max([6, *(len(_index_label(t)) for t in tasks)])
+    clipped = False
     for t in tasks:
         fraction = task_fraction(t)
         state = str(t.get("state"))
         label = f"{_index_label(t):>{label_width}}"
-        tail = _exit_and_reason(t, 40) if state in ("FAILED", "CANCELLED") else (t.get("pool") or "")
-        lines.append(f"{label} {paint(progress_bar(fraction, bar_width), state, color)} {percent(fraction)}  "
-                     f"{paint(f'{state:<9}', state, color)} a{t.get('attempt')}  {tail}".rstrip())
+        head = (f"{label} {paint(progress_bar(fraction, bar_width), state, color)} {percent(fraction)}  "
+                f"{paint(f'{state:<9}', state, color)} a{t.get('attempt')}  ")
+        if state in ("FAILED", "CANCELLED"):
+            # The reason gets the rest of the line, cut between words when it does not fit.
+            whole = _exit_and_reason(t)
+            tail = _clip(whole, max(12, width - _visible_length(head))) if width > 0 else whole
+            clipped = clipped or tail != whole
+        else:
+            tail = t.get("pool") or ""
+        lines.append(f"{head}{tail}".rstrip())
     if more_tasks:
         lines.append(f"       … and {more_tasks} more tasks (see the counts above)")
     if events:
         lines.append("")
         lines.append("newest events:")
         lines.extend("  " + render_event(e, with_date=False) for e in events)
+    if clipped:
+        lines.append(f"(reasons cut to fit: `spotrun status {job.get('job_id')}` shows them whole)")
     if note:
         lines.append("")
         lines.append(note)
     return "\n".join(_fit(line, width) for line in lines)
+
+
+def _visible_length(text: str) -> int:
+    length, i = 0, 0
+    while i < len(text):
+        if text.startswith("\x1b[", i) and (end := text.find("m", i)) != -1:
+            i = end + 1
+            continue
+        length += 1
+        i += 1
+    return length
 
 
 def _fit(line: str, width: int) -> str:
@@ -263,6 +303,11 @@ def _fit(line: str, width: int) -> str:
             i = end + 1
             continue
         if visible >= width:
+            # A cut is always visible: the last cell becomes "…".
+            for back in range(len(out) - 1, -1, -1):
+                if not out[back].startswith("\x1b["):
+                    out[back] = "…"
+                    break
             return "".join(out) + ("\x1b[0m" if "\x1b[" in line else "")
         out.append(line[i])
         visible += 1

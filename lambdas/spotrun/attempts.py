@@ -18,6 +18,7 @@ from spotrun.domain.lifecycle import TaskChange, after_completion, ended, enviro
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
 from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent
 from spotrun.domain.spec import from_stored
+from spotrun.images import note_image_fault
 from spotrun.resources import MessageType
 from spotrun.scheduling import ScheduleReport, replace_task
 
@@ -75,6 +76,7 @@ class Completion:
     change: TaskChange | None
     applied: bool
     task: Task | None = None
+    image_fault_noted: bool = False  # the report's image fault was noted now, for the first time
 
 
 def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
@@ -85,17 +87,21 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
         if task is None or job is None:
             log.warning("completion for unknown task %s/%s dropped", report.job_id, report.index)
             return Completion(None, False)
-        retries = from_stored(job.spec).retries
-        change = after_completion(task, report, retries)
+        spec = from_stored(job.spec)
+        change = after_completion(task, report, spec.retries)
         if change is None:
+            noted = False
             if report.attempt == task.attempt and task.state not in ACTIVE_STATES:
+                # A redelivery: what the first delivery may not have finished is finished now.
+                noted = report.fault == "image" and note_image_fault(cp, report, spec.checkpoint.method)
                 _finish_follow_ups(cp, job, task, report)
             _close_superseded_attempt(cp, task, report)
-            return Completion(None, False, task)
+            return Completion(None, False, task, image_fault_noted=noted)
         if cp.store.apply(change, cp.clock(), _report_detail(report)):
+            noted = report.fault == "image" and note_image_fault(cp, report, spec.checkpoint.method)
             _after_change(cp, job, change, terminate=None if report.keep_instance else report.instance_id,
                           instance_kept=report.keep_instance)
-            return Completion(change, True, cp.store.get_task(report.job_id, report.index))
+            return Completion(change, True, cp.store.get_task(report.job_id, report.index), image_fault_noted=noted)
     raise RuntimeError(f"task {report.job_id}/{report.index} kept changing; the message will be retried")
 
 
@@ -105,6 +111,10 @@ def _report_detail(report: CompletionReport) -> dict[str, object]:
         detail["unsaved_seconds"] = round(report.unsaved_seconds, 3)
     if report.program is not None:
         detail.update(exit_code=report.program.exit_code, exec_seconds=round(report.program.exec_seconds, 3))
+    if report.missing_outputs:
+        detail["missing_outputs"] = list(report.missing_outputs)
+    if report.fault is not None:
+        detail.update(fault=report.fault, image_id=report.image_id)
     return detail
 
 

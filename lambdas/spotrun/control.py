@@ -39,6 +39,7 @@ class Settings:
     region: str = "us-east-1"
     task_role_arn: str = ""  # the role workers' task credentials are sessions of
     instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes
+    worker_image_id: str = ""  # the AMI workers boot from; empty when unknown (no admission check then)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -63,6 +64,7 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             task_role_arn=env.get(EnvVar.TASK_ROLE_ARN, ""),
             instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),
+            worker_image_id=env.get(EnvVar.WORKER_IMAGE_ID, ""),
         )
 
     @property

@@ -17,6 +17,7 @@ from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
     Checkpoint,
     Desired,
+    ImageFault,
     Job,
     JobState,
     PoolStats,
@@ -104,7 +105,15 @@ class Timeline(Protocol):
     def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]: ...
 
 
-class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, Protocol):
+class ImageFaults(Protocol):
+    def record_image_fault(self, fault: ImageFault) -> bool:
+        """Note the fault unless a note of that image and method still stands; True for a new note."""
+        ...
+
+    def image_fault(self, image_id: str, method: str, now: datetime) -> ImageFault | None: ...
+
+
+class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, ImageFaults, Protocol):
     """All of the control plane's state (spotrun.adapters.dynamo.DynamoStore)."""
 
 

@@ -12,6 +12,9 @@ from typing import Any
 from spotrun import access, resources
 from spotrun.resources import EnvVar
 
+# The image moto's launch template names; the local metadata stand-in serves it as every instance's ami-id.
+WORKER_IMAGE_ID = "ami-12c6146b"
+
 
 def create_table(dynamodb: Any, name: str) -> None:
     table = resources.TABLE
@@ -72,7 +75,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
     }
     template = ec2.create_launch_template(
         LaunchTemplateName=f"{prefix}-worker",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "MetadataOptions": {"HttpTokens": "required"}},
+        LaunchTemplateData={"ImageId": WORKER_IMAGE_ID, "MetadataOptions": {"HttpTokens": "required"}},
     )["LaunchTemplate"]["LaunchTemplateId"]
 
     roles = _worker_roles(client("iam"), prefix, region, table_arn=dynamodb.describe_table(TableName=table)["Table"]["TableArn"],
@@ -84,7 +87,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         EnvVar.TABLE: table, EnvVar.BUCKET: bucket,
         EnvVar.CONTROL_TOPIC_ARN: topics["control"], EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"],
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
-        EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets),
+        EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets), EnvVar.WORKER_IMAGE_ID: WORKER_IMAGE_ID,
         EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
         "SPOTRUN_QUEUE_URLS": json.dumps({k: v["url"] for k, v in queues.items()}),
         "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),

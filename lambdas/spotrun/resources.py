@@ -12,6 +12,11 @@ from typing import Any
 
 # Message attribute that routes control messages (SNS filter policies match on it).
 MESSAGE_TYPE_ATTRIBUTE = "type"
+# Custom metrics (Powertools EMF, namespace "spotrun", dimension service=spotrun) the stack alarms on.
+METRICS_NAMESPACE = "spotrun"
+METRICS_SERVICE = "spotrun"
+# A worker image found unable to run a checkpoint method (spotrun.images): once per image and method.
+WORKER_IMAGE_FAULTS_METRIC = "WorkerImageFaults"
 
 
 class MessageType:
@@ -48,6 +53,10 @@ class EnvVar:
     INSTANCE_ROLE_NAME = "SPOTRUN_INSTANCE_ROLE_NAME"
     WORKER_API_URL = "SPOTRUN_WORKER_API_URL"
     TASK_ROLE_ID = "SPOTRUN_TASK_ROLE_ID"
+    # The AMI the launch template boots workers from (worker image faults are keyed by it).
+    WORKER_IMAGE_ID = "SPOTRUN_WORKER_IMAGE_ID"
+    # The agent: where the boot check wrote what the image can run (spotrun_worker.bootcheck).
+    IMAGE_CHECK = "SPOTRUN_IMAGE_CHECK"
     # Endpoint override for every AWS client (the local runtime points it at moto's server).
     AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 

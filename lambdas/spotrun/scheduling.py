@@ -33,6 +33,7 @@ from spotrun.domain.model import (
     TaskState,
 )
 from spotrun.domain.spec import JobSpec, from_stored
+from spotrun.images import fail_for_image, standing_fault
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ScheduleReport:
     suspended: int = 0
     resumed: int = 0
     terminated: list[str] = field(default_factory=list)
+    failed_for_image: int = 0  # queued tasks failed at admission: the worker image cannot run them
 
 
 def reconcile_job(
@@ -96,6 +98,10 @@ def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
         _cancel(cp, [t for t in queued if t.desired == Desired.CANCEL], report)
         queued = [t for t in queued if t.desired != Desired.CANCEL]
     if not queued:
+        return
+    fault = standing_fault(cp, spec.checkpoint.method)
+    if fault is not None:  # the image workers boot cannot run these tasks: fail them without a boot
+        report.failed_for_image += fail_for_image(cp, queued, fault)
         return
 
     def admit(task: Task, pool: str, market: Market) -> TaskChange:

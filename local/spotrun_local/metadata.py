@@ -15,6 +15,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from spotrun.provision import WORKER_IMAGE_ID
+
 
 class MetadataService:
     def __init__(self) -> None:
@@ -25,10 +27,10 @@ class MetadataService:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    def register(self, instance_id: str, instance_type: str, zone: str) -> None:
+    def register(self, instance_id: str, instance_type: str, zone: str, image_id: str = WORKER_IMAGE_ID) -> None:
         with self._lock:
             self._instances[instance_id] = {"instance-id": instance_id, "instance-type": instance_type,
-                                            "placement/availability-zone": zone}
+                                            "placement/availability-zone": zone, "ami-id": image_id}
 
     def schedule_action(self, instance_id: str, action: str, at: datetime) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from constructs import Construct
 from spotrun.access import instance_policy
 from spotrun.resources import EnvVar
 from stacks.constructs.nag import acknowledge
+from stacks.constructs.worker_image import DMTCP_PREFIX, SPOTRUN_PREFIX, WorkerImage
 
 # Every instance spotrun launches carries this tag; the control plane may only terminate (and, at
 # launch, only create) instances that carry it.
@@ -32,12 +33,10 @@ SUBNET_CIDR_MASK = 19
 AGENT_ENV_FILE = "/etc/spotrun/agent.env"
 AGENT_UNIT = "spotrun-agent.service"
 AGENT_BINARY = "/opt/spotrun/bin/spotrun-agent"
+IMAGE_CHECK_FILE = "/run/spotrun/image-check.json"
 REPO_DIR = Path(__file__).resolve().parents[2]
-# Pinned like everything else: the image format changed in DMTCP 4.0.0 (notes/dmtcp.md).
-DMTCP_VERSION = "4.2.0"
-# What the agent imports beyond the standard library (boto3 is not preinstalled for python3.11).
-AGENT_REQUIREMENTS = ("boto3==1.43.11", "botocore==1.43.127", "pydantic==2.13.4", "PyYAML==6.0.3")
-BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests"]
+# The agent's bundles: code and the DMTCP pin it checks against; the image's build scripts stay out.
+BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests", "**/*.sh"]
 
 
 class Fleet(Construct):
@@ -54,6 +53,7 @@ class Fleet(Construct):
         heartbeat_queue: sqs.IQueue,
         report_queue: sqs.IQueue,
         worker_api_url: str,
+        worker_ami: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = self._vpc(max_azs, log_bucket)
@@ -65,6 +65,9 @@ class Fleet(Construct):
             description="spotrun workers: no inbound at all (Session Manager instead of SSH)",
             allow_all_outbound=True,  # user programs install packages and reach AWS APIs
         )
+        # DMTCP and the agent's Python come with the image, built once per deployment (or the user's AMI).
+        self.image = WorkerImage(self, "Image", user_ami=worker_ami, subnet=self.subnets[0],
+                                 security_group=self.security_group)
         self.role = self._instance_role()
         self.instance_profile = iam.InstanceProfile(self, "InstanceProfile", role=self.role)
         # The agent ships as two assets: the shared control-plane package (wire messages, store,
@@ -197,7 +200,7 @@ class Fleet(Construct):
         template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
-            machine_image=ec2.MachineImage.latest_amazon_linux2023(),  # SSM parameter, no lookup
+            machine_image=self.image.machine_image,
             user_data=user_data,
             instance_profile=self.instance_profile,
             security_group=self.security_group,
@@ -226,38 +229,44 @@ class Fleet(Construct):
 
 
 def _user_data(bundles: list[s3_assets.Asset], settings: dict[str, str]) -> ec2.UserData:
-    """Install Python, DMTCP and the agent, write its non-secret wiring and start it as a service.
+    """Install the agent's code, check what the image provides, write the agent's wiring, start it.
 
-    Credentials come from the instance role, never from here. Building DMTCP at boot costs a few
-    minutes per new instance; bake it into an AMI (the same commands) for production fleets.
+    No compiler, no package manager: DMTCP and the agent's Python come with the worker image
+    (worker_image.WorkerImage). The boot check (`spotrun-agent check-image`: the DMTCP programs
+    present and `dmtcp_launch --version` equal to the pinned version) runs before the agent starts;
+    the agent acts on its result (a method the image cannot run is reported once, as the image's
+    fault). Credentials come from the instance role, never from here.
     """
+    python = f"{SPOTRUN_PREFIX}/venv/bin/python"
     user_data = ec2.UserData.for_linux()
     user_data.add_commands(
         "set -euo pipefail",
-        "dnf install -y -q python3.11 python3.11-pip gcc gcc-c++ make tar gzip unzip",
-        "python3.11 -m venv /opt/spotrun/venv",
-        f"/opt/spotrun/venv/bin/pip install --quiet {' '.join(AGENT_REQUIREMENTS)}",
-        "install -d -m 0755 /opt/spotrun/lib /opt/spotrun/bin /etc/spotrun",
+        f"test -x {python} || {{ echo 'spotrun: this image has no {SPOTRUN_PREFIX}/venv; build it with "
+        f"worker/image/build-worker-image.sh (README, Deploy)' >&2; exit 1; }}",
+        f"install -d -m 0755 {SPOTRUN_PREFIX}/lib {SPOTRUN_PREFIX}/bin /etc/spotrun /run/spotrun",
     )
     for bundle, target in zip(bundles, ("lambdas", "worker"), strict=True):
         local = user_data.add_s3_download_command(bucket=bundle.bucket, bucket_key=bundle.s3_object_key)
-        user_data.add_commands(f"unzip -q -o {local} -d /opt/spotrun/lib/{target}")
+        user_data.add_commands(f"rm -rf {SPOTRUN_PREFIX}/lib/{target}",
+                               f"{python} -m zipfile -e {local} {SPOTRUN_PREFIX}/lib/{target}")
     user_data.add_commands(
-        # DMTCP from its pinned release tag, built from source (it is in no package repository).
-        f"if [ ! -x /opt/dmtcp/bin/dmtcp_launch ]; then "
-        f"curl -fsSL https://github.com/dmtcp/dmtcp/archive/refs/tags/{DMTCP_VERSION}.tar.gz -o /tmp/dmtcp.tgz && "
-        f"tar -xzf /tmp/dmtcp.tgz -C /tmp && cd /tmp/dmtcp-{DMTCP_VERSION} && ./configure --prefix=/opt/dmtcp -q && "
-        f"make -s -j$(nproc) && make -s install && cd /; fi",
         f"cat > {AGENT_BINARY} <<'SPOTRUN_BIN'",
         "#!/bin/sh",
-        "PYTHONPATH=/opt/spotrun/lib/lambdas:/opt/spotrun/lib/worker exec /opt/spotrun/venv/bin/python -m spotrun_worker",
+        f"PYTHONPATH={SPOTRUN_PREFIX}/lib/lambdas:{SPOTRUN_PREFIX}/lib/worker exec {python} -m spotrun_worker \"$@\"",
         "SPOTRUN_BIN",
         f"chmod 0755 {AGENT_BINARY}",
         f"cat > {AGENT_ENV_FILE} <<'SPOTRUN_ENV'",
         *(f"{name}={value}" for name, value in settings.items()),
-        "SPOTRUN_DMTCP_BIN=/opt/dmtcp/bin",
+        f"SPOTRUN_DMTCP_BIN={DMTCP_PREFIX}/bin",
+        f"{EnvVar.IMAGE_CHECK}={IMAGE_CHECK_FILE}",
         "SPOTRUN_ENV",
         f"chmod 0644 {AGENT_ENV_FILE}",
+        # The boot check, before the agent starts; its verdict is on the console and in the file the
+        # agent reads. A failed check still starts the agent: it runs what the image can run and
+        # reports the rest once, as the image's fault.
+        f"set -a; . {AGENT_ENV_FILE}; set +a",
+        f"{AGENT_BINARY} check-image --out {IMAGE_CHECK_FILE} || echo 'spotrun: the worker image cannot run "
+        "every checkpoint method (see above); the agent reports it for the first task that needs one' >&2",
         f"cat > /etc/systemd/system/{AGENT_UNIT} <<'SPOTRUN_UNIT'",
         "[Unit]",
         "Description=spotrun worker agent",

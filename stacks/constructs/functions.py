@@ -295,7 +295,7 @@ class Functions(Construct):
                     *(self._ec2_arn("subnet", subnet.subnet_id) for subnet in fleet.subnets),
                     self._ec2_arn("network-interface"),
                     self._ec2_arn("spot-instances-request"),
-                    self._ec2_arn("image", account=""),
+                    self._ec2_arn("image", fleet.image.image_id, account=""),  # the worker image only
                 ],
             ),
             iam.PolicyStatement(
@@ -380,6 +380,7 @@ def _environment(wired: FunctionWiring) -> dict[str, str]:
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"].queue_url,
         EnvVar.REPORT_QUEUE_URL: queues["reports"].queue_url,
         EnvVar.LAUNCH_TEMPLATE_ID: fleet.launch_template_id,
+        EnvVar.WORKER_IMAGE_ID: fleet.image.image_id,
         EnvVar.SUBNETS: fleet.subnets_json(),
         EnvVar.INSTANCE_TYPES: json.dumps(list(config.instance_types), separators=(",", ":")),
         EnvVar.ACCOUNT_MAX_INSTANCES: str(config.account_max_instances),
@@ -414,10 +415,6 @@ _EC2_FINDINGS: dict[str, dict[str, str]] = {
         "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:spot-instances-request/*": (
             "Spot requests are created by the launch itself and have no id beforehand; the launch is "
             "bounded by the template, subnets, security group and tag conditions."
-        ),
-        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::image/*": (
-            "The AMI is the Amazon Linux 2023 image the launch template resolves from SSM at deploy "
-            "time; its id changes with every AL2023 release."
         ),
     },
     "ec2-describe": {"Resource::*": _DESCRIBE_REASON},

@@ -12,6 +12,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from spotrun.resources import METRICS_NAMESPACE, METRICS_SERVICE, WORKER_IMAGE_FAULTS_METRIC
+
 PERIOD = Duration.minutes(5)
 DLQ_PERIOD = Duration.minutes(1)
 
@@ -58,6 +60,25 @@ class Observability(Construct):
             )
             alarm.add_alarm_action(action)
             self.alarms.append(alarm)
+
+        # A worker image that cannot run a checkpoint method (spotrun.images): the finisher counts it
+        # once per image and method; tasks needing it fail until the image is fixed.
+        image_faults = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE, metric_name=WORKER_IMAGE_FAULTS_METRIC,
+            dimensions_map={"service": METRICS_SERVICE}, period=PERIOD, statistic=cloudwatch.Stats.SUM,
+        )
+        alarm = image_faults.create_alarm(
+            self,
+            "worker-image-faults",
+            alarm_description="spotrun: the worker image cannot run a checkpoint method (see the WorkerImageFault "
+                              "event on the job's timeline for which one, why and what to do)",
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(action)
+        self.alarms.append(alarm)
 
         self.dashboard = cloudwatch.Dashboard(
             self,

@@ -130,3 +130,37 @@ def test_stats_show_totals_savings_and_a_row_per_pool() -> None:
     })
     assert "interruptions 1" in text and "75% saved" in text and "1.67x" in text
     assert "c6i.large@us-east-1a" in text
+
+
+DMTCP_REASON = ("environment: dmtcp: dmtcp_launch not found on PATH; install DMTCP 4.2.0 or choose "
+                "checkpoint.method: signal|none")
+
+
+def test_status_and_events_show_a_reason_whole() -> None:
+    """Issue 10: a local task's reason was cut to 'CheckpointerUnavailable: checkpoint metho…' in the
+    status table; the table's last column now holds the whole reason."""
+    text = render.render_tasks([task_view(0, "FAILED", reason=DMTCP_REASON)])
+    assert DMTCP_REASON in text
+    event = {**event_view("2026-11-23T12:00:00+00:00", "TaskFailed", 0), "detail": {"reason": DMTCP_REASON}}
+    assert render.render_event(event).endswith(f"reason={DMTCP_REASON}")
+
+
+def test_a_clipped_text_ends_between_words_with_an_ellipsis() -> None:
+    for limit in range(20, len(DMTCP_REASON)):
+        clipped = render._clip(DMTCP_REASON, limit)
+        assert len(clipped) <= limit and clipped.endswith("…")
+        kept = clipped[:-1]
+        assert DMTCP_REASON.startswith(kept) and DMTCP_REASON[len(kept)] in " ,;:", (limit, clipped)
+    assert render._clip(DMTCP_REASON, len(DMTCP_REASON)) == DMTCP_REASON
+    assert render._clip("x" * 50, 10) == "x" * 9 + "…"  # one word longer than the room: cut inside it
+
+
+def test_a_watch_frame_clips_reasons_between_words_and_says_where_they_are_whole() -> None:
+    frame = render.render_watch(job_view(), [task_view(0, "FAILED", reason=DMTCP_REASON)], [], width=100)
+    [row] = [line for line in frame.splitlines() if line.lstrip().startswith("0 ")]
+    assert len(row) <= 100 and row.endswith("…")
+    kept = row[row.index("environment:"):-1]
+    assert DMTCP_REASON.startswith(kept) and DMTCP_REASON[len(kept)] == " "
+    assert f"`spotrun status {JOB_ID}` shows them whole" in frame
+    wide = render.render_watch(job_view(), [task_view(0, "FAILED", reason=DMTCP_REASON)], [], width=300)
+    assert DMTCP_REASON in wide and "shows them whole" not in wide

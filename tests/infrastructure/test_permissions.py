@@ -116,13 +116,11 @@ def test_sns_publish_matches_topic_grants(query: StackTemplate, key: str) -> Non
 
 
 def _worker_role(query: StackTemplate) -> str:
-    roles = [
-        lid
-        for lid, r in query.of_type("AWS::IAM::Role").items()
-        if r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    ]
-    assert len(roles) == 1
-    return roles[0]
+    """The role of the instance profile the workers' launch template names."""
+    [template] = query.of_type("AWS::EC2::LaunchTemplate").values()
+    profile = template["Properties"]["LaunchTemplateData"]["IamInstanceProfile"]["Arn"]["Fn::GetAtt"][0]
+    [role] = query.template["Resources"][profile]["Properties"]["Roles"]
+    return role["Ref"]
 
 
 def _task_role(query: StackTemplate) -> str:

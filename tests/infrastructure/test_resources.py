@@ -230,9 +230,9 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_root_volume(synthesize
     tagged = {spec["ResourceType"]: {t["Key"]: t["Value"] for t in spec["Tags"]} for spec in data["TagSpecifications"]}
     assert tagged["instance"]["spotrun:managed"] == "true"
     assert tagged["volume"]["spotrun:managed"] == "true"
-    image = data["ImageId"]["Ref"]
-    assert query.template["Parameters"][image]["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
-    assert "al2023" in query.template["Parameters"][image]["Default"]
+    # Workers boot the image the stack's Image Builder pipeline baked (tests/infrastructure/test_worker_image.py)
+    [image] = query.of_type("AWS::ImageBuilder::Image")
+    assert data["ImageId"] == {"Fn::GetAtt": [image, "ImageId"]}
 
 
 SECRET_LOOKING = re.compile(
@@ -257,17 +257,32 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "SPOTRUN_DMTCP_BIN",
+        EnvVar.IMAGE_CHECK,
     }
     assert written.pop("SPOTRUN_DMTCP_BIN") == "/opt/dmtcp/bin"
+    assert written.pop(EnvVar.IMAGE_CHECK) == "/run/spotrun/image-check.json"
     # The worker routes: the stage URL built from the API's id (the stage itself would be a cycle).
     assert re.fullmatch(r"https://\$\{ApiRestApi\w+\}\.execute-api\.\$\{AWS::Region\}\.\$\{AWS::URLSuffix\}/v1",
                         written.pop(EnvVar.WORKER_API_URL))
     assert all(value.startswith("${") for value in written.values()), "only deploy-time references, no literals"
     assert "> /etc/spotrun/agent.env" in user_data
-    assert "systemctl enable --now spotrun-agent.service" in user_data
-    # the agent is installed from the stack's own assets, DMTCP from its pinned release
+    # the agent's code comes from the stack's own assets, unpacked with the image's Python
     assert user_data.count("aws s3 cp 's3://") == 2 and "/opt/spotrun/lib/worker" in user_data
-    assert "dmtcp/archive/refs/tags/4.2.0.tar.gz" in user_data and "-m spotrun_worker" in user_data
+    assert "/opt/spotrun/venv/bin/python -m zipfile -e" in user_data and "-m spotrun_worker" in user_data
+
+
+def test_a_worker_boots_without_compiling_or_installing_and_checks_its_image_first(query: StackTemplate) -> None:
+    """DMTCP and Python come with the image: nothing is built or installed at boot (issue 10: the
+    user data downloaded a tag that does not exist and built DMTCP at every boot)."""
+    user_data = render(_launch_data(query)["UserData"])
+    for word in ("dnf ", "yum ", "pip ", "gcc", "make ", "./configure", "curl ", "git ", "github.com"):
+        assert word not in user_data, word
+    check = user_data.index("/opt/spotrun/bin/spotrun-agent check-image --out /run/spotrun/image-check.json")
+    assert check < user_data.index("systemctl enable --now spotrun-agent.service")
+    # the check reads the agent's wiring (SPOTRUN_DMTCP_BIN) and a failed check still starts the agent,
+    # which reports a method the image cannot run once, as the image's fault
+    assert user_data.index("set -a; . /etc/spotrun/agent.env; set +a") < check
+    assert user_data[check:].split("\n", 1)[0].count("|| echo") == 1
 
 
 def test_workers_network_is_public_without_nat_with_flow_logs_and_gateway_endpoints(query: StackTemplate) -> None:

@@ -106,3 +106,61 @@ def test_environment_retries_exhausted_fail_the_task_with_the_reason():
 ])
 def test_a_jobs_state_follows_from_its_task_counts(counts, desired, state):
     assert derive_job_state(counts, desired) == state
+
+
+def finished_without(missing: list[str], exit_code: int = 0) -> CompletionReport:
+    return CompletionReport(job_id="j-1", index=0, attempt=2, instance_id="i-1", sent_at=NOW, outcome="completed",
+                            program=ProgramResult(exit_code=exit_code), missing_outputs=missing)
+
+
+@pytest.mark.parametrize(
+    ("missing", "retries", "task_fields", "state", "event"),
+    [
+        ([], RetrySpec(), {}, TaskState.SUCCEEDED, "TaskSucceeded"),
+        (["pi.txt"], RetrySpec(), {}, TaskState.FAILED, "TaskFailed"),
+        (["pi.txt"], RetrySpec(program=1), {}, TaskState.QUEUED, "TaskRetrying"),
+        (["pi.txt"], RetrySpec(program=1), {"program_failures": 1}, TaskState.FAILED, "TaskFailed"),
+        # exit_codes names the failures worth another run; a clean exit without its outputs is none of them
+        (["pi.txt"], RetrySpec(program=3, exit_codes=[75]), {}, TaskState.FAILED, "TaskFailed"),
+        # never against the environment's budget, whatever it holds
+        (["pi.txt"], RetrySpec(program=0, environment=9), {}, TaskState.FAILED, "TaskFailed"),
+    ],
+)
+def test_a_declared_output_that_matched_nothing_fails_the_program(missing, retries, task_fields, state, event):
+    change = after_completion(running(**task_fields), finished_without(missing), retries)
+    assert (change.to_state, change.event) == (state, event)
+    if missing:
+        assert change.end_attempt.scope == Scope.PROGRAM
+        assert change.increments == {"program_failures": 1}
+        assert change.reason.startswith("program exited with code 0 but declared output pi.txt matched no file")
+
+
+def test_the_reason_names_the_missing_outputs_and_counts_the_rest():
+    many = [f"out-{n}.txt" for n in range(12)]
+    change = after_completion(running(), finished_without(["a.txt", "b/*.csv"]), RetrySpec())
+    assert change.reason == "program exited with code 0 but declared outputs a.txt, b/*.csv matched no file"
+    change = after_completion(running(), finished_without(many), RetrySpec())
+    assert change.reason.endswith("out-8.txt, out-9.txt and 2 more matched no file")
+
+
+def test_a_failed_program_is_reported_by_its_exit_code_even_when_outputs_are_missing():
+    change = after_completion(running(), finished_without(["pi.txt"], exit_code=3), RetrySpec())
+    assert change.to_state == TaskState.FAILED and change.reason == "program exited with code 3"
+
+
+def test_an_image_fault_fails_the_task_at_once_whatever_its_environment_budget():
+    image_report = CompletionReport(job_id="j-1", index=0, attempt=2, instance_id="i-1", sent_at=NOW,
+                                    outcome="environment_error", reason="dmtcp: dmtcp_launch not found on PATH",
+                                    fault="image", image_id="ami-0123456789abcdef0")
+    change = after_completion(running(), image_report, RetrySpec(environment=9))
+    assert change.to_state == TaskState.FAILED and change.end_attempt.scope == Scope.ENVIRONMENT
+    assert change.reason == "environment: worker image ami-0123456789abcdef0: dmtcp: dmtcp_launch not found on PATH"
+    assert change.increments == {"environment_failures": 1}
+    # without the image's verdict the same outcome is an ordinary environment fault, retried elsewhere
+    plain = after_completion(running(), image_report.model_copy(update={"fault": None}), RetrySpec(environment=9))
+    assert plain.to_state == TaskState.QUEUED
+
+
+def test_admission_may_fail_a_queued_task_that_no_instance_can_run():
+    queued = Task(job_id="j-1", index=0, state=TaskState.QUEUED, attempt=0)
+    assert TaskChange(queued, TaskState.FAILED, "TaskFailed", reason="image").to_state == TaskState.FAILED

@@ -17,7 +17,10 @@ from spotrun.domain.model import Task, TaskState
 from spotrun.domain.spec import JobSpec
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.checkpointers.base import CheckpointError
+from spotrun_worker.checkpoints import CheckpointCycle
 from spotrun_worker.routes import InProcessRoutes
+from spotrun_worker.supervisor import Supervisor
+from spotrun_worker.workspace import Workspace
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -67,10 +70,10 @@ def test_a_program_that_exits_during_a_checkpoint_request_is_reported_as_finishe
     routes = InProcessRoutes(None, "i-1", store=Store(task), sqs=Quiet())
     agent = Agent(config, routes, Quiet(), clock=lambda: NOW, sleep=lambda _: None)
     agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
-    agent.spec = JobSpec.model_validate({"name": "n", "command": ["true"], "checkpoint": {"method": "signal",
-                                                                                         "interval": 30}})
-    agent.state_dir = tmp_path / ".spotrun"
-    agent.state_dir.mkdir()
-    agent.progress_path = agent.state_dir / "progress"
-    agent.checkpointer = ExitsWhenAsked()
-    assert agent._supervise(task) is None  # the program ended: upload its outputs and report its result
+    spec = JobSpec.model_validate({"name": "n", "command": ["true"], "checkpoint": {"method": "signal",
+                                                                                   "interval": 30}})
+    agent.workspace = Workspace(tmp_path, 1).create()
+    checkpointer = ExitsWhenAsked()
+    cycle = CheckpointCycle(routes, "b", agent.ref, spec, agent.workspace, checkpointer, agent.clock, 90, 30)
+    # the program ended: upload its outputs and report its result
+    assert Supervisor(agent, checkpointer, cycle).watch(task) is None

@@ -70,12 +70,32 @@ requires_dmtcp = pytest.mark.skipif(
 
 def test_missing_dmtcp_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SPOTRUN_DMTCP_BIN", str(tmp_path))
-    with pytest.raises(CheckpointerUnavailable, match=rf"dmtcp_coordinator, dmtcp_launch, dmtcp_command, "
-                                                      rf"dmtcp_restart are not in SPOTRUN_DMTCP_BIN={tmp_path}"):
+    with pytest.raises(CheckpointerUnavailable) as raised:
         make_checkpointer("dmtcp", signal_name="SIGUSR1")
+    assert str(raised.value) == (
+        f"dmtcp: dmtcp_coordinator, dmtcp_launch, dmtcp_command and dmtcp_restart not found in {tmp_path} "
+        "(SPOTRUN_DMTCP_BIN); install DMTCP 4.2.0 or choose checkpoint.method: signal|none")
     monkeypatch.delenv("SPOTRUN_DMTCP_BIN")
-    with pytest.raises(CheckpointerUnavailable, match="not in PATH"):
+    with pytest.raises(CheckpointerUnavailable, match=r"^dmtcp: dmtcp_coordinator, .* not found on PATH; install"):
         find_tools(search_path=str(tmp_path))
+
+
+def test_a_dmtcp_of_another_version_is_unavailable_and_says_which(tmp_path):
+    for name in ("dmtcp_coordinator", "dmtcp_launch", "dmtcp_command", "dmtcp_restart"):
+        tool = tmp_path / name
+        tool.write_text("#!/bin/sh\necho 'dmtcp_launch (DMTCP) 3.0.0'\n")
+        tool.chmod(0o755)
+    with pytest.raises(CheckpointerUnavailable) as raised:
+        dmtcp.verified_tools(tmp_path)
+    assert str(raised.value) == (f"dmtcp: {tmp_path}/dmtcp_launch --version says 3.0.0, expected 4.2.0; "
+                                 "install DMTCP 4.2.0 or choose checkpoint.method: signal|none")
+    assert dmtcp.verified_tools(tmp_path, expected="3.0.0").launch == tmp_path / "dmtcp_launch"
+
+
+def test_the_pinned_version_is_read_from_the_pin_file():
+    pin = dict(line.split("=", 1) for line in dmtcp.PIN_FILE.read_text().splitlines()
+               if "=" in line and not line.startswith("#"))
+    assert dmtcp.pinned_version() == pin["DMTCP_VERSION"] == "4.2.0"
 
 
 def test_command_lines(tmp_path):

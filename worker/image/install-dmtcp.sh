@@ -7,7 +7,8 @@
 # The same script builds the test suite's cached DMTCP (from ../shared/vendor) and the worker image's
 # (from the release tag), so a wrong URL, flag or package cannot pass the tests and fail on AWS.
 # It needs a C/C++ compiler, make, tar (and git with --git). Nothing is left behind on failure:
-# the build runs in a temporary directory and the prefix is only written by `make install`.
+# the build runs in a temporary directory and the prefix is only written by `make install`. A prefix
+# it already filled from the same source is verified (version, programs) instead of rebuilt.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,9 +33,6 @@ fi
 [ -n "$tarball" ] || [ "$from_git" = 1 ] || { echo "install-dmtcp: give --tarball FILE or --git" >&2; exit 2; }
 jobs=${jobs:-$(nproc 2>/dev/null || echo 2)}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/dmtcp-build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
 if [ -n "$tarball" ]; then
   [ -f "$tarball" ] || { echo "install-dmtcp: no such tarball: $tarball" >&2; exit 1; }
   actual=$(sha256sum "$tarball" | cut -d' ' -f1)
@@ -42,6 +40,32 @@ if [ -n "$tarball" ]; then
     echo "install-dmtcp: $tarball has sha256 $actual, expected $DMTCP_VENDOR_SHA256 (DMTCP $DMTCP_VERSION)" >&2
     exit 1
   fi
+  wanted="tarball sha256:$actual"
+else
+  wanted="git $DMTCP_TAG $DMTCP_COMMIT"
+fi
+
+# A prefix this script already filled from the same source is verified, not rebuilt; one whose stamp
+# and programs disagree is refused rather than silently overwritten.
+stamp="$prefix/.spotrun-dmtcp"
+if [ -f "$stamp" ] && grep -qxF "DMTCP_SOURCE=$wanted" "$stamp" && grep -qxF "DMTCP_VERSION=$DMTCP_VERSION" "$stamp"; then
+  version=$("$prefix/bin/dmtcp_launch" --version 2>&1 | head -n 1 || true)
+  case "$version" in
+    *"$DMTCP_VERSION"*)
+      for tool in dmtcp_coordinator dmtcp_launch dmtcp_command dmtcp_restart; do
+        [ -x "$prefix/bin/$tool" ] || { echo "install-dmtcp: $prefix/bin/$tool is missing; remove $prefix and run again" >&2; exit 1; }
+      done
+      echo "install-dmtcp: DMTCP $DMTCP_VERSION ($wanted) is already installed in $prefix" >&2
+      exit 0 ;;
+    *) echo "install-dmtcp: $prefix says it holds DMTCP $DMTCP_VERSION but dmtcp_launch --version says" \
+            "'$version'; remove $prefix and run again" >&2; exit 1 ;;
+  esac
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/dmtcp-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+if [ -n "$tarball" ]; then
   tar -xzf "$tarball" -C "$work"
   source_dir="$work/dmtcp-$DMTCP_VERSION"
   origin="tarball sha256:$actual"

@@ -25,6 +25,7 @@ from typing import Any
 
 from spotrun.attempts import ClaimRefused
 from spotrun.domain.messages import AttemptRef
+from spotrun.domain.reasons import clip
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 20.0
@@ -181,9 +182,9 @@ class HttpRoutes:
 
 def _error_text(error: urllib.error.HTTPError) -> str:
     try:
-        return str(json.loads(error.read() or b"{}").get("error") or error.reason)[:500]
+        return clip(str(json.loads(error.read() or b"{}").get("error") or error.reason), 500)
     except ValueError:
-        return str(error.reason)[:500]
+        return clip(str(error.reason), 500)
 
 
 def _assignment(answer: dict[str, Any]) -> Assignment:

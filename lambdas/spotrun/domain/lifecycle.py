@@ -7,6 +7,7 @@ out-of-order message therefore finds the task moved on, and the function answers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,8 @@ from spotrun.domain.spec import RetrySpec
 # Which moves are legal at all; everything else is a bug or a stale message.
 ALLOWED = {
     TaskState.WAITING: {TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED},
-    TaskState.QUEUED: {TaskState.LAUNCHING, TaskState.SUSPENDED, TaskState.CANCELLED},
+    # QUEUED -> FAILED: admission fails a task no instance can run (spotrun.images: a faulty worker image).
+    TaskState.QUEUED: {TaskState.LAUNCHING, TaskState.SUSPENDED, TaskState.CANCELLED, TaskState.FAILED},
     TaskState.LAUNCHING: {
         TaskState.RUNNING, TaskState.QUEUED, TaskState.LAUNCHING, TaskState.SUSPENDED,
         TaskState.CANCELLED, TaskState.FAILED,
@@ -128,7 +130,7 @@ def after_completion(task: Task, report: CompletionReport, retries: RetrySpec) -
     end = ended(task, report.outcome, report.scope, exit_code=exit_code, exec_seconds=exec_seconds)
     finished = {"exit_code": exit_code, "log_tail": log_tail}
 
-    if report.outcome == "completed" and exit_code == 0:
+    if report.outcome == "completed" and exit_code == 0 and not report.missing_outputs:
         return TaskChange(task, TaskState.SUCCEEDED, "TaskSucceeded", set_fields=finished, end_attempt=end)
     if report.outcome == "completed":
         return _program_failed(task, exit_code, report, retries, end, finished)
@@ -141,6 +143,8 @@ def after_completion(task: Task, report: CompletionReport, retries: RetrySpec) -
         return TaskChange(task, TaskState.SUSPENDED, "TaskSuspended", end_attempt=end, set_fields={"desired": Desired.RUN})
     if report.outcome == "cancelled":
         return TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user", end_attempt=end)
+    if report.outcome == "environment_error" and report.fault == "image":
+        return image_fault(task, report.image_id, report.reason, end)
     # interrupted or environment_error: the environment's fault, never the program's.
     return environment_fault(
         task, report.reason or report.outcome, retries, end, reclaimed=report.outcome == "interrupted"
@@ -156,8 +160,15 @@ def _program_failed(
     finished: dict[str, Any],
 ) -> TaskChange:
     signal = report.program.signal if report.program else None
-    what = f"killed by signal {signal}" if signal else f"exited with code {exit_code}"
-    retryable = not retries.exit_codes or exit_code in retries.exit_codes
+    if exit_code == 0 and report.missing_outputs:
+        # A declared output that is not there fails the program, as in HTCondor: a result nobody can
+        # download is no success. Retried like any program failure, except when `exit_codes` names the
+        # failures worth another run (a clean exit without its outputs is none of them).
+        what = f"exited with code 0 but {missing_outputs_text(report.missing_outputs)}"
+        retryable = not retries.exit_codes
+    else:
+        what = f"killed by signal {signal}" if signal else f"exited with code {exit_code}"
+        retryable = not retries.exit_codes or exit_code in retries.exit_codes
     if retryable and task.program_failures < retries.program:
         return TaskChange(
             task, TaskState.QUEUED, "TaskRetrying", reason=f"program {what}; retry {task.program_failures + 1} of {retries.program}",
@@ -167,6 +178,17 @@ def _program_failed(
         task, TaskState.FAILED, "TaskFailed", reason=f"program {what}", set_fields=finished,
         increments={"program_failures": 1}, end_attempt=end,
     )
+
+
+MISSING_OUTPUTS_SHOWN = 10
+
+
+def missing_outputs_text(patterns: Sequence[str]) -> str:
+    """'declared output result.json matched no file' (the first few patterns, then how many more)."""
+    shown = ", ".join(patterns[:MISSING_OUTPUTS_SHOWN])
+    more = f" and {len(patterns) - MISSING_OUTPUTS_SHOWN} more" if len(patterns) > MISSING_OUTPUTS_SHOWN else ""
+    plural = len(patterns) > 1
+    return f"declared output{'s' if plural else ''} {shown}{more} matched no file"
 
 
 def environment_fault(
@@ -192,6 +214,20 @@ def environment_fault(
             reason=f"environment: {reason} (environment retries exhausted: {retries.environment})", **common,
         )
     return TaskChange(task, TaskState.QUEUED, "TaskInterrupted", reason=f"environment: {reason}", **common)
+
+
+def image_fault_reason(image_id: str | None, problem: str) -> str:
+    return f"environment: worker image {image_id or '(id unknown)'}: {problem}"
+
+
+def image_fault(task: Task, image_id: str | None, problem: str, end: AttemptEnd | None) -> TaskChange:
+    """The worker image cannot run the task's checkpoint method: every instance boots that image, so
+    another attempt, in this pool or any other, fails the same way. The task fails at once with the
+    image's reason (which says what to do) instead of using up its environment retries on new boots."""
+    return TaskChange(
+        task, TaskState.FAILED, "TaskFailed", reason=image_fault_reason(image_id, problem),
+        increments={"environment_failures": 1}, end_attempt=end,
+    )
 
 
 def derive_job_state(counts: dict[str, int], desired: Desired) -> JobState:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from spotrun.domain.model import Scope
-from spotrun.domain.spec import MAX_TASKS
+from spotrun.domain.spec import MAX_OUTPUT_PATTERN_CHARS, MAX_OUTPUT_PATTERNS, MAX_TASKS
 
 # Floats on the wire: finite, below this magnitude, and rounded to FLOAT_DECIMALS places, so a tiny
 # value (1e-200) becomes 0 rather than underflowing DynamoDB's range, and a float's text (at most 17
@@ -29,6 +29,7 @@ MAX_SEQ = 2**53 - 1  # sequence numbers stay exact in every JSON reader
 MAX_ATTEMPT = 2**31 - 1
 MAX_INDEX = MAX_TASKS  # the combine task comes after the last of at most MAX_TASKS tasks
 JOB_ID_PATTERN = r"^j-[0-9a-f]{20}$"  # what spotrun.jobs generates (new_job_id, idempotent_job_id)
+MAX_REASON = 2048  # a report's reason; the agent clips longer ones (spotrun.domain.reasons.clip)
 
 
 def _rounded(value: float) -> float:
@@ -101,14 +102,21 @@ class CompletionReport(AttemptRef):
     kind: Literal["completion"] = "completion"
     sent_at: WireTime
     outcome: AttemptOutcome
-    reason: str = Field("", max_length=2048)
+    reason: str = Field("", max_length=MAX_REASON)
     program: ProgramResult | None = None
     outputs: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(default_factory=list, max_length=10_000)
+    # Declared output patterns (job or combine `outputs`) that matched no file when the program ended.
+    missing_outputs: list[Annotated[str, StringConstraints(max_length=MAX_OUTPUT_PATTERN_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
     checkpoint_seq: Seq | None = None
     # Seconds of progress this attempt could not save (since its last committed checkpoint).
     unsaved_seconds: Seconds | None = None
     # The agent keeps its instance to take the job's next queued task (instance reuse).
     keep_instance: bool = False
+    # "image": the worker image cannot run the job's checkpoint method (found by the boot check), so
+    # no instance booted from it can: a fault of the image (`image_id`), not of this instance or pool.
+    fault: Literal["image"] | None = None
+    image_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 
     @property
     def scope(self) -> Scope | None:
@@ -116,7 +124,7 @@ class CompletionReport(AttemptRef):
             return Scope.ENVIRONMENT
         if self.outcome == "input_error":
             return Scope.INPUT
-        if self.outcome == "completed" and self.program and self.program.exit_code != 0:
+        if self.outcome == "completed" and self.program and (self.program.exit_code != 0 or self.missing_outputs):
             return Scope.PROGRAM
         return None
 

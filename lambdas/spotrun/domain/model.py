@@ -169,6 +169,19 @@ class PoolStats:
 
 
 @dataclass(frozen=True)
+class ImageFault:
+    """A worker image that cannot run a checkpoint method, as its first report said, until `until`."""
+
+    image_id: str
+    method: str
+    reason: str
+    job_id: str  # the task whose instance found it
+    index: int
+    noted_at: datetime
+    until: datetime
+
+
+@dataclass(frozen=True)
 class TimelineEvent:
     job_id: str
     at: datetime

@@ -27,6 +27,7 @@ from pydantic import (
 MAX_TASKS = 100_000
 MAX_INPUTS = 1_000
 MAX_OUTPUT_PATTERNS = 100
+MAX_OUTPUT_PATTERN_CHARS = 512
 MAX_COMMAND_CHARS = 16_384
 MAX_PARAM_VARS = 64
 MAX_PARAM_VALUE_CHARS = 4_096
@@ -98,7 +99,7 @@ def _stays_inside(pattern: str) -> str:
 
 OutputPattern = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=512, pattern=r"^[^/\x00-\x1f][^\x00-\x1f]*$"),
+    StringConstraints(min_length=1, max_length=MAX_OUTPUT_PATTERN_CHARS, pattern=r"^[^/\x00-\x1f][^\x00-\x1f]*$"),
     AfterValidator(_stays_inside),
 ]
 Seconds = Annotated[int, BeforeValidator(parse_duration), Field(ge=1, le=MAX_TIMEOUT_SECONDS)]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from spotrun.access import session_name
 from spotrun.domain.messages import AttemptRef
+from spotrun.domain.reasons import clip
 from spotrun.resources import EnvVar
 
 logger = Logger(service="spotrun")
@@ -53,9 +54,9 @@ def parse_body(record: SQSRecord, model: type[Model], sns_envelope: bool = False
             body = json.loads(body["Message"])
         return model.model_validate(body)
     except ValidationError as error:
-        raise Malformed(f"{model.__name__}: {problems(error)}"[:300]) from None
+        raise Malformed(clip(f"{model.__name__}: {problems(error)}", 300)) from None
     except (ValueError, KeyError, TypeError) as error:
-        raise Malformed(f"{model.__name__}: {type(error).__name__}: {str(error)[:200]}") from None
+        raise Malformed(f"{model.__name__}: {type(error).__name__}: {clip(str(error), 200)}") from None
 
 
 def check_sender(record: SQSRecord, job_id: str, index: int, attempt: int) -> None:

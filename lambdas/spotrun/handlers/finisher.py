@@ -12,6 +12,7 @@ from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import CompletionReport
 from spotrun.handlers.common import from_its_attempt, instrumented, logger, metrics, run_batch
+from spotrun.resources import WORKER_IMAGE_FAULTS_METRIC
 
 
 @instrumented
@@ -22,6 +23,8 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
         result = complete(cp, report)
         if result.change is not None:
             metrics.add_metric(name=result.change.event, unit=MetricUnit.Count, value=1)
+        if result.image_fault_noted:  # once per image and checkpoint method; its alarm tells the operators
+            metrics.add_metric(name=WORKER_IMAGE_FAULTS_METRIC, unit=MetricUnit.Count, value=1)
         logger.info("completion", extra={"job_id": report.job_id, "task": report.index, "attempt": report.attempt,
                                          "outcome": report.outcome, "applied": result.applied})
 

@@ -30,7 +30,10 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
         done.add(message.job_id)
         metrics.add_metric(name="TasksAdmitted", unit=MetricUnit.Count, value=report.admitted)
         metrics.add_metric(name="LaunchCalls", unit=MetricUnit.Count, value=report.launch_calls)
+        if report.failed_for_image:
+            metrics.add_metric(name="TasksFailedForImage", unit=MetricUnit.Count, value=report.failed_for_image)
         logger.info("reconciled", extra={"job_id": message.job_id, "type": message.type, "admitted": report.admitted,
-                                         "launched": report.launched, "failed_pools": report.failed_pools})
+                                         "launched": report.launched, "failed_pools": report.failed_pools,
+                                         "failed_for_image": report.failed_for_image})
 
     return run_batch(event, context, handle)

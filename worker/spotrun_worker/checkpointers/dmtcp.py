@@ -42,6 +42,7 @@ IMAGE_HEADER = b"DMTCP_CHECKPOINT_IMAGE_v"
 GZIP_HEADER = b"\x1f\x8b"
 DMTCP_SUBDIR = Path(".spotrun") / "dmtcp"
 COMMAND_TIMEOUT_SECONDS = 30.0
+PIN_FILE = Path(__file__).resolve().parents[2] / "image" / "dmtcp.pin"
 
 _CLIENT_LINE = re.compile(
     r"^\s*(?P<number>\d+),\s*(?P<program>.*?)\[(?P<virtual_pid>\d+):(?P<real_pid>\d+)\]@(?P<host>[^,]*),"
@@ -64,6 +65,21 @@ class DmtcpTools:
         return _tool_version(str(self.launch))
 
 
+def pinned_version() -> str:
+    """The DMTCP version spotrun builds, tests and ships (worker/image/dmtcp.pin, in the agent's bundle)."""
+    return _pin()["DMTCP_VERSION"]
+
+
+@functools.cache
+def _pin() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in PIN_FILE.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def what_to_do() -> str:
+    return f"install DMTCP {pinned_version()} or choose checkpoint.method: signal|none"
+
+
 def find_tools(bin_dir: str | Path | None = None, search_path: str | None = None) -> DmtcpTools:
     """The DMTCP programs: from `bin_dir` (else $SPOTRUN_DMTCP_BIN) when given, else from PATH."""
     chosen = bin_dir if bin_dir is not None else os.environ.get(BIN_ENV) or None
@@ -79,13 +95,25 @@ def find_tools(bin_dir: str | Path | None = None, search_path: str | None = None
                 found[name] = Path(located)
     missing = [name for name in TOOL_NAMES if name not in found]
     if missing:
-        where = f"{BIN_ENV}={chosen}" if chosen is not None else "PATH"
-        raise CheckpointerUnavailable(
-            f"checkpoint method 'dmtcp' needs DMTCP 4.2.0, but {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not in {where}; install DMTCP on the worker image "
-            f"or set {BIN_ENV} to its bin directory"
-        )
+        where = f"in {chosen} ({BIN_ENV})" if chosen is not None else "on PATH"
+        names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+        raise CheckpointerUnavailable(f"dmtcp: {names} not found {where}; {what_to_do()}")
     return DmtcpTools(found["dmtcp_coordinator"], found["dmtcp_launch"], found["dmtcp_command"], found["dmtcp_restart"])
+
+
+def verified_tools(bin_dir: str | Path | None = None, expected: str | None = None) -> DmtcpTools:
+    """The DMTCP programs, checked to be the pinned version (`dmtcp_launch --version`).
+
+    A checkpoint image is only restored by the DMTCP that wrote it, so another version is as good
+    as none: CheckpointerUnavailable, saying which version was found and which one is needed.
+    """
+    tools = find_tools(bin_dir)
+    expected = expected or pinned_version()
+    found = tools.version()
+    if found != expected:
+        said = f"says {found}" if found else "gave no version"
+        raise CheckpointerUnavailable(f"dmtcp: {tools.launch} --version {said}, expected {expected}; {what_to_do()}")
+    return tools
 
 
 def parse_version(text: str) -> str | None:
@@ -300,7 +328,8 @@ class DmtcpCheckpointer:
 
     def __init__(self, bin_dir: str | Path | None = None, gzip: bool = False, startup_timeout: float = 30.0,
                  settle_seconds: float = 0.2, poll_seconds: float = 0.1):
-        self.tools = find_tools(bin_dir)  # CheckpointerUnavailable when DMTCP is not installed
+        # CheckpointerUnavailable when DMTCP is not installed, or not the pinned version.
+        self.tools = verified_tools(bin_dir)
         self.gzip = gzip
         self.startup_timeout = startup_timeout
         self.settle_seconds = settle_seconds

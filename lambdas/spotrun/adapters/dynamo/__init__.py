@@ -2,7 +2,7 @@
 
 One part per entity, all on the same table plumbing (`table.Table`): jobs (`jobs`), tasks (`tasks`)
 and their guarded moves (`moves`), attempts and the workers serving them (`attempts`), pools
-(`pools`) and the timeline (`timeline`). Below them: the key layout (`keys`), the wire codec
+(`pools`), the timeline (`timeline`) and worker image faults (`images`). Below them: the key layout (`keys`), the wire codec
 (`codec`), the expression builder (`expressions`) and the item mappers (`items`). `DynamoStore` is
 all of them together, the `spotrun.ports.Store` the use cases see.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from spotrun.adapters.dynamo.attempts import AttemptStore
 from spotrun.adapters.dynamo.codec import UnstorableValue, deserialize, serialize
+from spotrun.adapters.dynamo.images import ImageFaultStore
 from spotrun.adapters.dynamo.jobs import JobStore
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, task_pk
 from spotrun.adapters.dynamo.moves import TaskMoves
@@ -20,7 +21,7 @@ from spotrun.adapters.dynamo.tasks import TaskStore
 from spotrun.adapters.dynamo.timeline import TimelineStore
 
 
-class DynamoStore(JobStore, TaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore):
+class DynamoStore(JobStore, TaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore, ImageFaultStore):
     """The control plane's state in DynamoDB. Takes a boto3 DynamoDB *client* (injected) and the table name."""
 
 

@@ -8,6 +8,7 @@
   POOL#<type>@<zone>        STATS            per-pool statistics, load and cool-down
   ACCOUNT                   CAPACITY         tasks holding a worker, account-wide (the cap)
   EVENTS#<job>#<shard>      <time>#<id>      the job's timeline
+  IMAGE#<ami>               FAULT#<method>   a worker image that cannot run a checkpoint method
 
 Tasks live in their own partitions and every task index is sharded over TASK_SHARDS index keys,
 so a 100,000-task job makes no hot partition. The task role's policy (`spotrun.access`) names the
@@ -78,3 +79,7 @@ def events_pk(job_id: str, shard: int) -> str:
 
 
 ACCOUNT_KEY: Key = {"pk": "ACCOUNT", "sk": "CAPACITY"}
+
+
+def image_fault_key(image_id: str, method: str) -> Key:
+    return {"pk": f"IMAGE#{image_id}", "sk": f"FAULT#{method}"}
