@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "worker" / "image"
 VENDORED = REPO.parent / "shared" / "vendor" / "dmtcp-4.2.0.tar.gz"
 EXCLUDED_DIRS = {"__pycache__", "tests"}
-EXCLUDED_SUFFIXES = {".pyc", ".sh"}  # as stacks/constructs/workers.py BUNDLE_EXCLUDES
+EXCLUDED_SUFFIXES = {".pyc", ".sh"}  # as stacks/constructs/fleet.py BUNDLE_EXCLUDES
 
 
 def bundle(source: Path, target: Path) -> Path:
