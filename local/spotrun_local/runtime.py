@@ -10,8 +10,10 @@
 - the control plane (the `ControlPlane` with its clients and caches, the pumps, the reaper) is one
   *generation* that can be dropped abruptly and rebuilt from the environment while moto and the
   instances stay up (`crash_control_plane` / `start_control_plane`, used by the chaos soak);
-- an instance supervisor turns each EC2 instance moto launches into a real agent process with its
-  own work directory, and kills it (SIGKILL) when the instance is terminated;
+- an instance supervisor turns each EC2 instance moto launches into a real agent process in a PID
+  and mount namespace of its own (`spotrun_local.namespaces`): every instance works in the same
+  `/var/lib/spotrun/work` as on AWS, backed by its own `instances/<id>/work`, and everything it
+  started dies with it when it is terminated, or when the runtime itself dies;
 - a metadata service stand-in answers each agent's IMDSv2 calls;
 - the spot market is replayed from real traces: a pool without capacity refuses launches, a pool
   losing capacity gets interruption warnings and is reclaimed after the (time-scaled) two minutes.
@@ -19,12 +21,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ from spotrun_local.gateway import Gateway, LocalCredentials, new_local_credentia
 from spotrun_local.iam_guard import IamGuard
 from spotrun_local.market import MarketReplay
 from spotrun_local.metadata import MetadataService
+from spotrun_local.namespaces import WORK_PATH, LocalInstance, require_isolation
 from spotrun_local.pump import SqsPump
 
 log = logging.getLogger("spotrun.local")
@@ -120,7 +120,7 @@ class Instance:
     instance_type: str
     zone: str
     spot: bool
-    process: subprocess.Popen[bytes] | None = None
+    process: LocalInstance | None = None  # its processes; `poll()` is the agent's status
     warned_at: float | None = None
     reclaim_at: float | None = None
     killed: bool = False
@@ -205,6 +205,8 @@ class LocalRuntime:
     def start(self) -> LocalRuntime:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.options.root.mkdir(parents=True, exist_ok=True)
+        # Before anything starts: no namespaces, no instances (never instances sharing a work directory).
+        require_isolation(self.options.root)
         for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                             "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true",
                             "POWERTOOLS_METRICS_NAMESPACE": "spotrun"}.items():
@@ -419,14 +421,21 @@ class LocalRuntime:
         for instance_id, instance in self.instances.items():
             if instance_id not in seen and not instance.killed:
                 self._kill(instance)
+        self._supervise_exits()
+
+    def _supervise_exits(self) -> None:
+        """Record each agent's end once (the instance may stay up after its agent died)."""
         for instance in list(self.instances.values()):
-            if instance.exit_code is None and instance.process is not None and instance.process.poll() is not None:
-                instance.exit_code = instance.process.returncode
+            code = instance.process.poll() if instance.exit_code is None and instance.process is not None else None
+            if code is not None:
+                instance.exit_code = code
                 self.counters.events.append({"kind": "agent_exit", "instance": instance.instance_id,
                                              "code": instance.exit_code, "instance_killed": instance.killed,
                                              "at": time.time()})
 
     def _start_agent(self, instance: Instance) -> None:
+        """Boot the instance: its agent, as the child of the init of the instance's own namespaces. Runs on
+        the supervisor thread, which lives as long as the runtime: the instance dies with that thread."""
         self.metadata.register(instance.instance_id, instance.instance_type, instance.zone)
         home = self.options.root / "instances" / instance.instance_id
         home.mkdir(parents=True, exist_ok=True)
@@ -436,7 +445,7 @@ class LocalRuntime:
             "AWS_ENDPOINT_URL": self.endpoint, **self._instance_identity(instance),
             EnvVar.WORKER_API_URL: self.worker_gateway.url,
             "SPOTRUN_IMDS_ENDPOINT": self.metadata.endpoint(instance.instance_id),
-            "SPOTRUN_WORK_ROOT": str((home / "work").resolve()),
+            "SPOTRUN_WORK_ROOT": str(WORK_PATH),  # in the instance's mount namespace: its own instances/<id>/work
             "SPOTRUN_HEARTBEAT_SECONDS": str(self.options.heartbeat_seconds),
             "SPOTRUN_METADATA_POLL_SECONDS": "0.5",
             "SPOTRUN_HANDOVER_WAIT_SECONDS": str(self.options.warning_seconds + 5),
@@ -444,49 +453,21 @@ class LocalRuntime:
         }
         for hook in self.agent_env_hooks:
             hook(instance, env)
-        with (home / "agent.log").open("ab") as output:
-            instance.process = subprocess.Popen(
-                [sys.executable, "-m", "spotrun_worker"], env=env, cwd=home, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        instance.process = LocalInstance.launch(home.resolve(), [sys.executable, "-m", "spotrun_worker"], env,
+                                                home / "agent.log")
         self.counters.agents_started += 1
 
     def _kill(self, instance: Instance) -> None:
-        """The instance is gone: so is everything on it, at once."""
+        """The instance is gone: so is everything on it, at once (its agent, its programs, DMTCP's
+        coordinators: the whole PID namespace)."""
         instance.killed = True
-        process = instance.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        self._kill_programs(instance)
-
-    def _kill_programs(self, instance: Instance) -> None:
-        """The agent runs each program in a session of its own, so killing the agent's group leaves it
-        running (as on a real instance whose agent died); when the instance goes, its programs go too.
-        They are found by their working directory, which is inside the instance's home."""
-        home = str((self.options.root / "instances" / instance.instance_id).resolve())
-        proc = Path("/proc")
-        if not proc.is_dir():
-            return
-        for entry in proc.iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == home or cwd.startswith(home + os.sep):
-                with contextlib.suppress(OSError):
-                    os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
-                    self.counters.events.append({"kind": "program_killed_with_instance", "instance": instance.instance_id,
-                                                 "pid": int(entry.name), "at": time.time()})
+        if instance.process is not None:
+            instance.process.terminate()
 
     def kill_agent(self, instance_id: str) -> None:
-        """Chaos: the agent dies with SIGKILL and no warning; the instance itself stays up."""
+        """Chaos: the agent dies with SIGKILL and no warning; the instance and its programs stay up."""
         instance = self.instances[instance_id]
-        if instance.process is not None and instance.process.poll() is None:
-            os.killpg(instance.process.pid, signal.SIGKILL)
+        if instance.process is not None and instance.process.kill_agent():
             self.counters.agent_kills += 1
             self.counters.events.append({"kind": "agent_kill", "instance": instance_id, "at": time.time()})
 

@@ -1,35 +1,145 @@
-"""An instance the local runtime terminates takes everything on it along, including the programs its
-agent started in sessions of their own (found by the chaos soak: programs of reclaimed instances ran
-on to their end)."""
+"""Local instances (spotrun_local.namespaces): each in a PID and mount namespace of its own, working in
+the same /var/lib/spotrun/work as on AWS, backed by its own directory, and never outliving its
+termination or the runtime itself. Real processes, real namespaces (we are root here)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
-import time
+import textwrap
+from pathlib import Path
 
+import pytest
+
+from spotrun_local.namespaces import WORK_PATH, IsolationUnavailable, LocalInstance, require_isolation
 from spotrun_local.runtime import Instance, LocalRuntime, RuntimeOptions
+from tests.worker.support import wait_for
+
+FAKE_AGENT = Path(__file__).parent / "programs" / "fake_agent.py"
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_terminating_an_instance_kills_the_programs_its_agent_started(tmp_path):
-    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
-    home = tmp_path / "instances" / "i-1"
-    work = home / "work" / "job" / "0"
-    work.mkdir(parents=True)
-    other = tmp_path / "instances" / "i-10" / "work"  # a neighbour whose id starts the same
-    other.mkdir(parents=True)
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    agent = subprocess.Popen(sleeper, cwd=home, start_new_session=True)
-    program = subprocess.Popen(sleeper, cwd=work, start_new_session=True)  # as the agent starts programs
-    neighbour = subprocess.Popen(sleeper, cwd=other, start_new_session=True)
+def namespace_of(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def processes_in(namespace: str) -> set[int]:
+    """Every live process (not a zombie) of a PID namespace, by host PID."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns/pid") != namespace:
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            found.add(int(entry.name))
+    return found
+
+
+def boot(home: Path, *args: str) -> tuple[LocalInstance, str]:
+    instance = LocalInstance.launch(home, [sys.executable, str(FAKE_AGENT), *args], dict(os.environ), home / "agent.log")
+    wait_for(lambda: (home / "work" / "ready").exists(), timeout=20, what=f"the agent in {home} to be ready")
+    init = instance.init_pid(wait_seconds=5)
+    assert init is not None
+    return instance, namespace_of(init)
+
+
+def test_every_instance_works_in_the_same_path_on_its_own_files(tmp_path):
+    first, _ = boot(tmp_path / "i-1", "first")
+    second, _ = boot(tmp_path / "i-2", "second")
     try:
-        runtime._kill(Instance("i-1", "c6i.large", "us-east-1a", True, process=agent))
-        assert agent.poll() is not None
-        program.wait(timeout=5)
-        time.sleep(0.2)
-        assert neighbour.poll() is None
-        assert any(e["kind"] == "program_killed_with_instance" for e in runtime.counters.events)
+        assert (tmp_path / "i-1" / "work" / "mine.txt").read_text() == "first"
+        assert (tmp_path / "i-2" / "work" / "mine.txt").read_text() == "second"
+        assert not (WORK_PATH / "mine.txt").exists()  # the host's path stays an empty mount point
     finally:
-        for process in (agent, program, neighbour):
-            process.kill()
-            process.wait()
+        first.terminate()
+        second.terminate()
+
+
+def test_terminating_an_instance_kills_everything_it_started_and_nothing_else(tmp_path):
+    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
+    doomed, doomed_ns = boot(tmp_path / "i-1")
+    neighbour, neighbour_ns = boot(tmp_path / "i-10")
+    try:
+        # init, agent, program and the detached daemon
+        assert len(processes_in(doomed_ns)) >= 4
+        before = processes_in(neighbour_ns)
+        runtime._kill(Instance("i-1", "c6i.large", "us-east-1a", True, process=doomed))
+        assert processes_in(doomed_ns) == set()
+        assert doomed.poll() == -signal.SIGKILL  # the agent died with its instance
+        assert processes_in(neighbour_ns) == before and neighbour.poll() is None
+    finally:
+        doomed.terminate()
+        neighbour.terminate()
+
+
+def test_killing_the_agent_leaves_the_instance_and_its_programs_up(tmp_path):
+    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
+    instance, namespace = boot(tmp_path / "i-1")
+    runtime.instances["i-1"] = Instance("i-1", "c6i.large", "us-east-1a", True, process=instance)
+    try:
+        before = processes_in(namespace)
+        runtime.kill_agent("i-1")
+        assert instance.poll() == -signal.SIGKILL
+        assert runtime.counters.agent_kills == 1
+        left = processes_in(namespace)
+        assert len(left) == len(before) - 1  # the agent only: init, program and daemon run on
+        runtime._supervise_exits()
+        assert runtime.instances["i-1"].exit_code == -signal.SIGKILL
+    finally:
+        instance.terminate()
+    assert processes_in(namespace) == set()
+
+
+def test_when_the_runtime_dies_by_sigkill_every_instance_dies_with_it(tmp_path):
+    # A runtime stand-in that boots one instance the way the runtime does, then waits to be killed.
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from spotrun_local.namespaces import LocalInstance
+        home = Path({str(tmp_path / "i-1")!r})
+        instance = LocalInstance.launch(home, [sys.executable, {str(FAKE_AGENT)!r}], dict(os.environ),
+                                        home / "agent.log")
+        print(instance.init_pid(wait_seconds=10), flush=True)
+        time.sleep(600)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("local", "worker", "lambdas"))}
+    runtime = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    init = None
+    try:
+        init = int(runtime.stdout.readline())
+        namespace = namespace_of(init)
+        wait_for(lambda: (tmp_path / "i-1" / "work" / "ready").exists(), timeout=20, what="the agent")
+        assert len(processes_in(namespace)) >= 4
+        runtime.kill()
+        runtime.wait()
+        wait_for(lambda: not processes_in(namespace), timeout=10, what="the instance's processes to die")
+    finally:
+        runtime.kill()
+        runtime.wait()
+        if init is not None:  # should the chain have failed, do not leave the instance behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
+
+
+def test_where_namespaces_are_not_permitted_the_runtime_refuses_to_start(tmp_path):
+    # Root without CAP_SYS_ADMIN (as in an unprivileged container): unshare(2) is refused.
+    drop = ("setpriv", "--bounding-set", "-sys_admin", "--")
+    with pytest.raises(IsolationUnavailable, match=r"Operation not permitted.*does not fall back"):
+        require_isolation(tmp_path, wrapper=drop)
+    require_isolation(tmp_path)  # and with it, the same check passes
+    started = subprocess.run(
+        [*drop, sys.executable, "-c", "from pathlib import Path; from spotrun_local.runtime import LocalRuntime, "
+         f"RuntimeOptions; LocalRuntime(None, RuntimeOptions(root=Path({str(tmp_path / 'run')!r}))).start()"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("local", "worker", "lambdas"))},
+        capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0
+    assert "IsolationUnavailable: local instances need a private PID and mount namespace each" in started.stderr
+    assert not (tmp_path / "run" / "instances").exists()
