@@ -89,3 +89,24 @@ def context() -> Any:
     from tests.support import LambdaContextStub
 
     return LambdaContextStub()
+
+
+@pytest.fixture(scope="session")
+def dmtcp_bin() -> Any:
+    """The real DMTCP 4.2.0's bin directory, shared by every real-DMTCP test: `make dmtcp`'s build (found,
+    or built once), or SPOTRUN_DMTCP_BIN. Skips only when the vendored source tarball is absent and
+    nothing names another DMTCP; when the tarball is there, a DMTCP that cannot be found is a failure."""
+    import shutil
+    from pathlib import Path
+
+    from spotrun_local import dmtcp_build
+
+    source = dmtcp_build.tarball()
+    if not source.is_file() and not os.environ.get("SPOTRUN_DMTCP_BIN"):
+        pytest.skip(f"the vendored DMTCP source {source} is absent (../shared/vendor beside the checkout), "
+                    f"so no DMTCP is built for the real-DMTCP tests")
+    try:
+        found = dmtcp_build.find_bin()
+    except dmtcp_build.DmtcpMissing as missing:
+        pytest.fail(f"DMTCP should be available here but is not: {missing}")
+    return found if found is not None else Path(shutil.which("dmtcp_launch") or "").parent

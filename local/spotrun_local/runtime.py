@@ -40,7 +40,7 @@ from spotrun.aws import control_plane_from_env
 from spotrun.control import ControlPlane
 from spotrun.provision import provision
 from spotrun.resources import EnvVar
-from spotrun_local import wiring
+from spotrun_local import dmtcp_build, wiring
 from spotrun_local.gateway import Gateway, LocalCredentials, new_local_credentials
 from spotrun_local.iam_guard import IamGuard
 from spotrun_local.market import MarketReplay
@@ -207,6 +207,7 @@ class LocalRuntime:
         self.options.root.mkdir(parents=True, exist_ok=True)
         # Before anything starts: no namespaces, no instances (never instances sharing a work directory).
         require_isolation(self.options.root)
+        self.dmtcp_bin = self._find_dmtcp()
         for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                             "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true",
                             "POWERTOOLS_METRICS_NAMESPACE": "spotrun"}.items():
@@ -321,6 +322,19 @@ class LocalRuntime:
             return wiring.handler("worker-api")(event, context, control=self.cp)
         except ControlPlaneStopped as stopped:
             raise RuntimeError(str(stopped)) from None
+
+    @staticmethod
+    def _find_dmtcp() -> Path | None:
+        """The DMTCP the agents get (SPOTRUN_DMTCP_BIN, else `make dmtcp`'s build, found or made), so the
+        default checkpoint method works locally. Without the vendored source and any build, jobs can still
+        use `signal` or `none`: say so once. A broken setting or build is an error."""
+        try:
+            return dmtcp_build.find_bin()
+        except dmtcp_build.DmtcpMissing as missing:
+            if dmtcp_build.tarball().is_file():
+                raise
+            log.warning("checkpoint method 'dmtcp' (the default) will fail on local instances: %s", missing)
+            return None
 
     def _instance_tags(self, arn: str) -> dict[str, str]:
         """Resource tags for the guard's aws:ResourceTag conditions (EC2 instances only)."""
@@ -451,6 +465,8 @@ class LocalRuntime:
             "SPOTRUN_HANDOVER_WAIT_SECONDS": str(self.options.warning_seconds + 5),
             "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("lambdas", "worker", "local")),
         }
+        if self.dmtcp_bin is not None:
+            env["SPOTRUN_DMTCP_BIN"] = str(self.dmtcp_bin)
         for hook in self.agent_env_hooks:
             hook(instance, env)
         instance.process = LocalInstance.launch(home.resolve(), [sys.executable, "-m", "spotrun_worker"], env,
