@@ -143,3 +143,38 @@ def test_where_namespaces_are_not_permitted_the_runtime_refuses_to_start(tmp_pat
     assert started.returncode != 0
     assert "IsolationUnavailable: local instances need a private PID and mount namespace each" in started.stderr
     assert not (tmp_path / "run" / "instances").exists()
+
+
+@pytest.mark.slow
+def test_a_dmtcp_checkpoint_taken_on_one_instance_restores_on_another_into_its_own_files(tmp_path, dmtcp_bin):
+    agent = Path(__file__).parent / "programs" / "dmtcp_agent.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("worker", "lambdas", "local", "."))}
+    first_home, second_home = tmp_path / "i-1", tmp_path / "i-2"
+    first = LocalInstance.launch(first_home, [sys.executable, str(agent), str(dmtcp_bin), "launch"], env,
+                                 first_home / "agent.log")
+    second = None
+    try:
+        wait_for(lambda: (first_home / "work" / "checkpointed").exists(), timeout=60, what="the first checkpoint",)
+        at = int((first_home / "work" / "checkpointed").read_text())
+        progress = first_home / "work" / "task" / "progress.txt"
+        wait_for(lambda: int(progress.read_text() or 0) >= at + 3, timeout=30, what="progress after the checkpoint")
+        first.terminate()  # reclaimed: the program dies with its instance
+        lost = (first_home / "work" / "task" / "out.txt").read_bytes()
+
+        second = LocalInstance.launch(second_home, [sys.executable, str(agent), str(dmtcp_bin), "restore",
+                                                    str(first_home / "work" / "outgoing")], env, second_home / "agent.log")
+        wait_for(lambda: (second_home / "work" / "restored.exit").exists(), timeout=120, what="the restore to finish")
+        assert (second_home / "work" / "restored.exit").read_text() == "0", (second_home / "agent.log").read_text()
+        reference = tmp_path / "reference"
+        reference.mkdir()
+        subprocess.run([sys.executable, str(REPO / "tests/worker/programs/appender.py"), "40", "0"], cwd=reference,
+                       check=True)
+        # the restored program wrote into the second instance's own directory, and completely...
+        assert (second_home / "work" / "task" / "out.txt").read_bytes() == (reference / "out.txt").read_bytes()
+        # ...and never into the first one's, which stays as the reclaim left it
+        assert (first_home / "work" / "task" / "out.txt").read_bytes() == lost
+        assert len(lost.splitlines()) < 40
+    finally:
+        first.terminate()
+        if second is not None:
+            second.terminate()

@@ -2,16 +2,22 @@
 
 Three layers: the pure parts (command lines, completion counting, image checks, restore staging);
 the orchestration against a fake DMTCP we own (programs/fake_dmtcp.py: real processes and files,
-no memory capture); and a real DMTCP round trip, which runs only where DMTCP 4.2.0 is installed.
+no memory capture); and real programs through the real DMTCP 4.2.0 (built from ../shared/vendor by
+`make dmtcp`; the `dmtcp_bin` fixture skips them only when that source is absent), each checkpointed,
+lost, restored on "another instance" and compared with an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,20 +55,6 @@ from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
 HEADER = b"DMTCP_CHECKPOINT_IMAGE_v4.0\n"
 TOOLS = DmtcpTools(Path("/opt/dmtcp/bin/dmtcp_coordinator"), Path("/opt/dmtcp/bin/dmtcp_launch"),
                    Path("/opt/dmtcp/bin/dmtcp_command"), Path("/opt/dmtcp/bin/dmtcp_restart"))
-
-
-def _real_tools() -> DmtcpTools | None:
-    try:
-        return find_tools()
-    except CheckpointerUnavailable:
-        return None
-
-
-requires_dmtcp = pytest.mark.skipif(
-    _real_tools() is None,
-    reason="DMTCP is not installed here: dmtcp_launch is neither in $SPOTRUN_DMTCP_BIN nor on PATH "
-           "(it is built on worker images only); the fake-DMTCP tests cover the orchestration",
-)
 
 
 # ------------------------------------------------------------- pure parts
@@ -104,7 +96,8 @@ def test_command_lines(tmp_path):
         "/opt/dmtcp/bin/dmtcp_coordinator", "--daemon", "--exit-on-last", "-p", "0", "--port-file",
         str(tmp_path / "port"), "--coord-logfile", str(tmp_path / "coord.log"), "--ckptdir", str(ckpt)]
     assert launch_argv(TOOLS, 4242, ckpt, ["/bin/sh", "-c", "run"]) == [
-        "/opt/dmtcp/bin/dmtcp_launch", "-j", "-p", "4242", "--ckptdir", str(ckpt), "--no-gzip", "/bin/sh", "-c", "run"]
+        "/opt/dmtcp/bin/dmtcp_launch", "-j", "-p", "4242", "--ckptdir", str(ckpt), "--no-gzip", "--ckpt-open-files",
+        "/bin/sh", "-c", "run"]
     assert "--no-gzip" not in launch_argv(TOOLS, 4242, ckpt, ["prog"], gzip=True)
     images = [ckpt / "ckpt_a.dmtcp", ckpt / "ckpt_b.dmtcp"]
     assert restart_argv(TOOLS, 4242, ckpt, images) == [
@@ -140,13 +133,16 @@ def test_only_the_restart_script_line_counts_as_a_complete_checkpoint():
     assert count_completed("") == 0
 
 
-def test_client_list_gives_real_pids():
-    output = ("Client List:\n#, PROG[virtPID:realPID]@HOST, DMTCP-UNIQUEPID, STATE, BARRIER\n"
-              "1, python3[40000:81234]@ip-10-0-0-1, 5f3c1a2b3c4d5e6f-40000-1234abcd, RUNNING, \n"
-              "2, sh[41000:81240]@ip-10-0-0-1, 5f3c1a2b3c4d5e6f-41000-1234abce, RUNNING, \n")
+def test_client_list_gives_real_pids_and_states():
+    # as DMTCP 4.2.0 prints it (after a restart, one client is still at the restart barrier)
+    output = ("Coordinator:\n  Host: localhost\n  Port: 42499\n"
+              "Client List:\n#, PROG[virtPID:realPID]@HOST, DMTCP-UNIQUEPID, STATE, BARRIER\n"
+              "1, python3.11[40000:81234]@ip-10-0-0-1, 98ff-40000-7f087229e2, WorkerState::RUNNING, \n"
+              "2, sh[41000:81240]@ip-10-0-0-1, 98ff-41000-7f087229f1, WorkerState::RESTARTING, "
+              "Socket::Restart_Ns_Register_Data\n")
     clients = parse_client_list(output)
-    assert [(c.program, c.virtual_pid, c.real_pid, c.state) for c in clients] == [
-        ("python3", 40000, 81234, "RUNNING"), ("sh", 41000, 81240, "RUNNING")]
+    assert [(c.program, c.virtual_pid, c.real_pid, c.host, c.state) for c in clients] == [
+        ("python3.11", 40000, 81234, "ip-10-0-0-1", "RUNNING"), ("sh", 41000, 81240, "ip-10-0-0-1", "RESTARTING")]
     assert parse_client_list("Client List:\n#, PROG[virtPID:realPID]@HOST, DMTCP-UNIQUEPID, STATE, BARRIER\n") == []
 
 
@@ -326,18 +322,17 @@ def test_checkpoint_kill_and_restore_through_the_coordinator(fake_dmtcp, workdir
     coordinator_call = state["history"][0]
     assert {"--daemon", "--exit-on-last", "--coord-logfile"} <= set(coordinator_call)
     # And the program finished with the same result as an uninterrupted run
-    assert read_json(workdir / "result.json") == reference_result(tmp_path)
+    assert read_json(workdir / "result.json") == read_json(uninterrupted(plain_counter(40, 0.0), tmp_path) / "result.json")
     assert second.stop() == 0
 
 
-def reference_result(tmp_path: Path) -> dict:
-    import subprocess
-
+def uninterrupted(command: list[str] | str, tmp_path: Path) -> Path:
+    """Run the program to its end without DMTCP in a directory of its own; that directory."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    subprocess.run(plain_counter(40, 0.0), cwd=reference, check=True, env={k: v for k, v in os.environ.items()
-                                                                             if k != "COUNTER_START"})
-    return read_json(reference / "result.json")
+    env = {k: v for k, v in os.environ.items() if k != "COUNTER_START" and not k.startswith("SPOTRUN_")}
+    subprocess.run(command, cwd=reference, check=True, env=env, shell=isinstance(command, str), timeout=300)
+    return reference
 
 
 def test_a_checkpoint_the_coordinator_never_completes_times_out(fake_dmtcp, workdir, tmp_path, monkeypatch):
@@ -370,20 +365,93 @@ def test_the_dmtcp_version_is_recorded_in_the_facts(fake_dmtcp):
 
 
 # ----------------------------------------------------------- real DMTCP
+#
+# Each real program runs under DMTCP, is checkpointed mid-run and goes on (its files change after the
+# checkpoint); then its instance is lost (SIGKILL) and "another instance" restores it: the same
+# absolute work path (as on every instance), holding none of the lost instance's files. Its result
+# must equal an uninterrupted run's, without DMTCP.
 
 
-@requires_dmtcp
+@dataclass
+class Restored:
+    files: list[Path]  # the checkpoint
+    clients: list[dmtcp.DmtcpClient]  # `dmtcp_command -l` just before it
+    status: int | None  # the restored program's exit status
+
+    def image_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files if p.suffix == ".dmtcp")
+
+
+def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workdir: Path, tmp_path: Path,
+                                after_steps: int, timeout: float = 120.0) -> Restored:
+    env = {k: v for k, v in os.environ.items() if k != "COUNTER_START" and not k.startswith("SPOTRUN_")}
+    progress = workdir / "progress.txt"
+    first = DmtcpCheckpointer(bin_dir=dmtcp_bin)
+    first.start(command, env, workdir, workdir / ".spotrun" / "attempt-1.log")
+    try:
+        wait_for(lambda: read_int(progress) >= after_steps, timeout=timeout, what=f"{after_steps} steps")
+        clients = first.clients()
+        files = first.checkpoint(tmp_path / "checkpoint", timeout=timeout)
+        assert files and all(image_problem(p) is None for p in files if p.suffix == ".dmtcp")
+        at = read_int(progress)
+        wait_for(lambda: read_int(progress) >= at + 2, timeout=timeout, what="progress after the checkpoint")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.program.pgid, signal.SIGKILL)  # the instance is lost, with everything on it
+        first.stop(grace_seconds=0)
+    shutil.move(workdir, tmp_path / "lost-instance")
+    workdir.mkdir()  # the next instance's work directory: what the agent stages, nothing else
+    second = DmtcpCheckpointer(bin_dir=dmtcp_bin)
+    second.start(command, env, workdir, workdir / ".spotrun" / "attempt-2.log", restore_from=tmp_path / "checkpoint")
+    status = second.wait(timeout)
+    second.stop(grace_seconds=1)
+    assert status == 0, (workdir / ".spotrun" / "attempt-2.log").read_text(errors="replace")[-3000:]
+    return Restored(files, clients, status)
+
+
 @pytest.mark.slow
-def test_real_dmtcp_checkpoint_and_restart_continue_the_computation(workdir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "COUNTER_START"}
-    first = DmtcpCheckpointer()
-    first.start(plain_counter(60, 0.05), env, workdir, workdir / "attempt-1.log")
-    wait_for(lambda: read_int(workdir / "progress.txt") >= 10, timeout=30, what="10 steps")
-    files = first.checkpoint(tmp_path / "outgoing", timeout=60)
-    assert files and all(image_problem(p) is None for p in files if p.suffix == ".dmtcp")
-    first.stop(grace_seconds=2)
+def test_real_dmtcp_restores_a_program_holding_its_state_in_memory(dmtcp_bin, workdir, tmp_path):
+    restored = checkpoint_lose_and_restore(dmtcp_bin, plain_counter(60, 0.05), workdir, tmp_path, after_steps=10)
+    result = read_json(workdir / "result.json")
+    assert result == read_json(uninterrupted(plain_counter(60, 0.0), tmp_path) / "result.json")
+    assert result["step"] == 60
+    # the real `dmtcp_command -l`: one client, running, with its real PID
+    assert [(c.state, c.real_pid > 0) for c in restored.clients] == [("RUNNING", True)]
 
-    second = DmtcpCheckpointer()
-    second.start(plain_counter(60, 0.05), env, workdir, workdir / "attempt-2.log", restore_from=tmp_path / "outgoing")
-    assert second.wait(60) == 0, (workdir / "attempt-2.log").read_text()[-2000:]
-    assert read_json(workdir / "result.json") == reference_result(tmp_path)
+
+@pytest.mark.slow
+def test_real_dmtcp_restores_an_output_file_kept_open_and_appended_to(dmtcp_bin, workdir, tmp_path):
+    command = [sys.executable, str(PROGRAMS / "appender.py"), "50", "0.05"]
+    restored = checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=10)
+    # the open file travelled with the checkpoint (the new instance had none) and was appended to
+    assert any(p.parent.name.endswith("_files") and p.name.startswith("out.txt_") for p in restored.files)
+    assert (workdir / "out.txt").read_bytes() == (uninterrupted(command, tmp_path) / "out.txt").read_bytes()
+    # the restored program's output goes to the new attempt's log, not the lost one's
+    assert "step 49" in (workdir / ".spotrun" / "attempt-2.log").read_text()
+    assert not (workdir / ".spotrun" / "attempt-1.log").exists()
+
+
+@pytest.mark.slow
+def test_real_dmtcp_restores_a_shell_pipeline_with_its_child_processes(dmtcp_bin, workdir, tmp_path):
+    command = (f"{sys.executable} {PROGRAMS / 'squares.py'} 80 0.03 "
+               "| awk '{ s = (s * 31 + $1) % 1000000007 } END { print s }' > sum.txt")
+    restored = checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=15)
+    assert sorted(c.state for c in restored.clients) == ["RUNNING"] * 3  # sh, python, awk
+    assert len([p for p in restored.files if p.suffix == ".dmtcp"]) == 3
+    expected = (uninterrupted(command, tmp_path) / "sum.txt").read_text()
+    assert (workdir / "sum.txt").read_text() == expected and expected.strip().isdigit()
+
+
+@pytest.mark.slow
+def test_real_dmtcp_restores_a_multithreaded_program(dmtcp_bin, workdir, tmp_path):
+    command = [sys.executable, str(PROGRAMS / "threads.py"), "40", "0.05"]
+    checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=10)
+    assert read_json(workdir / "result.json") == read_json(uninterrupted(command, tmp_path) / "result.json")
+
+
+@pytest.mark.slow
+def test_real_dmtcp_restores_hundreds_of_mib_of_numpy_arrays(dmtcp_bin, workdir, tmp_path):
+    command = [sys.executable, str(PROGRAMS / "arrays.py"), "256", "12", "0.1"]
+    restored = checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=3)
+    assert restored.image_bytes() > 256 * 1024 * 1024  # the arrays are in the image
+    assert read_json(workdir / "result.json") == read_json(uninterrupted(command, tmp_path) / "result.json")

@@ -50,7 +50,7 @@ def program_args(args: list[str]) -> list[str]:
             continue
         if arg in ("-p", "--ckptdir", "--port-file", "--coord-logfile"):
             skip_next = True
-        elif arg in ("-j", "--no-gzip", "--new-coordinator"):
+        elif arg in ("-j", "--no-gzip", "--new-coordinator", "--ckpt-open-files"):
             continue
         else:
             return args[i:]

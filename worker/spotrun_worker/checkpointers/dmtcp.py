@@ -14,6 +14,13 @@ checkpoint directory before `dmtcp_restart` runs in the work directory (pitfall 
 DMTCP keeps in `*_files/` are found where it recorded them (pitfall 3). GCONV_PATH is set as well,
 so that glibc's gconv cache is not part of the image at all.
 
+Files the program holds open go into the checkpoint too (`--ckpt-open-files`): a restore happens on
+another instance, whose work directory holds only the staged inputs, so an output the program keeps
+open and appends to would otherwise come back as NUL bytes (pitfall 4). DMTCP copies each open file
+the user owns into `*_files/` and recreates it at restart where it is missing; one that exists with
+other contents stops the restart (DMTCP never overwrites it). The program's stdout and stderr (the
+attempt's log) are not among them: a restored program writes to `dmtcp_restart`'s, the new log.
+
 Images are written uncompressed (`--no-gzip`, `DMTCP_GZIP=0`): gzip costs ten times the checkpoint
 time for about 15% less data. The restart script is never used (it hard-codes host, port and paths).
 """
@@ -156,8 +163,10 @@ def coordinator_argv(tools: DmtcpTools, port_file: Path, log_file: Path, ckpt_di
 
 
 def launch_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, program: list[str], gzip: bool = False) -> list[str]:
+    # --ckpt-open-files is inherited by every process of the computation and survives restarts (DMTCP
+    # keeps it in the program's environment, DMTCP_CKPT_OPEN_FILES).
     return [str(tools.launch), "-j", "-p", str(port), "--ckptdir", str(ckpt_dir),
-            *([] if gzip else ["--no-gzip"]), *program]
+            *([] if gzip else ["--no-gzip"]), "--ckpt-open-files", *program]
 
 
 def restart_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, images: list[Path]) -> list[str]:
@@ -208,17 +217,21 @@ class DmtcpClient:
     virtual_pid: int
     real_pid: int
     host: str
-    state: str
+    state: str  # RUNNING, SUSPENDED, CHECKPOINTING, RESTARTING, ... (DMTCP prints WorkerState::RUNNING)
 
 
 def parse_client_list(output: str) -> list[DmtcpClient]:
-    """`dmtcp_command -l` output -> its clients, with the real PIDs (pitfall 6)."""
+    """`dmtcp_command -l` output -> its clients, with the real PIDs (pitfall 6).
+
+    DMTCP 4.2.0 prints `1, python3.11[40000:29281]@vm, 98ff-40000-7f087229e2, WorkerState::RUNNING, `;
+    the state is given without its `WorkerState::` prefix."""
     clients = []
     for line in output.splitlines():
         match = _CLIENT_LINE.match(line)
         if match:
+            state = match["state"].strip().removeprefix("WorkerState::")
             clients.append(DmtcpClient(int(match["number"]), match["program"].strip(), int(match["virtual_pid"]),
-                                       int(match["real_pid"]), match["host"].strip(), match["state"].strip()))
+                                       int(match["real_pid"]), match["host"].strip(), state))
     return clients
 
 
