@@ -499,6 +499,14 @@ class LocalRuntime:
             elif instance.reclaim_at is not None and now >= instance.reclaim_at:
                 self._reclaim(instance)
 
+    def interrupt(self, instance_id: str) -> None:
+        """A spot interruption warning for this instance now, exactly as the market replay gives one (the
+        metadata notice, the EventBridge event, the reclaim after the time-scaled two minutes)."""
+        instance = self.instances[instance_id]
+        if not instance.spot or instance.killed or instance.warned_at is not None:
+            raise ValueError(f"{instance_id} is not a running spot instance without a warning")
+        self._warn(instance)
+
     def _warn(self, instance: Instance) -> None:
         at = datetime.now(UTC) + timedelta(seconds=self.options.warning_seconds)
         instance.warned_at = time.monotonic()
