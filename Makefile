@@ -60,7 +60,7 @@ bench: bench-policy bench-agent bench-boot ## run every benchmark and write benc
 bench-policy: $(STAMP) ## the spot policy on the real traces -> bench/results/policy.json
 	$(BIN)/python -m bench.policy
 
-bench-agent: $(STAMP) ## interruption cost and checkpoint throughput on the local runtime -> bench/results/agent.json
+bench-agent: $(STAMP) $(DMTCP_STAMP) ## interruption cost, checkpoint throughput and DMTCP on the local runtime -> bench/results/agent.json
 	$(BIN)/python -m bench.agent
 
 bench-boot: $(STAMP) ## a worker's boot on the worker image vs building that image -> bench/results/boot.json

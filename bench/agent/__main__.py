@@ -8,7 +8,9 @@ Measures, on real agent processes against moto's server with the replayed market
 - warning -> replacement launched, in the control plane (goal under 1 s);
 - warning -> the task running again on its replacement (restore included);
 - checkpoint capture + upload throughput as a ratio to a plain copy of the same bytes to the same
-  store (goal 0.8 or better).
+  store (goal 0.8 or better);
+- the default checkpointer, DMTCP, on a ~500 MB process: each checkpoint's time and image size, each
+  restore's time, and the work lost over 3 warnings (bench/agent/dmtcp.py).
 Writes bench/results/agent.json.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
+from bench.agent.dmtcp import dmtcp_scenario  # noqa: E402
 from spotrun.domain.model import JobState  # noqa: E402
 from spotrun.jobs import submit_job  # noqa: E402
 from spotrun_local import demo  # noqa: E402
@@ -220,6 +223,7 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "throughput": throughput(),
         "interruptions": interruption_scenario(),
+        "dmtcp": dmtcp_scenario(),
     }
     results["seconds"] = round(time.monotonic() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,16 @@ def pick_window(traces: dict[str, Trace], zones: Sequence[str], ticks: int, min_
     raise ValueError("no window in the traces has that many capacity losses")
 
 
+def steady_window(traces: dict[str, Trace], zones: Sequence[str], ticks: int) -> int:
+    """A start tick where every zone keeps its capacity for `ticks`: no market interruptions (tests and
+    benchmarks that interrupt instances themselves, with `LocalRuntime.interrupt`)."""
+    length = min(len(traces[z].available) for z in zones)
+    for start in range(length - ticks):
+        if all(all(traces[z].available[start:start + ticks]) for z in zones):
+            return start
+    raise ValueError(f"no window of {ticks} ticks in the traces where {', '.join(zones)} all keep capacity")
+
+
 class MarketReplay:
     """Availability and price per pool at the replay's current tick."""
 

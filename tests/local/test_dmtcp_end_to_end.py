@@ -44,7 +44,10 @@ def test_a_bc_job_with_the_default_checkpointer_survives_two_interruptions(tmp_p
 
         events = store.timeline(job.job_id, 500)
         restored = [e for e in events if e.kind == "CheckpointRestored"]
-        assert [e.attempt for e in restored] == [2, 3]  # each replacement resumed the final checkpoint before it
+        assert [e.attempt for e in restored] == [2, 3]
+        for event in restored:  # each replacement resumed the final checkpoint of the attempt before it
+            before = [c.detail["seq"] for c in events if c.kind == "CheckpointCommitted" and c.attempt == event.attempt - 1]
+            assert event.detail == {"seq": max(before), "from_attempt": event.attempt - 1}
         commits = [e for e in events if e.kind == "CheckpointCommitted"]
         assert len(commits) >= 2 and all(e.detail["method"] == "dmtcp" for e in commits)
         interrupted = [e for e in events if e.kind == "AttemptEnded" and e.attempt in (1, 2)]

@@ -13,7 +13,7 @@ import pytest
 
 from spotrun.domain.model import JobState
 from spotrun_local import demo
-from spotrun_local.market import MarketReplay, load_traces
+from spotrun_local.market import MarketReplay, load_traces, steady_window
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions
 
 pytestmark = pytest.mark.slow
@@ -29,15 +29,6 @@ def test_the_run_command_solves_a_problem_through_real_interruptions(tmp_path, m
     assert summary["result"]["primes"] == demo.sieve_count(16_000_000) == 1_031_130
     assert summary["interruptions"] >= 1 and summary["market_warnings"] >= 1
     assert summary["checkpoints_committed"] >= 1
-
-
-def steady_window(traces, zones, ticks):
-    """A start tick where every zone keeps its capacity: no market interruptions."""
-    length = min(len(traces[z].available) for z in zones)
-    for start in range(length - ticks):
-        if all(all(traces[z].available[start:start + ticks]) for z in zones):
-            return start
-    raise AssertionError("no steady window")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,6 +334,19 @@ def uninterrupted(command: list[str] | str, tmp_path: Path) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "COUNTER_START" and not k.startswith("SPOTRUN_")}
     subprocess.run(command, cwd=reference, check=True, env=env, shell=isinstance(command, str), timeout=300)
     return reference
+
+
+def test_uncompressed_images_are_taken_without_waiting_for_them_to_settle(fake_dmtcp, workdir, tmp_path):
+    # only a gzip compressor may still be writing after DMTCP reports the checkpoint (pitfall 7)
+    runner = DmtcpCheckpointer(settle_seconds=30.0)
+    runner.start(plain_counter(400, 0.02), dict(os.environ), workdir, workdir / "log")
+    try:
+        wait_for(lambda: read_int(workdir / "progress.txt") >= 2, what="2 steps")
+        began = time.monotonic()
+        assert runner.checkpoint(tmp_path / "into", timeout=20)
+        assert time.monotonic() - began < 10
+    finally:
+        runner.stop(1)
 
 
 def test_a_checkpoint_the_coordinator_never_completes_times_out(fake_dmtcp, workdir, tmp_path, monkeypatch):

@@ -470,7 +470,10 @@ class DmtcpCheckpointer:
                                       f"reported '{COMPLETE_LINE}' (log: {self.coordinator_log})")
             time.sleep(self.poll_seconds)
         images = sorted(self.ckpt_dir.glob(IMAGE_GLOB))
-        wait_for_whole_images(images, deadline, self.settle_seconds)
+        # Uncompressed, DMTCP renames an image from its .temp name once written, before it reports the
+        # checkpoint: no size to watch settle. The program runs again meanwhile, and whatever it does
+        # before the agent freezes it after a final checkpoint is done again after the restore.
+        wait_for_whole_images(images, deadline, self.settle_seconds if self.gzip else 0.0)
         return move_checkpoint(images, into)
 
     def _completed_since(self, log_offset: int, script_before: int) -> bool:
