@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from spotrun.domain.model import JobState
+from spotrun.domain.spec import JobSpec
 from spotrun.jobs import submit_job
-from spotrun.model import JobState
-from spotrun.spec import JobSpec
 from tests.local.test_end_to_end import explain, steady_runtime, wait_for
 
 pytestmark = pytest.mark.slow
