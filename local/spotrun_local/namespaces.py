@@ -119,10 +119,6 @@ class LocalInstance:
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         return cls(home, launcher)
 
-    @property
-    def pid(self) -> int:
-        return self.launcher.pid
-
     def init_pid(self, wait_seconds: float = 0.0) -> int | None:
         """The init's PID on the host, once it wrote it (None if the instance is already gone)."""
         deadline = time.monotonic() + wait_seconds
@@ -146,10 +142,6 @@ class LocalInstance:
         with contextlib.suppress(OSError, ValueError):  # the init may have written it just before it ended
             return int((self.home / AGENT_EXIT_FILE).read_text())
         return SETUP_FAILED if (self.home / ERROR_FILE).exists() else -signal.SIGKILL
-
-    @property
-    def returncode(self) -> int | None:
-        return self.poll()
 
     def setup_error(self) -> str | None:
         with contextlib.suppress(OSError):

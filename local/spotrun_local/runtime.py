@@ -443,9 +443,13 @@ class LocalRuntime:
             code = instance.process.poll() if instance.exit_code is None and instance.process is not None else None
             if code is not None:
                 instance.exit_code = code
-                self.counters.events.append({"kind": "agent_exit", "instance": instance.instance_id,
-                                             "code": instance.exit_code, "instance_killed": instance.killed,
-                                             "at": time.time()})
+                event = {"kind": "agent_exit", "instance": instance.instance_id, "code": instance.exit_code,
+                         "instance_killed": instance.killed, "at": time.time()}
+                why = instance.process.setup_error() if instance.process is not None else None
+                if why:  # the instance never got its namespaces: its agent never ran
+                    log.error("instance %s: %s", instance.instance_id, why)
+                    event["setup_error"] = why
+                self.counters.events.append(event)
 
     def _start_agent(self, instance: Instance) -> None:
         """Boot the instance: its agent, as the child of the init of the instance's own namespaces. Runs on

@@ -178,3 +178,22 @@ def test_a_dmtcp_checkpoint_taken_on_one_instance_restores_on_another_into_its_o
         first.terminate()
         if second is not None:
             second.terminate()
+
+
+def test_an_instance_that_cannot_set_itself_up_says_why_and_runs_no_agent(tmp_path):
+    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
+    home = tmp_path / "i-1"
+    home.mkdir()
+    (home / "work").write_text("a file where the instance's work directory should be")
+    instance = LocalInstance.launch(home, [sys.executable, str(FAKE_AGENT)], dict(os.environ), home / "agent.log")
+    runtime.instances["i-1"] = Instance("i-1", "c6i.large", "us-east-1a", True, process=instance)
+    try:
+        wait_for(lambda: instance.poll() is not None, timeout=20, what="the instance to give up")
+        assert instance.poll() == 70
+        assert "cannot set up the instance's namespaces" in (instance.setup_error() or "")
+        runtime._supervise_exits()
+        [event] = [e for e in runtime.counters.events if e["kind"] == "agent_exit"]
+        assert event["code"] == 70 and "File exists" in event["setup_error"]
+        assert "spotrun instance: cannot set up" in (home / "agent.log").read_text()  # in its log too
+    finally:
+        instance.terminate()
