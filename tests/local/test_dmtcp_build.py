@@ -27,7 +27,7 @@ def fake_install(prefix: Path) -> Path:
 
 def test_an_explicit_bin_directory_must_hold_dmtcp(tmp_path):
     assert find_bin({"SPOTRUN_DMTCP_BIN": str(fake_install(tmp_path / "mine"))}, cache=tmp_path) == tmp_path / "mine/bin"
-    with pytest.raises(DmtcpMissing, match=rf"not in SPOTRUN_DMTCP_BIN={tmp_path}"):
+    with pytest.raises(DmtcpMissing, match=rf"not found in {tmp_path} \(SPOTRUN_DMTCP_BIN\)"):
         find_bin({"SPOTRUN_DMTCP_BIN": str(tmp_path)}, cache=tmp_path)
 
 

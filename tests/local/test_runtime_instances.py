@@ -197,3 +197,9 @@ def test_an_instance_that_cannot_set_itself_up_says_why_and_runs_no_agent(tmp_pa
         assert "spotrun instance: cannot set up" in (home / "agent.log").read_text()  # in its log too
     finally:
         instance.terminate()
+
+
+def test_the_common_work_path_is_the_agents_default_work_root():
+    from spotrun_worker.config import AgentConfig
+
+    assert AgentConfig.__dataclass_fields__["work_root"].default == WORK_PATH
