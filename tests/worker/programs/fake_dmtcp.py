@@ -32,8 +32,11 @@ def load(port: str) -> dict:
 
 
 def save(port: str, state: dict) -> None:
+    """Atomically: `command` reads the state while `launch` or `restart` may be writing it."""
     STATE.mkdir(parents=True, exist_ok=True)
-    (STATE / f"{port}.json").write_text(json.dumps(state))
+    temporary = STATE / f"{port}.json.{os.getpid()}"
+    temporary.write_text(json.dumps(state))
+    os.replace(temporary, STATE / f"{port}.json")
 
 
 def log(state: dict, line: str) -> None:
