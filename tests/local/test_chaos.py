@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError
 
 from spotrun_local.chaos.faults import FaultLog, FaultRates, InjectedCrash, ServiceFaults
 from spotrun_local.chaos.queues import ChaosPump, QueueRates, Receipts
+from spotrun_local.endpoint import moto_server
 from spotrun_local.pump import SqsPump
-from spotrun_local.runtime import moto_server
 from spotrun_local.soak import explain_dead_letter
 
 

@@ -51,7 +51,7 @@ TAGS = [{"Key": "job", "Value": "j-1"}, {"Key": "task_key", "Value": "000003"}, 
 
 
 def guarded_moto_server(guard: IamGuard) -> Any:
-    """moto's server as the runtime builds it (spotrun_local.runtime.moto_server), behind the guard."""
+    """moto's server as the runtime builds it (spotrun_local.endpoint.moto_server), behind the guard."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server

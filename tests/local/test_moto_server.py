@@ -12,7 +12,7 @@ import threading
 import boto3
 from botocore.exceptions import ClientError
 
-from spotrun_local.runtime import moto_server
+from spotrun_local.endpoint import moto_server
 
 
 def test_failing_conditional_transactions_do_not_undo_concurrent_writes():

@@ -64,7 +64,7 @@ def submit(runtime: Any, problem: Problem, seed: int, deadline: float) -> None:
     """Through the API's use case on the current control plane (faults and crashes included): retried
     with an idempotency key until it answers, as a client of the API would."""
     from spotrun.jobs import submit_job
-    from spotrun_local.runtime import ControlPlaneStopped
+    from spotrun_local.control_plane import ControlPlaneStopped
 
     while time.monotonic() < deadline:
         try:

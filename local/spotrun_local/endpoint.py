@@ -1,0 +1,73 @@
+"""The local AWS endpoint: moto in server mode, and EC2 capacity decided by the replayed market."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
+from spotrun_local.market import MarketReplay
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None) -> Any:
+    """moto in server mode, with its DynamoDB requests served one at a time.
+
+    moto's TransactWriteItems snapshots the whole table first and, when any of its conditions fails,
+    puts the snapshot back: every write other threads made to the table in between is undone (and
+    the snapshot's deepcopy can fail while another request changes the table). spotrun relies on
+    failing conditional transactions for all its concurrency control, so the local runtime, whose
+    handlers and agents all call moto at once, lost writes under load (tasks stuck QUEUED without a
+    trace, job counts off): found by the chaos soak. DynamoDB itself is atomic per item and per
+    transaction; serializing moto's DynamoDB requests restores that. Other services (long-polled SQS
+    receives among them) stay concurrent.
+
+    With a `guard` (spotrun_local.iam_guard.IamGuard), requests signed by worker sessions are
+    authorized against their role's policy first, as IAM would: moto itself evaluates none.
+    """
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            if guard is not None:
+                app = guard.wrap(app)
+            dynamodb = threading.Lock()
+
+            def serve(environ: dict[str, Any], start_response: Any) -> Any:
+                if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+                    return app(environ, start_response)
+                with dynamodb:
+                    body = app(environ, start_response)
+                    try:
+                        return [b"".join(body)]
+                    finally:
+                        if hasattr(body, "close"):
+                            body.close()
+
+            self._server = make_server(self._ip_address, self._port, serve, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address=ip_address, port=port, verbose=False)
+
+
+class LocalCompute(Ec2Compute):
+    """EC2 through moto, with the replayed market deciding whether spot capacity exists."""
+
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], market: MarketReplay):
+        super().__init__(client, launch_template_id, subnets)
+        self.market = market
+        self.refused: list[str] = []
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        if request.spot and not self.market.available(request.zone):
+            self.refused.append(f"{request.instance_type}@{request.zone}")
+            return LaunchResult(error_code="InsufficientInstanceCapacity",
+                                error_message=f"no spot capacity in {request.zone} (replayed trace)")
+        return super().launch(request)
+
