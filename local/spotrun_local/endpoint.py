@@ -12,7 +12,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 
 
-def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None) -> Any:
+def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None, journal: Any = None) -> Any:
     """moto in server mode, with its DynamoDB requests served one at a time.
 
     moto's TransactWriteItems snapshots the whole table first and, when any of its conditions fails,
@@ -26,6 +26,9 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None)
 
     With a `guard` (spotrun_local.iam_guard.IamGuard), requests signed by worker sessions are
     authorized against their role's policy first, as IAM would: moto itself evaluates none.
+
+    With a `journal` (spotrun_local.persistence.StateJournal), every change moto answers with
+    success is journaled before the answer leaves (spotrun_local.capture), inside the DynamoDB lock.
     """
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -33,12 +36,14 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None)
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            if guard is not None:
-                app = guard.wrap(app)
+            app: Any = DomainDispatcherApplication(create_backend_app)
+            if journal is not None:
+                from spotrun_local.capture import Capture
+
+                app = Capture(journal, app)
             dynamodb = threading.Lock()
 
-            def serve(environ: dict[str, Any], start_response: Any) -> Any:
+            def one_dynamodb_request_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
                 if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
                     return app(environ, start_response)
                 with dynamodb:
@@ -49,6 +54,7 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None)
                         if hasattr(body, "close"):
                             body.close()
 
+            serve = guard.wrap(one_dynamodb_request_at_a_time) if guard is not None else one_dynamodb_request_at_a_time
             self._server = make_server(self._ip_address, self._port, serve, True, request_handler=MotoRequestHandler)
             self._server_ready_event.set()
             self._server.serve_forever()

@@ -219,7 +219,7 @@ _BUCKET_ACTIONS = {("GET", ""): "ListBucket", ("HEAD", ""): "ListBucket",
                    ("DELETE", ""): "DeleteBucket"}
 
 
-def _s3_location(request: HttpRequest) -> tuple[str, str]:
+def s3_location(request: HttpRequest) -> tuple[str, str]:
     """(bucket, key) from a path-style (/bucket/key) or virtual-hosted (bucket.localhost/key) URL."""
     raw = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
     if raw:  # undecoded, so that an encoded '?' or '%' in a key survives
@@ -235,7 +235,7 @@ def _s3_location(request: HttpRequest) -> tuple[str, str]:
 
 
 def s3_requests(request: HttpRequest) -> list[AccessRequest]:
-    bucket, key = _s3_location(request)
+    bucket, key = s3_location(request)
     method, query = request.method, request.query
     if not bucket:
         return [AccessRequest("s3:ListAllMyBuckets", "*")]

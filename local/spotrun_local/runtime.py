@@ -39,6 +39,7 @@ from spotrun_local.instances import REPO, Instance, InstanceSupervisor
 from spotrun_local.market import MarketReplay
 from spotrun_local.metadata import MetadataService
 from spotrun_local.namespaces import require_isolation
+from spotrun_local.persistence import RestoreReport, StateJournal
 from spotrun_local.pump import SqsPump
 
 __all__ = ["REPO", "Counters", "Instance", "LocalRuntime", "RuntimeOptions"]
@@ -61,6 +62,10 @@ class RuntimeOptions:
     zones: tuple[str, ...] = ("us-east-1a", "us-east-1c", "us-east-1d", "us-east-1f")
     instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")
     visibility_timeout_seconds: int = 20  # how long a failed batch stays invisible before it is retried
+    # Where moto's state is journaled and restored from at start (spotrun_local.persistence); None: in
+    # memory only, gone with the process (the tests and the soak).
+    state: Path | None = None
+    moto_port: int = 0  # 0: any free port
 
 
 @dataclass
@@ -113,7 +118,11 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
         # IAM for the workers: moto evaluates no policy, so the guard does, for the instance and task
         # role sessions, with the documents `provision` stored on those roles (spotrun.access).
         self.guard = IamGuard({}, region=REGION, account=ACCOUNT, resource_tags=self._instance_tags)
-        self.moto = moto_server(guard=self.guard)
+        self.journal = StateJournal(self.options.state) if self.options.state is not None else None
+        self.restored: RestoreReport | None = None
+        if self.journal is not None:
+            self.journal.load()  # an unusable state directory stops the start here, before anything runs
+        self.moto = moto_server(port=self.options.moto_port, guard=self.guard, journal=self.journal)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -130,6 +139,9 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
             "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
             "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
         })
+        if self.journal is not None:  # the items, objects and messages of the last run, before anything reads them
+            self.restored = self.journal.restore()
+            self.journal.activate()
         self.iam = self.session.client("iam")
         for arn_name in (self.env[EnvVar.TASK_ROLE_ARN], self.env["SPOTRUN_INSTANCE_ROLE_ARN"]):
             name = arn_name.rsplit("/", 1)[-1]
@@ -174,6 +186,8 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
         self.metadata.stop()
         self.worker_gateway.stop()
         self.moto.stop()
+        if self.journal is not None:
+            self.journal.close()
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
     def _loop(self, name: str, body: Callable[[], Any], pause: float, generation: Generation | None = None) -> None:
