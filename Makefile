@@ -16,7 +16,7 @@ ifneq ($(DMTCP_PREFIX),)
 export SPOTRUN_DMTCP_BIN ?= $(DMTCP_PREFIX)/bin
 endif
 
-.PHONY: help install dmtcp test check synth run soak bench bench-policy bench-agent bench-boot clean
+.PHONY: help install dmtcp test check synth run serve stop soak bench bench-policy bench-agent bench-boot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,8 +49,14 @@ synth: $(STAMP) ## synthesize the CloudFormation template into cdk.out/ and lint
 	CDK_OUTDIR=cdk.out $(BIN)/python app.py
 	$(BIN)/cfn-lint cdk.out/*.template.json
 
-run: $(STAMP) $(DMTCP_STAMP) ## run spotrun locally and solve a sample problem (ARGS=--serve keeps it up)
+run: $(STAMP) $(DMTCP_STAMP) ## the demo: a sample problem solved locally through replayed interruptions (ARGS=--help)
 	$(BIN)/python -m spotrun_local $(ARGS)
+
+serve: $(STAMP) $(DMTCP_STAMP) ## start spotrun locally in the background, state kept in .spotrun/; returns once it answers
+	$(BIN)/python -m spotrun_local --serve --background $(ARGS)
+
+stop: $(STAMP) ## stop what `make serve` started (its state stays for the next `make serve`)
+	$(BIN)/python -m spotrun_local --stop $(ARGS)
 
 soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
 	$(BIN)/python -m spotrun_local.soak --seed $(or $(SEED),6) --out bench/results/soak.json $(ARGS)
@@ -66,5 +72,5 @@ bench-agent: $(STAMP) $(DMTCP_STAMP) ## interruption cost, checkpoint throughput
 bench-boot: $(STAMP) ## a worker's boot on the worker image vs building that image -> bench/results/boot.json
 	$(BIN)/python -m bench.boot
 
-clean: ## remove generated files
-	rm -rf cdk.out .spotrun .pytest_cache .cache
+clean: ## remove generated files (not the local deployment: `make stop; rm -rf .spotrun` drops it)
+	rm -rf cdk.out .spotrun/demo .spotrun/last-run.json .spotrun/soak .pytest_cache .cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -27,6 +28,7 @@ from spotrun_local.market import MarketReplay, load_traces, pick_window
 from spotrun_local.runtime import REPO, LocalRuntime, RuntimeOptions
 
 PROGRAM = REPO / "local" / "spotrun_local" / "programs" / "primes.py"
+DEMO_DIRECTORY = Path(".spotrun/demo")
 
 
 def sieve_count(limit: int) -> int:
@@ -69,20 +71,24 @@ def job_spec(limit: int, tasks: int) -> dict[str, Any]:
     }
 
 
-def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0, serve: bool = False) -> int:
+def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0, *, start_tick: int | None = None,
+        tick_seconds: float = 2.0, port: int = 0, directory: Path = DEMO_DIRECTORY, persist: bool = True) -> int:
+    """Run the demo in a fresh `directory` (its state journaled there unless `persist` is off)."""
     started = time.monotonic()
     report_path = Path(os.environ.get("SPOTRUN_REPORT", ".spotrun/last-run.json"))
-    options = RuntimeOptions()
+    shutil.rmtree(directory, ignore_errors=True)  # a demo starts empty: no job of an earlier demo comes back
+    options = RuntimeOptions(root=directory, state=directory / "state" if persist else None, tick_seconds=tick_seconds)
     traces = load_traces(zones=options.zones)
-    start_tick = pick_window(traces, options.zones, ticks=int(90 / options.tick_seconds), min_losses=2)
+    if start_tick is None:
+        start_tick = pick_window(traces, options.zones, ticks=int(90 / options.tick_seconds), min_losses=2)
     market = MarketReplay(traces, start_tick, options.tick_seconds)
     runtime = LocalRuntime(market, options).start()
     from spotrun_local.gateway import new_local_credentials, start_gateway
 
     credentials = new_local_credentials()
-    gateway = start_gateway(runtime.api_handler, credentials)
+    gateway = start_gateway(runtime.api_handler, credentials, port=port)
     print(f"spotrun local: API {gateway.url}  (moto at {runtime.endpoint}; replaying traces from tick {start_tick})")
-    print("  to use the CLI against it (only these local credentials are accepted):")
+    print("  to use the CLI against it while the demo runs (only these local credentials are accepted):")
     print("\n".join(f"    {line}" for line in gateway.instructions().splitlines()))
     client = Client(gateway.url, credentials.access_key_id, credentials.secret_access_key)
     try:
@@ -95,14 +101,10 @@ def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0
         job = _watch(client, job_id, started + deadline_seconds)
         expected = sieve_count(limit)
         summary = _summarize(runtime, client, job_id, job, expected, time.monotonic() - started)
-        if serve:
-            _print_summary(summary)
-            print("\nstill serving: submit more with the CLI (see above); Ctrl-C stops")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+        if runtime.journal is not None:
+            summary["state_journal"] = {"records": runtime.journal.records_written,
+                                        "bytes": runtime.journal.bytes_written,
+                                        "compactions": runtime.journal.compactions}
     finally:
         gateway.stop()
         runtime.stop()

@@ -55,9 +55,22 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None,
                             body.close()
 
             serve = guard.wrap(one_dynamodb_request_at_a_time) if guard is not None else one_dynamodb_request_at_a_time
-            self._server = make_server(self._ip_address, self._port, serve, True, request_handler=MotoRequestHandler)
+            try:
+                self._server = make_server(self._ip_address, self._port, serve, True,
+                                           request_handler=MotoRequestHandler)
+            except OSError as error:  # e.g. the port is taken: said by start(), not lost in this thread
+                self.failed = error
+                self._server_ready_event.set()
+                return
             self._server_ready_event.set()
             self._server.serve_forever()
+
+        def start(self) -> None:
+            self.failed: OSError | None = None
+            super().start()
+            if self.failed is not None:
+                raise OSError(self.failed.errno, f"moto's server cannot listen on {self._ip_address}:{self._port}: "
+                                                 f"{self.failed.strerror}")
 
     return Server(ip_address=ip_address, port=port, verbose=False)
 

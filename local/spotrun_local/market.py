@@ -80,12 +80,14 @@ class MarketReplay:
     """Availability and price per pool at the replay's current tick."""
 
     def __init__(self, traces: dict[str, Trace], start_tick: int, tick_seconds: float,
-                 clock: object = time.monotonic):
+                 clock: object = time.monotonic, started: float | None = None):
+        """`started`: the `clock` reading at which the replay was at `start_tick` (default: now); a durable
+        deployment passes its first start's wall time, so the market goes on across restarts."""
         self.traces = traces
         self.start_tick = start_tick
         self.tick_seconds = tick_seconds
         self._clock = clock
-        self._started = clock()  # type: ignore[operator]
+        self._started = clock() if started is None else started  # type: ignore[operator]
 
     @property
     def zones(self) -> list[str]:

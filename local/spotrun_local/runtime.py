@@ -124,8 +124,8 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
             self.journal.load()  # an unusable state directory stops the start here, before anything runs
         self.moto = moto_server(port=self.options.moto_port, guard=self.guard, journal=self.journal)
         self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        host, self.moto_port = self.moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.moto_port}"
         # moto's backends live in this process: start from an empty account even after an earlier runtime.
         import requests
 
