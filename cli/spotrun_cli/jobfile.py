@@ -1,4 +1,5 @@
-"""Reading a job file (YAML or JSON) and finding the local input files it names."""
+"""Reading a job file (YAML or JSON), finding the local input files it names, and validating it locally
+with the API's own model (`spotrun.spec`) before anything is uploaded."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ class JobFileError(Exception):
     """The job file cannot be used; the message says why, for the user."""
 
 
+class InvalidSpec(JobFileError):
+    """The job file's spec would be refused by the API; `problems` names each wrong field as the API does."""
+
+    def __init__(self, name: str, problems: list[dict[str, str]]):
+        self.problems = problems
+        super().__init__(f"{name} is not a valid job spec")
+
+
 @dataclass(frozen=True)
 class LocalInput:
     position: int  # its index in `inputs:`
@@ -27,7 +36,7 @@ def load_job_file(path: str) -> tuple[dict[str, Any], Path]:
     """The job spec as a dict, and the directory its relative input paths are resolved against.
 
     `-` reads standard input. A `.json` file is parsed as JSON, anything else as YAML (of which
-    JSON is a subset). Only the file's syntax is checked here; the API validates the fields.
+    JSON is a subset). Only the file's syntax is checked here; `check_spec` checks the fields.
     """
     if path == "-":
         text, name, base = sys.stdin.read(), "<stdin>", Path.cwd()
@@ -110,3 +119,26 @@ def with_uploaded(spec: dict[str, Any], uris: dict[int, str]) -> dict[str, Any]:
     for position, uri in uris.items():
         inputs[position] = uri
     return {**spec, "inputs": inputs} if uris else spec
+
+
+# Where a local input will be once uploaded: `POST /uploads` answers s3://<bucket>/uploads/<16 hex>/<16 hex>/<name>,
+# with the file name made safe and cut at 200 characters (spotrun.jobs.upload_url). The bucket's name is the
+# deployment's; this one is as long as S3 allows, so a spec that passes here is not too long there.
+_PLACEHOLDER_BUCKET = "spotrun-data-" + "x" * 50
+
+
+def upload_uri(path: Path) -> str:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)[:200] or "input"
+    return f"s3://{_PLACEHOLDER_BUCKET}/uploads/{'0' * 16}/{'0' * 16}/{safe}"
+
+
+def check_spec(spec: dict[str, Any], uploads: list[LocalInput], name: str) -> Any:
+    """The spec as the API will validate it, local inputs standing for the URIs their upload will give them:
+    the `JobSpec`, or InvalidSpec naming every wrong field (nothing has been uploaded yet)."""
+    from spotrun.spec import SpecError, load_document, parse_spec
+
+    document = with_uploaded(spec, {item.position: upload_uri(item.path) for item in uploads})
+    try:
+        return parse_spec(load_document(json.dumps(document)))  # the API's own path: JSON text, then the model
+    except SpecError as error:
+        raise InvalidSpec(name, error.problems) from None

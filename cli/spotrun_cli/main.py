@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError
 
 from spotrun_cli import __version__, render
 from spotrun_cli.client import TIMEOUT, ApiClient, ApiError, ConfigError, EventFeed, Unreachable
-from spotrun_cli.jobfile import JobFileError, load_job_file, local_inputs, with_uploaded
+from spotrun_cli.jobfile import InvalidSpec, JobFileError, check_spec, load_job_file, local_inputs, with_uploaded
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 HINT_UNREACHABLE = ("  is it running? `make run` starts the local API and prints its URL and credentials;\n"
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="then follow the job until it finishes")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
     _watch_options(p)
+
+    p = command("validate", "check a job file as the API would, locally: nothing is uploaded or submitted")
+    p.add_argument("job_file")
 
     p = command("ls", "list jobs, newest first")
     p.add_argument("--state", type=_job_state, help="only jobs in this state (" + ", ".join(render.JOB_STATES) + ")")
@@ -146,6 +149,7 @@ def _index(value: str) -> int:
 def cmd_submit(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     spec, base = load_job_file(args.job_file)
     uploads = local_inputs(spec, base)
+    check_spec(spec, uploads, args.job_file)  # the whole spec, before any input is uploaded
     uris: dict[int, str] = {}
     for item in uploads:
         target = client.upload_url(item.path.name)
@@ -158,6 +162,14 @@ def cmd_submit(client: ApiClient, args: argparse.Namespace, out: TextIO, err: Te
     if args.watch:
         out.flush()
         return watch(client, accepted["job_id"], out, interval=args.interval, tasks_shown=args.tasks)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    spec, base = load_job_file(args.job_file)
+    uploads = local_inputs(spec, base)
+    job = check_spec(spec, uploads, args.job_file)
+    print(render.render_valid(args.job_file, job, [item.written for item in uploads]), file=out)
     return EXIT_OK
 
 
@@ -367,8 +379,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     try:
+        if args.command == "validate":  # local: no endpoint, no credentials
+            return cmd_validate(args, out, err)
         client = ApiClient.from_environment(args.api, args.region, args.profile)
         return COMMANDS[args.command](client, args, out, err)
+    except InvalidSpec as error:
+        print(render.render_api_error(400, {"error": str(error), "problems": error.problems}), file=err)
+        return EXIT_BAD_INPUT
     except JobFileError as error:
         print(f"error: {error}", file=err)
         return EXIT_BAD_INPUT

@@ -154,6 +154,21 @@ def render_submitted(accepted: Mapping[str, Any], name: str | None = None) -> st
             "nothing new was submitted")
 
 
+def render_valid(path: str, job: Any, uploads: Sequence[str]) -> str:
+    """`spotrun validate`: what the job file asks for, once the API's model accepted it."""
+    count = job.task_count
+    checkpoint = job.checkpoint
+    every = "the adaptive interval" if checkpoint.interval == "auto" else f"every {checkpoint.interval}s"
+    lines = [f"{path}: a valid job spec",
+             f"  {job.name}: {count} task{'s' if count != 1 else ''}" + (" + a combine step" if job.combine else ""),
+             f"  each on {job.resources.vcpus} vCPU, {job.resources.memory_gib:g} GiB"
+             + (f", {job.resources.gpus} GPU" if job.resources.gpus else ""),
+             f"  checkpoint {checkpoint.method}" + ("" if checkpoint.method == "none" else f", {every}")]
+    if uploads:
+        lines.append(f"  local inputs uploaded at submit: {', '.join(uploads)}")
+    return "\n".join(lines)
+
+
 def render_jobs(jobs: Sequence[Mapping[str, Any]], more: bool = False) -> str:
     if not jobs:
         return "no jobs"
