@@ -75,6 +75,11 @@ class SpotrunStack(Stack):
         )
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spotrun API (SigV4)")
+        self.user_policies = self.api.user_policies()
+        CfnOutput(self, "UserPolicyArn", value=self.user_policies["users"].managed_policy_arn,
+                  description="Attach to whoever uses spotrun (the CLI's every command): IAM user, group or role")
+        CfnOutput(self, "ReaderPolicyArn", value=self.user_policies["readers"].managed_policy_arn,
+                  description="Attach to whoever only lists and inspects jobs")
         CfnOutput(self, "BucketName", value=self.state.bucket.bucket_name)
         CfnOutput(self, "WorkerImageId", value=self.fleet.image.image_id,
                   description="The AMI workers boot from (DMTCP and the agent's Python built in)")

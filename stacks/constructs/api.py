@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from aws_cdk import Aws, Fn
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.constructs.nag import acknowledge
+from stacks.constructs.nag import acknowledge, logical_ref
 
 STAGE = "v1"
 # A guard against a runaway client loop; the CLI and the web page need far less.
@@ -17,6 +18,10 @@ THROTTLE_RATE = 50
 THROTTLE_BURST = 100
 WORKER_THROTTLE_RATE = 500
 WORKER_THROTTLE_BURST = 1000
+# What a user of spotrun calls (the CLI's every command), as (method, resource path) of the stage;
+# `/jobs/*` covers a job's own routes (its id is made at submission). Not the worker routes.
+USER_ROUTES = (("GET", "/jobs"), ("GET", "/jobs/*"), ("POST", "/jobs"), ("POST", "/jobs/*"), ("POST", "/uploads"),
+               ("GET", "/openapi.json"))
 
 
 class Api(Construct):
@@ -98,6 +103,30 @@ class Api(Construct):
         self.rest_api.root.add_proxy(default_integration=integration, any_method=True)
         workers = apigateway.LambdaIntegration(worker_handler, proxy=True, allow_test_invoke=False)
         self.rest_api.root.add_resource("worker").add_resource("{operation}").add_method("POST", workers)
+
+    def user_policies(self) -> dict[str, iam.ManagedPolicy]:
+        """Managed policies to attach to the people (users, groups, roles) who use spotrun: `users` may call
+        every user route (submit, steer, upload, download), `readers` only the GET routes."""
+        policies = {}
+        for key, description, methods in (
+            ("users", "spotrun users: submit, list, inspect and steer jobs through the API", ("GET", "POST")),
+            ("readers", "spotrun readers: list and inspect jobs through the API (no submit, no steering)", ("GET",)),
+        ):
+            routes = [(method, path) for method, path in USER_ROUTES if method in methods]
+            policy = iam.ManagedPolicy(self, f"{key.title()}Policy", description=description, statements=[
+                iam.PolicyStatement(sid="CallUserRoutes", actions=["execute-api:Invoke"],
+                                    resources=[self.rest_api.arn_for_execute_api(m, p, STAGE) for m, p in routes]),
+            ])
+            prefix = f"Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:<{logical_ref(self.rest_api)}>"
+            acknowledge(
+                policy,
+                "IAM5",
+                "A job's routes are /jobs/<job id>/...: the id is made at submission, so the wildcard is the "
+                "user's own API under /jobs of this stage, nothing else.",
+                *(f"{prefix}/{STAGE}/{m}/jobs/*" for m in methods),
+            )
+            policies[key] = policy
+        return policies
 
     @property
     def url(self) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import template_query
 from template_query import StackTemplate, Statement
 
 from spotrun import resources
@@ -239,3 +241,47 @@ def test_iam_conditions_use_the_tag_the_control_plane_launches_with() -> None:
     from stacks.constructs.fleet import MANAGED_TAG_KEY
 
     assert MANAGED_TAG == MANAGED_TAG_KEY
+
+
+def _user_policy(query: StackTemplate, key: str) -> dict:
+    """The stack's managed policy for API users (`users` or `readers`), its ARNs with sample values."""
+    [(logical_id, policy)] = [(k, v) for k, v in query.of_type("AWS::IAM::ManagedPolicy").items()
+                              if k.startswith(f"Api{key.title()}Policy")]
+    text = template_query.render(policy["Properties"]["PolicyDocument"]["Statement"][0]["Resource"])
+    samples = {"${AWS::Partition}": "aws", "${AWS::Region}": "eu-west-1", "${AWS::AccountId}": "123456789012"}
+    for placeholder, value in samples.items():
+        text = text.replace(placeholder, value)
+    text = re.sub(r"\$\{ApiRestApi[0-9A-F]+\}", "a1b2c3", text)
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke",
+                                                     "Resource": text.split(",")}]}
+
+
+def _user_routes() -> list[tuple[str, str]]:
+    """Every route of the API function (its OpenAPI document, plus the document itself), with sample ids."""
+    from spotrun.handlers import api
+
+    routes = [("GET", "/openapi.json")]
+    for path, operations in api.app.get_openapi_schema().paths.items():
+        for method in ("get", "post", "put", "delete", "patch"):
+            if getattr(operations, method, None) is not None:
+                routes.append((method.upper(), re.sub(r"\{[^}]+\}", "x7", path)))
+    return routes
+
+
+def test_the_user_policy_the_stack_outputs_reaches_every_user_route_and_no_worker_route(query: StackTemplate) -> None:
+    from spotrun_local.iam_policy import evaluate
+
+    def may(policy: dict, method: str, path: str) -> bool:
+        return evaluate(policy, "execute-api:Invoke", f"arn:aws:execute-api:eu-west-1:123456789012:a1b2c3/v1/{method}{path}").allowed
+
+    users, readers = _user_policy(query, "users"), _user_policy(query, "readers")
+    routes = _user_routes()
+    assert ("POST", "/jobs") in routes and ("POST", "/jobs/x7/tasks/x7/cancel") in routes and len(routes) > 10
+    for method, path in routes:
+        assert may(users, method, path), f"the user policy does not allow {method} {path}"
+        assert may(readers, method, path) == (method == "GET"), f"the reader policy and {method} {path}"
+    for policy in (users, readers):
+        assert not may(policy, "POST", "/worker/session") and not may(policy, "POST", "/worker/checkpoint")
+        assert not evaluate(policy, "execute-api:Invoke", "arn:aws:execute-api:eu-west-1:123456789012:other/v1/GET/jobs").allowed
+    outputs = query.template["Outputs"]
+    assert {"UserPolicyArn", "ReaderPolicyArn"} <= set(outputs)
