@@ -143,8 +143,9 @@ class ServeOptions:
     tick_seconds: float | None = None  # None: the deployment's (2 s at its first start)
 
 
-def serve(options: ServeOptions, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
+def serve(options: ServeOptions, out: TextIO | None = None, stop: threading.Event | None = None) -> int:
     """Serve until SIGTERM or SIGINT (or `stop`); the state stays in `options.directory`."""
+    out = out or sys.stdout
     directory = options.directory
     directory.mkdir(parents=True, exist_ok=True)
     lock = _lock(directory)
@@ -211,9 +212,10 @@ def _describe(report: Any) -> str:
 
 # ---------------------------------------------------------------------- make serve / make stop
 
-def start_background(options: ServeOptions, argv: list[str], out: TextIO = sys.stdout,
+def start_background(options: ServeOptions, argv: list[str], out: TextIO | None = None,
                      timeout: float = READY_TIMEOUT_SECONDS) -> int:
     """Start `python -m spotrun_local --serve ARGV` in the background; return once its API answers."""
+    out = out or sys.stdout
     directory = options.directory
     directory.mkdir(parents=True, exist_ok=True)
     pid = running_pid(directory)
@@ -265,7 +267,8 @@ def _answers(directory: Path, pid: int) -> bool:
         return False
 
 
-def stop_background(directory: Path, out: TextIO = sys.stdout, timeout: float = 60.0) -> int:
+def stop_background(directory: Path, out: TextIO | None = None, timeout: float = 60.0) -> int:
+    out = out or sys.stdout
     pid = running_pid(directory)
     if pid is None:
         print(f"spotrun local is not serving {directory}", file=out)

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
-from spotrun.spec import JobSpec, parse_spec
+from spotrun.spec import JobSpec
 from spotrun_cli.jobfile import check_spec, local_inputs
 from spotrun_worker.checkpointers import SignalCheckpointer
 
@@ -132,10 +132,14 @@ def _blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-def test_the_readme_job_file_is_valid() -> None:
+def test_the_readme_job_file_is_valid(tmp_path: Path) -> None:
     [example] = [b for b in _blocks(README.read_text(), "yaml") if b.startswith("name:")]
-    spec = parse_spec(yaml.safe_load(example))
+    document = yaml.safe_load(example)
+    for name in ("estimate_pi.py", "merge.py"):  # its local inputs, as `spotrun submit` would upload them
+        (tmp_path / name).write_text("")
+    spec = check_spec(document, local_inputs(document, tmp_path), "README.md")
     assert spec.task_count == 3 and spec.combine is not None and spec.checkpoint.method == "dmtcp"
+    assert len(spec.inputs) == 3 and spec.command.startswith("python3 inputs/")
 
 
 def test_the_job_files_in_docs_jobs_are_valid(tmp_path: Path) -> None:
