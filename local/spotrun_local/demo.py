@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -101,6 +102,8 @@ def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0
         job = _watch(client, job_id, started + deadline_seconds)
         expected = sieve_count(limit)
         summary = _summarize(runtime, client, job_id, job, expected, time.monotonic() - started)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # this process: moto, handlers, pumps (not the agents)
+        summary["runtime_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
         if runtime.journal is not None:
             summary["state_journal"] = {"records": runtime.journal.records_written,
                                         "bytes": runtime.journal.bytes_written,
