@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def serve(options: ServeOptions, out: TextIO | None = None, stop: threading.Even
     try:
         started = time.monotonic()
         known = load_deployment(directory)
+        _clear_dead_instances(directory)
         tick_seconds = options.tick_seconds or (known.tick_seconds if known else 2.0)
         runtime_options = RuntimeOptions(root=directory, state=directory / "state",
                                          moto_port=known.moto_port if known else 0, tick_seconds=tick_seconds)
@@ -203,6 +205,13 @@ def serve(options: ServeOptions, out: TextIO | None = None, stop: threading.Even
             (directory / PID).unlink()
         lock.close()
     return 0
+
+
+def _clear_dead_instances(directory: Path) -> None:
+    """The instances of an earlier life of this deployment are gone: so are their disks (work directories
+    with inputs and checkpoint captures); their agents' logs stay."""
+    for work in (directory / "instances").glob("*/work"):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _describe(report: Any) -> str:
