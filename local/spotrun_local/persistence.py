@@ -146,19 +146,30 @@ class StateJournal:
 
         started = time.monotonic()
         dynamodb = dynamodb_backends[self.account][self.region]
-        for record in self.mirror["ddb"].values():
-            dynamodb.put_item(record["table"], record["item"])
         s3 = s3_backends[self.account]["aws"]
-        blob_bytes = 0
-        for record in self.mirror["s3"].values():
-            data = self._read_blob(record)
-            blob_bytes += len(data)
-            stored = s3.put_object(record["bucket"], record["key"], data, etag=record.get("etag"),
-                                   disable_notification=True)
-            stored.set_metadata(dict(record.get("meta") or {}))
         sqs = sqs_backends[self.account][self.region]
-        for record in self.mirror["sqs"].values():
-            sqs.get_queue(record["queue"]).add_message(_message(record))
+        blob_bytes = 0
+        for kind, table in self.mirror.items():
+            for record in table.values():
+                try:
+                    if kind == "ddb":
+                        dynamodb.put_item(record["table"], record["item"])
+                    elif kind == "s3":
+                        data = self._read_blob(record)
+                        blob_bytes += len(data)
+                        stored = s3.put_object(record["bucket"], record["key"], data, etag=record.get("etag"),
+                                               disable_notification=True)
+                        stored.set_metadata(dict(record.get("meta") or {}))
+                    else:
+                        sqs.get_queue(record["queue"]).add_message(_message(record))
+                except JournalError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - e.g. a table, bucket or queue this version no longer makes
+                    where = {"ddb": "table", "s3": "bucket", "sqs": "queue"}[kind]
+                    raise JournalError(f"cannot put back a {kind} record of {where} "
+                                       f"{record.get('table') or record.get('bucket') or record.get('queue')} "
+                                       f"({type(error).__name__}: {error}); move {self.directory} away to start "
+                                       "empty") from None
         return RestoreReport(len(self.mirror["ddb"]), len(self.mirror["s3"]), len(self.mirror["sqs"]), blob_bytes,
                              self._loaded_bytes, time.monotonic() - started)
 

@@ -188,3 +188,11 @@ def test_a_journal_that_cannot_be_written_refuses_changes_instead_of_losing_them
         assert s3.get_object(Bucket=env["SPOTRUN_BUCKET"], Key="before")["Body"].read() == b"kept"  # reads still work
         os.close(journal._fd)
         journal._fd = writable
+
+
+def test_a_record_whose_resource_no_longer_exists_stops_the_start_by_name(tmp_path, monkeypatch):
+    (tmp_path / "journal.jsonl").write_text(json.dumps({"t": "sqs", "queue": "spotrun-retired", "id": "m-1",
+                                                        "message": {"body": "kept?"}}) + "\n")
+    with pytest.raises(JournalError, match="cannot put back a sqs record of queue spotrun-retired"), \
+            local_aws(tmp_path, monkeypatch):
+        pass
