@@ -10,13 +10,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-# The handlers' structured logs and metrics go to CloudWatch in AWS; locally they would drown the
-# timeline, so only warnings are shown. Set before the handlers are imported (Powertools reads it then).
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-
-warnings.filterwarnings("ignore", message="No application metrics to publish")
-
 DEMO_DEFAULTS = {"limit": 40_000_000, "tasks": 4, "deadline": 280.0}
 
 
@@ -89,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, default in DEMO_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    # The handlers' structured logs and metrics go to CloudWatch in AWS; locally they would drown the
+    # timeline, so only warnings are shown. Set before the handlers are imported (Powertools reads it then),
+    # and only when running: importing this module (tests do) changes nothing.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     from spotrun_local.serve import ServeError, ServeOptions, serve, start_background, stop_background

@@ -15,6 +15,13 @@ from spotrun_local.__main__ import build_parser, main
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() quiets Powertools in its own process's environment; here that must end with the test."""
+    for name, value in {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, os.environ.get(name, value))
+
+
 def test_help_prints_usage_and_exits_0_at_once() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("lambdas", "worker", "local", "cli"))}
     started = time.monotonic()
@@ -57,3 +64,14 @@ def test_stop_without_a_server_says_so(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["--stop", "--state", str(tmp_path)]) == 0
     assert "not serving" in capsys.readouterr().out
     assert build_parser().parse_args([]).state == Path(".spotrun")
+
+
+def test_importing_the_entry_point_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It silences Powertools for the runtime's own process only when it runs (other tests read metrics)."""
+    import importlib
+
+    import spotrun_local.__main__ as entry
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED")
+    importlib.reload(entry)
+    assert "POWERTOOLS_METRICS_DISABLED" not in os.environ
