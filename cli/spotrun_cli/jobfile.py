@@ -1,5 +1,5 @@
 """Reading a job file (YAML or JSON), finding the local input files it names, and validating it locally
-with the API's own model (`spotrun.spec`) before anything is uploaded."""
+with the API's own model (`spotrun.domain.spec`) before anything is uploaded."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def upload_uri(path: Path) -> str:
 def check_spec(spec: dict[str, Any], uploads: list[LocalInput], name: str) -> Any:
     """The spec as the API will validate it, local inputs standing for the URIs their upload will give them:
     the `JobSpec`, or InvalidSpec naming every wrong field (nothing has been uploaded yet)."""
-    from spotrun.spec import SpecError, load_document, parse_spec
+    from spotrun.domain.spec import SpecError, load_document, parse_spec
 
     document = with_uploaded(spec, {item.position: upload_uri(item.path) for item in uploads})
     try:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 
-from spotrun.spec import JobSpec
+from spotrun.domain.spec import JobSpec
 from spotrun_cli.jobfile import check_spec, local_inputs
 from spotrun_worker.checkpointers import SignalCheckpointer
 
