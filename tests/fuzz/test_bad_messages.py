@@ -31,6 +31,7 @@ UNKNOWN_JOB = "j-0000000000000000dead"
 JOB = {"name": "drops", "command": ["python", "pi.py"], "checkpoint": {"method": "signal"}, "tasks": 3}
 HEARTBEAT = {"job_id": UNKNOWN_JOB, "index": 0, "attempt": 1, "instance_id": "i-0abc", "sent_at": "2026-11-23T12:00:00Z"}
 REPORT = {**HEARTBEAT, "outcome": "completed", "program": {"exit_code": 0}}
+DEEP = "[" * 5000 + "]" * 5000  # json.loads raises RecursionError, which is no ValueError
 SPOT = "EC2 Spot Instance Interruption Warning"
 STATE = "EC2 Instance State-change Notification"
 
@@ -63,6 +64,10 @@ BAD_CONTROL: dict[str, tuple[str, str | None]] = {
                          MALFORMED),
     "a 2 kB reason": (sns_envelope(json.dumps({"type": "JobControl", "job_id": UNKNOWN_JOB, "reason": "x" * 2048})),
                       MALFORMED),
+    "envelope 5,000 levels deep": (DEEP, MALFORMED),
+    "Message 5,000 levels deep": (sns_envelope(DEEP), MALFORMED),
+    "a lone surrogate in the reason": (sns_envelope(json.dumps({"type": "JobControl", "job_id": UNKNOWN_JOB,
+                                                                "reason": "\ud800"})), MALFORMED),
 }
 BAD_HEARTBEATS: dict[str, tuple[str, str | None]] = {
     "not JSON": ("not json at all", MALFORMED),
@@ -79,6 +84,10 @@ BAD_HEARTBEATS: dict[str, tuple[str, str | None]] = {
     "NaN progress": (json.dumps(HEARTBEAT)[:-1] + ', "progress": NaN}', MALFORMED),
     "an unknown phase": (json.dumps({**HEARTBEAT, "phase": "dancing"}), MALFORMED),
     "a date that is not one": (json.dumps({**HEARTBEAT, "sent_at": "yesterday"}), MALFORMED),
+    "5,000 levels deep": (DEEP, MALFORMED),
+    "5,000 levels deep in an ignored field": ('{"extra": ' + DEEP + "," + json.dumps(HEARTBEAT)[1:], MALFORMED),
+    "a lone surrogate in the instance id": (json.dumps({**HEARTBEAT, "instance_id": "i-0abc\ud800"}), MALFORMED),
+    "a 5,000 digit number": (json.dumps(HEARTBEAT)[:-1] + ', "memory_bytes": 1' + "0" * 5000 + "}", MALFORMED),
     "an unknown job": (json.dumps(HEARTBEAT), "StaleHeartbeats"),
     "an unknown task of a known job": (None, "StaleHeartbeats"),  # filled in by the test
 }
@@ -91,11 +100,20 @@ BAD_REPORTS: dict[str, tuple[str, str | None]] = {
     "a word exit code": (json.dumps({**REPORT, "program": {"exit_code": "zero"}}), MALFORMED),
     "a 9 kB log tail": (json.dumps({**REPORT, "program": {"exit_code": 0, "log_tail": "x" * 9000}}), MALFORMED),
     "outputs an object": (json.dumps({**REPORT, "outputs": {"a": 1}}), MALFORMED),
+    "5,000 levels deep": (DEEP, MALFORMED),
+    # "completed" says the program ran to its end: without its exit status there is no result to judge
+    "completed without a program": (json.dumps({**REPORT, "program": None}), MALFORMED),
+    "completed without an exit code or signal": (json.dumps({**REPORT, "program": {"log_tail": "x"}}), MALFORMED),
+    "a lone surrogate in the log tail": (json.dumps({**REPORT, "program": {"exit_code": 0, "log_tail": "\udfff"}}),
+                                         MALFORMED),
     "an unknown job": (json.dumps(REPORT), None),
 }
 BAD_EVENTS: dict[str, tuple[str, str | None]] = {
     "not JSON": ("not json at all", MALFORMED),
     "empty": ("", MALFORMED),
+    "5,000 levels deep": (DEEP, MALFORMED),
+    "an instance action 5,000 levels deep": (json.dumps(eventbridge_event(SPOT, {"instance-id": "i-0abc"}))[:-2]
+                                             + ', "instance-action": ' + DEEP + "}}", MALFORMED),
     "an array": ("[1]", "IgnoredEvents"),
     "a number": ("5", "IgnoredEvents"),
     "foreign JSON": (json.dumps({"hello": "world"}), "IgnoredEvents"),

@@ -166,3 +166,20 @@ def test_every_report_that_validates_can_be_stored(exit_code: Any, signal: Any, 
     serialize(report.model_dump())
     if report.unsaved_seconds is not None:
         serialize({"unsaved_seconds": round(report.unsaved_seconds, 3)})  # what spotrun.attempts writes
+
+
+@pytest.mark.parametrize(("program", "valid"), [
+    (None, False), ({}, False), ({"log_tail": "done"}, False),
+    ({"exit_code": 0}, True), ({"exit_code": 3}, True), ({"signal": 9}, True),
+])
+def test_a_completed_attempt_says_how_its_program_ended(program, valid):
+    """'completed' with no exit code and no signal said nothing: it used to fail the task with "program
+    exited with code None"."""
+    body = {**REPORT, "program": program}
+    if valid:
+        assert CompletionReport.model_validate(body).program is not None
+    else:
+        with pytest.raises(ValidationError, match="exit code or signal"):
+            CompletionReport.model_validate(body)
+    for outcome in ("interrupted", "suspended", "cancelled", "environment_error", "input_error"):
+        assert CompletionReport.model_validate({**body, "outcome": outcome}).outcome == outcome

@@ -142,6 +142,11 @@ def classify_event(event: Any) -> InstanceEvent:
         return InstanceEvent(Action.IGNORE, (), str(event.get("detail-type"))[:128], reason=str(bad))
     except (KeyError, TypeError, AttributeError):
         return IGNORED
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - e.g. RecursionError quoting a field nested 5,000 levels deep
+        return InstanceEvent(Action.IGNORE, (), str(event.get("detail-type"))[:128],
+                             reason=f"unreadable event: {type(error).__name__}")
 
 
 class Reaction(StrEnum):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from spotrun.domain.model import Scope
 from spotrun.domain.spec import MAX_OUTPUT_PATTERN_CHARS, MAX_OUTPUT_PATTERNS, MAX_TASKS
@@ -117,6 +117,16 @@ class CompletionReport(AttemptRef):
     # no instance booted from it can: a fault of the image (`image_id`), not of this instance or pool.
     fault: Literal["image"] | None = None
     image_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+
+    @model_validator(mode="after")
+    def _a_completed_program_has_a_status(self) -> CompletionReport:
+        """"completed" means the program ran to its end: its exit code or the signal that killed it is
+        the result to judge. Without either the report says nothing (it used to fail the task with
+        "program exited with code None")."""
+        if self.outcome == "completed" and (self.program is None or (
+                self.program.exit_code is None and self.program.signal is None)):
+            raise ValueError("a completed attempt reports its program's exit code or signal")
+        return self
 
     @property
     def scope(self) -> Scope | None:

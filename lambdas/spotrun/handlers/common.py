@@ -47,16 +47,34 @@ Model = TypeVar("Model", bound=BaseModel)
 Sent = TypeVar("Sent", bound=AttemptRef)
 
 
-def parse_body(record: SQSRecord, model: type[Model], sns_envelope: bool = False) -> Model:
+def load_json(text: str, what: str = "message") -> Any:
+    """A record's JSON, or `Malformed` whatever breaks the parser (not only a ValueError: 5,000 levels of
+    nesting raise RecursionError) and whatever text DynamoDB could not store (a lone surrogate, which
+    JSON's \\u escapes can spell but no UTF-8 can)."""
     try:
-        body = json.loads(record.body)
-        if sns_envelope:
-            body = json.loads(body["Message"])
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode()
+    except MemoryError:
+        raise
+    except RecursionError:
+        raise Malformed(f"{what}: nested too deeply") from None
+    except UnicodeEncodeError:
+        raise Malformed(f"{what}: text that is not valid Unicode (a lone surrogate)") from None
+    except Exception as error:  # noqa: BLE001 - a record no parse can read is malformed, never retried
+        raise Malformed(f"{what}: {type(error).__name__}: {clip(str(error), 200)}") from None
+    return value
+
+
+def parse_body(record: SQSRecord, model: type[Model], sns_envelope: bool = False) -> Model:
+    body = load_json(record.body, model.__name__)
+    if sns_envelope:
+        if not isinstance(body, dict) or not isinstance(body.get("Message"), str):
+            raise Malformed(f"{model.__name__}: not an SNS notification (no Message text)")
+        body = load_json(body["Message"], model.__name__)
+    try:
         return model.model_validate(body)
     except ValidationError as error:
         raise Malformed(clip(f"{model.__name__}: {problems(error)}", 300)) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise Malformed(f"{model.__name__}: {type(error).__name__}: {clip(str(error), 200)}") from None
 
 
 def check_sender(record: SQSRecord, job_id: str, index: int, attempt: int) -> None:

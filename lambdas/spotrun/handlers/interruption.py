@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -13,7 +12,7 @@ from spotrun.attempts import handle_instance_event
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import Action, classify_event
-from spotrun.handlers.common import Malformed, instrumented, logger, metrics, run_batch
+from spotrun.handlers.common import instrumented, load_json, logger, metrics, run_batch
 
 
 @instrumented
@@ -21,10 +20,7 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
     cp = control or default_control_plane()
 
     def handle(record: SQSRecord) -> None:
-        try:
-            body = json.loads(record.body)
-        except ValueError:
-            raise Malformed("not JSON") from None
+        body = load_json(record.body, "event")
         instance_event = classify_event(body)
         if instance_event.action == Action.IGNORE:
             metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
