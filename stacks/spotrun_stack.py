@@ -52,6 +52,7 @@ class SpotrunStack(Stack):
             wiring=FunctionWiring(
                 table=self.state.table,
                 bucket=self.state.bucket,
+                page_key=self.state.page_key,
                 topics=self.messaging.topics,
                 queues=queues,
                 fleet=self.fleet,

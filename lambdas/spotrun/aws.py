@@ -17,6 +17,7 @@ from botocore.config import Config
 from spotrun.adapters.dynamo import BATCH_WRITE_THREADS, DynamoStore
 from spotrun.adapters.ec2 import Ec2Compute, Ec2SpotPrices
 from spotrun.adapters.s3 import S3Blobs
+from spotrun.adapters.secrets import SecretKey
 from spotrun.adapters.sns import SnsBus
 from spotrun.adapters.sts import TaskCredentials
 from spotrun.control import ControlPlane, Settings
@@ -44,6 +45,8 @@ def control_plane_from_env(env: Mapping[str, str] = os.environ, session: Any = N
         blobs=S3Blobs(client("s3"), settings.bucket),
         prices=Ec2SpotPrices(ec2),
         credentials=TaskCredentials(client("sts"), settings.task_role_arn) if settings.task_role_arn else None,
+        page_key=SecretKey(client("secretsmanager"), settings.page_key_arn)
+        if settings.page_key_arn else None,
     )
 
 

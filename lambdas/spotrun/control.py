@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spotrun.ports import Blobs, Bus, Clock, Compute, Credentials, SpotPrices, Store
+from spotrun.ports import Blobs, Bus, Clock, Compute, Credentials, PageKey, SpotPrices, Store
 from spotrun.resources import EnvVar
 
 
@@ -40,6 +40,7 @@ class Settings:
     task_role_arn: str = ""  # the role workers' task credentials are sessions of
     instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes
     worker_image_id: str = ""  # the AMI workers boot from; empty when unknown (no admission check then)
+    page_key_arn: str = ""  # the secret the API seals its page tokens with
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -65,6 +66,7 @@ class Settings:
             task_role_arn=env.get(EnvVar.TASK_ROLE_ARN, ""),
             instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),
             worker_image_id=env.get(EnvVar.WORKER_IMAGE_ID, ""),
+            page_key_arn=env.get(EnvVar.PAGE_KEY_ARN, ""),
         )
 
     @property
@@ -85,4 +87,5 @@ class ControlPlane:
     blobs: Blobs | None = None  # the API function's
     prices: SpotPrices | None = None  # without them the broker estimates from the catalogue
     credentials: Credentials | None = None  # the worker API function's
+    page_key: PageKey | None = None  # the API function's
     clock: Clock = system_clock

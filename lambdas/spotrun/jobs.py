@@ -10,6 +10,7 @@ from typing import Any
 
 from spotrun.bookkeeping import notify
 from spotrun.control import ControlPlane
+from spotrun.domain import pages
 from spotrun.domain.accounting import job_statistics
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
@@ -161,12 +162,31 @@ def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
 
 def list_jobs(cp: ControlPlane, state: str | None, limit: int, token: str | None) -> tuple[list[Job], str | None]:
     states = [JobState(state)] if state else list(JobState)
-    return cp.store.list_jobs(states, limit, token)
+    scope = f"jobs|{state or '*'}"
+    found, after = cp.store.list_jobs(states, limit, _unseal(cp, token, scope))
+    return found, _seal(cp, after, scope)
 
 
 def list_tasks(cp: ControlPlane, job_id: str, state: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
     get_job(cp, job_id)
-    return cp.store.list_tasks(job_id, TaskState(state) if state else None, limit, token)
+    scope = f"tasks|{job_id}|{state or '*'}"
+    found, after = cp.store.list_tasks(job_id, TaskState(state) if state else None, limit, _unseal(cp, token, scope))
+    return found, _seal(cp, after, scope)
+
+
+def _page_key(cp: ControlPlane) -> bytes:
+    if cp.page_key is None:
+        raise RuntimeError("this control plane has no page-token key (the API function's has)")
+    return cp.page_key.key()
+
+
+def _seal(cp: ControlPlane, cursor: str | None, scope: str) -> str | None:
+    """The store's cursor as a token only this API gives out, for this listing only (`spotrun.domain.pages`)."""
+    return pages.seal(cursor, scope, _page_key(cp)) if cursor else None
+
+
+def _unseal(cp: ControlPlane, token: str | None, scope: str) -> str | None:
+    return pages.unseal(token, scope, _page_key(cp)) if token else None
 
 
 def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> list[TimelineEvent]:

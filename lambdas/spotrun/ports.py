@@ -155,6 +155,12 @@ class Credentials(Protocol):
     def issue(self, session_name: str, tags: dict[str, str]) -> dict[str, str]: ...
 
 
+class PageKey(Protocol):
+    """The key the API seals its page tokens with (spotrun.adapters.secrets.SecretKey)."""
+
+    def key(self) -> bytes: ...
+
+
 class SpotPrices(Protocol):
     """Current spot prices per pool (spotrun.adapters.ec2.Ec2SpotPrices)."""
 

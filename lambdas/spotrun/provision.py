@@ -7,6 +7,7 @@ from the same declarations by CDK. Returns the environment the functions and age
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from spotrun import access, resources
@@ -78,6 +79,10 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         LaunchTemplateData={"ImageId": WORKER_IMAGE_ID, "MetadataOptions": {"HttpTokens": "required"}},
     )["LaunchTemplate"]["LaunchTemplateId"]
 
+    # The API's page-token key, as the stack generates it (a random string in Secrets Manager).
+    page_key = client("secretsmanager").create_secret(
+        Name=f"{prefix}-page-token-key", SecretString=secrets.token_urlsafe(48))["ARN"]
+
     roles = _worker_roles(client("iam"), prefix, region, table_arn=dynamodb.describe_table(TableName=table)["Table"]["TableArn"],
                           bucket_arn=f"arn:aws:s3:::{bucket}",
                           queue_arns=[queues["heartbeats"]["arn"], queues["reports"]["arn"]])
@@ -91,6 +96,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
         "SPOTRUN_QUEUE_URLS": json.dumps({k: v["url"] for k, v in queues.items()}),
         "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),
+        EnvVar.PAGE_KEY_ARN: page_key,
         "AWS_REGION": region,
     }
 

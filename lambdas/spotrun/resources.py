@@ -57,6 +57,8 @@ class EnvVar:
     WORKER_IMAGE_ID = "SPOTRUN_WORKER_IMAGE_ID"
     # The agent: where the boot check wrote what the image can run (spotrun_worker.bootcheck).
     IMAGE_CHECK = "SPOTRUN_IMAGE_CHECK"
+    # The Secrets Manager secret whose value keys the HMAC of the API's page tokens (the API function's).
+    PAGE_KEY_ARN = "SPOTRUN_PAGE_KEY_ARN"
     # Endpoint override for every AWS client (the local runtime points it at moto's server).
     AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -182,7 +184,8 @@ FUNCTIONS = (
         "api", "spotrun.handlers.api.handler", "HTTP API: submit, list, inspect and control jobs",
         # 1,769 MB is one full vCPU: a 100,000-task submit is CPU-bound serialization.
         timeout_seconds=29, memory_mb=1769,
-        grants=("table:rw", "bucket:presign", "topic:control:publish", "topic:notifications:publish"),
+        grants=("table:rw", "bucket:presign", "secret:page-key:read", "topic:control:publish",
+                "topic:notifications:publish"),
     ),
     FunctionDef(
         "scheduler", "spotrun.handlers.scheduler.handler", "Admits queued tasks and launches spot workers",

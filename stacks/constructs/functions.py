@@ -14,6 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -55,6 +56,7 @@ class FunctionWiring:
 
     table: dynamodb.ITable
     bucket: s3.IBucket
+    page_key: secretsmanager.ISecret
     topics: Mapping[str, sns.ITopic]
     queues: Mapping[str, sqs.IQueue]
     fleet: Fleet
@@ -152,6 +154,9 @@ class Functions(Construct):
                 )
             case ["role", "task", "assume"]:
                 self.task_role = self._task_role(role)
+            case ["secret", "page-key", "read"]:
+                self._wiring.page_key.grant_read(role)
+                function.add_environment(EnvVar.PAGE_KEY_ARN, self._wiring.page_key.secret_arn)
             case ["bucket", "presign"]:
                 self._grant_presign(function, role)
             case ["topic", name, "publish"]:

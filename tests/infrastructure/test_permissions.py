@@ -285,3 +285,21 @@ def test_the_user_policy_the_stack_outputs_reaches_every_user_route_and_no_worke
         assert not evaluate(policy, "execute-api:Invoke", "arn:aws:execute-api:eu-west-1:123456789012:other/v1/GET/jobs").allowed
     outputs = query.template["Outputs"]
     assert {"UserPolicyArn", "ReaderPolicyArn"} <= set(outputs)
+
+
+def test_only_the_api_function_reads_the_page_token_key(query: StackTemplate) -> None:
+    secrets = query.of_type("AWS::SecretsManager::Secret")
+    assert len(secrets) == 1
+    (secret_id, secret), = secrets.items()
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32 and "SecretString" not in secret["Properties"]  # never in the template
+    readers = [key for key in query.functions()
+               if any(s.allows("secretsmanager:GetSecretValue") for s in query.function_statements(key))]
+    assert readers == ["api"] == _functions_with("secret:page-key:read")
+    for statement in query.function_statements("api"):
+        if statement.allows("secretsmanager:GetSecretValue"):
+            assert list(statement.resources) == [f"${{{secret_id}}}"], statement.resources  # that secret only
+    variables = query.of_type("AWS::Lambda::Function")
+    holders = [lid for lid, r in variables.items()
+               if EnvVar.PAGE_KEY_ARN in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert len(holders) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -152,3 +153,91 @@ def test_a_retried_submit_of_a_job_nothing_was_admitted_for_wakes_the_scheduler_
     sent.clear()
     _, again = call(cp, context, "POST", "/jobs", GOOD, idempotency_key="run-8")
     assert not again["created"] and sent == ["JobSubmitted"]
+
+
+def _forged(cursor: Any) -> str:
+    """A token shaped as the store's cursors once were (base64 JSON), made up by a client."""
+    return base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
+
+
+def _pages(cp: Any, context: Any, path: str, **query: str) -> list[str]:
+    """Every next_token a listing hands out, page by page."""
+    tokens, token = [], None
+    while True:
+        status, page = call(cp, context, "GET", path, **{**query, **({"next_token": token} if token else {})})
+        assert status == 200, page
+        token = page["next_token"]
+        if not token:
+            return tokens
+        tokens.append(token)
+
+
+NOT_OURS = {"error": "the page token is not one this API gave out"}
+
+
+@pytest.mark.parametrize("cursor", [
+    {"QUEUED": 5}, {"QUEUED": {"S": "x"}}, {"RUNNING": "2026-11-23T12:00:00.000000Z#j-00000000000000000000"},
+    {"after": {"pk": "JOB#x", "sk": "JOB"}}, {"shard": "x"}, {"shard": 1, "after": {"S": "000001"}},
+    {"shard": -1, "after": None}, {"shard": 10**9, "after": None}, {"shard": 0, "after": "x" * 300}, ["QUEUED"], "x",
+], ids=str)
+def test_a_page_token_this_api_did_not_give_out_is_a_400(cp, context, cursor):
+    """Forged cursors used to reach DynamoDB's key condition (a TypeError under moto, a ValidationException
+    on AWS: 502) or to answer with Python's own error text."""
+    job_id = call(cp, context, "POST", "/jobs", {**GOOD, "tasks": 3})[1]["job_id"]
+    for path in ("/jobs", f"/jobs/{job_id}/tasks"):
+        status, body = call(cp, context, "GET", path, next_token=_forged(cursor))
+        assert (status, body) == (400, NOT_OURS), (path, body)
+
+
+def test_a_page_token_is_good_only_for_the_listing_that_gave_it_out(cp, context, clock):
+    first = call(cp, context, "POST", "/jobs", {**GOOD, "tasks": 30})[1]["job_id"]
+    second = call(cp, context, "POST", "/jobs", {**GOOD, "tasks": 30})[1]["job_id"]
+    for _ in range(3):
+        clock.advance(1)
+        call(cp, context, "POST", "/jobs", GOOD)
+    jobs_token = _pages(cp, context, "/jobs", limit="2")[0]
+    tasks_token = _pages(cp, context, f"/jobs/{first}/tasks", limit="5")[0]
+    queued_token = _pages(cp, context, f"/jobs/{first}/tasks", limit="5", state="QUEUED")[0]
+    refused = [
+        ("/jobs", tasks_token, {}), (f"/jobs/{first}/tasks", jobs_token, {}),  # another listing's
+        (f"/jobs/{second}/tasks", tasks_token, {}),  # another job's
+        (f"/jobs/{first}/tasks", queued_token, {}), (f"/jobs/{first}/tasks", tasks_token, {"state": "QUEUED"}),
+        ("/jobs", jobs_token, {"state": "QUEUED"}),  # another filter's
+        ("/jobs", jobs_token[:-2] + ("AA" if not jobs_token.endswith("AA") else "BB"), {}),  # tampered
+        ("/jobs", jobs_token + "x", {}), ("/jobs", jobs_token.replace(".", "", 1), {}),
+    ]
+    for path, token, query in refused:
+        status, body = call(cp, context, "GET", path, next_token=token, **query)
+        assert (status, body) == (400, NOT_OURS), (path, query)
+    assert call(cp, context, "GET", f"/jobs/{first}/tasks", next_token=tasks_token)[0] == 200
+    assert call(cp, context, "GET", "/jobs", next_token=jobs_token, limit="2")[0] == 200
+
+
+def test_a_base64_encoded_body_is_decoded(cp, context):
+    """API Gateway sets isBase64Encoded for a binary media type; the body is then base64 text."""
+    event = api_event("POST", "/jobs", base64.b64encode(json.dumps(GOOD).encode()).decode())
+    event["isBase64Encoded"] = True
+    answer = api.handler(event, context, control=cp)
+    assert answer["statusCode"] == 202, answer["body"]
+
+
+def test_every_refusal_has_the_one_error_shape_the_document_names(cp, context):
+    """The 415 Powertools answers for a body that is not JSON by its content type had its own shape."""
+    document = call(cp, context, "GET", "/openapi.json")[1]
+    event = api_event("POST", "/jobs", GOOD)
+    event["headers"]["Content-Type"] = "text/plain"
+    answer = api.handler(event, context, control=cp)
+    assert answer["statusCode"] == 415
+    body = json.loads(answer["body"])
+    assert set(body) <= {"error", "problems"} and "application/json" in body["error"], body
+    refusals = [body]
+    for method, path, payload, query in (("GET", "/jobs/not-an-id", None, {}), ("GET", "/nowhere", None, {}),
+                                         ("POST", "/jobs", {"name": 1}, {}), ("GET", "/jobs", None, {"limit": "0"}),
+                                         ("POST", "/jobs/j-00000000000000000000/cancel", None, {})):
+        refusals.append(call(cp, context, method, path, payload, **query)[1])
+    schema = document["components"]["schemas"]["ErrorBody"]
+    for refusal in refusals:
+        assert set(refusal) <= set(schema["properties"]) and set(schema["required"]) <= set(refusal), refusal
+    for path, method in (("/jobs", "post"), ("/uploads", "post")):
+        declared = document["paths"][path][method]["responses"]
+        assert declared["415"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}

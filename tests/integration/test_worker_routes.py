@@ -4,6 +4,7 @@ identity (API Gateway's requestContext.identity.userArn), never from the body.""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -142,3 +143,24 @@ def test_messages_count_only_when_sent_by_the_session_of_the_attempt_they_name(c
                      sent_at=clock(), progress=0.5)
     heartbeat.handler(_sqs_event(mine.model_dump_json(), own), context, control=cp)
     assert cp.store.get_task(job_id, 1).progress == 0.5
+
+
+def test_a_base64_encoded_body_is_decoded_and_bad_base64_is_a_400(cp, env, aws, context):
+    """API Gateway hands a body over base64-encoded (isBase64Encoded) for a binary media type."""
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+
+    def claim(body: str) -> tuple[int, dict[str, Any]]:
+        event = api_event("POST", "/worker/claim", body)
+        event["isBase64Encoded"] = True
+        event["requestContext"]["identity"]["userArn"] = (
+            f"arn:aws:sts::123456789012:assumed-role/{INSTANCE_ROLE}/{task.instance_id}")
+        answer = worker_api.handler(event, context, control=cp)
+        return answer["statusCode"], json.loads(answer["body"])
+
+    status, answer = claim("not base64 at all!")
+    assert status == 400 and "base64" in answer["error"]
+    assert cp.store.get_task(job_id, 0).state == TaskState.LAUNCHING
+    status, answer = claim(base64.b64encode(json.dumps({"attempt": task.attempt}).encode()).decode())
+    assert (status, answer) == (200, {"claimed": True})
+    assert cp.store.get_task(job_id, 0).state == TaskState.RUNNING

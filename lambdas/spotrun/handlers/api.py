@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
@@ -149,7 +149,8 @@ class Outputs(BaseModel):
     outputs: list[dict[str, Any]]
 
 
-_ERRORS = {400: "invalid request", 404: "no such job, task or route", 409: "not allowed in the job's or task's state"}
+_ERRORS = {400: "invalid request", 404: "no such job, task or route", 409: "not allowed in the job's or task's state",
+           415: "the body is not sent as JSON (Content-Type application/json)"}
 
 
 def _answers(status: int, *errors: int) -> dict[int, Any]:
@@ -173,7 +174,7 @@ def _owner() -> str:
 
 # ---------------------------------------------------------------- routes
 
-@app.post("/jobs", summary="Submit a job", status_code=202, responses=_answers(202))
+@app.post("/jobs", summary="Submit a job", status_code=202, responses=_answers(202, 415))
 def submit(
     spec: Annotated[JobSpec, Body(description="the job spec")],
     idempotency_key: Annotated[str | None, Query(alias="idempotency_key", max_length=128)] = None,
@@ -230,7 +231,7 @@ def cancel_task(job_id: JobId, index: TaskIndex) -> TaskView:
     return TaskView.of(jobs.cancel_task(_cp(), job_id, index))
 
 
-@app.post("/uploads", summary="A presigned URL to upload one input file", responses=_answers(200))
+@app.post("/uploads", summary="A presigned URL to upload one input file", responses=_answers(200, 415))
 def upload(request: Annotated[UploadRequest, Body()]) -> UploadUrl:
     return UploadUrl(**jobs.upload_url(_cp(), _owner(), request.filename))
 
@@ -269,6 +270,11 @@ def _request_error(error: RequestValidationError) -> Response[str]:
         return {"loc": location, "msg": item.get("msg", "invalid")}
 
     return _refuse(HTTPStatus.BAD_REQUEST, "invalid request", problems_of([located(e) for e in error.errors()]))
+
+
+@on_error(app, RequestUnsupportedContentType)  # Powertools' own answer has another shape
+def _not_json(_: RequestUnsupportedContentType) -> Response[str]:
+    return _refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the body must be sent as JSON (Content-Type: application/json)")
 
 
 @on_error(app, jobs.NotFound)

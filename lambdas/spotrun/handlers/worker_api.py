@@ -17,6 +17,8 @@ API Gateway answers them from concurrent invocations), which would mix requests 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,7 +168,7 @@ def _problems(error: ValidationError | SpecError) -> str:
 
 
 _REFUSALS: tuple[tuple[type[Exception], HTTPStatus, Callable[[Any], str]], ...] = (
-    (Refused, HTTPStatus.FORBIDDEN, str),  # its own status (403, 404, 405, 413)
+    (Refused, HTTPStatus.FORBIDDEN, str),  # its own status (400, 403, 404, 405, 413)
     (assignments.NotServing, HTTPStatus.CONFLICT, str),
     (assignments.ClaimRefused, HTTPStatus.CONFLICT, lambda error: f"claim refused: {error}"),
     (ValidationError, HTTPStatus.BAD_REQUEST, _problems),
@@ -223,6 +225,12 @@ def _body(event: dict[str, Any]) -> Any:
     raw = event.get("body") or "{}"
     if len(raw) > MAX_BODY_CHARS:
         raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "worker requests are small JSON objects")
+    if event.get("isBase64Encoded") and event.get("body"):
+        # API Gateway hands a body of a binary media type over base64-encoded.
+        try:
+            raw = base64.b64decode(raw, validate=True).decode()
+        except (binascii.Error, ValueError):
+            raise Refused(HTTPStatus.BAD_REQUEST, "the body is marked base64-encoded but is not base64 text") from None
     return load_document(raw)
 
 

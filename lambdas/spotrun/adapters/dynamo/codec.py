@@ -129,12 +129,19 @@ def encode_token(value: dict[str, Any] | None) -> str | None:
 
 
 def decode_token(token: str | None) -> dict[str, Any] | None:
+    """A cursor `encode_token` made, as a dict; ValueError for anything else. Each listing then checks
+    every field of it (`spotrun.adapters.dynamo.jobs`, `.tasks`): a cursor is put into a key condition."""
     if not token:
         return None
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, json.JSONDecodeError):
-        raise ValueError("the page token is not one this API gave out") from None
+    except (ValueError, json.JSONDecodeError, RecursionError):
+        raise NotOurToken() from None
     if not isinstance(value, dict):
-        raise ValueError("the page token is not one this API gave out")
+        raise NotOurToken()
     return value
+
+
+class NotOurToken(ValueError):
+    def __init__(self) -> None:
+        super().__init__("the page token is not one this API gave out")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from spotrun.adapters.dynamo.codec import decode_token, deserialize, encode_token, serialize
+from spotrun.adapters.dynamo.codec import NotOurToken, decode_token, deserialize, encode_token, serialize
 from spotrun.adapters.dynamo.expressions import Expression
 from spotrun.adapters.dynamo.items import event_item, job_from, job_item, task_item
 from spotrun.adapters.dynamo.keys import job_key, jobs_by_time_pk
@@ -35,7 +36,7 @@ class JobStore(Table):
 
         The page token remembers, per state, the last sort key handed out (or that the state is done).
         """
-        cursor = decode_token(token) or {}
+        cursor = _jobs_cursor(token, states)
         fetched: list[tuple[str, dict[str, Any], str]] = []
         exhausted: set[str] = set()
         for state in states:
@@ -92,3 +93,19 @@ class JobStore(Table):
             if self._update(job_key(job_id), expr):
                 return job_from({**item, "state": state})
         return self.get_job(job_id)
+
+
+# The jobs_by_time sort key: '<created, ISO UTC with microseconds>#<job id>' (items.job_item).
+_LIST_SORT_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z#j-[0-9a-f]{20}")
+
+
+def _jobs_cursor(token: str | None, states: Sequence[JobState]) -> dict[str, Any]:
+    """The cursor of a job listing: per state listed, nothing yet, "done", or the last sort key handed out."""
+    cursor = decode_token(token) or {}
+    if not set(cursor) <= {s.value for s in states}:
+        raise NotOurToken()
+    for position in cursor.values():
+        if position is not None and position != "done" and not (
+                isinstance(position, str) and _LIST_SORT_KEY.fullmatch(position)):
+            raise NotOurToken()
+    return cursor

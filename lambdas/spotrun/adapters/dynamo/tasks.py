@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from spotrun.adapters.dynamo.codec import decode_token, deserialize, encode_token, iso, serialize
+from spotrun.adapters.dynamo.codec import NotOurToken, decode_token, deserialize, encode_token, iso, serialize
 from spotrun.adapters.dynamo.expressions import Expression
 from spotrun.adapters.dynamo.items import task_from
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, by_job_pk, by_state_pk, live_pk, task_key
@@ -38,8 +38,7 @@ class TaskStore(Table):
     def list_tasks(
         self, job_id: str, state: TaskState | None, limit: int, token: str | None
     ) -> tuple[list[Task], str | None]:
-        cursor = decode_token(token) or {"shard": 0}
-        shard, after = int(cursor.get("shard", 0)), cursor.get("after")
+        shard, after = _tasks_cursor(token)
         index, key, sort_key = ("by_state", "state_pk", "state_sk") if state else ("by_job", "job_pk", "job_sk")
         tasks: list[Task] = []
         while shard < TASK_SHARDS and len(tasks) < limit:
@@ -139,3 +138,14 @@ class TaskStore(Table):
                     break
                 params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return found[:limit]
+
+
+def _tasks_cursor(token: str | None) -> tuple[int, str | None]:
+    """The cursor of a task listing: the shard it is in and the last index sort key handed out there."""
+    cursor = decode_token(token) or {"shard": 0, "after": None}
+    shard, after = cursor.get("shard"), cursor.get("after")
+    if set(cursor) != {"shard", "after"} or type(shard) is not int or not 0 <= shard < TASK_SHARDS:
+        raise NotOurToken()
+    if after is not None and not (isinstance(after, str) and len(after) == 6 and after.isascii() and after.isdigit()):
+        raise NotOurToken()
+    return shard, after
