@@ -118,7 +118,8 @@ def interruption_scenario(rounds_limit: int = 40_000_000, tasks: int = 4) -> dic
             per_warning.append({"instance": warning["instance"], "note": "the instance had not started its task"})
             continue
         index, attempt = worker
-        replaced = [e for e in events if e.index == index and e.attempt == attempt + 1 and e.kind == "TaskReplacing"]
+        replaced = [e for e in events if e.index == index and e.attempt == attempt and e.kind == "TaskInterrupted"
+                    and e.detail.get("replacement")]
         restarted = [e for e in events if e.index == index and e.attempt and e.attempt > attempt
                      and e.kind == "TaskStarted"]
         ended = [e for e in events if e.index == index and e.attempt == attempt and "unsaved_seconds" in e.detail]

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from spotrun.bookkeeping import notify_change, refresh_state
 from spotrun.control import ControlPlane
-from spotrun.domain.interruptions import InstanceEvent, Reaction, reaction
+from spotrun.domain.interruptions import InstanceEvent, Reaction, lost_instance, reaction
+from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
 from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent
@@ -222,7 +223,9 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
             cp.store.request_checkpoint(task.job_id, task.index, task.attempt, cp.clock())
             outcome.checkpoint_requested.append(instance_id)
         elif step == Reaction.LOSE_ATTEMPT:
-            if lose_attempt(cp, task, event.reason):
+            status = cp.compute.statuses([instance_id]).get(instance_id, GONE)
+            reclaimed, reason = lost_instance(status, event.reason)
+            if lose_attempt(cp, task, reason, reclaimed=reclaimed):
                 outcome.requeued.append(instance_id)
         elif step == Reaction.END_SUPERSEDED_ATTEMPT:
             cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
@@ -233,13 +236,21 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
     return outcome
 
 
-def lose_attempt(cp: ControlPlane, task: Task, reason: str) -> bool:
-    """The attempt's instance is gone without a report: an environment fault, retried from the checkpoint."""
+def lose_attempt(cp: ControlPlane, task: Task, reason: str, reclaimed: bool = False) -> bool:
+    """The attempt's instance is gone without a report: retried from the checkpoint.
+
+    A spot reclaim (EC2 says so: `domain.interruptions.lost_instance`) is what a warned one is, whichever
+    signal reported it: an interruption, not a use of the environment budget, and its pool cools down.
+    Anything else is an environment fault.
+    """
     job = cp.store.get_job(task.job_id)
     if job is None:
         return False
     retries = from_stored(job.spec).retries
-    change = environment_fault(task, reason, retries, ended(task, "lost", Scope.ENVIRONMENT))
+    end = ended(task, "interrupted" if reclaimed else "lost", Scope.ENVIRONMENT)
+    change = environment_fault(task, reason, retries, end, reclaimed=reclaimed)
+    if reclaimed and task.pool:
+        cp.store.cool_down(task.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
     if cp.store.apply(change, cp.clock(), {"reason": reason}):
         _after_change(cp, job, change, terminate=task.instance_id)
         return True

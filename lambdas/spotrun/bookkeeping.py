@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from spotrun.control import ControlPlane
 from spotrun.domain.accounting import job_statistics
-from spotrun.domain.lifecycle import TaskChange, derive_job_state
+from spotrun.domain.lifecycle import TaskChange, derive_job_state, timeline_events
 from spotrun.domain.model import FINISHED_JOB_STATES, Job, JobState, TimelineEvent
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ def notify(cp: ControlPlane, events: Sequence[TimelineEvent]) -> None:
 
 
 def notify_change(cp: ControlPlane, change: TaskChange, now: datetime) -> None:
-    """Tell subscribers of a task's move (its kind, task, attempt and reason)."""
-    task = change.task
-    notify(cp, [TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.attempt}-{change.event}",
-                              task.index, change.attempt, {"reason": change.reason} if change.reason else {})])
+    """Tell subscribers of a task's move: the events its timeline got (kind, task, attempt, reason)."""
+    notify(cp, [replace(event, detail={"reason": change.reason} if change.reason else {})
+                for event in timeline_events(change, now)])

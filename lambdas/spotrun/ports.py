@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from spotrun.domain.launches import LaunchRequest, LaunchResult, ManagedInstance
+from spotrun.domain.launches import InstanceStatus, LaunchRequest, LaunchResult, ManagedInstance
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
@@ -124,8 +124,8 @@ class Compute(Protocol):
 
     def terminate(self, instance_ids: Sequence[str]) -> None: ...
 
-    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
-        """Instance state names; an instance EC2 no longer knows is 'terminated'."""
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Each instance's state and last state reason; an instance EC2 no longer knows is `GONE`."""
         ...
 
     def managed_instances(self) -> list[ManagedInstance]: ...

@@ -14,6 +14,8 @@ from datetime import timedelta
 
 from spotrun.attempts import lose_attempt, release_combine_if_due
 from spotrun.control import ControlPlane
+from spotrun.domain.interruptions import lost_instance
+from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import last_sign_of_life
 from spotrun.domain.model import Desired, JobState, TaskState
 from spotrun.scheduling import ScheduleReport, reconcile_job
@@ -66,21 +68,24 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
         if task.state == TaskState.LAUNCHING and (task.launched_at or now) > launch_cutoff:
             continue  # still within its time to boot
         candidates.append(task)
-    states = cp.compute.states([t.instance_id for t in candidates if t.instance_id])
+    statuses = cp.compute.statuses([t.instance_id for t in candidates if t.instance_id])
     for task in candidates:
         label = f"{task.job_id}/{task.index}#{task.attempt}"
-        alive = task.instance_id is not None and states.get(task.instance_id) in ("pending", "running")
+        status = statuses.get(task.instance_id, GONE) if task.instance_id else None
+        alive = status is not None and status.alive
         if task.state == TaskState.LAUNCHING:
-            reason = "instance never started the task" if task.instance_id else "launch never completed"
-            if lose_attempt(cp, task, reason):
+            signal = "instance never started the task" if task.instance_id else "launch never completed"
+            reclaimed, reason = lost_instance(status, signal) if status is not None else (False, signal)
+            if lose_attempt(cp, task, reason, reclaimed=reclaimed):
                 report.stuck_launches.append(label)
             continue
         last = last_sign_of_life(task) or now
         silent_for = (now - last).total_seconds()
         if alive and silent_for < RUNNING_BUT_SILENT_FACTOR * cp.settings.heartbeat_stale_seconds:
             continue  # EC2 says it runs: give it more time before calling it lost
-        reason = "heartbeats stopped and the instance is gone" if not alive else "heartbeats stopped"
-        if lose_attempt(cp, task, reason):
+        signal = "heartbeats stopped and the instance is gone" if not alive else "heartbeats stopped"
+        reclaimed, reason = lost_instance(status, signal) if status is not None else (False, signal)
+        if lose_attempt(cp, task, reason, reclaimed=reclaimed):
             report.lost.append(label)
 
 

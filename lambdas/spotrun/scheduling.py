@@ -20,7 +20,7 @@ from spotrun.control import ControlPlane
 from spotrun.domain import broker, catalog, policy
 from spotrun.domain.accounting import job_statistics
 from spotrun.domain.launches import CAPACITY_ERRORS, LaunchRequest, client_token
-from spotrun.domain.lifecycle import AttemptEnd, TaskChange, ended
+from spotrun.domain.lifecycle import INTERRUPTED, LAUNCH_REFUSED, AttemptEnd, TaskChange, ended
 from spotrun.domain.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
@@ -125,7 +125,7 @@ def replace_task(cp: ControlPlane, task: Task, reason: str, report: ScheduleRepo
     def admit(current: Task, pool: str, market: Market) -> TaskChange:
         avoid = list(dict.fromkeys((*current.avoid_pools, current.pool or "")))[-10:]
         return TaskChange(
-            current, TaskState.LAUNCHING, "TaskReplacing", reason=reason, new_attempt=True,
+            current, TaskState.LAUNCHING, INTERRUPTED, reason=reason, new_attempt=True,
             set_fields={"pool": pool, "market": market, "draining_attempt": current.attempt, "avoid_pools": avoid},
             increments={"interruptions": 1, "consecutive_environment_failures": 1}, end_attempt=interrupted,
         )
@@ -184,8 +184,8 @@ def launch_tasks(
             admitted = [_after(change) for change in changes]  # their attempt records came with the admission
             launched = _launch(cp, job, pool, market, admitted, report)
             for task in admitted[launched:]:
-                _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"), now)
-                stored[task.index] = dataclasses.replace(task, state=TaskState.QUEUED)
+                refused = _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"))
+                stored[task.index] = refused or dataclasses.replace(task, state=TaskState.QUEUED)
             done = {t.index for t in admitted[:launched]}
             remaining = [t for t in remaining if t.index not in done]
             if launched < len(admitted):
@@ -200,7 +200,8 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
         instance_type=instance_type, zone=zone, spot=market == Market.SPOT,
         tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}"},
         per_instance_tags=[{"spotrun:task": str(t.index), "spotrun:attempt": str(t.attempt)} for t in tasks],
-        token=client_token([job.job_id, *(f"{t.index}.{t.attempt}" for t in tasks)]),
+        # One token per admission (a refused launch gives its attempt number back, never its admission).
+        token=client_token([job.job_id, pool, *(f"{t.index}.{t.attempt}.{t.admissions}" for t in tasks)]),
     )
     result = cp.compute.launch(request)
     report.launch_calls += 1
@@ -216,13 +217,17 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     return len(result.instance_ids)
 
 
-def _undo_admission(cp: ControlPlane, task: Task, pool: str, why: str, now: datetime) -> None:
-    """A launch that did not happen gives the task back to the queue; it costs the task nothing."""
+def _undo_admission(cp: ControlPlane, task: Task, pool: str, why: str) -> Task | None:
+    """A launch EC2 refused gives the task back to the queue at no cost to it: it was no attempt, so its
+    number is given back too, and the refusal goes on the timeline with the pool and EC2's error.
+    Returns the task as it is now queued (None if it moved on meanwhile)."""
     change = TaskChange(
-        task, TaskState.QUEUED, "LaunchFailed", reason=f"{pool}: {why}",
+        task, TaskState.QUEUED, LAUNCH_REFUSED, reason=f"{pool}: {why}", revert_attempt=True,
         end_attempt=AttemptEnd(task.attempt, pool, "not_launched", Scope.ENVIRONMENT, launched=False),
     )
-    cp.store.apply(change, now)
+    if not cp.store.apply(change, cp.clock(), {"error": why}):
+        return None
+    return dataclasses.replace(task, state=TaskState.QUEUED, attempt=change.attempt, reason=change.reason)
 
 
 def _priced(change: TaskChange, price: float | None) -> TaskChange:
@@ -232,7 +237,7 @@ def _priced(change: TaskChange, price: float | None) -> TaskChange:
 def _after(change: TaskChange) -> Task:
     task = change.task
     return dataclasses.replace(
-        task, state=change.to_state, attempt=task.attempt + 1 if change.new_attempt else task.attempt,
+        task, state=change.to_state, attempt=change.attempt, admissions=change.admissions,
         pool=change.set_fields.get("pool", task.pool), market=change.set_fields.get("market", task.market),
         price_per_hour=change.set_fields.get("price_per_hour", task.price_per_hour),
     )

@@ -145,9 +145,9 @@ def _summarize(runtime: LocalRuntime, client: Client, job_id: str, job: dict[str
     store = runtime.cp.store
     _, events = client.call("GET", f"/jobs/{job_id}/events?limit=1000")
     timeline = events.get("events", [])
-    attempts = []
+    attempts = []  # launched attempts: a launch EC2 refused leaves no attempt record (LaunchRefused events)
     for index in range(job.get("tasks", 0) + (1 if job.get("combine") else 0)):
-        attempts.extend(a for a in store.attempts(job_id, index) if a.outcome != "not_launched")
+        attempts.extend(store.attempts(job_id, index))
     spot_cost = on_demand_cost = 0.0
     for attempt in attempts:
         if attempt.launched_at and attempt.ended_at:
@@ -157,18 +157,31 @@ def _summarize(runtime: LocalRuntime, client: Client, job_id: str, job: dict[str
             on_demand_cost += hours * runtime.market.on_demand(instance_type)
     result = _result(runtime, job_id, job)
     lost = _work_lost(timeline)
+    _, stats = client.call("GET", f"/jobs/{job_id}/stats")
     return {
         "job_id": job_id, "state": job.get("state"), "elapsed_seconds": round(elapsed, 1),
-        "tasks": job.get("tasks"), "attempts": len(attempts),
-        "launches_refused_for_capacity": len(runtime.cp.compute.refused),
-        "interruptions": sum(1 for e in timeline if e["kind"] in ("TaskReplacing", "TaskInterrupted")),
+        **summary_counts(stats, timeline),
         "market_warnings": runtime.counters.warnings, "market_reclaims": runtime.counters.reclaims,
-        "checkpoints_committed": sum(1 for e in timeline if e["kind"] == "CheckpointCommitted"),
-        "checkpoints_restored": sum(1 for e in timeline if e["kind"] == "CheckpointRestored"),
         "work_lost_seconds": round(sum(lost), 1), "work_lost_per_interruption": [round(x, 1) for x in lost],
         "spot_cost_usd": round(spot_cost, 6), "on_demand_cost_usd": round(on_demand_cost, 6),
         "expected_primes": expected, "result": result,
         "correct": job.get("state") == "SUCCEEDED" and result is not None and result.get("primes") == expected,
+    }
+
+
+def summary_counts(stats: dict[str, Any], timeline: list[dict[str, Any]]) -> dict[str, int]:
+    """The counts the summary shows, each one a user can find again: tasks (the combine step is one),
+    attempts (launched ones: a refused launch is a LaunchRefused event, not an attempt) and interruptions
+    from the job's statistics, which the timeline's events agree with one for one."""
+    def events(kind: str) -> int:
+        return sum(1 for e in timeline if e["kind"] == kind)
+
+    total = stats["total"]
+    return {
+        "tasks": stats["tasks"]["total"], "attempts": total["executions"],
+        "launches_refused_for_capacity": events("LaunchRefused"), "interruptions": total["interruptions"],
+        "interruption_events": events("TaskInterrupted"), "checkpoints_committed": events("CheckpointCommitted"),
+        "checkpoints_restored": events("CheckpointRestored"),
     }
 
 
@@ -192,12 +205,9 @@ def _work_lost(timeline: list[dict[str, Any]]) -> list[float]:
 
     losses = []
     for event in timeline:
-        if event["kind"] == "TaskReplacing":
-            task, attempt = event["task"], event["attempt"] - 1
-        elif event["kind"] == "TaskInterrupted":
-            task, attempt = event["task"], event["attempt"]
-        else:
+        if event["kind"] != "TaskInterrupted":  # names the attempt that was interrupted, warned or not
             continue
+        task, attempt = event["task"], event["attempt"]
         reported = [e["detail"]["unsaved_seconds"] for e in timeline
                     if e["task"] == task and e["attempt"] == attempt and "unsaved_seconds" in e["detail"]]
         if reported:
@@ -211,9 +221,9 @@ def _work_lost(timeline: list[dict[str, Any]]) -> list[float]:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\nsummary")
-    for key in ("state", "elapsed_seconds", "tasks", "attempts", "interruptions", "checkpoints_committed",
-                "checkpoints_restored", "work_lost_seconds", "spot_cost_usd", "on_demand_cost_usd",
-                "expected_primes"):
-        print(f"  {key:<24} {summary[key]}")
-    print(f"  {'result':<24} {summary['result']}")
-    print(f"  {'correct':<24} {summary['correct']}")
+    for key in ("state", "elapsed_seconds", "tasks", "attempts", "launches_refused_for_capacity", "interruptions",
+                "checkpoints_committed", "checkpoints_restored", "work_lost_seconds", "spot_cost_usd",
+                "on_demand_cost_usd", "expected_primes"):
+        print(f"  {key:<30} {summary[key]}")
+    print(f"  {'result':<30} {summary['result']}")
+    print(f"  {'correct':<30} {summary['correct']}")

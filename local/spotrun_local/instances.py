@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.resources import EnvVar
+from spotrun_local import moto_ec2
 from spotrun_local.endpoint import ACCOUNT, REGION
 from spotrun_local.gateway import LocalCredentials
 from spotrun_local.namespaces import WORK_PATH, LocalInstance
@@ -193,14 +194,24 @@ class InstanceSupervisor:
                                      "at": time.time()})
 
     def _reclaim(self, instance: Instance) -> None:
+        self.reclaim(instance.instance_id)
+
+    def reclaim(self, instance_id: str) -> None:
+        """Spot takes the instance back, as EC2 does it: terminated with the state reason
+        `Server.SpotInstanceTermination`, everything on it gone at once, then the state-change event. The
+        market replay calls it two (time-scaled) minutes after its warning; the chaos soak calls it
+        without any warning, which AWS says can happen (the warning is best effort)."""
+        instance = self.instances[instance_id]
+        warned = instance.warned_at is not None
         instance.reclaim_at = None
-        self.ec2.terminate_instances(InstanceIds=[instance.instance_id])
+        moto_ec2.reclaim(instance_id, REGION, ACCOUNT)
         self._kill(instance)
-        self._put_event("EC2 Instance State-change Notification",
-                        {"instance-id": instance.instance_id, "state": "terminated"})
+        self._put_event("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": "terminated"})
         self.counters.reclaims += 1
-        self.counters.events.append({"kind": "reclaim", "instance": instance.instance_id, "zone": instance.zone,
-                                     "at": time.time()})
+        if not warned:
+            self.counters.reclaims_without_warning += 1
+        self.counters.events.append({"kind": "reclaim" if warned else "reclaim_without_warning",
+                                     "instance": instance_id, "zone": instance.zone, "at": time.time()})
 
     def _put_event(self, detail_type: str, detail: dict[str, Any]) -> None:
         """Through EventBridge (moto), so the rules' patterns route it to the interruptions queue."""

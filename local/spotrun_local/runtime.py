@@ -72,6 +72,7 @@ class RuntimeOptions:
 class Counters:
     warnings: int = 0
     reclaims: int = 0
+    reclaims_without_warning: int = 0
     agent_kills: int = 0
     agents_started: int = 0
     handler_errors: int = 0

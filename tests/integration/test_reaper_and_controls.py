@@ -12,7 +12,7 @@ from tests.integration.test_task_flow import JOB, Loop, ref
 
 
 def instance_state(cp, instance_id):
-    return cp.compute.states([instance_id])[instance_id]
+    return cp.compute.statuses([instance_id])[instance_id].state
 
 
 def submitted_and_running(loop, cp, spec=JOB):
@@ -214,11 +214,15 @@ def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks
     tasks = cp.store.list_tasks(accepted["job_id"], None, 10, None)[0]
     assert refused, "the cheapest pool (us-east-1b) was tried first"
     assert all(t.state == TaskState.LAUNCHING and not t.pool.endswith("@us-east-1b") for t in tasks)
-    assert all(t.environment_failures == 0 and t.program_failures == 0 and t.attempt == 2 for t in tasks)
+    # A refused launch is no attempt: each task's first launched attempt is its attempt 1, with one record
+    assert all(t.environment_failures == 0 and t.program_failures == 0 and t.attempt == 1 for t in tasks)
+    assert all([a.number for a in cp.store.attempts(t.job_id, t.index)] == [1] for t in tasks)
     stats = cp.store.pool_stats(["c6i.large@us-east-1b"])["c6i.large@us-east-1b"]
     assert stats.running == 0 and stats.executions == 0 and stats.cooldown_until is not None
-    kinds = [e.kind for e in cp.store.timeline(accepted["job_id"], 100)]
-    assert kinds.count("LaunchFailed") == 3
+    refusals = [e for e in cp.store.timeline(accepted["job_id"], 100) if e.kind == "LaunchRefused"]
+    assert len(refusals) == 3 and all(e.attempt is None for e in refusals)
+    assert {(e.detail["pool"], e.detail["error"]) for e in refusals} == {
+        ("c6i.large@us-east-1b", "InsufficientInstanceCapacity")}
 
 
 def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context, clock):
@@ -255,3 +259,62 @@ def test_after_three_environment_faults_in_a_row_a_task_moves_to_on_demand(cp, e
     found = cp.compute.client.describe_instances(InstanceIds=[moved.instance_id])["Reservations"][0]["Instances"][0]
     assert found.get("InstanceLifecycle") != "spot"
     assert moved.program_failures == 0
+
+
+def test_refused_launches_are_no_attempts_and_leave_no_stale_reason(cp, env, aws, context, clock):
+    """A task refused by every pool used to show attempt #13 before its program ever ran; once it ran and
+    succeeded it still showed the last refusal as its reason ('exit 0: c6i.large@...: Insufficient...')."""
+    from botocore.exceptions import ClientError
+
+    loop = Loop(cp, env, aws, context)
+    original = cp.compute.client.run_instances
+    capacity = {"any": False}
+
+    def refuse_until_capacity(**params):
+        if not capacity["any"]:
+            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "RunInstances")
+        return original(**params)
+
+    cp.compute.client.run_instances = refuse_until_capacity
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    job_id = accepted["job_id"]
+    loop.drain()
+    for _ in range(3):  # the reaper's reconcile comes back every minute, after the pools cooled down
+        clock.advance(cp.settings.cooldown_seconds + 1)
+        reconcile_job(cp, job_id)
+    task = loop.task(job_id)
+    refusals = [e for e in cp.store.timeline(job_id, 1000) if e.kind == "LaunchRefused"]
+    assert task.state == TaskState.QUEUED and task.attempt == 0 and cp.store.attempts(job_id, 0) == []
+    assert len(refusals) == 4 * len(cp.settings.pools) and task.admissions == len(refusals)
+    assert task.reason.endswith(": InsufficientInstanceCapacity")
+    status, shown = loop.api("GET", f"/jobs/{job_id}/tasks/0")
+    assert status == 200 and shown["attempt"] == 0
+
+    capacity["any"] = True
+    clock.advance(cp.settings.cooldown_seconds + 1)
+    reconcile_job(cp, job_id)
+    launched = loop.task(job_id)
+    assert (launched.state, launched.attempt, launched.reason) == (TaskState.LAUNCHING, 1, "")
+    claim(cp, ref(launched))
+    loop.send("reports", CompletionReport(job_id=job_id, index=0, attempt=1, instance_id=launched.instance_id,
+                                          sent_at=clock(), outcome="completed",
+                                          program={"exit_code": 0}).model_dump_json())
+    loop.drain()
+    status, shown = loop.api("GET", f"/jobs/{job_id}/tasks/0")
+    assert (shown["state"], shown["attempt"], shown["exit_code"], shown["reason"]) == ("SUCCEEDED", 1, 0, "")
+    assert [a.number for a in cp.store.attempts(job_id, 0)] == [1]
+    assert loop.api("GET", f"/jobs/{job_id}/stats")[1]["total"]["executions"] == 1
+
+
+def test_a_retried_attempt_does_not_show_the_exit_code_or_reason_of_the_one_before(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    job_id = submitted_and_running(loop, cp, {**JOB, "retries": {"program": 1}})
+    task = loop.task(job_id)
+    loop.send("reports", CompletionReport(job_id=job_id, index=0, attempt=1, instance_id=task.instance_id,
+                                          sent_at=clock(), outcome="completed",
+                                          program={"exit_code": 3}).model_dump_json())
+    loop.drain()
+    retried = loop.task(job_id)
+    assert (retried.state, retried.attempt, retried.exit_code, retried.reason) == (TaskState.LAUNCHING, 2, None, "")
+    assert [e.detail.get("reason") for e in cp.store.timeline(job_id, 100) if e.kind == "TaskRetrying"] == [
+        "program exited with code 3; retry 1 of 1"]  # the timeline keeps why

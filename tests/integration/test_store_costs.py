@@ -98,7 +98,7 @@ def test_a_single_cancelled_task_is_found_by_its_index(cp, env, aws, context):
     loop.drain()
     # Then both are cancelled (the launching one's instance ended), the others are untouched
     assert loop.task(job_id, 5).state == TaskState.CANCELLED and loop.task(job_id, 0).state == TaskState.CANCELLED
-    assert cp.compute.states([launching.instance_id])[launching.instance_id] in ("shutting-down", "terminated")
+    assert cp.compute.statuses([launching.instance_id])[launching.instance_id].state in ("shutting-down", "terminated")
     assert [loop.task(job_id, i).state for i in range(1, 5)].count(TaskState.CANCELLED) == 0
 
 

@@ -162,11 +162,14 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
     attempts = cp.store.attempts(job_id, 0)
     assert [(a.number, a.outcome) for a in attempts] == [(1, "interrupted"), (2, "completed")]
     kinds = [e.kind for e in cp.store.timeline(job_id, 100)]
-    for expected in ("JobSubmitted", "TaskLaunching", "TaskStarted", "CheckpointCommitted", "TaskReplacing",
+    for expected in ("JobSubmitted", "TaskLaunching", "TaskStarted", "CheckpointCommitted", "TaskInterrupted",
                      "TaskSucceeded"):
         assert expected in kinds
-    # Delivered twice or once, each transition is on the timeline exactly once
-    assert kinds.count("TaskReplacing") == 1 and kinds.count("TaskSucceeded") == 1
+    # Delivered twice or once, each transition is on the timeline exactly once; the replacement is one
+    # interruption (of attempt 1) and one launch (of attempt 2)
+    assert kinds.count("TaskInterrupted") == 1 and kinds.count("TaskSucceeded") == 1
+    assert [(e.kind, e.attempt) for e in cp.store.timeline(job_id, 100) if e.kind in ("TaskLaunching", "TaskInterrupted")] \
+        == [("TaskLaunching", 1), ("TaskInterrupted", 1), ("TaskLaunching", 2)]
     job = cp.store.get_job(job_id)
     assert job.counts.get("SUCCEEDED") == 1 and job.active == 0 and cp.store.account_active() == 0
     pools = cp.store.pool_stats([task.pool, replaced.pool])
@@ -176,7 +179,7 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
     # The job's statistics agree with the timeline, once, however often messages came
     status, stats = loop.api("GET", f"/jobs/{job_id}/stats")
     assert status == 200 and stats["final"] is True
-    assert stats["total"]["executions"] == 2 and stats["total"]["interruptions"] == kinds.count("TaskReplacing") == 1
+    assert stats["total"]["executions"] == 2 and stats["total"]["interruptions"] == kinds.count("TaskInterrupted") == 1
     assert stats["pools"][task.pool]["interruptions"] == 1 and stats["pools"][replaced.pool]["executions"] == 1
     assert stats["pools"][replaced.pool]["exec_seconds"] == 42.0
     # attempt 1 lived from launch (t0) to its final report (t0 + 110 s), attempt 2 from t0 + 90 s to t0 + 170 s

@@ -29,6 +29,18 @@ def test_the_run_command_solves_a_problem_through_real_interruptions(tmp_path, m
     assert summary["result"]["primes"] == demo.sieve_count(16_000_000) == 1_031_130
     assert summary["interruptions"] >= 1 and summary["market_warnings"] >= 1
     assert summary["checkpoints_committed"] >= 1
+    # counts a user can find again: 3 tasks + the combine, one TaskInterrupted event per interruption
+    assert summary["tasks"] == 4 and summary["interruptions"] == summary["interruption_events"]
+    assert summary["attempts"] >= summary["tasks"] + summary["interruptions"]
+
+
+def test_the_summary_counts_what_the_statistics_and_the_timeline_show():
+    stats = {"tasks": {"total": 5}, "total": {"executions": 7, "interruptions": 2}}
+    timeline = [{"kind": k} for k in ("LaunchRefused", "LaunchRefused", "TaskLaunching", "TaskInterrupted",
+                                      "TaskLaunching", "TaskInterrupted", "CheckpointCommitted", "EnvironmentFault")]
+    assert demo.summary_counts(stats, timeline) == {
+        "tasks": 5, "attempts": 7, "launches_refused_for_capacity": 2, "interruptions": 2, "interruption_events": 2,
+        "checkpoints_committed": 1, "checkpoints_restored": 0}
 
 
 @contextlib.contextmanager
@@ -98,7 +110,7 @@ def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from
         committed_before_kill = [e.detail["seq"] for e in events if e.kind == "CheckpointCommitted"
                                  and e.attempt == first.attempt]
         assert restored[0].detail["seq"] == max(committed_before_kill)
-        assert any(e.kind == "TaskInterrupted" and "heartbeats stopped" in e.detail.get("reason", "") for e in events)
+        assert any(e.kind == "EnvironmentFault" and "heartbeats stopped" in e.detail.get("reason", "") for e in events)
         count = json.loads(runtime.session.client("s3").get_object(
             Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/count.json")["Body"].read())
         assert count["primes"] == demo.sieve_count(30_000_000)
@@ -131,7 +143,7 @@ def _running_over_time(events):
     for event in sorted(events, key=lambda e: e.at):
         if event.kind == "TaskStarted":
             running.add(event.index)
-        elif event.kind in ("TaskSucceeded", "TaskFailed", "TaskInterrupted", "TaskCancelled"):
+        elif event.kind in ("TaskSucceeded", "TaskFailed", "TaskInterrupted", "EnvironmentFault", "TaskCancelled"):
             running.discard(event.index)
         levels.append(len(running))
     return levels
@@ -152,7 +164,7 @@ def test_suspend_checkpoints_and_releases_the_instance_and_resume_continues_from
         suspended = store.get_task(job.job_id, 0)
         assert suspended.state == "SUSPENDED" and suspended.checkpoint is not None
         assert suspended.checkpoint.attempt == running.attempt  # the final checkpoint taken on suspend
-        wait_for(lambda: runtime.cp.compute.states([running.instance_id])[running.instance_id]
+        wait_for(lambda: runtime.cp.compute.statuses([running.instance_id])[running.instance_id].state
                  in ("shutting-down", "terminated"), 30, "the instance to be released")
         control_job(runtime.cp, job.job_id, "resume")
         done = wait_for(lambda: store.get_job(job.job_id).state in (JobState.SUCCEEDED, JobState.FAILED)

@@ -203,3 +203,29 @@ def test_the_common_work_path_is_the_agents_default_work_root():
     from spotrun_worker.config import AgentConfig
 
     assert AgentConfig.__dataclass_fields__["work_root"].default == WORK_PATH
+
+
+def test_a_reclaim_looks_like_one_on_aws(tmp_path, aws, env):
+    """EC2 terminates a reclaimed spot instance with the state reason Server.SpotInstanceTermination, which
+    the control plane reads to tell a reclaim from any other lost instance; moto alone says
+    Client.UserInitiatedShutdown. The market replay's reclaims and the soak's reclaims without a warning
+    both go through `LocalRuntime.reclaim`."""
+    import json
+
+    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
+    runtime.ec2, runtime.events = aws.client("ec2"), aws.client("events")
+    instance_id = runtime.ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+        InstanceMarketOptions={"MarketType": "spot"})["Instances"][0]["InstanceId"]
+    runtime.instances[instance_id] = Instance(instance_id, "c6i.large", "us-east-1a", True)
+    runtime.reclaim(instance_id)
+    described = runtime.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert described["State"]["Name"] == "terminated"
+    assert described["StateReason"]["Code"] == "Server.SpotInstanceTermination"
+    queue = json.loads(env["SPOTRUN_QUEUE_URLS"])["interruptions"]
+    messages = aws.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    delivered = [json.loads(m["Body"]) for m in messages]
+    assert [(e["detail-type"], e["detail"]) for e in delivered] == [
+        ("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": "terminated"})]
+    assert (runtime.counters.reclaims, runtime.counters.reclaims_without_warning) == (1, 1)
+    assert runtime.instances[instance_id].killed

@@ -57,9 +57,13 @@ def clean_evidence(tasks: int = 2) -> Evidence:
     return Evidence(problem, Job(), {i: Task(i) for i in range(tasks + 1)}, events, records, outputs)
 
 
+RECLAIM = {"instance": "i-7", "at": T0.timestamp(), "job_id": "j-1", "index": 0, "attempt": 1}
+
+
 def findings(evidence: Evidence | None = None, **changes: Any) -> Findings:
     evidence = evidence or clean_evidence()
-    return replace(Findings([evidence.problem], [evidence], finished=True, steps=STEPS), **changes)
+    return replace(Findings([evidence.problem], [evidence], finished=True, steps=STEPS, unwarned_reclaims=[RECLAIM]),
+                   **changes)
 
 
 def failed(found: Findings) -> set[str]:
@@ -106,7 +110,21 @@ CASES = [
      {"no_partial_checkpoint_restored"}),
     ("an unexplained dead letter", lambda: findings(dead_letters=[
         {"queue": "reports", "body": "{}", "explained": False}]), {"dead_letters_explained"}),
+    ("no reclaim without a warning in the run", lambda: findings(unwarned_reclaims=[]),
+     {"reclaims_without_warning_were_interruptions"}),
+    ("a reclaim without a warning counted as an environment fault", lambda: findings(with_events(
+        Event("EnvironmentFault", 0, detail={"reason": "environment: instance terminated"}, at=T0 + timedelta(seconds=2)))),
+     {"reclaims_without_warning_were_interruptions"}),
 ]
+
+
+def test_an_environment_fault_before_the_reclaim_is_not_the_reclaims():
+    """The attempt's agent was killed (heartbeats stopped) and declared lost before its instance was reclaimed."""
+    early = with_events(Event("EnvironmentFault", 0, detail={"reason": "heartbeats stopped"}, at=T0 - timedelta(seconds=30)),
+                        Event("TaskInterrupted", 0, detail={"reason": "environment: spot reclaim without a warning"},
+                              at=T0 + timedelta(seconds=1)))
+    assert verdict(findings(early))[1] == []
+    assert figures(findings(early))["reclaims_without_warning"] == {"injected": 1, "counted_as_interruptions": 1}
 
 
 @pytest.mark.parametrize(("label", "make", "expected"), CASES, ids=[case[0] for case in CASES])

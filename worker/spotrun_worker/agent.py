@@ -213,7 +213,7 @@ class Agent:
         """Let an interrupted predecessor commit its final checkpoint before this attempt restores."""
         if task is None or task.draining_attempt is None or task.draining_attempt == self.ref.attempt:
             return
-        # The predecessor's attempt record ends when this attempt is admitted (TaskReplacing); it has
+        # The predecessor's attempt record ends when this attempt is admitted (TaskInterrupted); it has
         # handed over once its final report arrived (drained), after its final checkpoint's commit.
         deadline = time.monotonic() + self.config.handover_wait_seconds
         while time.monotonic() < deadline:

@@ -9,7 +9,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from spotrun.domain.launches import CAPACITY_ERRORS, THROTTLING_ERRORS, LaunchRequest, LaunchResult, ManagedInstance
+from spotrun.domain.launches import (
+    CAPACITY_ERRORS,
+    GONE,
+    THROTTLING_ERRORS,
+    InstanceStatus,
+    LaunchRequest,
+    LaunchResult,
+    ManagedInstance,
+)
 
 MANAGED_TAG = "spotrun:managed"
 
@@ -76,9 +84,10 @@ class Ec2Compute:
                 if error.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
                     raise
 
-    def states(self, instance_ids: Sequence[str]) -> dict[str, str]:
-        """Instance state names; an instance EC2 no longer knows is reported 'terminated'."""
-        out = {i: "terminated" for i in instance_ids}
+    def statuses(self, instance_ids: Sequence[str]) -> dict[str, InstanceStatus]:
+        """Each instance's state and the reason code of its last transition; one EC2 no longer knows is
+        `GONE` (terminated, no reason)."""
+        out = {i: GONE for i in instance_ids}
         for start in range(0, len(instance_ids), 500):
             chunk = list(instance_ids[start:start + 500])
             try:
@@ -86,13 +95,13 @@ class Ec2Compute:
                 for page in pages:
                     for reservation in page.get("Reservations", []):
                         for instance in reservation.get("Instances", []):
-                            out[instance["InstanceId"]] = instance["State"]["Name"]
+                            out[instance["InstanceId"]] = _status(instance)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
                     raise
                 for instance_id in chunk:  # ask one by one to tell the unknown ones apart
                     if len(chunk) > 1:
-                        out.update(self.states([instance_id]))
+                        out.update(self.statuses([instance_id]))
         return out
 
     def managed_instances(self) -> list[ManagedInstance]:
@@ -111,6 +120,17 @@ class Ec2Compute:
                         "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", [])},
                     })
         return found
+
+
+def _status(instance: dict[str, Any]) -> InstanceStatus:
+    """EC2's StateReason code (e.g. `Server.SpotInstanceTermination`), else the code a StateTransitionReason
+    starts with, if it names one (`Server.X: ...`)."""
+    code = str((instance.get("StateReason") or {}).get("Code") or "")
+    if not code:
+        transition = str(instance.get("StateTransitionReason") or "")
+        head = transition.split(":", 1)[0]
+        code = head if head.startswith(("Server.", "Client.")) else ""
+    return InstanceStatus(instance["State"]["Name"], code[:128])
 
 
 class Ec2SpotPrices:

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
+from spotrun.domain.launches import InstanceStatus
 from spotrun.domain.model import ACTIVE_STATES, Task, TaskState
 
 
@@ -171,3 +172,16 @@ def reaction(action: Action, task: Task, worker_attempt: int) -> Reaction:
     if action == Action.ATTEMPT_LOST and worker_attempt < task.attempt:
         return Reaction.END_SUPERSEDED_ATTEMPT
     return Reaction.IGNORE
+
+
+# EC2's state reasons for an instance Spot took back (API StateReason): terminated, or stopped.
+SPOT_RECLAIM_REASONS = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
+
+
+def lost_instance(status: InstanceStatus, signal: str) -> tuple[bool, str]:
+    """An attempt's instance is gone (a state change, or the reaper found its heartbeats stopped): was it a
+    spot reclaim, and the reason to record. The two-minute warning is best effort, so a reclaim is known by
+    what EC2 says of the instance, whichever signal came first or alone."""
+    if status.reason in SPOT_RECLAIM_REASONS:
+        return True, f"spot reclaim without a warning ({signal}; EC2: {status.reason})"
+    return False, f"{signal}" + (f" (EC2: {status.state}, {status.reason})" if status.reason else "")

@@ -29,7 +29,7 @@ class LaunchRequest:
     # for many gives them the common tags only (tagging each afterwards would be one EC2 call per
     # instance): the store's WORKER item says which attempt an instance serves.
     per_instance_tags: list[dict[str, str]]
-    token: str  # idempotency: the same request twice launches once
+    token: str  # idempotency: the same request twice launches once (and answers with the same instances)
 
     @property
     def count(self) -> int:
@@ -41,6 +41,22 @@ class LaunchResult:
     instance_ids: list[str] = field(default_factory=list)
     error_code: str | None = None
     error_message: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """What EC2 says of an instance: its state and the reason code of its last transition (API
+    StateReason, e.g. `Server.SpotInstanceTermination`; empty when EC2 gives none)."""
+
+    state: str
+    reason: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("pending", "running")
+
+
+GONE = InstanceStatus("terminated")  # an instance EC2 no longer knows
 
 
 class ManagedInstance(TypedDict):

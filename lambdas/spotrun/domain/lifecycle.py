@@ -53,7 +53,8 @@ class TaskChange:
     to_state: TaskState
     event: str  # timeline event kind
     reason: str = ""
-    new_attempt: bool = False  # the move starts the next attempt (the fencing token goes up)
+    new_attempt: bool = False  # the move admits the next attempt (the attempt number and admissions go up)
+    revert_attempt: bool = False  # the launch of the admitted attempt was refused: its number is given back
     set_fields: dict[str, Any] = field(default_factory=dict)
     remove_fields: tuple[str, ...] = ()
     increments: dict[str, int] = field(default_factory=dict)
@@ -62,6 +63,8 @@ class TaskChange:
     def __post_init__(self) -> None:
         if self.to_state not in ALLOWED[self.task.state]:
             raise ValueError(f"task cannot go from {self.task.state} to {self.to_state}")
+        if self.new_attempt and self.revert_attempt:
+            raise ValueError("a move cannot both admit an attempt and give one back")
 
     @property
     def from_state(self) -> TaskState:
@@ -74,7 +77,12 @@ class TaskChange:
     @property
     def attempt(self) -> int:
         """The attempt that owns the task after the move."""
-        return self.task.attempt + 1 if self.new_attempt else self.task.attempt
+        return self.task.attempt + int(self.new_attempt) - int(self.revert_attempt)
+
+    @property
+    def admissions(self) -> int:
+        """The task's admissions after the move."""
+        return self.task.admissions + int(self.new_attempt)
 
 
 @dataclass(frozen=True)
@@ -100,16 +108,43 @@ class AttemptEnd:
         return int(self.launched and self.scope == Scope.ENVIRONMENT and not self.interrupted)
 
 
-def timeline_event(change: TaskChange, now: datetime, detail: dict[str, Any] | None = None) -> TimelineEvent:
-    """What the job's timeline says of a move (written with it); its id makes a repeated move's event one."""
+# Timeline event kinds a user counts by (README, "Timeline events").
+LAUNCHING = "TaskLaunching"  # an attempt was admitted and its instance is being launched
+LAUNCH_REFUSED = "LaunchRefused"  # EC2 refused the launch (no capacity in the pool): not an attempt
+INTERRUPTED = "TaskInterrupted"  # spot reclaimed the attempt's instance (warned or not): one per interruption
+ENVIRONMENT_FAULT = "EnvironmentFault"  # the attempt was lost to anything else in the environment
+
+
+def timeline_events(change: TaskChange, now: datetime, detail: dict[str, Any] | None = None) -> list[TimelineEvent]:
+    """What the job's timeline says of a move (written with it); their ids make a repeated move's events one.
+
+    Each event names the attempt it is about: a refused launch names none (it was no attempt); a move
+    that ends an attempt and starts the next at once (a warned reclaim's replacement) is two events, the
+    end of the one attempt and the launch of the other.
+    """
     task = change.task
     body: dict[str, Any] = {"from": task.state.value, "to": change.to_state.value,
                             **({"reason": change.reason} if change.reason else {})}
+    suffix = f"{task.state}-{change.admissions}"
+    if change.revert_attempt:
+        refused = {**body, "pool": task.pool, **(detail or {})}
+        return [TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.event}-{suffix}", task.index, None,
+                              refused)]
+    if change.new_attempt and change.end_attempt is not None:
+        ended_ = {**body, "pool": change.end_attempt.pool, "replacement": change.attempt}
+        launching = {"from": task.state.value, "to": change.to_state.value, "pool": change.set_fields.get("pool"),
+                     **(detail or {})}
+        return [
+            TimelineEvent(task.job_id, now, change.event, f"{task.index}-{task.attempt}-{change.event}-{suffix}",
+                          task.index, task.attempt, ended_),
+            TimelineEvent(task.job_id, now, LAUNCHING, f"{task.index}-{change.attempt}-{LAUNCHING}-{suffix}",
+                          task.index, change.attempt, launching),
+        ]
     if change.set_fields.get("pool"):
         body["pool"] = change.set_fields["pool"]
     body.update(detail or {})
-    return TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.attempt}-{change.event}-{task.state}",
-                         task.index, change.attempt, body)
+    return [TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.attempt}-{change.event}-{suffix}",
+                          task.index, change.attempt, body)]
 
 
 def ended(task: Task, outcome: str, scope: Scope | None, **details: Any) -> AttemptEnd:
@@ -203,6 +238,7 @@ def environment_fault(
     pool = task.pool
     avoid = tuple(dict.fromkeys((*task.avoid_pools, pool))) if pool else task.avoid_pools
     increments = {"interruptions": 1} if reclaimed else {"environment_failures": 1}
+    event = INTERRUPTED if reclaimed else ENVIRONMENT_FAULT
     common: dict[str, Any] = {
         "increments": {**increments, "consecutive_environment_failures": 1},
         "set_fields": {"avoid_pools": list(avoid[-10:])},
@@ -213,7 +249,7 @@ def environment_fault(
             task, TaskState.FAILED, "TaskFailed",
             reason=f"environment: {reason} (environment retries exhausted: {retries.environment})", **common,
         )
-    return TaskChange(task, TaskState.QUEUED, "TaskInterrupted", reason=f"environment: {reason}", **common)
+    return TaskChange(task, TaskState.QUEUED, event, reason=f"environment: {reason}", **common)
 
 
 def image_fault_reason(image_id: str | None, problem: str) -> str:

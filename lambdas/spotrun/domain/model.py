@@ -100,9 +100,13 @@ class Task:
     job_id: str
     index: int
     state: TaskState
-    attempt: int  # the fencing token: the number of the attempt that owns the task
+    # The number of the attempt that owns the task: launched attempts only, as users count them. A launch
+    # EC2 refused gives its number back (`revert_attempt`), so with `admissions` (every admission, never
+    # given back) it is the fencing token of the task's guarded moves.
+    attempt: int
     desired: Desired = Desired.RUN
     kind: str = "task"  # or "combine"
+    admissions: int = 0  # every admission of an attempt, refused launches included: never goes down
     pool: str | None = None
     market: Market | None = None
     price_per_hour: float | None = None  # what the current attempt's instance costs
@@ -185,7 +189,7 @@ class ImageFault:
 class TimelineEvent:
     job_id: str
     at: datetime
-    kind: str  # e.g. TaskLaunching, TaskStarted, CheckpointCommitted, TaskInterrupted, TaskSucceeded
+    kind: str  # e.g. TaskLaunching, TaskStarted, CheckpointCommitted, TaskInterrupted, TaskSucceeded (README)
     event_id: str  # deterministic, so a redelivered message writes the same event once
     index: int | None = None
     attempt: int | None = None

@@ -41,6 +41,9 @@ class ChaosConfig:
     # Per live agent (so the last task of a run is not hit by the whole fleet's share):
     agent_kill_every: float = 300.0  # mean seconds between SIGKILLs (no warning) of each agent
     rebalance_every: float = 20.0  # mean seconds between rebalance recommendations (early checkpoints) to each instance
+    # Mean seconds between spot reclaims of each spot instance with no warning before them (AWS calls the
+    # warning best effort): terminated as Spot terminates, then only the state-change event.
+    reclaim_without_warning_every: float = 400.0
     # For the whole control plane:
     control_plane_crash_every: float = 90.0  # mean seconds between control plane crashes
     control_plane_downtime: tuple[float, float] = (1.0, 5.0)
@@ -135,8 +138,10 @@ class Chaos:
     def start(self, duration: float) -> None:
         """Every second: the control plane crashes that are due, then for each live agent (in instance-id
         order) a SIGKILL with probability 1/agent_kill_every, else a rebalance recommendation with
-        probability 1/rebalance_every. A kind that has not happened within `first_within` seconds is
-        forced on the next agent (for a kill: preferably one whose task has a committed checkpoint)."""
+        probability 1/rebalance_every, else (a spot instance not warned yet) a reclaim without a warning
+        with probability 1/reclaim_without_warning_every. A kind that has not happened within
+        `first_within` seconds is forced on the next agent (for a kill or a reclaim: preferably one whose
+        task has a committed checkpoint)."""
         crashes = self.schedule(duration)
         rng, cfg = random.Random(self.schedule_rng.getrandbits(64)), self.config
         started = time.monotonic()
@@ -153,11 +158,14 @@ class Chaos:
                         return
                 agents = self._live_agents()
                 for agent in agents:
-                    kill, rebalance = rng.random(), rng.random()
+                    kill, rebalance, reclaim = rng.random(), rng.random(), rng.random()
                     if cfg.agent_kill_every > 0 and kill < 1.0 / cfg.agent_kill_every:
                         self._fire(Timed(elapsed, "agent_kill", 0.0), agent)
                     elif cfg.rebalance_every > 0 and rebalance < 1.0 / cfg.rebalance_every:
                         self._fire(Timed(elapsed, "rebalance_recommendation", 0.0), agent)
+                    elif (cfg.reclaim_without_warning_every > 0 and reclaim < 1.0 / cfg.reclaim_without_warning_every
+                          and agent in self._spot_unwarned(agents)):
+                        self._fire(Timed(elapsed, "reclaim_without_warning", 0.0), agent)
                 if cfg.ensure_restore and not restore_forced and agents:
                     checkpointed = self._with_checkpoint(self._live_agents())
                     if checkpointed:
@@ -171,6 +179,12 @@ class Chaos:
                             self._fire(Timed(elapsed, "agent_kill", 0.0), (preferred or agents)[0])
                     if not counts.get("rebalance_recommendation") and cfg.rebalance_every > 0:
                         self._fire(Timed(elapsed, "rebalance_recommendation", 0.0), agents[0])
+                    if not counts.get("reclaim_without_warning") and cfg.reclaim_without_warning_every > 0:
+                        # every run has at least one, preferably of an instance whose task ran a while
+                        candidates = self._spot_unwarned(self._with_checkpoint(agents)) or (
+                            self._spot_unwarned(agents) if elapsed > 2 * cfg.first_within else [])
+                        if candidates:
+                            self._fire(Timed(elapsed, "reclaim_without_warning", 0.0), candidates[0])
 
         self._thread = threading.Thread(target=run, name="chaos", daemon=True)
         self._thread.start()
@@ -190,6 +204,10 @@ class Chaos:
                 self._note(event, downtime=round(downtime, 2))
                 if not self._stop.wait(downtime):
                     runtime.start_control_plane()
+            elif event.kind == "reclaim_without_warning":
+                runtime.reclaim(target)
+                self.log.add("reclaim_without_warning", instance=target)
+                self._note(event, instance=target)
             elif event.kind == "agent_kill":
                 runtime.kill_agent(target)
                 self.log.add("agent_kill", instance=target)
@@ -200,6 +218,11 @@ class Chaos:
                 self._note(event, instance=target)
         except Exception:  # noqa: BLE001 - the injector must keep going
             log.exception("timed fault %s failed", event.kind)
+
+    def _spot_unwarned(self, instance_ids: list[str]) -> list[str]:
+        """The spot instances among these that the market has not warned yet (on-demand ones are never reclaimed)."""
+        instances = self.runtime.instances
+        return [i for i in instance_ids if instances[i].spot and instances[i].warned_at is None]
 
     def _with_checkpoint(self, instance_ids: list[str]) -> list[str]:
         from spotrun.adapters.dynamo import DynamoStore

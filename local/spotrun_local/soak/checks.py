@@ -11,7 +11,9 @@ behind (`Findings`) that returns the losses it found (none: the check passed).
 - no_partial_checkpoint_restored: every restored checkpoint was seen committed (its event, or the
   task's pointer at that sequence seen by the soak's monitor), and no program found a corrupt state;
 - dead_letters_explained: each dead letter's receives all met an injected fault, a hold-back or a
-  control plane crash (`explain_dead_letter`).
+  control plane crash (`explain_dead_letter`);
+- reclaims_without_warning_were_interruptions: the run reclaimed at least one spot instance with no
+  warning before it, and no attempt so reclaimed was counted as an environment fault after it.
 `figures` adds what the report shows besides (attempts, checkpoints, timelines, anomalies).
 """
 
@@ -58,6 +60,9 @@ class Findings:
     orphans: list[str] = field(default_factory=list)  # instances running after the grace
     corrupt: list[str] = field(default_factory=list)  # programs' lines reporting a corrupt state
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    # spot reclaims with no warning before them: instance, wall time (`at`), and the attempt the instance
+    # served then (job_id, index, attempt; None when no attempt named it)
+    unwarned_reclaims: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ the checks
@@ -131,6 +136,23 @@ def dead_letters_explained(findings: Findings) -> list[str]:
             for letter in findings.dead_letters if not letter["explained"]]
 
 
+def reclaims_without_warning_were_interruptions(findings: Findings) -> list[str]:
+    if not findings.unwarned_reclaims:
+        return ["no spot instance was reclaimed without a warning in this run (nothing tested that)"]
+    losses = []
+    by_job = {ev.problem.job_id: ev for ev in findings.evidence}
+    for reclaim in findings.unwarned_reclaims:
+        ev = by_job.get(reclaim.get("job_id"))
+        if ev is None:
+            continue
+        faults = [e for e in ev.events if e.kind == "EnvironmentFault" and e.index == reclaim["index"]
+                  and e.attempt == reclaim["attempt"] and e.at.timestamp() >= reclaim["at"] - 1.0]
+        losses += [f"{ev.label(reclaim['index'])}: attempt {reclaim['attempt']} reclaimed without a warning "
+                   f"(instance {reclaim['instance']}) was counted as an environment fault: {e.detail.get('reason')}"
+                   for e in faults]
+    return losses
+
+
 def explain_dead_letter(history: list[str]) -> bool:
     """A dead letter is explained when every receive that did not end in a delete met an injected fault, a
     hold-back or a control plane crash (a plain "failed" is a handler error nobody injected)."""
@@ -140,6 +162,7 @@ def explain_dead_letter(history: list[str]) -> bool:
 CHECKS: tuple[Callable[[Findings], list[str]], ...] = (
     every_problem_succeeded, every_task_completed_exactly_once, nothing_stuck, outputs_and_combined_results_correct,
     no_orphan_instance, no_partial_checkpoint_restored, dead_letters_explained,
+    reclaims_without_warning_were_interruptions,
 )
 
 
@@ -227,7 +250,13 @@ def figures(findings: Findings) -> dict[str, Any]:
             "name": problem.name, "job_id": problem.job_id, "checkpointer": problem.method, "tasks": problem.tasks,
             "state": str(ev.job.state) if ev.job else None, "finished_after_seconds": problem.finished_after,
             "attempts": attempts, "checkpoints_committed": commits, "checkpoints_restored": len(restored),
-            "interruptions": sum(1 for e in ev.events if e.kind in ("TaskReplacing", "TaskInterrupted")),
+            "interruptions": sum(1 for e in ev.events if e.kind == "TaskInterrupted"),
         })
-    return {"problems": per_problem, "checkpoints": {"committed": committed_total, "restored": restored_total, **counts},
+    unwarned = {(r.get("job_id"), r.get("index"), r.get("attempt")) for r in findings.unwarned_reclaims}
+    counted = sum(1 for ev in findings.evidence for e in ev.events if e.kind == "TaskInterrupted"
+                  and (ev.problem.job_id, e.index, e.attempt) in unwarned
+                  and "without a warning" in str(e.detail.get("reason", "")))
+    return {"problems": per_problem, "reclaims_without_warning": {
+                "injected": len(findings.unwarned_reclaims), "counted_as_interruptions": counted},
+            "checkpoints": {"committed": committed_total, "restored": restored_total, **counts},
             "program_runs_to_completion_not_accepted": duplicate_runs, "anomalies": anomalies}

@@ -33,6 +33,18 @@ class Reader:
             attempt_records={index: self.attempt_items(job_id, index) for index in indexes},
             outputs=outputs, account_active=self.store.account_active())
 
+    def unwarned_reclaims(self, runtime: Any) -> list[dict[str, Any]]:
+        """The spot reclaims that came without a warning, each with the attempt its instance served then."""
+        found = []
+        for event in runtime.counters.events:
+            if event["kind"] != "reclaim_without_warning":
+                continue
+            worker = self.store.worker(event["instance"])
+            found.append({"instance": event["instance"], "at": event["at"],
+                          "job_id": worker.job_id if worker else None, "index": worker.index if worker else None,
+                          "attempt": worker.attempt if worker else None})
+        return found
+
     def attempt_items(self, job_id: str, index: int) -> list[dict[str, Any]]:
         """The task's attempt records, read raw (the soak must see records the store's reader would reject)."""
         from spotrun.adapters.dynamo import deserialize, serialize, task_pk

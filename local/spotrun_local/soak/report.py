@@ -35,6 +35,7 @@ def print_report(report: dict[str, Any]) -> None:
               f"after {problem['finished_after_seconds']}s  attempts {problem['attempts']}  "
               f"interruptions {problem['interruptions']}  checkpoints {problem['checkpoints_committed']} committed, "
               f"{problem['checkpoints_restored']} restored")
+    print(f"  spot reclaims without a warning: {report.get('reclaims_without_warning')}")
     print(f"  agent processes by exit code: {report.get('agent_exit_codes')}")
     print(f"  checkpoints: {report.get('checkpoints')}")
     print(f"  program runs that completed but were not the accepted one: "
@@ -66,6 +67,10 @@ def print_report(report: dict[str, Any]) -> None:
 def write_reports(path: Path, reports: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = [{"seed": r["seed"], "ok": r["ok"], "elapsed_seconds": r["elapsed_seconds"], "tasks": r["tasks_total"],
-                "faults_injected": sum(r["faults"].values()), "losses": len(r.get("losses", []))} for r in reports]
+                "faults_injected": sum(r["faults"].values()), "losses": len(r.get("losses", [])),
+                "duplicate_completions": r.get("program_runs_to_completion_not_accepted"),
+                "dead_letters": len(r.get("dead_letters", [])),
+                "reclaims_without_warning": (r.get("reclaims_without_warning") or {}).get("injected", 0)}
+               for r in reports]
     path.write_text(json.dumps({"ok": all(r["ok"] for r in reports), "summary": summary, "runs": reports},
                                indent=1, default=str) + "\n")

@@ -152,11 +152,13 @@ class Soak:
         findings = Findings(
             problems=work, evidence=[self.reader.evidence(p) for p in work if p.job_id is not None],
             finished=finished, steps=self.options.steps, pointers=self.pointers, orphans=orphans,
-            corrupt=evidence.program_corruption(root), dead_letters=evidence.dead_letters(runtime, self.chaos.receipts))
+            corrupt=evidence.program_corruption(root), dead_letters=evidence.dead_letters(runtime, self.chaos.receipts),
+            unwarned_reclaims=self.reader.unwarned_reclaims(runtime))
         checks, losses = verdict(findings)
         shown = figures(findings)
         return {
             "problems": shown["problems"],
+            "reclaims_without_warning": shown["reclaims_without_warning"],
             "checks": checks,
             "checkpoints": shown["checkpoints"],
             "program_runs_to_completion_not_accepted": shown["program_runs_to_completion_not_accepted"],

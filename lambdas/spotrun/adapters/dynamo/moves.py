@@ -19,7 +19,7 @@ from spotrun.adapters.dynamo.keys import ACCOUNT_KEY, attempt_key, by_state_pk, 
 from spotrun.adapters.dynamo.pools import pool_stats_item
 from spotrun.adapters.dynamo.table import Table, chunks
 from spotrun.domain.accounting import attempt_usage, pool_usage
-from spotrun.domain.lifecycle import TaskChange, timeline_event
+from spotrun.domain.lifecycle import TaskChange, timeline_events
 from spotrun.domain.model import ACTIVE_STATES, TERMINAL_STATES, Attempt, Market, Scope, TaskState
 
 
@@ -50,7 +50,8 @@ class TaskMoves(Table):
             count_deltas[change.to_state] = count_deltas.get(change.to_state, 0) + 1
             active += change.active_delta
             if change.end_attempt is not None:
-                items.append(self._end_attempt_item(change, now))
+                items.append(self._end_attempt_item(change, now) if change.end_attempt.launched
+                             else self._forget_attempt_item(change))
                 end = change.end_attempt
                 deltas = pool_deltas.setdefault(end.pool, {})
                 for name, amount in pool_usage(end.executions, end.failures, int(end.interrupted),
@@ -71,8 +72,8 @@ class TaskMoves(Table):
                     Market(change.set_fields.get("market") or Market.SPOT), launched_at=now,
                     price_per_hour=change.set_fields.get("price_per_hour")))),
                     "ConditionExpression": "attribute_not_exists(pk)"}})
-            items.append({"Put": {"TableName": self.table, "Item": serialize(event_item(
-                timeline_event(change, now, event_detail)))}})
+            items.extend({"Put": {"TableName": self.table, "Item": serialize(event_item(event))}}
+                         for event in timeline_events(change, now, event_detail))
         items.append(self._job_counts_item(job_id, count_deltas, active, now, job_conditions or {}, job_stats))
         if active:
             items.append(self._account_item(active, (job_conditions or {}).get("account_cap")))
@@ -86,14 +87,28 @@ class TaskMoves(Table):
         expr = Expression()
         expr.condition("{s} = {from_state}", s="@state", from_state=task.state.value)
         expr.condition("{a} = {attempt}", a="@attempt", attempt=task.attempt)
+        # The attempt number is given back when a launch is refused, so the fencing token is the pair
+        # (attempt, admissions): a move decided on a refused admission cannot land on the next one.
+        if task.admissions:
+            expr.condition("{n} = {admissions}", n="@admissions", admissions=task.admissions)
+        else:
+            expr.condition("attribute_not_exists({n}) OR {n} = {none}", n="@admissions", none=0)
         expr.set("state", change.to_state)
         expr.set("state_pk", by_state_pk(task.job_id, change.to_state, shard_of(task.index)))
         expr.set("updated_at", now)
         if change.reason:
             expr.set("reason", change.reason)
+        elif "reason" not in change.set_fields:
+            expr.remove("reason")  # a reason says why the task is where this move put it, never an older one
         if change.new_attempt:
             expr.set("attempt", task.attempt + 1)
+            expr.set("admissions", task.admissions + 1)
             expr.set("launched_at", now)
+            expr.remove("instance_id")
+            if "exit_code" not in change.set_fields:
+                expr.remove("exit_code")  # the exit code of the attempt before is not this one's
+        if change.revert_attempt:
+            expr.set("attempt", task.attempt - 1)
             expr.remove("instance_id")
         for name, value in change.set_fields.items():
             expr.set(name, value)
@@ -127,6 +142,14 @@ class TaskMoves(Table):
         expr.set("exec_seconds", end.exec_seconds)
         return {"Update": {"TableName": self.table, "Key": serialize(attempt_key(change.task.job_id, change.task.index, end.attempt)),
                            **expr.update()}}
+
+    def _forget_attempt_item(self, change: TaskChange) -> dict[str, Any]:
+        """A launch EC2 refused was no attempt: its record goes (the number is admitted again later)."""
+        end = change.end_attempt
+        assert end is not None
+        return {"Delete": {"TableName": self.table, "Key": serialize(attempt_key(change.task.job_id, change.task.index,
+                                                                                 end.attempt)),
+                           "ConditionExpression": "attribute_not_exists(ended_at)"}}
 
     def _job_counts_item(
         self, job_id: str, deltas: dict[str, int], active: int, now: datetime, conditions: dict[str, Any],

@@ -1,0 +1,117 @@
+"""A spot reclaim is a reclaim whichever signal reports it first: the two-minute warning (best effort),
+the instance's state change, or the reaper finding its heartbeats stopped. EC2 says which it was (the
+instance's state reason `Server.SpotInstanceTermination`); events shaped as AWS documents them, moto
+as EC2, the instance terminated as Spot terminates it (spotrun_local.moto_ec2.reclaim)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spotrun.attempts import claim
+from spotrun.domain.model import TaskState
+from spotrun.reaping import sweep
+from spotrun_local.moto_ec2 import reclaim
+from tests.integration.test_task_flow import JOB, Loop, ref
+from tests.support import eventbridge_event
+
+WARNING = "EC2 Spot Instance Interruption Warning"
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
+def running(loop: Loop, spec: dict[str, Any] | None = None) -> str:
+    _, accepted = loop.api("POST", "/jobs", spec or JOB)
+    loop.drain()
+    job_id = accepted["job_id"]
+    claim(loop.cp, ref(loop.task(job_id)))
+    return job_id
+
+
+def warned(loop: Loop, instance_id: str) -> None:
+    loop.send("interruptions", eventbridge_event(WARNING, {"instance-id": instance_id, "instance-action": "terminate"},
+                                                 at=loop.cp.clock()))
+    loop.drain()
+
+
+def terminated(loop: Loop, instance_id: str) -> None:
+    loop.send("interruptions", eventbridge_event(STATE_CHANGE, {"instance-id": instance_id, "state": "terminated"},
+                                                 at=loop.cp.clock()))
+    loop.drain()
+
+
+def outcome(loop: Loop, job_id: str, first_pool: str) -> dict[str, Any]:
+    """What the task, its first attempt, its job and the pool say after the reclaim (the handover detail
+    `draining_attempt` aside: only a warned attempt has a final checkpoint to hand over)."""
+    task = loop.task(job_id)
+    job = loop.cp.store.get_job(job_id)
+    first = next(a for a in loop.cp.store.attempts(job_id, 0) if a.number == 1)
+    pool = loop.cp.store.pool_stats([first_pool])[first_pool]
+    return {
+        "state": task.state, "attempt": task.attempt, "interruptions": task.interruptions,
+        "environment_failures": task.environment_failures, "program_failures": task.program_failures,
+        "consecutive": task.consecutive_environment_failures, "avoid": task.avoid_pools,
+        "first_attempt": (first.outcome, first.scope), "pool_interruptions": pool.interruptions,
+        "pool_failures": pool.failures, "pool_cooling": pool.cooldown_until is not None,
+        "job_interruptions": sum(v for k, v in job.stats.items() if k.endswith("|interruptions")),
+        "job_failures": sum(v for k, v in job.stats.items() if k.endswith("|failures")),
+        "interrupted_events": [e.attempt for e in loop.cp.store.timeline(job_id, 100) if e.kind == "TaskInterrupted"],
+    }
+
+
+@pytest.mark.parametrize("order", ["warning, then state change", "state change, then warning",
+                                   "state change alone", "reaper alone"])
+def test_a_reclaim_ends_in_the_same_state_whichever_signal_comes_first(cp, env, aws, context, clock, order):
+    loop = Loop(cp, env, aws, context)
+    job_id = running(loop)
+    task = loop.task(job_id)
+    clock.advance(60)
+    reclaim(task.instance_id)
+    if order == "warning, then state change":
+        warned(loop, task.instance_id)
+        terminated(loop, task.instance_id)
+    elif order == "state change, then warning":
+        terminated(loop, task.instance_id)
+        warned(loop, task.instance_id)  # late: the instance no longer serves its task
+    elif order == "state change alone":
+        terminated(loop, task.instance_id)
+    else:
+        clock.advance(cp.settings.heartbeat_stale_seconds + 1)
+        assert sweep(cp).lost == [f"{job_id}/0#1"]
+        loop.drain()
+    assert outcome(loop, job_id, task.pool) == {
+        "state": TaskState.LAUNCHING, "attempt": 2, "interruptions": 1, "environment_failures": 0,
+        "program_failures": 0, "consecutive": 1, "avoid": (task.pool,), "first_attempt": ("interrupted", "environment"),
+        "pool_interruptions": 1, "pool_failures": 0, "pool_cooling": True, "job_interruptions": 1, "job_failures": 0,
+        "interrupted_events": [1],  # one event, naming the attempt that was interrupted
+    }
+
+
+def test_reclaims_alone_never_use_up_the_environment_budget(cp, env, aws, context, clock):
+    """AWS calls the warning best effort: a task reclaimed more often than `retries.environment` without any
+    warning used to fail from reclaims alone."""
+    loop = Loop(cp, env, aws, context)
+    job_id = running(loop, {**JOB, "retries": {"environment": 2}})
+    for n in range(1, 5):
+        task = loop.task(job_id)
+        assert (task.state, task.attempt) == (TaskState.LAUNCHING if n > 1 else TaskState.RUNNING, n)
+        if n > 1:
+            claim(cp, ref(task))
+        clock.advance(60)
+        reclaim(task.instance_id)
+        terminated(loop, task.instance_id)
+    task = loop.task(job_id)
+    assert task.state == TaskState.LAUNCHING and task.interruptions == 4 and task.environment_failures == 0
+
+
+def test_an_instance_lost_for_another_reason_is_an_environment_fault(cp, env, aws, context, clock):
+    """Terminated by someone's TerminateInstances (state reason Client.UserInitiatedShutdown): not spot's."""
+    loop = Loop(cp, env, aws, context)
+    job_id = running(loop)
+    task = loop.task(job_id)
+    cp.compute.client.terminate_instances(InstanceIds=[task.instance_id])
+    terminated(loop, task.instance_id)
+    after = loop.task(job_id)
+    assert (after.interruptions, after.environment_failures) == (0, 1)
+    kinds = [e.kind for e in cp.store.timeline(job_id, 100)]
+    assert "EnvironmentFault" in kinds and "TaskInterrupted" not in kinds
