@@ -177,7 +177,9 @@ def launch_tasks(
             price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
             changes = [_priced(admit(stored[t.index], pool, market), price) for t in chunk]
             conditions = {"max_active": spec.max_concurrency, "account_cap": cp.settings.account_max_instances}
-            if not cp.store.apply_many(changes, now, {"broker": summary_for_chunk, "market": market.value}, conditions):
+            # admitted when it is admitted (after any refusal of an earlier pool): the timeline reads in order
+            if not cp.store.apply_many(changes, cp.clock(), {"broker": summary_for_chunk, "market": market.value},
+                                       conditions):
                 log.info("admission of %d tasks of %s lost a race or hit a cap", len(changes), job.job_id)
                 return
             report.admitted += len(changes)

@@ -195,7 +195,7 @@ def test_control_messages_delivered_twice_change_nothing_more(cp, env, aws, cont
 
 
 
-def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks(cp, env, aws, context):
+def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks(cp, env, aws, context, clock):
     from botocore.exceptions import ClientError
 
     loop = Loop(cp, env, aws, context)
@@ -203,6 +203,7 @@ def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks
     refused = []
 
     def no_capacity_in_1b(**params):
+        clock.advance(0.2)  # a launch call takes time: its refusal comes after the admission
         if params["SubnetId"] == cp.settings.subnets["us-east-1b"]:
             refused.append(params["InstanceType"])
             raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"}}, "RunInstances")
@@ -223,6 +224,9 @@ def test_a_pool_without_capacity_is_skipped_for_the_next_at_no_cost_to_the_tasks
     assert len(refusals) == 3 and all(e.attempt is None for e in refusals)
     assert {(e.detail["pool"], e.detail["error"]) for e in refusals} == {
         ("c6i.large@us-east-1b", "InsufficientInstanceCapacity")}
+    for task in tasks:  # the timeline reads in order: admitted, refused, admitted elsewhere
+        kinds = [e.kind for e in cp.store.timeline(accepted["job_id"], 100) if e.index == task.index]
+        assert kinds == ["TaskLaunching", "LaunchRefused", "TaskLaunching"], kinds
 
 
 def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context, clock):

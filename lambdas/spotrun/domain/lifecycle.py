@@ -125,25 +125,29 @@ def timeline_events(change: TaskChange, now: datetime, detail: dict[str, Any] | 
     task = change.task
     body: dict[str, Any] = {"from": task.state.value, "to": change.to_state.value,
                             **({"reason": change.reason} if change.reason else {})}
-    suffix = f"{task.state}-{change.admissions}"
+    def event_id(admissions: int, admits: bool, kind: str) -> str:
+        # Events at the same instant sort by id: per task by admission, its admission before what followed it
+        # (a refusal, the next admission), so the timeline reads in order whatever the clock's resolution.
+        return f"{task.index}-{admissions:06d}-{0 if admits else 1}-{kind}-{task.state}"
+
     if change.revert_attempt:
         refused = {**body, "pool": task.pool, **(detail or {})}
-        return [TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.event}-{suffix}", task.index, None,
-                              refused)]
+        return [TimelineEvent(task.job_id, now, change.event, event_id(task.admissions, False, change.event),
+                              task.index, None, refused)]
     if change.new_attempt and change.end_attempt is not None:
         ended_ = {**body, "pool": change.end_attempt.pool, "replacement": change.attempt}
         launching = {"from": task.state.value, "to": change.to_state.value, "pool": change.set_fields.get("pool"),
                      **(detail or {})}
         return [
-            TimelineEvent(task.job_id, now, change.event, f"{task.index}-{task.attempt}-{change.event}-{suffix}",
+            TimelineEvent(task.job_id, now, change.event, event_id(task.admissions, False, change.event),
                           task.index, task.attempt, ended_),
-            TimelineEvent(task.job_id, now, LAUNCHING, f"{task.index}-{change.attempt}-{LAUNCHING}-{suffix}",
+            TimelineEvent(task.job_id, now, LAUNCHING, event_id(change.admissions, True, LAUNCHING),
                           task.index, change.attempt, launching),
         ]
     if change.set_fields.get("pool"):
         body["pool"] = change.set_fields["pool"]
     body.update(detail or {})
-    return [TimelineEvent(task.job_id, now, change.event, f"{task.index}-{change.attempt}-{change.event}-{suffix}",
+    return [TimelineEvent(task.job_id, now, change.event, event_id(change.admissions, change.new_attempt, change.event),
                           task.index, change.attempt, body)]
 
 
