@@ -35,6 +35,9 @@ class Settings:
     pool_max_instances: int = 20
     heartbeat_stale_seconds: int = 180
     launch_stale_seconds: int = 600
+    # A launch call whose answer never came back (its invocation died) is sent again, with the same client
+    # token, after this long: longer than the scheduler function's timeout, so the first call has ended.
+    relaunch_seconds: int = 180
     cooldown_seconds: int = 900
     region: str = "us-east-1"
     task_role_arn: str = ""  # the role workers' task credentials are sessions of
@@ -62,6 +65,7 @@ class Settings:
             pool_max_instances=number(EnvVar.POOL_MAX_INSTANCES, 20),
             heartbeat_stale_seconds=number(EnvVar.HEARTBEAT_STALE_SECONDS, 180),
             launch_stale_seconds=number(EnvVar.LAUNCH_STALE_SECONDS, 600),
+            relaunch_seconds=number(EnvVar.RELAUNCH_SECONDS, 180),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             task_role_arn=env.get(EnvVar.TASK_ROLE_ARN, ""),
             instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),

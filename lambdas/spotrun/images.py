@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from spotrun.bookkeeping import notify
 from spotrun.control import ControlPlane
-from spotrun.domain.lifecycle import TaskChange, image_fault_reason, timeline_event
+from spotrun.domain.lifecycle import TaskChange, image_fault_reason, timeline_events
 from spotrun.domain.messages import CompletionReport
 from spotrun.domain.model import ImageFault, Task, TaskState, TimelineEvent
 
@@ -68,5 +68,5 @@ def fail_for_image(cp: ControlPlane, tasks: Sequence[Task], fault: ImageFault) -
         detail = {"image_id": fault.image_id, "method": fault.method, "noted_at": fault.noted_at.isoformat()}
         if cp.store.apply_many(changes, now, detail):
             failed += len(changes)
-            notify(cp, [timeline_event(change, now, detail) for change in changes])
+            notify(cp, [event for change in changes for event in timeline_events(change, now, detail)])
     return failed

@@ -17,8 +17,8 @@ from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import lost_instance
 from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import last_sign_of_life
-from spotrun.domain.model import Desired, JobState, TaskState
-from spotrun.scheduling import ScheduleReport, reconcile_job
+from spotrun.domain.model import Desired, JobState, Task, TaskState
+from spotrun.scheduling import ScheduleReport, reconcile_job, relaunch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ STALE_BATCH = 500
 class SweepReport:
     lost: list[str] = field(default_factory=list)
     stuck_launches: list[str] = field(default_factory=list)
+    relaunched: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     reconciled: int = 0
@@ -61,13 +62,18 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
     now = cp.clock()
     heartbeat_cutoff = now - timedelta(seconds=cp.settings.heartbeat_stale_seconds)
     launch_cutoff = now - timedelta(seconds=cp.settings.launch_stale_seconds)
-    # LAUNCHING tasks are keyed by launch time, RUNNING ones by their last heartbeat: take the later cutoff.
-    stale = cp.store.stale_live_tasks(max(heartbeat_cutoff, launch_cutoff), STALE_BATCH)
-    candidates = []
+    relaunch_cutoff = now - timedelta(seconds=cp.settings.relaunch_seconds)
+    # LAUNCHING tasks are keyed by launch time, RUNNING ones by their last heartbeat: take the latest cutoff.
+    stale = cp.store.stale_live_tasks(max(heartbeat_cutoff, launch_cutoff, relaunch_cutoff), STALE_BATCH)
+    candidates, unanswered = [], []
     for task in stale:
-        if task.state == TaskState.LAUNCHING and (task.launched_at or now) > launch_cutoff:
+        launched_at = task.launched_at or now
+        if task.state == TaskState.LAUNCHING and launched_at > launch_cutoff:
+            if task.instance_id is None and task.launch_token and launched_at <= relaunch_cutoff:
+                unanswered.append(task)  # its launch call's answer was lost: send it again, not wait
             continue  # still within its time to boot
         candidates.append(task)
+    _relaunch(cp, unanswered, report)
     statuses = cp.compute.statuses([t.instance_id for t in candidates if t.instance_id])
     for task in candidates:
         label = f"{task.job_id}/{task.index}#{task.attempt}"
@@ -87,6 +93,19 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
         reclaimed, reason = lost_instance(status, signal) if status is not None else (False, signal)
         if lose_attempt(cp, task, reason, reclaimed=reclaimed):
             report.lost.append(label)
+
+
+def _relaunch(cp: ControlPlane, tasks: list[Task], report: SweepReport) -> None:
+    """The same launch call again, with the same client token (`scheduling.relaunch`); one that fails is
+    tried again at the next sweep, until the task's time to boot is over and it is lost as before."""
+    if not tasks:
+        return
+    try:
+        done = relaunch(cp, tasks)
+    except Exception:  # noqa: BLE001 - the sweep's other duties go on
+        log.warning("relaunching %d tasks failed", len(tasks), exc_info=True)
+        return
+    report.relaunched += [f"{t.job_id}/{t.index}#{t.attempt}" for t in done]
 
 
 def _stop_timed_out_jobs(cp: ControlPlane, report: SweepReport) -> None:

@@ -47,6 +47,7 @@ class EnvVar:
     # Seconds without a heartbeat before the reaper asks EC2 whether a worker is alive.
     HEARTBEAT_STALE_SECONDS = "SPOTRUN_HEARTBEAT_STALE_SECONDS"
     LAUNCH_STALE_SECONDS = "SPOTRUN_LAUNCH_STALE_SECONDS"
+    RELAUNCH_SECONDS = "SPOTRUN_RELAUNCH_SECONDS"
     # Workers: the task role their credentials are sessions of, the instance role allowed to ask for them,
     # the worker routes' base URL (the agent's), and the task role's unique id (SQS SenderId prefix).
     TASK_ROLE_ARN = "SPOTRUN_TASK_ROLE_ARN"

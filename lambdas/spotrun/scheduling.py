@@ -176,6 +176,8 @@ def launch_tasks(
                 summary_for_chunk = summary
             price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
             changes = [_priced(admit(stored[t.index], pool, market), price) for t in chunk]
+            token = _launch_token(job, pool, [_after(change) for change in changes])
+            changes = [_with_launch(change, token, slot, len(changes)) for slot, change in enumerate(changes)]
             conditions = {"max_active": spec.max_concurrency, "account_cap": cp.settings.account_max_instances}
             # admitted when it is admitted (after any refusal of an earlier pool): the timeline reads in order
             if not cp.store.apply_many(changes, cp.clock(), {"broker": summary_for_chunk, "market": market.value},
@@ -184,7 +186,7 @@ def launch_tasks(
                 return
             report.admitted += len(changes)
             admitted = [_after(change) for change in changes]  # their attempt records came with the admission
-            launched = _launch(cp, job, pool, market, admitted, report)
+            launched, _ = _launch(cp, job, pool, market, admitted, report, token)
             for task in admitted[launched:]:
                 refused = _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"))
                 stored[task.index] = refused or dataclasses.replace(task, state=TaskState.QUEUED)
@@ -196,14 +198,19 @@ def launch_tasks(
         log.info("%d tasks of %s found no pool now: %s", len(remaining), job.job_id, summary)
 
 
-def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequence[Task], report: ScheduleReport) -> int:
+def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequence[Task], report: ScheduleReport,
+            token: str, count: int | None = None) -> tuple[int, str | None]:
+    """One RunInstances for the tasks of one admission (`count` instances, each task in its slot), then each
+    instance bound to its task. Returns how many of `tasks` got their instance, and EC2's error code."""
+    count = count or len(tasks)
     instance_type, zone = pool.split("@", 1)
+    single = tasks[0] if count == 1 else None  # one instance gets its task's tags in the launch itself
     request = LaunchRequest(
         instance_type=instance_type, zone=zone, spot=market == Market.SPOT,
         tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}"},
-        per_instance_tags=[{"spotrun:task": str(t.index), "spotrun:attempt": str(t.attempt)} for t in tasks],
-        # One token per admission (a refused launch gives its attempt number back, never its admission).
-        token=client_token([job.job_id, pool, *(f"{t.index}.{t.attempt}.{t.admissions}" for t in tasks)]),
+        per_instance_tags=[{"spotrun:task": str(single.index), "spotrun:attempt": str(single.attempt)}] if single
+        else [{} for _ in range(count)],
+        token=token,
     )
     result = cp.compute.launch(request)
     report.launch_calls += 1
@@ -211,12 +218,47 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
         report.failed_pools[pool] = result.error_code
         if result.error_code in CAPACITY_ERRORS:  # throttling says "later", not "this pool is empty"
             cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
-        return 0
-    now = cp.clock()
-    cp.store.bind_instances([(t.job_id, t.index, t.attempt, instance_id)
-                             for t, instance_id in zip(tasks, result.instance_ids, strict=False)], pool, now)
-    report.launched += len(result.instance_ids)
-    return len(result.instance_ids)
+        return 0, result.error_code
+    bound = [(t, result.instance_ids[t.launch_slot]) for t in tasks if t.launch_slot < len(result.instance_ids)]
+    cp.store.bind_instances([(t.job_id, t.index, t.attempt, instance_id) for t, instance_id in bound], pool,
+                            cp.clock())
+    report.launched += len(bound)
+    return len(bound), None
+
+
+def _launch_token(job: Job, pool: str, admitted: Sequence[Task]) -> str:
+    """One client token per admission (a refused launch gives its attempt number back, never its admission)."""
+    return client_token([job.job_id, pool, *(f"{t.index}.{t.attempt}.{t.admissions}" for t in admitted)])
+
+
+def _with_launch(change: TaskChange, token: str, slot: int, count: int) -> TaskChange:
+    return dataclasses.replace(change, set_fields={**change.set_fields, "launch_token": token, "launch_slot": slot,
+                                                   "launch_count": count})
+
+
+def relaunch(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport | None = None) -> list[Task]:
+    """Admitted tasks whose launch call's answer never came back (the invocation died before or after the
+    call): the same call again, with the same client token. EC2 answers it with the instances the first
+    call launched, or launches them now; they are bound as after a first launch, and a refusal gives the
+    tasks back to the queue as one does. Returns the tasks that got an instance."""
+    report = report or ScheduleReport()
+    calls: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.state == TaskState.LAUNCHING and task.instance_id is None and task.launch_token and task.pool:
+            calls.setdefault(task.launch_token, []).append(task)
+    done: list[Task] = []
+    for token, members in calls.items():
+        job = cp.store.get_job(members[0].job_id)
+        if job is None:
+            continue
+        pool, market = members[0].pool or "", members[0].market or Market.SPOT
+        launched, error = _launch(cp, job, pool, market, members, report, token, members[0].launch_count)
+        if launched:
+            done += members
+        elif error in CAPACITY_ERRORS:
+            for task in members:
+                _undo_admission(cp, task, pool, error)
+    return done
 
 
 def _undo_admission(cp: ControlPlane, task: Task, pool: str, why: str) -> Task | None:
@@ -241,6 +283,9 @@ def _after(change: TaskChange) -> Task:
     return dataclasses.replace(
         task, state=change.to_state, attempt=change.attempt, admissions=change.admissions,
         pool=change.set_fields.get("pool", task.pool), market=change.set_fields.get("market", task.market),
+        launch_token=change.set_fields.get("launch_token", task.launch_token),
+        launch_slot=change.set_fields.get("launch_slot", task.launch_slot),
+        launch_count=change.set_fields.get("launch_count", task.launch_count),
         price_per_hour=change.set_fields.get("price_per_hour", task.price_per_hour),
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from spotrun.adapters.ec2 import Ec2Compute, LaunchRequest, LaunchResult
+from spotrun.adapters.ec2 import LaunchRequest, LaunchResult
+from spotrun_local import moto_ec2
 from spotrun_local.market import MarketReplay
 
 REGION = "us-east-1"
@@ -75,11 +76,12 @@ def moto_server(ip_address: str = "127.0.0.1", port: int = 0, guard: Any = None,
     return Server(ip_address=ip_address, port=port, verbose=False)
 
 
-class LocalCompute(Ec2Compute):
-    """EC2 through moto, with the replayed market deciding whether spot capacity exists."""
+class LocalCompute(moto_ec2.IdempotentEc2):
+    """EC2 through moto (idempotent on client tokens, as EC2 is), with the replayed market deciding whether
+    spot capacity exists."""
 
     def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], market: MarketReplay):
-        super().__init__(client, launch_template_id, subnets)
+        super().__init__(client, launch_template_id, subnets, REGION, ACCOUNT)
         self.market = market
         self.refused: list[str] = []
 

@@ -12,8 +12,12 @@ runtime runs moto's server in-process; the tests run moto in-process too):
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
+
+from spotrun.adapters.ec2 import Ec2Compute
+from spotrun.domain.launches import LaunchRequest, LaunchResult
 
 ACCOUNT = "123456789012"  # moto's default account
 SPOT_RECLAIM_CODE = "Server.SpotInstanceTermination"
@@ -41,3 +45,22 @@ def instances_launched_with(token: str, region: str = "us-east-1", account: str 
     if not token:
         return []
     return [i.id for i in _backend(region, account).all_instances() if getattr(i, "client_token", None) == token]
+
+
+class IdempotentEc2(Ec2Compute):
+    """`Ec2Compute` on moto, answering a ClientToken it has seen as EC2 does: with the instances of that
+    first call, not new ones (a launch whose answer was lost is sent again with its token)."""
+
+    _lock = threading.Lock()  # one token's lookup and launch at a time, across control plane generations
+
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], region: str = "us-east-1",
+                 account: str = ACCOUNT, **kwargs: Any):
+        super().__init__(client, launch_template_id, subnets, **kwargs)
+        self.region, self.account = region, account
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        with self._lock:
+            earlier = instances_launched_with(request.token, self.region, self.account)
+            if earlier:
+                return LaunchResult(instance_ids=earlier)
+            return super().launch(request)

@@ -55,6 +55,7 @@ class RuntimeOptions:
     reaper_seconds: float = 5.0  # wall seconds per minute of a scheduled function's rate (the reaper's is 1)
     heartbeat_stale_seconds: int = 12
     launch_stale_seconds: int = 60
+    relaunch_seconds: int = 15  # a launch call whose answer was lost is sent again after this long
     cooldown_seconds: int = 60
     account_max_instances: int = 8
     pool_max_instances: int = 4
@@ -139,6 +140,7 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
             "SPOTRUN_POOL_MAX_INSTANCES": str(self.options.pool_max_instances),
             "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
             "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
+            "SPOTRUN_RELAUNCH_SECONDS": str(self.options.relaunch_seconds),
         })
         if self.journal is not None:  # the items, objects and messages of the last run, before anything reads them
             self.restored = self.journal.restore()

@@ -12,6 +12,7 @@ import pytest
 from spotrun.attempts import claim
 from spotrun.domain.model import TaskState
 from spotrun.reaping import sweep
+from spotrun.scheduling import reconcile_job
 from spotrun_local.moto_ec2 import reclaim
 from tests.integration.test_task_flow import JOB, Loop, ref
 from tests.support import eventbridge_event
@@ -115,3 +116,41 @@ def test_an_instance_lost_for_another_reason_is_an_environment_fault(cp, env, aw
     assert (after.interruptions, after.environment_failures) == (0, 1)
     kinds = [e.kind for e in cp.store.timeline(job_id, 100)]
     assert "EnvironmentFault" in kinds and "TaskInterrupted" not in kinds
+
+
+@pytest.mark.parametrize("lost", ["before the call reached EC2", "after EC2 launched"])
+def test_a_launch_whose_answer_was_lost_is_sent_again_with_its_token(cp, env, aws, context, clock, lost):
+    """The scheduler's invocation died around its RunInstances: the task sat LAUNCHING without an instance
+    for launch_stale_seconds (600 s), then lost an attempt of its environment budget. Now the reaper sends
+    the same call again after relaunch_seconds, with the same client token: EC2 answers it with the
+    instance the first call launched (no second one), or launches it now."""
+    from spotrun_local.moto_ec2 import IdempotentEc2
+
+    cp.compute = IdempotentEc2(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets)
+    cp.compute._sleep = lambda seconds: None
+    loop = Loop(cp, env, aws, context)
+    real_run = cp.compute.client.run_instances
+
+    def dying(**params):
+        if lost == "after EC2 launched":
+            real_run(**params)
+        raise RuntimeError("the invocation died")
+
+    cp.compute.client.run_instances = dying
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    job_id = accepted["job_id"]
+    with pytest.raises(RuntimeError, match="died"):
+        reconcile_job(cp, job_id)  # the scheduler's invocation, dying after it admitted the task
+    cp.compute.client.run_instances = real_run
+    stuck = loop.task(job_id)
+    assert (stuck.state, stuck.attempt, stuck.instance_id) == (TaskState.LAUNCHING, 1, None)
+    clock.advance(cp.settings.relaunch_seconds + 1)
+    report = sweep(cp)
+    assert report.relaunched == [f"{job_id}/0#1"] and report.stuck_launches == []
+    bound = loop.task(job_id)
+    assert (bound.state, bound.attempt, bound.environment_failures) == (TaskState.LAUNCHING, 1, 0)
+    instances = [i["InstanceId"] for r in cp.compute.client.describe_instances(
+        Filters=[{"Name": "tag:spotrun:job", "Values": [job_id]}])["Reservations"] for i in r["Instances"]]
+    assert instances == [bound.instance_id]  # one instance, whether the first call had launched it or not
+    claim(cp, ref(bound))
+    assert loop.task(job_id).state == TaskState.RUNNING

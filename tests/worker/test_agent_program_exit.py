@@ -77,3 +77,29 @@ def test_a_program_that_exits_during_a_checkpoint_request_is_reported_as_finishe
     cycle = CheckpointCycle(routes, "b", agent.ref, spec, agent.workspace, checkpointer, agent.clock, 90, 30)
     # the program ended: upload its outputs and report its result
     assert Supervisor(agent, checkpointer, cycle).watch(task) is None
+
+
+# Soak finding: a checkpoint signal that arrived before the program installed its handler killed it
+# (SIGUSR1's default action), and the attempt ended as the program's failure.
+def test_a_checkpoint_asked_for_before_the_program_handles_the_signal_costs_nothing(tmp_path):
+    import sys
+    import time
+
+    from spotrun_worker.checkpointers import SignalCheckpointer
+
+    task = Task("j-1", 0, TaskState.RUNNING, 1, checkpoint_requested_at=NOW + timedelta(hours=1))
+    config = AgentConfig(table="t", bucket="b", heartbeat_queue_url="hb", report_queue_url="r", work_root=tmp_path)
+    routes = InProcessRoutes(None, "i-1", store=Store(task), sqs=Quiet())
+    agent = Agent(config, routes, Quiet(), clock=lambda: NOW, sleep=lambda seconds: time.sleep(min(seconds, 0.05)))
+    agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
+    spec = JobSpec.model_validate({"name": "n", "command": ["x"], "checkpoint": {"method": "signal", "interval": 30}})
+    agent.workspace = Workspace(tmp_path, 1).create()
+    checkpointer = SignalCheckpointer()
+    cycle = CheckpointCycle(routes, "b", agent.ref, spec, agent.workspace, checkpointer, agent.clock, 90, 30)
+    # a program busy starting up (imports, reading its inputs) for a second and a half, then done
+    checkpointer.start([sys.executable, "-c", "import time; time.sleep(1.5)"], {"PATH": "/usr/bin:/bin"},
+                       tmp_path, tmp_path / "log")
+    started = time.monotonic()
+    assert Supervisor(agent, checkpointer, cycle).watch(task) is None
+    assert checkpointer.poll() == 0  # it ran to its end: not killed by SIGUSR1 (-10)
+    assert time.monotonic() - started >= 1.0

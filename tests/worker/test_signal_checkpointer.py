@@ -14,6 +14,7 @@ import pytest
 from spotrun_worker.checkpointers import (
     Checkpointer,
     CheckpointError,
+    CheckpointNotReady,
     CheckpointUnsupported,
     NoCheckpointer,
     SignalCheckpointer,
@@ -102,11 +103,47 @@ def test_a_program_that_ignores_the_signal_makes_the_checkpoint_time_out_and_kee
     assert runner.stop(grace_seconds=2) == -signal.SIGTERM
 
 
-def test_a_program_killed_by_the_signal_fails_the_checkpoint(workdir, program_env, tmp_path):
+def test_a_program_that_does_not_handle_the_signal_is_not_sent_it(workdir, program_env, tmp_path):
+    """SIGUSR1's default action kills: a program without a handler (not yet, or never) is left running."""
     runner = SignalCheckpointer()
     runner.start(["sleep", "30"], program_env, workdir, workdir / "log")
-    with pytest.raises(CheckpointError, match="killed by SIGUSR1 during the checkpoint"):
-        runner.checkpoint(tmp_path / "into", timeout=5)
+    try:
+        with pytest.raises(CheckpointNotReady, match="does not handle SIGUSR1 yet"):
+            runner.checkpoint(tmp_path / "into", timeout=5)
+        time.sleep(0.2)
+        assert runner.poll() is None
+    finally:
+        runner.stop(1)
+
+
+HANDLER_LATER = ("import os, signal, time\n"
+                 "d = os.environ['SPOTRUN_CHECKPOINT_DIR']\n"
+                 "time.sleep(float(os.environ.get('BOOT', '0.8')))  # imports, inputs: the program is starting\n"
+                 "def save(*_):\n"
+                 "    open(os.path.join(d, 'state.bin'), 'wb').write(b'state')\n"
+                 "    open(os.path.join(d, '.complete'), 'w').close()\n"
+                 "signal.signal(signal.SIGUSR1, save)\n"
+                 "open('ready', 'w').close()\n"
+                 "time.sleep(30)\n")
+
+
+@pytest.mark.parametrize("as_shell", [False, True], ids=["argv", "shell (the signal goes to the group)"])
+def test_a_checkpoint_asked_before_the_handler_is_installed_is_not_ready_then_works(workdir, program_env, tmp_path,
+                                                                                     as_shell):
+    """Found by the soak: the signal arrived while the program was starting and killed it, costing an attempt."""
+    argv = [sys.executable, "-c", HANDLER_LATER]
+    command = " ".join(shlex.quote(a) for a in argv) if as_shell else argv
+    runner = SignalCheckpointer()
+    runner.start(command, program_env, workdir, workdir / "log")
+    try:
+        time.sleep(0.2)
+        with pytest.raises(CheckpointNotReady):
+            runner.checkpoint(tmp_path / "early", timeout=5)
+        assert runner.poll() is None and not any((tmp_path / "early").iterdir())
+        wait_for(lambda: (workdir / "ready").exists(), what="the handler")
+        assert [p.name for p in runner.checkpoint(tmp_path / "into", timeout=5)] == ["state.bin"]
+    finally:
+        runner.stop(1)
 
 
 def test_a_completed_checkpoint_without_files_is_refused(workdir, program_env, tmp_path):

@@ -15,7 +15,7 @@ from spotrun.domain.messages import AttemptRef
 from spotrun.domain.model import Desired, Task, TaskState
 from spotrun_worker import transfer
 from spotrun_worker.checkpointers import Checkpointer
-from spotrun_worker.checkpointers.base import CheckpointError
+from spotrun_worker.checkpointers.base import CheckpointError, CheckpointNotReady
 from spotrun_worker.checkpoints import CheckpointCycle
 from spotrun_worker.config import AgentConfig
 
@@ -24,6 +24,8 @@ log = logging.getLogger("spotrun.agent")
 FINAL_CHECKPOINT_MARGIN_SECONDS = 10
 # A periodic checkpoint that fails is retried at the next interval; this many in a row end the attempt.
 MAX_FAILED_PERIODIC_CHECKPOINTS = 3
+# A checkpoint the program could not be asked for yet (no handler installed) is asked for again this soon.
+NOT_READY_RETRY_SECONDS = 5.0
 TICK_SECONDS = 0.2
 
 
@@ -93,6 +95,12 @@ class Supervisor:
                 try:
                     self.cycle.take()
                     failed_checkpoints = 0
+                except CheckpointNotReady as not_ready:
+                    # The program cannot be asked yet (no handler installed): nothing was sent, nothing failed.
+                    log.info("checkpoint postponed: %s", not_ready)
+                    next_checkpoint = time.monotonic() + min(self.cycle.interval(), NOT_READY_RETRY_SECONDS)
+                    host.sleep(TICK_SECONDS)
+                    continue
                 except (CheckpointError, transfer.TransferError):
                     if self.checkpointer.poll() is not None:
                         return None  # the program ended as it was asked for its state: its result counts

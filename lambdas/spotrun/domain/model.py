@@ -119,6 +119,11 @@ class Task:
     checkpoint: Checkpoint | None = None
     draining_attempt: int | None = None  # an interrupted attempt still allowed to commit a final checkpoint
     checkpoint_requested_at: datetime | None = None  # an early checkpoint was asked for (rebalance, user)
+    # The launch call of the current admission: its client token, this task's slot in it and the number of
+    # instances it asked for, so a call whose answer was lost can be sent again as it was (the same token).
+    launch_token: str | None = None
+    launch_slot: int = 0
+    launch_count: int = 1
     last_heartbeat_at: datetime | None = None
     progress: float | None = None
     exit_code: int | None = None

@@ -26,7 +26,8 @@ def chaotic_runtime(injector: Any, root: Path, tick_seconds: float, expected_sec
 
     options = RuntimeOptions(
         root=root, tick_seconds=tick_seconds, warning_seconds=8.0, heartbeat_seconds=1.5,
-        reaper_seconds=3.0, heartbeat_stale_seconds=6, launch_stale_seconds=30, cooldown_seconds=30,
+        reaper_seconds=3.0, heartbeat_stale_seconds=6, launch_stale_seconds=30, relaunch_seconds=8,
+        cooldown_seconds=30,
         account_max_instances=10, pool_max_instances=5, visibility_timeout_seconds=5,
     )
     traces = load_traces(zones=options.zones)

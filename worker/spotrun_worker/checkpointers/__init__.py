@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Checkpointer, CheckpointError, CheckpointerUnavailable, CheckpointUnsupported
+from .base import Checkpointer, CheckpointError, CheckpointerUnavailable, CheckpointNotReady, CheckpointUnsupported
 from .cooperative import SignalCheckpointer
 from .dmtcp import DmtcpCheckpointer
 from .facts import compatible, environment_facts
 from .nocheckpoint import NoCheckpointer
 
 __all__ = [
-    "Checkpointer", "CheckpointError", "CheckpointUnsupported", "CheckpointerUnavailable",
+    "Checkpointer", "CheckpointError", "CheckpointNotReady", "CheckpointUnsupported", "CheckpointerUnavailable",
     "DmtcpCheckpointer", "NoCheckpointer", "SignalCheckpointer", "METHODS",
     "compatible", "environment_facts", "make_checkpointer",
 ]

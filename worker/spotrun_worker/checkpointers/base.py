@@ -35,6 +35,11 @@ class CheckpointUnsupported(CheckpointError):
     """This checkpointer cannot take checkpoints (method "none")."""
 
 
+class CheckpointNotReady(CheckpointError):
+    """The program cannot be asked for a checkpoint yet (it has not installed its handler): nothing was
+    sent, the program runs on, and the agent asks again later. Not a failed checkpoint."""
+
+
 class CheckpointerUnavailable(RuntimeError):
     """The checkpointer's tools are not installed on this machine."""
 

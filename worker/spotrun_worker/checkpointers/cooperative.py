@@ -17,6 +17,11 @@ What a program does to be checkpointed this way:
    from the main loop (a handler that only sets a flag) is the usual way; the agent waits up to the
    checkpoint timeout for the marker.
 
+The agent sends the signal only once the program handles it (or ignores it): until every process it
+would reach has a handler installed (Linux's /proc/<pid>/status, SigCgt and SigIgn), a checkpoint is
+"not ready" and asked for again later. A signal the program does not handle yet would kill it (the
+default action of SIGUSR1), and a program that never handles it is simply never checkpointed.
+
 Only the directory's files are kept (subdirectories too, the marker excepted). A checkpoint with no
 files is refused. For an argv command the signal goes to the program itself; for a shell command it
 goes to the whole process group (the shell ignores it), since `/bin/sh -c` does not replace itself
@@ -33,7 +38,7 @@ import signal
 import time
 from pathlib import Path
 
-from .base import CheckpointError, Command, Program, describe_status, shell_argv, signal_number
+from .base import CheckpointError, CheckpointNotReady, Command, Program, describe_status, shell_argv, signal_number
 
 COMPLETE_MARKER = ".complete"
 CHECKPOINT_SUBDIR = Path(".spotrun") / "checkpoint"
@@ -148,9 +153,12 @@ class SignalCheckpointer:
         into.mkdir(parents=True, exist_ok=True)
         if any(into.iterdir()):
             raise CheckpointError(f"checkpoint target {into} is not empty")
+        signame = signal.Signals(self.signum).name
+        unready = would_be_killed(self._targets(), self.signum)
+        if unready:
+            raise CheckpointNotReady(f"the program does not handle {signame} yet (process {unready[0]}): not sent")
         marker = self.checkpoint_dir / COMPLETE_MARKER
         marker.unlink(missing_ok=True)
-        signame = signal.Signals(self.signum).name
         try:
             self.program.send(self.signum, group=self._signal_group)
         except ProcessLookupError:
@@ -180,3 +188,52 @@ class SignalCheckpointer:
                                       "$SPOTRUN_CHECKPOINT_DIR after signalling completion") from None
             copied.append(target)
         return copied
+
+    def _targets(self) -> list[int]:
+        """The processes the signal reaches: the leader, or every process of its group."""
+        assert self.program is not None
+        pid = self.program.pid
+        if pid is None:
+            return []
+        if not self._signal_group:
+            return [pid]
+        return processes_in_group(self.program.pgid or pid)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live processes whose process group is `pgid` (from /proc; empty where there is none)."""
+    found = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def would_be_killed(pids: list[int], signum: int) -> list[int]:
+    """Those of `pids` that `signum` would terminate now: neither caught nor ignored (its default action).
+    A zombie or a process that is gone is no one's concern; without /proc nothing can be told (empty)."""
+    bit = 1 << (signum - 1)
+    exposed = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith(("Z", "X")):
+            continue
+        try:
+            handled = int(fields["SigCgt"], 16) | int(fields["SigIgn"], 16)
+        except (KeyError, ValueError):
+            continue
+        if not handled & bit:
+            exposed.append(pid)
+    return exposed

@@ -70,6 +70,8 @@ def task_from(item: dict[str, Any]) -> Task:
         avoid_pools=tuple(item.get("avoid_pools", ())), checkpoint=checkpoint_from(item.get("checkpoint")),
         draining_attempt=item.get("draining_attempt"),
         checkpoint_requested_at=parse_time(item.get("checkpoint_requested_at")), last_heartbeat_at=parse_time(item.get("last_heartbeat_at")),
+        launch_token=item.get("launch_token"), launch_slot=int(item.get("launch_slot", 0)),
+        launch_count=int(item.get("launch_count", 1)),
         progress=item.get("progress"), exit_code=item.get("exit_code"), reason=item.get("reason", ""),
         log_tail=item.get("log_tail", ""), launched_at=parse_time(item.get("launched_at")),
         started_at=parse_time(item.get("started_at")), finished_at=parse_time(item.get("finished_at")),

@@ -105,8 +105,9 @@ class TaskMoves(Table):
             expr.set("admissions", task.admissions + 1)
             expr.set("launched_at", now)
             expr.remove("instance_id")
-            if "exit_code" not in change.set_fields:
-                expr.remove("exit_code")  # the exit code of the attempt before is not this one's
+            for earlier in ("exit_code", "launch_token"):  # the attempt before's, not this one's
+                if earlier not in change.set_fields:
+                    expr.remove(earlier)
         if change.revert_attempt:
             expr.set("attempt", task.attempt - 1)
             expr.remove("instance_id")
