@@ -80,7 +80,6 @@ def cp(aws: Any, env: dict[str, str], clock: FakeClock, prices: FakePrices) -> A
                                    session=aws)
     plane.clock = clock
     plane.prices = prices
-    plane.compute._sleep = lambda seconds: None
     return plane
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -20,6 +22,7 @@ SERVICE = "execute-api"
 DEFAULT_REGION = "us-east-1"
 _API_HOST = re.compile(r"\.execute-api\.([a-z]{2}(?:-[a-z]+)+-\d+)\.")
 TIMEOUT = (10, 60)  # connect, read
+THROTTLED_TRIES = 6  # a request answered 429 (throttled) is sent up to this many times
 
 
 class ConfigError(Exception):
@@ -60,11 +63,14 @@ def normalize_api(api: str | None) -> str:
 
 
 class ApiClient:
-    def __init__(self, api: str, credentials: Any, region: str, http: requests.Session | None = None):
+    def __init__(self, api: str, credentials: Any, region: str, http: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep, jitter: random.Random | None = None):
         self.api = normalize_api(api)
         self.credentials = credentials  # botocore credentials (refreshable or not)
         self.region = region
         self.http = http or requests.Session()
+        self.sleep = sleep
+        self.jitter = jitter or random.Random()
 
     @classmethod
     def from_environment(cls, api: str | None, region: str | None = None, profile: str | None = None) -> ApiClient:
@@ -99,12 +105,18 @@ class ApiClient:
         return prepared.url, dict(prepared.headers.items()), prepared.body
 
     def request(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        url, headers, data = self.signed(method, self.url(path, query), data)
-        try:
-            response = self.http.request(method, url, headers=headers, data=data, timeout=TIMEOUT)
-        except requests.RequestException as error:
-            raise Unreachable(f"cannot reach the spotrun API at {self.api} ({_reason(error)})") from error
+        payload = None if body is None else json.dumps(body).encode()
+        for attempt in range(THROTTLED_TRIES):
+            url, headers, data = self.signed(method, self.url(path, query), payload)  # a fresh signature each time
+            try:
+                response = self.http.request(method, url, headers=headers, data=data, timeout=TIMEOUT)
+            except requests.RequestException as error:
+                raise Unreachable(f"cannot reach the spotrun API at {self.api} ({_reason(error)})") from error
+            if response.status_code != 429 or attempt == THROTTLED_TRIES - 1:
+                break
+            # Throttled by API Gateway (the stage's rate limit): the request never reached spotrun, so it is
+            # sent again, after the server's Retry-After or an exponential wait with full jitter.
+            self.sleep(_retry_after(response) or self.jitter.uniform(0.0, min(8.0, 0.5 * 2**attempt)))
         try:
             parsed = response.json() if response.content else None
         except ValueError:
@@ -202,6 +214,14 @@ class EventFeed:
             if not self.more:
                 break
         return new
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(seconds, 60.0) if seconds >= 0 else None
 
 
 def _seg(value: str) -> str:

@@ -132,20 +132,28 @@ class FunctionDef:
     timeout_seconds: int = 60
     memory_mb: int = 512
     schedule_minutes: int | None = None
+    # At most this many invocations at once (reserved concurrency); a scheduled function with 1 never
+    # overlaps itself, and an invocation that finds it busy is dropped, not queued (the next one comes).
+    reserved_concurrency: int | None = None
     # What the function may touch; the stack turns these into least-privilege grants.
     grants: tuple[str, ...] = field(default_factory=tuple)
 
 
 TOPICS = ("control", "notifications")
 
+# AWS's guidance for an SQS event source: a visibility timeout of at least six times the function's timeout
+# (plus the batching window), so a batch Lambda retries while throttled does not count its receives toward
+# maxReceiveCount and reach the dead-letter queue unprocessed. The stack refuses less (`VISIBILITY_FACTOR`).
+VISIBILITY_FACTOR = 6
+
 QUEUES = (
-    QueueDef("scheduler", consumer="scheduler", visibility_timeout_seconds=180, batch_size=10),
+    QueueDef("scheduler", consumer="scheduler", visibility_timeout_seconds=900, batch_size=10),
     QueueDef(
-        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=60, batch_size=100,
+        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=310, batch_size=100,
         max_batching_window_seconds=5,
     ),
-    QueueDef("reports", consumer="finisher", visibility_timeout_seconds=120, batch_size=10),
-    QueueDef("interruptions", consumer="interruption", visibility_timeout_seconds=120, batch_size=10),
+    QueueDef("reports", consumer="finisher", visibility_timeout_seconds=600, batch_size=10),
+    QueueDef("interruptions", consumer="interruption", visibility_timeout_seconds=600, batch_size=10),
 )
 
 SUBSCRIPTIONS = (
@@ -217,7 +225,7 @@ FUNCTIONS = (
     FunctionDef(
         "reaper", "spotrun.handlers.reaper.handler",
         "Finds lost workers, stuck launches, orphan instances and timed-out jobs",
-        timeout_seconds=240, memory_mb=1024, schedule_minutes=1,
+        timeout_seconds=240, memory_mb=1024, schedule_minutes=1, reserved_concurrency=1,
         grants=("table:rw", "ec2:describe", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
     ),
 )

@@ -65,6 +65,8 @@ class Events(Construct):
                 schedule=events.Schedule.rate(Duration.minutes(function_def.schedule_minutes)),
                 targets=[targets.LambdaFunction(function)],
             )
-            # A sweep that failed is not retried: the next tick is the retry, and overlapping sweeps
-            # would only contend on the same items.
-            function.configure_async_invoke(retry_attempts=0)
+            # A sweep that failed is not retried, and one that finds the last still running (reserved
+            # concurrency) is dropped within a period instead of waiting in Lambda's asynchronous queue:
+            # the next tick is the retry, and overlapping sweeps would only contend on the same items.
+            function.configure_async_invoke(retry_attempts=0,
+                                            max_event_age=Duration.seconds(60 * function_def.schedule_minutes))

@@ -115,6 +115,7 @@ class Functions(Construct):
             tracing=TRACING,
             role=role,
             log_group=log_group,
+            reserved_concurrent_executions=definition.reserved_concurrency,
         )
         Tags.of(function).add(FUNCTION_TAG, key)
         # CDK adds DependsOn on the role (with its policies) next to the Role GetAtt; cfn-lint W3005
@@ -348,10 +349,12 @@ class Functions(Construct):
     def _consume(self, definition: resources.QueueDef) -> None:
         function = self.functions[definition.consumer]
         consumer = resources.function(definition.consumer)
-        if definition.visibility_timeout_seconds < consumer.timeout_seconds:
+        least = resources.VISIBILITY_FACTOR * consumer.timeout_seconds + definition.max_batching_window_seconds
+        if definition.visibility_timeout_seconds < least:
             raise ValueError(
-                f"queue {definition.key}: visibility timeout {definition.visibility_timeout_seconds}s is shorter "
-                f"than the {consumer.key} function's timeout {consumer.timeout_seconds}s"
+                f"queue {definition.key}: visibility timeout {definition.visibility_timeout_seconds}s is less than "
+                f"{resources.VISIBILITY_FACTOR} times the {consumer.key} function's timeout {consumer.timeout_seconds}s "
+                f"plus the batching window (AWS's guidance for event source mappings)"
             )
         if definition.batch_size > 10 and definition.max_batching_window_seconds < 1:
             raise ValueError(f"queue {definition.key}: a batch size above 10 needs a batching window")

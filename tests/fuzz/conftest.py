@@ -38,5 +38,4 @@ def module_cp(module_env: tuple[Any, dict[str, str]]) -> Any:
     plane = control_plane_from_env(env, session=session)
     plane.clock = FakeClock()
     plane.prices = FakePrices({"c6i.large@us-east-1a": 0.040})
-    plane.compute._sleep = lambda seconds: None
     return plane

@@ -117,8 +117,32 @@ def test_scheduled_functions_run_on_their_rate_and_only_they(query: StackTemplat
     assert schedules == expected
 
 
-def test_queue_visibility_outlasts_its_consumers_timeout(query: StackTemplate) -> None:
-    # Lambda refuses an SQS trigger whose visibility timeout is shorter than the function timeout.
-    for definition in resources.QUEUES:
-        consumer = resources.function(definition.consumer)
-        assert definition.visibility_timeout_seconds >= consumer.timeout_seconds, definition.key
+def test_every_queue_stays_invisible_six_times_its_consumers_timeout(query: StackTemplate) -> None:
+    """AWS's guidance for an SQS event source mapping: a visibility timeout of at least 6x the function's
+    timeout (plus the batching window). At 1.2x, receives of a batch the poller retried while the function
+    was throttled count toward maxReceiveCount: a message could reach the dead-letter queue unprocessed."""
+    functions = {logical_id: key for key, logical_id in query.functions().items()}
+    mappings = query.of_type("AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == len(resources.QUEUES)
+    for mapping in mappings.values():
+        props = mapping["Properties"]
+        queue = query.template["Resources"][props["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
+        function = query.template["Resources"][props["FunctionName"]["Ref"]]["Properties"]
+        window = props.get("MaximumBatchingWindowInSeconds", 0)
+        assert queue["VisibilityTimeout"] >= 6 * function["Timeout"] + window, functions[props["FunctionName"]["Ref"]]
+
+
+def test_a_scheduled_function_that_can_outlast_its_rate_never_overlaps_itself(query: StackTemplate) -> None:
+    """The reaper runs every minute with a 240 s timeout: without a limit its sweeps overlapped."""
+    functions = query.functions()
+    configs = {c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+               for c in query.of_type("AWS::Lambda::EventInvokeConfig").values()}
+    scheduled = [f for f in resources.FUNCTIONS if f.schedule_minutes is not None]
+    assert scheduled
+    for definition in scheduled:
+        if definition.timeout_seconds <= 60 * definition.schedule_minutes:
+            continue
+        props = query.template["Resources"][functions[definition.key]]["Properties"]
+        assert props["ReservedConcurrentExecutions"] == 1, definition.key
+        config = configs[functions[definition.key]]  # a sweep that finds one running is dropped, not queued
+        assert config["MaximumRetryAttempts"] == 0 and config["MaximumEventAgeInSeconds"] <= 60 * definition.schedule_minutes

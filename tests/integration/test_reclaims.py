@@ -127,7 +127,6 @@ def test_a_launch_whose_answer_was_lost_is_sent_again_with_its_token(cp, env, aw
     from spotrun_local.moto_ec2 import IdempotentEc2
 
     cp.compute = IdempotentEc2(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets)
-    cp.compute._sleep = lambda seconds: None
     loop = Loop(cp, env, aws, context)
     real_run = cp.compute.client.run_instances
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import urllib.error
@@ -29,6 +30,7 @@ from spotrun.domain.reasons import clip
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 20.0
+RETRY_CAP_SECONDS = 8.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class HttpRoutes:
     """The worker routes over HTTPS, signed with the instance's own credentials."""
 
     def __init__(self, base_url: str, session: Any, region: str, client_config: Any = None,
-                 sleep: Any = time.sleep):
+                 sleep: Any = time.sleep, jitter: random.Random | None = None):
         import boto3
 
         self.base_url = base_url.rstrip("/")
@@ -58,6 +60,7 @@ class HttpRoutes:
         self.region = region
         self.client_config = client_config
         self.sleep = sleep
+        self.jitter = jitter or random.Random()
         self._boto3 = boto3
         self._lock = threading.Lock()
         self.store: Any = None
@@ -176,7 +179,9 @@ class HttpRoutes:
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 last = error
             log.warning("worker route %s failed (try %d): %s", operation, attempt + 1, last)
-            self.sleep(min(8.0, 0.5 * 2**attempt))
+            # Full jitter: a fleet whose calls failed together (a throttled stage, a restarted function) must
+            # not come back together, on the same exponential beat.
+            self.sleep(self.jitter.uniform(0.0, min(RETRY_CAP_SECONDS, 0.5 * 2**attempt)))
         raise RouteError(503, f"worker route {operation} kept failing: {last}")
 
 

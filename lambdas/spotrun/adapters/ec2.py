@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +25,10 @@ MANAGED_TAG = "spotrun:managed"
 class Ec2Compute:
     """Takes a boto3 EC2 client, the launch template id and the subnet per availability zone."""
 
-    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str],
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str]):
         self.client = client
         self.launch_template_id = launch_template_id
         self.subnets = subnets
-        self._sleep = sleep
 
     @property
     def zones(self) -> list[str]:
@@ -60,18 +58,15 @@ class Ec2Compute:
                 "MarketType": "spot",
                 "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
             }
-        for delay in (0.2, 0.5, 1.0, 2.0, None):
-            try:
-                answer = self.client.run_instances(**params)
-                break
-            except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                if code in THROTTLING_ERRORS and delay is not None:
-                    self._sleep(delay)
-                    continue
-                if code in CAPACITY_ERRORS or code in THROTTLING_ERRORS:
-                    return LaunchResult(error_code=code, error_message=error.response["Error"].get("Message", ""))
-                raise
+        try:
+            # Throttling is retried by the client itself (botocore's standard mode: backoff with jitter), never
+            # again here: a loop around it multiplied the calls (5 x 6) against an API that asked for fewer.
+            answer = self.client.run_instances(**params)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in CAPACITY_ERRORS or code in THROTTLING_ERRORS:
+                return LaunchResult(error_code=code, error_message=error.response["Error"].get("Message", ""))
+            raise
         ids = [i["InstanceId"] for i in answer.get("Instances", [])]
         return LaunchResult(instance_ids=ids)
 
