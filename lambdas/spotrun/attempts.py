@@ -13,7 +13,15 @@ from datetime import datetime, timedelta
 
 from spotrun.bookkeeping import notify_change, refresh_state
 from spotrun.control import ControlPlane
-from spotrun.domain.interruptions import InstanceEvent, Reaction, lost_instance, reaction
+from spotrun.domain.interruptions import (
+    Action,
+    InstanceEvent,
+    Reaction,
+    ScheduledMove,
+    lost_instance,
+    move_time,
+    reaction,
+)
 from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
@@ -202,12 +210,18 @@ class InterruptionOutcome:
     replaced: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     checkpoint_requested: list[str] = field(default_factory=list)
+    move_scheduled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
 
 def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> InterruptionOutcome:
     """Carry out the one action the pure classifier chose for an instance event."""
     outcome = InterruptionOutcome()
+    if event.action == Action.CANCEL_MOVE:  # nothing to move for a closed change: only forget a pending move
+        for instance_id in event.instance_ids:
+            cp.store.forget_move(instance_id)
+            outcome.ignored.append(instance_id)
+        return outcome
     for instance_id in event.instance_ids:
         worker = cp.store.worker(instance_id)
         task = cp.store.get_task(worker.job_id, worker.index) if worker else None
@@ -219,6 +233,11 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
             cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
             replace_task(cp, task, event.reason, ScheduleReport())
             outcome.replaced.append(instance_id)
+        elif step == Reaction.MOVE:
+            if _move_before_the_change(cp, task, instance_id, event):
+                outcome.replaced.append(instance_id)
+            else:
+                outcome.move_scheduled.append(instance_id)
         elif step == Reaction.REQUEST_CHECKPOINT:
             cp.store.request_checkpoint(task.job_id, task.index, task.attempt, cp.clock())
             outcome.checkpoint_requested.append(instance_id)
@@ -234,6 +253,47 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
         else:
             outcome.ignored.append(instance_id)
     return outcome
+
+
+def _move_before_the_change(cp: ControlPlane, task: Task, instance_id: str, event: InstanceEvent) -> bool:
+    """Move the task off an instance a scheduled change will take, `scheduled_move_lead_seconds` before the
+    change: at once when that time has come (True), else on the timeline and for the reaper to carry out
+    then (`move_due_tasks`). The pool is not cooled down: the change is the instance's, not the pool's."""
+    now = cp.clock()
+    move_at = move_time(event.not_before, now, timedelta(seconds=cp.settings.scheduled_move_lead_seconds))
+    if move_at <= now:
+        replace_task(cp, task, event.reason, ScheduleReport())
+        cp.store.forget_move(instance_id)
+        return True
+    cp.store.schedule_move(ScheduledMove(instance_id, move_at, event.not_before, event.reason))
+    cp.store.add_event(TimelineEvent(
+        task.job_id, now, "MoveScheduled", f"{task.index}-{task.admissions}-move-{instance_id}-{move_at.timestamp()}",
+        task.index, task.attempt, {"instance": instance_id, "move_at": move_at.isoformat(), "reason": event.reason,
+                                   **({"starts_at": event.not_before.isoformat()} if event.not_before else {})},
+    ))
+    return False
+
+
+def move_due_tasks(cp: ControlPlane) -> list[str]:
+    """For the reaper: carry out the moves whose time has come (the task's replacement starts, its attempt
+    takes a final checkpoint and hands over, as after a spot warning). A move whose instance serves no
+    attempt that owns its task any more is forgotten; one that found no capacity is tried again."""
+    moved = []
+    now = cp.clock()
+    for move in cp.store.scheduled_moves(500):
+        if move.move_at > now:
+            break
+        worker = cp.store.worker(move.instance_id)
+        task = cp.store.get_task(worker.job_id, worker.index) if worker else None
+        if worker is None or task is None or reaction(Action.MOVE, task, worker.attempt) != Reaction.MOVE:
+            cp.store.forget_move(move.instance_id)
+            continue
+        replace_task(cp, task, move.reason, ScheduleReport())
+        after = cp.store.get_task(task.job_id, task.index)
+        if after is None or after.attempt != worker.attempt:
+            cp.store.forget_move(move.instance_id)
+            moved.append(f"{task.job_id}/{task.index}#{worker.attempt}")
+    return moved
 
 
 def lose_attempt(cp: ControlPlane, task: Task, reason: str, reclaimed: bool = False) -> bool:

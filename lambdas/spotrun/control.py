@@ -39,6 +39,9 @@ class Settings:
     # token, after this long: longer than the scheduler function's timeout, so the first call has ended.
     relaunch_seconds: int = 180
     cooldown_seconds: int = 900
+    # A task is moved off an instance this long before a scheduled change (AWS Health) starts: time for its
+    # final checkpoint and its replacement's boot, with the reaper's minute to spare.
+    scheduled_move_lead_seconds: int = 1800
     region: str = "us-east-1"
     task_role_arn: str = ""  # the role workers' task credentials are sessions of
     instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from spotrun.domain.interruptions import ScheduledMove
 from spotrun.domain.launches import InstanceStatus, LaunchRequest, LaunchResult, ManagedInstance
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import ControlMessage
@@ -113,7 +114,18 @@ class ImageFaults(Protocol):
     def image_fault(self, image_id: str, method: str, now: datetime) -> ImageFault | None: ...
 
 
-class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, ImageFaults, Protocol):
+class ScheduledMoves(Protocol):
+    """Tasks to move off instances before a scheduled change (AWS Health), one per instance."""
+
+    def schedule_move(self, move: ScheduledMove) -> None: ...
+
+    def scheduled_moves(self, limit: int) -> list[ScheduledMove]: ...
+
+    def forget_move(self, instance_id: str) -> None: ...
+
+
+class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, ImageFaults, ScheduledMoves,
+            Protocol):
     """All of the control plane's state (spotrun.adapters.dynamo.DynamoStore)."""
 
 

@@ -1,7 +1,8 @@
 """The reaper's sweep: nothing in spotrun relies on a single event arriving.
 
 Every minute it finds attempts whose heartbeats stopped (and asks EC2 before declaring them lost),
-launches that never started, instances nobody owns, jobs past their timeout, and it reconciles
+launches that never started (or whose launch call's answer was lost), tasks due to move off an instance
+before its scheduled change, instances nobody owns, jobs past their timeout, and it reconciles
 every open job, which also schedules work whose wake-up message was lost.
 """
 
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from spotrun.attempts import lose_attempt, release_combine_if_due
+from spotrun.attempts import lose_attempt, move_due_tasks, release_combine_if_due
 from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import lost_instance
 from spotrun.domain.launches import GONE
@@ -34,6 +35,7 @@ class SweepReport:
     lost: list[str] = field(default_factory=list)
     stuck_launches: list[str] = field(default_factory=list)
     relaunched: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # off instances a scheduled change will take
     orphans: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     reconciled: int = 0
@@ -43,6 +45,7 @@ def sweep(cp: ControlPlane, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> Swe
     started = time.monotonic()
     report = SweepReport()
     _find_lost_attempts(cp, report)
+    report.moved = move_due_tasks(cp)
     _stop_timed_out_jobs(cp, report)
     for state in (JobState.QUEUED, JobState.RUNNING, JobState.SUSPENDED):
         token = None

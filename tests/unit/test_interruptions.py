@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spotrun.domain.interruptions import Action, Reaction, classify_event, reaction
+from spotrun.domain.interruptions import Action, Reaction, classify_event, move_time, reaction
 from spotrun.domain.model import Task, TaskState
 from tests.support import eventbridge_event
 
@@ -30,7 +30,12 @@ from tests.support import eventbridge_event
     (eventbridge_event("AWS Health Event", {
         "service": "EC2", "eventTypeCategory": "scheduledChange", "eventTypeCode": "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
         "startTime": "2026-11-25T10:00:00Z", "affectedEntities": [{"entityValue": "i-1"}, {"entityValue": "i-2"}],
-    }, source="aws.health"), Action.REPLACE),
+    }, source="aws.health"), Action.MOVE),
+    *((eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "statusCode": status,
+        "startTime": "Wed, 25 Nov 2026 10:00:00 GMT", "affectedEntities": [{"entityValue": "i-1"}],
+    }, source="aws.health"), action) for status, action in (("upcoming", Action.MOVE), ("open", Action.MOVE),
+                                                           ("closed", Action.CANCEL_MOVE))),
     (eventbridge_event("AWS Health Event", {"service": "EC2", "eventTypeCategory": "issue"}, source="aws.health"),
      Action.IGNORE),
     (eventbridge_event("EC2 Spot Instance Request Fulfillment", {"instance-id": "i-1"}), Action.IGNORE),
@@ -140,6 +145,38 @@ def _task(state: TaskState, attempt: int = 2) -> Task:
     (Action.ATTEMPT_LOST, _task(TaskState.SUSPENDED), Reaction.IGNORE),  # it ended with a report
     (Action.ATTEMPT_LOST, _task(TaskState.RUNNING, attempt=1), Reaction.IGNORE),  # a newer attempt than stored
     (Action.IGNORE, _task(TaskState.RUNNING), Reaction.IGNORE),
+    (Action.MOVE, _task(TaskState.RUNNING), Reaction.MOVE),
+    (Action.MOVE, _task(TaskState.LAUNCHING), Reaction.MOVE),
+    (Action.MOVE, _task(TaskState.RUNNING, attempt=3), Reaction.IGNORE),  # the instance no longer serves it
+    (Action.MOVE, _task(TaskState.SUCCEEDED), Reaction.IGNORE),
 ])
 def test_only_the_attempt_that_owns_its_task_is_replaced_checkpointed_or_lost(action, task, reaction_):
     assert reaction(action, task, 2) == reaction_
+
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+LEAD = timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(("starts_at", "move_at"), [
+    (NOW + timedelta(days=14), NOW + timedelta(days=14) - LEAD),  # not at once, two weeks early
+    (NOW + timedelta(hours=1), NOW + timedelta(minutes=30)),
+    (NOW + timedelta(minutes=10), NOW),  # within the lead: at once
+    (NOW - timedelta(minutes=5), NOW),  # under way (open): at once, never after
+    (None, NOW),  # no start known: at once
+])
+def test_a_task_moves_off_an_instance_its_lead_before_the_scheduled_change(starts_at, move_at):
+    assert move_time(starts_at, NOW, LEAD) == move_at
+
+
+def test_a_scheduled_change_says_what_and_when_and_a_closed_one_names_its_instances():
+    event = classify_event(eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "eventTypeCode": "AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED",
+        "statusCode": "upcoming", "startTime": "Wed, 25 Nov 2026 10:00:00 GMT",
+        "affectedEntities": [{"entityValue": "i-1"}]}, source="aws.health"))
+    assert event.not_before == datetime(2026, 11, 25, 10, tzinfo=UTC)
+    assert event.reason == "scheduled change AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED at 2026-11-25 10:00 UTC"
+    closed = classify_event(eventbridge_event("AWS Health Event", {
+        "service": "EC2", "eventTypeCategory": "scheduledChange", "statusCode": "closed",
+        "affectedEntities": [{"entityValue": "i-1"}]}, source="aws.health"))
+    assert (closed.action, closed.instance_ids) == (Action.CANCEL_MOVE, ("i-1",))

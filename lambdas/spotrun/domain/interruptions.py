@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
@@ -25,6 +25,8 @@ class Action(StrEnum):
     REPLACE = "replace"  # final checkpoint now, start the replacement at once, cool the pool down
     CHECKPOINT = "checkpoint"  # early checkpoint only; the instance keeps running
     ATTEMPT_LOST = "attempt_lost"  # the instance is stopping or gone: requeue from the last checkpoint
+    MOVE = "move"  # a scheduled change (AWS Health) will take the instance: move the task before it starts
+    CANCEL_MOVE = "cancel_move"  # the scheduled change is closed: a move still pending is not needed
     IGNORE = "ignore"
 
 
@@ -116,9 +118,14 @@ def _health(event: dict[str, Any]) -> InstanceEvent:
     ))  # other entities (volumes, hosts, malformed ids) are not spotrun's to act on
     if not ids:
         return InstanceEvent(Action.IGNORE, (), "HealthScheduledChange", _time(event.get("time")))
-    return InstanceEvent(
-        Action.REPLACE, ids, "HealthScheduledChange", _time(event.get("time")),
-        not_before=_time(detail.get("startTime")), reason=f"scheduled change {_word(detail.get('eventTypeCode', ''))}".strip(),
+    starts = _time(detail.get("startTime"))
+    what = f"scheduled change {_word(detail.get('eventTypeCode', ''))}".strip()
+    if detail.get("statusCode") == "closed":  # over, or cancelled: nothing will take the instance
+        return InstanceEvent(Action.CANCEL_MOVE, ids, "HealthScheduledChangeClosed", _time(event.get("time")),
+                             not_before=starts, reason=f"{what} closed")
+    return InstanceEvent(  # open or upcoming
+        Action.MOVE, ids, "HealthScheduledChange", _time(event.get("time")), not_before=starts,
+        reason=what + (f" at {starts:%Y-%m-%d %H:%M} UTC" if starts else ""),
     )
 
 
@@ -156,6 +163,7 @@ class Reaction(StrEnum):
     REPLACE = "replace"  # cool the pool down, start the next attempt now while this one checkpoints
     REQUEST_CHECKPOINT = "request_checkpoint"  # ask the running attempt for an early checkpoint
     LOSE_ATTEMPT = "lose_attempt"  # the attempt is gone without a report: requeue from its checkpoint
+    MOVE = "move"  # move the attempt's task off its instance before a scheduled change (now, or when due)
     END_SUPERSEDED_ATTEMPT = "end_superseded_attempt"  # an already replaced attempt's instance is gone: bill its end
     IGNORE = "ignore"
 
@@ -165,6 +173,8 @@ def reaction(action: Action, task: Task, worker_attempt: int) -> Reaction:
     owns = task.attempt == worker_attempt and task.state in ACTIVE_STATES
     if action == Action.REPLACE and owns:
         return Reaction.REPLACE
+    if action == Action.MOVE and owns:
+        return Reaction.MOVE
     if action == Action.CHECKPOINT and owns and task.state == TaskState.RUNNING:
         return Reaction.REQUEST_CHECKPOINT
     if action == Action.ATTEMPT_LOST and owns:
@@ -185,3 +195,22 @@ def lost_instance(status: InstanceStatus, signal: str) -> tuple[bool, str]:
     if status.reason in SPOT_RECLAIM_REASONS:
         return True, f"spot reclaim without a warning ({signal}; EC2: {status.reason})"
     return False, f"{signal}" + (f" (EC2: {status.state}, {status.reason})" if status.reason else "")
+
+
+@dataclass(frozen=True)
+class ScheduledMove:
+    """A task to move off `instance_id` at `move_at`, before a scheduled change starts (`starts_at`)."""
+
+    instance_id: str
+    move_at: datetime
+    starts_at: datetime | None
+    reason: str
+
+
+def move_time(starts_at: datetime | None, now: datetime, lead: timedelta) -> datetime:
+    """When to move a task off an instance a scheduled change will take: `lead` before the change starts
+    (the final checkpoint and the replacement's boot fit in it), not weeks early; at once when that time
+    has passed, the change is under way, or its start is unknown."""
+    if starts_at is None:
+        return now
+    return max(now, starts_at - lead)

@@ -34,6 +34,7 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
             latency = (cp.clock() - instance_event.at).total_seconds()
             metrics.add_metric(name=f"{instance_event.kind}Latency", unit=MetricUnit.Seconds, value=max(latency, 0.0))
         logger.info("instance event", extra={"kind": instance_event.kind, "action": instance_event.action,
-                                             "replaced": outcome.replaced, "requeued": outcome.requeued})
+                                             "replaced": outcome.replaced, "requeued": outcome.requeued,
+                                             "move_scheduled": outcome.move_scheduled})
 
     return run_batch(event, context, handle)

@@ -16,7 +16,7 @@ from spotrun.reaping import sweep
 def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = None) -> dict[str, Any]:
     report = sweep(control or default_control_plane())
     for name, value in (("LostWorkers", len(report.lost)), ("StuckLaunches", len(report.stuck_launches)),
-                        ("Relaunched", len(report.relaunched)),
+                        ("Relaunched", len(report.relaunched)), ("ScheduledMoves", len(report.moved)),
                         ("OrphanInstances", len(report.orphans)), ("TimedOutJobs", len(report.timed_out))):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("sweep", extra={"lost": report.lost, "stuck": report.stuck_launches, "relaunched": report.relaunched,

@@ -2,7 +2,8 @@
 
 One part per entity, all on the same table plumbing (`table.Table`): jobs (`jobs`), tasks (`tasks`)
 and their guarded moves (`moves`), attempts and the workers serving them (`attempts`), pools
-(`pools`), the timeline (`timeline`) and worker image faults (`images`). Below them: the key layout (`keys`), the wire codec
+(`pools`), the timeline (`timeline`), worker image faults (`images`) and moves scheduled before an
+instance's scheduled change (`scheduled`). Below them: the key layout (`keys`), the wire codec
 (`codec`), the expression builder (`expressions`) and the item mappers (`items`). `DynamoStore` is
 all of them together, the `spotrun.ports.Store` the use cases see.
 """
@@ -16,12 +17,14 @@ from spotrun.adapters.dynamo.jobs import JobStore
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, task_pk
 from spotrun.adapters.dynamo.moves import TaskMoves
 from spotrun.adapters.dynamo.pools import PoolStore
+from spotrun.adapters.dynamo.scheduled import ScheduledMoveStore
 from spotrun.adapters.dynamo.table import BATCH_WRITE_THREADS
 from spotrun.adapters.dynamo.tasks import TaskStore
 from spotrun.adapters.dynamo.timeline import TimelineStore
 
 
-class DynamoStore(JobStore, TaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore, ImageFaultStore):
+class DynamoStore(JobStore, TaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore, ImageFaultStore,
+                  ScheduledMoveStore):
     """The control plane's state in DynamoDB. Takes a boto3 DynamoDB *client* (injected) and the table name."""
 
 

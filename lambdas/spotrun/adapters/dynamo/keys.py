@@ -9,6 +9,7 @@
   ACCOUNT                   CAPACITY         tasks holding a worker, account-wide (the cap)
   EVENTS#<job>#<shard>      <time>#<id>      the job's timeline
   IMAGE#<ami>               FAULT#<method>   a worker image that cannot run a checkpoint method
+  MOVES                     MOVE#<instance>  a task to move off an instance before a scheduled change
 
 Tasks live in their own partitions and every task index is sharded over TASK_SHARDS index keys,
 so a 100,000-task job makes no hot partition. The task role's policy (`spotrun.access`) names the
@@ -83,3 +84,10 @@ ACCOUNT_KEY: Key = {"pk": "ACCOUNT", "sk": "CAPACITY"}
 
 def image_fault_key(image_id: str, method: str) -> Key:
     return {"pk": f"IMAGE#{image_id}", "sk": f"FAULT#{method}"}
+
+
+MOVES_PK = "MOVES"  # one partition: scheduled changes (AWS Health) touch few instances at a time
+
+
+def scheduled_move_key(instance_id: str) -> Key:
+    return {"pk": MOVES_PK, "sk": f"MOVE#{instance_id}"}
