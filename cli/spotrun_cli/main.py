@@ -237,6 +237,9 @@ def cmd_control(client: ApiClient, args: argparse.Namespace, out: TextIO, err: T
 
 def cmd_cancel_task(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(render.render_task_cancelled(args.job_id, client.cancel_task(args.job_id, args.index)), file=out)
+    reason = client.get_job(args.job_id).get("reason")
+    if reason:  # what it means for the job (e.g. its combine step will not run)
+        print(f"note: {reason}", file=out)
     return EXIT_OK
 
 
@@ -255,7 +258,9 @@ def output_destination(key: str, job_id: str) -> PurePosixPath | None:
 def cmd_outputs(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     outputs = client.outputs(args.job_id)
     if not outputs:
-        print(f"job {args.job_id} has no outputs yet", file=err)
+        state = client.get_job(args.job_id).get("state")
+        print(f"job {args.job_id} has no outputs " + (
+            f"(it is {state}: no task uploaded any)" if state in render.FINISHED_JOB_STATES else "yet"), file=err)
         return EXIT_OK
     root: Path = args.dir or Path(args.job_id)
     failed = 0

@@ -189,7 +189,30 @@ def render_job(job: Mapping[str, Any], color: bool = False) -> str:
         f"counts   {format_counts(job.get('counts'), color)}",
         f"created  {short_time(job.get('created_at'))} UTC   updated {short_time(job.get('updated_at'))} UTC",
     ]
+    if job.get("reason"):
+        lines.append(f"note     {job['reason']}")
+    lines.extend(render_waiting(job.get("waiting")))
     return "\n".join(lines)
+
+
+def render_waiting(waiting: Mapping[str, Any] | None, pools_shown: int = 6) -> list[str]:
+    """Why the job's queued tasks wait (the API's `waiting`), as the status's lines."""
+    if not waiting:
+        return []
+    lines = [f"waiting  {waiting.get('summary')}"]
+    pools = list(waiting.get("pools") or [])
+    for pool in pools[:pools_shown]:
+        since = f" at {short_time(pool.get('since'), False)}" if pool.get("since") else ""
+        until = f", cooling down until {short_time(pool.get('until'), False)}" if pool.get("until") else ""
+        lines.append(f"         {pool.get('pool')}: {pool.get('why')}{since}{until}")
+    if len(pools) > pools_shown:
+        lines.append(f"         ... and {len(pools) - pools_shown} more pools")
+    if waiting.get("next_try_at"):
+        lines.append(f"         next try by {short_time(waiting['next_try_at'])} UTC")
+    if waiting.get("deadline_policy"):
+        lines.append(f"         deadline policy: {waiting['deadline_policy']}")
+    lines.append(f"         on-demand fallback: {waiting.get('on_demand')}")
+    return lines
 
 
 def render_tasks(tasks: Sequence[Mapping[str, Any]], more: bool = False) -> str:

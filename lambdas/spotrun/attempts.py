@@ -23,7 +23,14 @@ from spotrun.domain.interruptions import (
     reaction,
 )
 from spotrun.domain.launches import GONE
-from spotrun.domain.lifecycle import TaskChange, after_completion, ended, environment_fault
+from spotrun.domain.lifecycle import (
+    TaskChange,
+    after_completion,
+    ended,
+    environment_fault,
+    last_sign_of_life,
+    run_seconds,
+)
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
 from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent
 from spotrun.domain.spec import from_stored
@@ -201,8 +208,22 @@ def _maybe_release_combine(cp: ControlPlane, job_id: str, now: datetime) -> None
         if cp.store.apply(TaskChange(combine, TaskState.QUEUED, "CombineQueued"), now):
             cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job_id, indexes=[combine.index]))
     elif not allow_partial and (counts.get(TaskState.FAILED, 0) or counts.get(TaskState.CANCELLED, 0)):
-        cp.store.apply(TaskChange(combine, TaskState.CANCELLED, "CombineCancelled",
-                                  reason="a task did not succeed and the combine does not allow partial results"), now)
+        why = _what_did_not_succeed(cp, job)
+        if cp.store.apply(TaskChange(combine, TaskState.CANCELLED, "CombineCancelled",
+                                     reason=f"{why}: the combine step does not allow partial results"), now):
+            cp.store.set_job_reason(job_id, f"the combine step did not run: {why} (combine.allow_partial is false); "
+                                            "the job ends when its other tasks end")
+
+
+def _what_did_not_succeed(cp: ControlPlane, job: Job) -> str:
+    """'task 3 was cancelled', 'tasks 1, 4 failed', ...: the tasks that keep the combine step from running."""
+    parts = []
+    for state, verb in ((TaskState.FAILED, "failed"), (TaskState.CANCELLED, "cancelled")):
+        found = [t.index for t in cp.store.tasks_in_state(job.job_id, state, 10) if t.kind == "task"]
+        if found:
+            shown = ", ".join(map(str, found[:5])) + (" and more" if len(found) > 5 else "")
+            parts.append(f"task {shown} was {verb}" if len(found) == 1 else f"tasks {shown} were {verb}")
+    return " and ".join(parts) or "a task did not succeed"
 
 
 @dataclass
@@ -230,7 +251,8 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
             continue
         step = reaction(event.action, task, worker.attempt)
         if step == Reaction.REPLACE:
-            cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
+            cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds),
+                               "spot interruption warning", cp.clock())
             replace_task(cp, task, event.reason, ScheduleReport())
             outcome.replaced.append(instance_id)
         elif step == Reaction.MOVE:
@@ -307,10 +329,13 @@ def lose_attempt(cp: ControlPlane, task: Task, reason: str, reclaimed: bool = Fa
     if job is None:
         return False
     retries = from_stored(job.spec).retries
-    end = ended(task, "interrupted" if reclaimed else "lost", Scope.ENVIRONMENT)
+    # it ran, as far as anyone can tell, until its last sign of life
+    end = ended(task, "interrupted" if reclaimed else "lost", Scope.ENVIRONMENT,
+                exec_seconds=run_seconds(task, last_sign_of_life(task) or cp.clock()))
     change = environment_fault(task, reason, retries, end, reclaimed=reclaimed)
     if reclaimed and task.pool:
-        cp.store.cool_down(task.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
+        cp.store.cool_down(task.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds), "spot reclaim",
+                           cp.clock())
     if cp.store.apply(change, cp.clock(), {"reason": reason}):
         _after_change(cp, job, change, terminate=task.instance_id)
         return True

@@ -42,6 +42,9 @@ class Settings:
     # A task is moved off an instance this long before a scheduled change (AWS Health) starts: time for its
     # final checkpoint and its replacement's boot, with the reaper's minute to spare.
     scheduled_move_lead_seconds: int = 1800
+    # A running task's cancel is carried out by its agent (outputs and log uploaded, time reported); one not
+    # carried out after this long (two control polls and an upload) is done without it.
+    cancel_grace_seconds: int = 120
     region: str = "us-east-1"
     task_role_arn: str = ""  # the role workers' task credentials are sessions of
     instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes
@@ -69,6 +72,7 @@ class Settings:
             heartbeat_stale_seconds=number(EnvVar.HEARTBEAT_STALE_SECONDS, 180),
             launch_stale_seconds=number(EnvVar.LAUNCH_STALE_SECONDS, 600),
             relaunch_seconds=number(EnvVar.RELAUNCH_SECONDS, 180),
+            cancel_grace_seconds=number(EnvVar.CANCEL_GRACE_SECONDS, 120),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             task_role_arn=env.get(EnvVar.TASK_ROLE_ARN, ""),
             instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),

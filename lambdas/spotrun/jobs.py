@@ -6,11 +6,13 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from spotrun import resources, scheduling
 from spotrun.bookkeeping import notify
 from spotrun.control import ControlPlane
-from spotrun.domain import pages
+from spotrun.domain import broker, pages
 from spotrun.domain.accounting import job_statistics
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
@@ -23,7 +25,8 @@ from spotrun.domain.model import (
     TaskState,
     TimelineEvent,
 )
-from spotrun.domain.spec import JobSpec, check_stored_size, parse_spec, stored_form
+from spotrun.domain.spec import JobSpec, check_stored_size, from_stored, parse_spec, stored_form
+from spotrun.domain.waiting import WaitFacts, Waiting, why_waiting
 from spotrun.ports import Blobs
 from spotrun.resources import MessageType
 
@@ -105,6 +108,37 @@ def get_job(cp: ControlPlane, job_id: str) -> Job:
     return job
 
 
+def job_status(cp: ControlPlane, job_id: str) -> tuple[Job, Waiting | None]:
+    """A job, and why its queued tasks wait (`domain.waiting`) when some do: what the API's job view and
+    `spotrun status` say."""
+    job = get_job(cp, job_id)
+    queued = job.counts.get(TaskState.QUEUED, 0)
+    if not queued or job.state in FINISHED_JOB_STATES or job.desired != Desired.RUN:
+        return job, None
+    spec = from_stored(job.spec)
+    now = cp.clock()
+    states = scheduling.pool_states(cp, now)
+    decision = broker.rank_pools(spec.resources, states, now)
+    usable = {c.pool.key for c in decision.choices} | {
+        pool.key for pool, why in decision.rejected if why.startswith(("cooling down", "full"))}
+    stats = cp.store.pool_stats(sorted(usable))
+    sample = cp.store.tasks_in_state(job_id, TaskState.QUEUED, 10)
+    deadline = None
+    if spec.deadline is not None and sample:
+        placed = scheduling.deadline_decision(cp, job, spec, sample[0], {s.pool.key: s for s in states}, now)
+        deadline = f"{placed.action.value.replace('_', '-')}: {placed.reason}"
+    reaper = resources.function("reaper").schedule_minutes or 1
+    facts = WaitFacts(
+        queued=queued, active=job.active, max_concurrency=spec.max_concurrency, account_active=cp.store.account_active(),
+        account_cap=cp.settings.account_max_instances, pools=[s for s in states if s.pool.key in usable],
+        cooldown_reasons={key: (s.cooldown_reason, s.cooled_at) for key, s in stats.items()},
+        faults_in_a_row=max((t.consecutive_environment_failures for t in sample), default=0),
+        on_demand_after=scheduling.ON_DEMAND_AFTER_FAULTS, sweep_every=timedelta(minutes=reaper),
+        deadline_policy=deadline,
+    )
+    return job, why_waiting(facts, now)
+
+
 def get_task(cp: ControlPlane, job_id: str, index: int) -> Task:
     task = cp.store.get_task(job_id, index)
     if task is None:
@@ -155,7 +189,14 @@ def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
     task = get_task(cp, job_id, index)
     if task.state in TERMINAL_STATES:
         raise Conflict(f"task {index} is {task.state}; it cannot be cancelled")
-    cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state])
+    cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state], cp.clock())
+    job = get_job(cp, job_id)
+    if job.has_combine and task.kind != "combine":  # what it means for the job, said at once
+        partial = bool((job.spec.get("combine") or {}).get("allow_partial"))
+        cp.store.set_job_reason(job_id, f"task {index} was cancelled: " + (
+            "the combine step will run on the outputs of the tasks that succeed (combine.allow_partial)" if partial
+            else "the combine step will not run (combine.allow_partial is false); the job ends when its other "
+                 "tasks end, CANCELLED"))
     cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
     return get_task(cp, job_id, index)
 

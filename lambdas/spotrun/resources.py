@@ -48,6 +48,7 @@ class EnvVar:
     HEARTBEAT_STALE_SECONDS = "SPOTRUN_HEARTBEAT_STALE_SECONDS"
     LAUNCH_STALE_SECONDS = "SPOTRUN_LAUNCH_STALE_SECONDS"
     RELAUNCH_SECONDS = "SPOTRUN_RELAUNCH_SECONDS"
+    CANCEL_GRACE_SECONDS = "SPOTRUN_CANCEL_GRACE_SECONDS"
     # Workers: the task role their credentials are sessions of, the instance role allowed to ask for them,
     # the worker routes' base URL (the agent's), and the task role's unique id (SQS SenderId prefix).
     TASK_ROLE_ARN = "SPOTRUN_TASK_ROLE_ARN"

@@ -20,7 +20,7 @@ from spotrun.control import ControlPlane
 from spotrun.domain import broker, catalog, policy
 from spotrun.domain.accounting import job_statistics
 from spotrun.domain.launches import CAPACITY_ERRORS, LaunchRequest, client_token
-from spotrun.domain.lifecycle import INTERRUPTED, LAUNCH_REFUSED, AttemptEnd, TaskChange, ended
+from spotrun.domain.lifecycle import INTERRUPTED, LAUNCH_REFUSED, AttemptEnd, TaskChange, ended, run_seconds
 from spotrun.domain.model import (
     ACTIVE_STATES,
     FINISHED_JOB_STATES,
@@ -120,7 +120,8 @@ def replace_task(cp: ControlPlane, task: Task, reason: str, report: ScheduleRepo
     if job is None:
         return report
     spec = from_stored(job.spec)
-    interrupted = ended(task, "interrupted", Scope.ENVIRONMENT)
+    # counted until now; the attempt's final report adds what it ran on while it checkpointed
+    interrupted = ended(task, "interrupted", Scope.ENVIRONMENT, exec_seconds=run_seconds(task, cp.clock()))
 
     def admit(current: Task, pool: str, market: Market) -> TaskChange:
         avoid = list(dict.fromkeys((*current.avoid_pools, current.pool or "")))[-10:]
@@ -217,7 +218,8 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     if result.error_code:
         report.failed_pools[pool] = result.error_code
         if result.error_code in CAPACITY_ERRORS:  # throttling says "later", not "this pool is empty"
-            cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds))
+            cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds), result.error_code,
+                               cp.clock())
         return 0, result.error_code
     bound = [(t, result.instance_ids[t.launch_slot]) for t in tasks if t.launch_slot < len(result.instance_ids)]
     cp.store.bind_instances([(t.job_id, t.index, t.attempt, instance_id) for t, instance_id in bound], pool,
@@ -325,7 +327,8 @@ def _needs_on_demand(task: Task) -> bool:
 
 
 def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, reason: str, report: ScheduleReport) -> None:
-    """Cancel or suspend every task that is not finished: queued ones at once, running ones via their agent."""
+    """Cancel or suspend every task that is not finished: queued ones (and launching ones, whose program
+    has not started) at once, running ones through their agent (`_ask_running`)."""
     now = cp.clock()
     sources = [TaskState.WAITING, TaskState.QUEUED, TaskState.SUSPENDED] if to_state == TaskState.CANCELLED else [TaskState.QUEUED]
     for source in sources:
@@ -336,26 +339,46 @@ def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, rea
             for chunk in _chunks(tasks, ADMISSION_CHUNK):
                 cp.store.apply_many([TaskChange(t, to_state, event, reason=reason) for t in chunk], now)
             _count(report, to_state, len(tasks))
-    for source in (TaskState.LAUNCHING, TaskState.RUNNING):
-        while True:
-            tasks = [t for t in cp.store.tasks_in_state(job.job_id, source, 200)
-                     if not (to_state == TaskState.SUSPENDED and source == TaskState.RUNNING)]
-            if to_state == TaskState.SUSPENDED and source == TaskState.RUNNING:
-                # A running task checkpoints first: its agent sees SUSPEND and reports when it is safe.
-                for task in cp.store.tasks_in_state(job.job_id, source, 10_000):
-                    if task.desired != Desired.SUSPEND:
-                        cp.store.set_task_desired(job.job_id, task.index, Desired.SUSPEND, [TaskState.RUNNING])
-                break
-            if not tasks:
-                break
-            for chunk in _chunks(tasks, ADMISSION_CHUNK):
-                changes = [TaskChange(t, to_state, event, reason=reason, end_attempt=ended(t, to_state.lower(), None))
-                           for t in chunk]
-                if cp.store.apply_many(changes, now):
-                    ids = [t.instance_id for t in chunk if t.instance_id]
-                    cp.compute.terminate(ids)
-                    report.terminated.extend(ids)
-            _count(report, to_state, len(tasks))
+    while _end_at_once(cp, cp.store.tasks_in_state(job.job_id, TaskState.LAUNCHING, 200), report, reason, to_state,
+                       event):
+        pass
+    desired = Desired.CANCEL if to_state == TaskState.CANCELLED else Desired.SUSPEND
+    _ask_running(cp, cp.store.tasks_in_state(job.job_id, TaskState.RUNNING, 10_000), desired, report, reason)
+
+
+def _ask_running(cp: ControlPlane, tasks: Sequence[Task], desired: Desired, report: ScheduleReport, reason: str) -> None:
+    """A running task is stopped by its agent, which reads its desired state every control poll: to suspend
+    it checkpoints first; to cancel it stops the program and uploads the outputs it produced and its log,
+    and its report says how long the program ran. Either way the report moves the task. A cancel the
+    agent did not carry out within `cancel_grace_seconds` (it may be gone) is carried out here."""
+    now = cp.clock()
+    overdue = []
+    for task in tasks:
+        if task.desired != desired:
+            cp.store.set_task_desired(task.job_id, task.index, desired, [TaskState.RUNNING], now)
+        elif desired == Desired.CANCEL and (task.desired_at is None or (
+                now - task.desired_at).total_seconds() > cp.settings.cancel_grace_seconds):
+            overdue.append(task)
+    _end_at_once(cp, overdue, report, reason)
+
+
+def _end_at_once(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport, reason: str,
+                 to_state: TaskState = TaskState.CANCELLED, event: str = "TaskCancelled") -> int:
+    """Cancel (or suspend) active tasks without their agent: the instance is terminated; the attempt's run is
+    counted from its start (nothing reported how long its program ran). Returns how many moved."""
+    now = cp.clock()
+    moved = 0
+    for chunk in _chunks(list(tasks), ADMISSION_CHUNK):
+        changes = [TaskChange(t, to_state, event, reason=reason,
+                              end_attempt=ended(t, to_state.lower(), None, exec_seconds=run_seconds(t, now)))
+                   for t in chunk]
+        if cp.store.apply_many(changes, now):
+            ids = [t.instance_id for t in chunk if t.instance_id]
+            cp.compute.terminate(ids)
+            report.terminated.extend(ids)
+            moved += len(chunk)
+    _count(report, to_state, moved)
+    return moved
 
 
 def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport, indexes: Sequence[int]) -> None:
@@ -367,15 +390,15 @@ def _cancel_single_tasks(cp: ControlPlane, job: Job, report: ScheduleReport, ind
 
 
 def _cancel(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport) -> None:
+    """Cancel these tasks: a running one through its agent, the others at once."""
     now = cp.clock()
+    reason = "cancelled by the user"
+    _ask_running(cp, [t for t in tasks if t.state == TaskState.RUNNING], Desired.CANCEL, report, reason)
+    _end_at_once(cp, [t for t in tasks if t.state == TaskState.LAUNCHING], report, reason)
     for task in tasks:
-        end = ended(task, "cancelled", None) if task.state in ACTIVE_STATES else None
-        if cp.store.apply(TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason="cancelled by the user",
-                                     end_attempt=end), now):
+        if task.state not in ACTIVE_STATES and cp.store.apply(
+                TaskChange(task, TaskState.CANCELLED, "TaskCancelled", reason=reason), now):
             report.cancelled += 1
-            if task.instance_id and task.state in ACTIVE_STATES:
-                cp.compute.terminate([task.instance_id])
-                report.terminated.append(task.instance_id)
 
 
 def _resume_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:

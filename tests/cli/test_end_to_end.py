@@ -85,8 +85,12 @@ def test_cancel(cli_env: Any, fake_api: FakeApi, capsys: pytest.CaptureFixture[s
 
 def test_cancel_task_and_a_conflict(cli_env: Any, fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     fake_api.answer(f"POST /jobs/{JOB_ID}/tasks/1/cancel", 202, task_view(1, desired="CANCEL"))
+    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view())
     assert run(capsys, "cancel-task", JOB_ID, "1")[:2] == (
         0, f"job {JOB_ID} task 1: cancel requested (state RUNNING, desired CANCEL)\n")
+    # what it means for the job, when it means something: said at once
+    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view(reason="task 1 was cancelled: the combine step will not run"))
+    assert run(capsys, "cancel-task", JOB_ID, "1")[1].endswith("note: task 1 was cancelled: the combine step will not run\n")
     fake_api.answer(f"POST /jobs/{JOB_ID}/resume", 409, {"error": "the job is not suspended"})
     code, _, err = run(capsys, "resume", JOB_ID)
     assert (code, err) == (1, "error: the job is not suspended\n")
@@ -235,3 +239,28 @@ def test_watch_rides_out_a_transient_api_error(cli_env: Any, fake_api: FakeApi,
     cli_env.handler = flaky
     code, out, _ = run(capsys, "watch", JOB_ID, "--interval", "0.01")
     assert code == 0 and "(HTTP 502; retrying)" in out and "succeeded" in out
+
+
+def test_a_waiting_job_says_why_in_its_status(cli_env: Any, fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    waiting = {"queued": 2, "summary": "2 task(s) wait: no capacity in any of the 2 pools the job may use",
+               "pools": [{"pool": "c6i.large@us-east-1a", "why": "InsufficientInstanceCapacity",
+                          "since": "2026-11-23T12:00:10+00:00", "until": "2026-11-23T12:15:10+00:00"},
+                         {"pool": "m6i.large@us-east-1a", "why": "spot reclaim", "since": None, "until": None}],
+               "next_try_at": "2026-11-23T12:15:10+00:00", "deadline_policy": None,
+               "on_demand": "no: refused launches are not faults"}
+    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view(state="QUEUED", waiting=waiting))
+    fake_api.answer(f"GET /jobs/{JOB_ID}/tasks", 200, {"tasks": [task_view(0, state="QUEUED")], "next_token": None})
+    code, out, _ = run(capsys, "status", JOB_ID)
+    assert code == 0
+    assert "waiting  2 task(s) wait: no capacity in any of the 2 pools" in out
+    assert "c6i.large@us-east-1a: InsufficientInstanceCapacity at 12:00:10, cooling down until 12:15:10" in out
+    assert "next try by 2026-11-23 12:15:10 UTC" in out and "on-demand fallback: no: refused launches" in out
+
+
+def test_outputs_of_a_finished_job_without_any_say_so(cli_env: Any, fake_api: FakeApi,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    fake_api.answer(f"GET /jobs/{JOB_ID}/outputs", 200, {"outputs": []})
+    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view(state="CANCELLED"))
+    assert run(capsys, "outputs", JOB_ID)[2] == f"job {JOB_ID} has no outputs (it is CANCELLED: no task uploaded any)\n"
+    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view(state="RUNNING"))
+    assert run(capsys, "outputs", JOB_ID)[2] == f"job {JOB_ID} has no outputs yet\n"

@@ -112,19 +112,44 @@ def test_one_ec2_call_per_pool_not_per_task(cp, env, aws, context):
     assert sum(calls) == 20 and len(calls) <= 3  # pool cap 10 in the fixture: at least two pools
 
 
-def test_cancel_kills_every_instance_and_keeps_the_state(cp, env, aws, context):
+def test_cancel_ends_every_task_through_its_agent_or_after_a_grace_and_counts_their_work(cp, env, aws, context, clock):
+    """A running task is cancelled by its agent (it uploads the outputs its program produced and its log,
+    and reports how long the program ran); one whose agent does not report within the grace is ended
+    without it. A cancelled job's statistics used to say 'execution 0 s, speedup 0.0x'."""
     loop = Loop(cp, env, aws, context)
     job_id = submitted_and_running(loop, cp, {**JOB, "tasks": 4})
-    instances = [t.instance_id for t in cp.store.list_tasks(job_id, None, 10, None)[0]]
+    tasks = cp.store.list_tasks(job_id, None, 10, None)[0]
+    clock.advance(60)
     status, _ = loop.api("POST", f"/jobs/{job_id}/cancel")
     assert status == 202
     loop.drain()
+    asked = cp.store.list_tasks(job_id, None, 10, None)[0]
+    assert all(t.state == TaskState.RUNNING and t.desired == Desired.CANCEL for t in asked)
+    assert all(instance_state(cp, t.instance_id) == "running" for t in tasks)  # not killed before their agents act
+    clock.advance(10)
+    for task in tasks[:2]:  # two agents stop their programs and report
+        loop.send("reports", CompletionReport(job_id=job_id, index=task.index, attempt=task.attempt,
+                                              instance_id=task.instance_id, sent_at=clock(), outcome="cancelled",
+                                              program={"exec_seconds": 65.0, "log_tail": "stopped"}).model_dump_json())
+    loop.drain()
+    assert [t.state for t in cp.store.list_tasks(job_id, None, 10, None)[0]] == [
+        TaskState.CANCELLED, TaskState.CANCELLED, TaskState.RUNNING, TaskState.RUNNING]
+    clock.advance(cp.settings.cancel_grace_seconds)  # the other two agents are gone: ended without them
+    for task in tasks[2:]:
+        record_heartbeat(cp, Heartbeat(job_id=job_id, index=task.index, attempt=task.attempt,
+                                       instance_id=task.instance_id, sent_at=clock()))
+    sweep(cp)
     job = cp.store.get_job(job_id)
     assert job.state == JobState.CANCELLED and job.counts.get("CANCELLED") == 4 and job.active == 0
-    assert all(instance_state(cp, i) in ("shutting-down", "terminated") for i in instances)
+    assert all(instance_state(cp, t.instance_id) in ("shutting-down", "terminated") for t in tasks)
     assert cp.store.account_active() == 0
-    # the tasks are still there to inspect
+    # the tasks are still there to inspect, and every attempt's run is counted
     assert all(t.state == TaskState.CANCELLED for t in cp.store.list_tasks(job_id, None, 10, None)[0])
+    stats = loop.api("GET", f"/jobs/{job_id}/stats")[1]["total"]
+    assert stats["exec_seconds"] == 2 * 65.0 + 2 * (60 + 10 + cp.settings.cancel_grace_seconds)
+    assert stats["speedup"] > 0
+    ended = [e for e in cp.store.timeline(job_id, 100) if e.kind == "JobCancelled"]
+    assert len(ended) == 1 and ended[0].detail["exec_seconds"] == stats["exec_seconds"]
 
 
 def test_suspend_asks_running_tasks_to_checkpoint_then_resume_requeues_them(cp, env, aws, context, clock):
@@ -241,6 +266,8 @@ def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context,
                                        instance_id=task.instance_id, sent_at=clock()))
     report = sweep(cp)
     assert report.timed_out == [job_id]
+    clock.advance(cp.settings.cancel_grace_seconds + 1)  # its agents did not carry the cancel out
+    sweep(cp)
     job = cp.store.get_job(job_id)
     assert job.state == JobState.CANCELLED and job.active == 0
 

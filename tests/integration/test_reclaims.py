@@ -153,3 +153,26 @@ def test_a_launch_whose_answer_was_lost_is_sent_again_with_its_token(cp, env, aw
     assert instances == [bound.instance_id]  # one instance, whether the first call had launched it or not
     claim(cp, ref(bound))
     assert loop.task(job_id).state == TaskState.RUNNING
+
+
+def test_an_interrupted_attempts_run_is_counted_to_its_final_report(cp, env, aws, context, clock):
+    """Attempts ended by a warning counted 0 s of execution in the job's statistics."""
+    from spotrun.domain.messages import CompletionReport
+
+    loop = Loop(cp, env, aws, context)
+    job_id = running(loop)
+    task = loop.task(job_id)
+    clock.advance(100)
+    warned(loop, task.instance_id)  # replaced now: 100 s counted so far
+    clock.advance(15)  # its final checkpoint, then its report: the program ran 112 s in all
+    loop.send("reports", CompletionReport(job_id=job_id, index=0, attempt=1, instance_id=task.instance_id,
+                                          sent_at=clock(), outcome="interrupted",
+                                          program={"exec_seconds": 112.0}).model_dump_json())
+    loop.drain()
+    loop.send("reports", CompletionReport(job_id=job_id, index=0, attempt=1, instance_id=task.instance_id,
+                                          sent_at=clock(), outcome="interrupted",
+                                          program={"exec_seconds": 112.0}).model_dump_json())  # again: once
+    loop.drain()
+    stats = loop.api("GET", f"/jobs/{job_id}/stats")[1]
+    assert stats["pools"][task.pool]["exec_seconds"] == 112.0 and stats["total"]["exec_seconds"] == 112.0
+    assert cp.store.pool_stats([task.pool])[task.pool].exec_seconds == 112.0

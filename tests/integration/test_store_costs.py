@@ -160,7 +160,7 @@ def test_a_cancel_mark_whose_message_was_lost_is_carried_out_when_the_job_resume
     loop.drain()
     assert {loop.task(job_id, i).state for i in range(2)} == {TaskState.SUSPENDED}
     # And a task marked cancelled whose control message never arrived
-    assert cp.store.set_task_desired(job_id, 1, Desired.CANCEL, [TaskState.SUSPENDED])
+    assert cp.store.set_task_desired(job_id, 1, Desired.CANCEL, [TaskState.SUSPENDED], cp.clock())
 
     # When the job resumes, then the marked task is cancelled and the other one runs again
     assert loop.api("POST", f"/jobs/{job_id}/resume")[0] == 202

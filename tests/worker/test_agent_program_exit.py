@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from spotrun.domain.messages import AttemptRef
-from spotrun.domain.model import Task, TaskState
+from spotrun.domain.model import Desired, Task, TaskState
 from spotrun.domain.spec import JobSpec
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.checkpointers.base import CheckpointError
@@ -103,3 +105,59 @@ def test_a_checkpoint_asked_for_before_the_program_handles_the_signal_costs_noth
     assert Supervisor(agent, checkpointer, cycle).watch(task) is None
     assert checkpointer.poll() == 0  # it ran to its end: not killed by SIGUSR1 (-10)
     assert time.monotonic() - started >= 1.0
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send_message(self, **message: Any) -> None:
+        self.bodies.append(message["MessageBody"])
+
+
+@pytest.mark.parametrize("wish", [Desired.CANCEL, Desired.SUSPEND])
+def test_an_attempt_the_user_stops_reports_how_long_its_program_ran_and_a_cancelled_one_keeps_its_outputs(
+        tmp_path, aws, wish):
+    """Time of attempts ended by cancel or suspend was missing from the statistics (`execution 0 s`), and a
+    cancelled job's outputs were lost with its instances."""
+    import json
+    import sys
+    import time
+
+    from spotrun_worker.checkpointers import SignalCheckpointer
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="spotrun-data")
+    task = Task("j-1", 0, TaskState.RUNNING, 1, desired=wish)
+    config = AgentConfig(table="t", bucket="spotrun-data", heartbeat_queue_url="hb", report_queue_url="r",
+                         work_root=tmp_path, checkpoint_timeout_seconds=5)
+    sent = Sent()
+    agent = Agent(config, InProcessRoutes(None, "i-1", store=Store(task), s3=s3, sqs=sent), Quiet(), clock=lambda: NOW,
+                  sleep=lambda seconds: time.sleep(min(seconds, 0.05)))
+    agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
+    agent.spec = JobSpec.model_validate({"name": "n", "command": ["x"], "outputs": ["partial.txt"],
+                                         "checkpoint": {"method": "signal", "interval": 30}})
+    agent.workspace = Workspace(tmp_path / "w", 1).create()
+    checkpointer = SignalCheckpointer()
+    cycle = CheckpointCycle(agent.routes, "spotrun-data", agent.ref, agent.spec, agent.workspace, checkpointer,
+                            agent.clock, 5, 30)
+    cycle.take = lambda **_: None  # the suspend's checkpoint protocol is tested elsewhere
+    program = ("import os, signal, time\n"
+               "d = os.environ['SPOTRUN_CHECKPOINT_DIR']\n"
+               "def save(*_):\n"
+               "    open(os.path.join(d, 'state'), 'w').write('1'); open(os.path.join(d, '.complete'), 'w').close()\n"
+               "signal.signal(signal.SIGUSR1, save)\n"
+               "open('partial.txt', 'w').write('rows 1-500\\n')\n"
+               "print('working', flush=True)\n"
+               "time.sleep(30)\n")
+    agent.program_started = time.monotonic()
+    checkpointer.start([sys.executable, "-c", program], {"PATH": "/usr/bin:/bin"}, agent.workspace.workdir,
+                       agent.workspace.log_path)
+    while not (agent.workspace.workdir / "partial.txt").exists():
+        time.sleep(0.05)
+    assert Supervisor(agent, checkpointer, cycle).watch(task) == 0
+    report = json.loads(sent.bodies[-1])
+    assert report["outcome"] == ("cancelled" if wish == Desired.CANCEL else "suspended")
+    assert report["program"]["exec_seconds"] > 0 and "working" in report["program"]["log_tail"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="spotrun-data").get("Contents", [])]
+    assert ("jobs/j-1/outputs/0/partial.txt" in keys) == (wish == Desired.CANCEL)  # a suspended one resumes

@@ -60,6 +60,7 @@ class Agent:
         self.clock = clock
         self.sleep = sleep
         self.cost = CheckpointCost()
+        self.program_started = time.monotonic()  # when the current attempt's program started
 
     # The task's own items, files and queues, through clients confined to the task the routes named.
     @property
@@ -143,7 +144,7 @@ class Agent:
                                                            signal_name=self.spec.checkpoint.signal)
         except CheckpointerUnavailable as unavailable:  # passed the boot check, gone since: the image's fault still
             return self._image_fault(str(unavailable))
-        started = time.monotonic()
+        started = self.program_started = time.monotonic()
         try:
             checkpointer.start(self._command(task), env, self.workspace.workdir, self.workspace.log_path,
                                restore_from=restored[0] if restored else None)
@@ -284,6 +285,16 @@ class Agent:
 
     def upload_log(self) -> None:
         workspace.upload_log(self.s3, self.config.bucket, self.ref, self.workspace)
+
+    def upload_outputs(self, task: Task) -> list[str]:
+        """The task's declared outputs as far as its program got, and its log; the patterns that matched nothing."""
+        missing = workspace.upload_outputs(self.s3, self.config.bucket, self.ref, self.workspace,
+                                           self._output_patterns(task))
+        self.upload_log()
+        return missing
+
+    def log_tail(self) -> str:
+        return self.workspace.log_tail()
 
     def terminate_self(self) -> None:
         if self.ec2 is None or not self.config.terminate_on_exit:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import Any, Protocol
 
-from spotrun.domain.messages import AttemptRef
+from spotrun.domain.messages import AttemptRef, ProgramResult
 from spotrun.domain.model import Desired, Task, TaskState
 from spotrun_worker import transfer
 from spotrun_worker.checkpointers import Checkpointer
@@ -34,6 +34,7 @@ class Host(Protocol):
 
     config: AgentConfig
     ref: AttemptRef
+    program_started: float  # time.monotonic() when the attempt's program started
 
     @property
     def store(self) -> Any: ...
@@ -46,10 +47,14 @@ class Host(Protocol):
 
     def heartbeat(self) -> None: ...
 
-    def report(self, outcome: str, reason: str = "", *, checkpoint_seq: int | None = None,
-               unsaved_seconds: float | None = None) -> None: ...
+    def report(self, outcome: str, reason: str = "", program: ProgramResult | None = None, *,
+               checkpoint_seq: int | None = None, unsaved_seconds: float | None = None) -> None: ...
 
     def upload_log(self) -> None: ...
+
+    def upload_outputs(self, task: Task) -> list[str]: ...
+
+    def log_tail(self) -> str: ...
 
     def terminate_self(self) -> None: ...
 
@@ -126,13 +131,16 @@ class Supervisor:
         if current.state != TaskState.RUNNING:
             return self.abandon(f"task is {current.state}")
         if current.desired == Desired.CANCEL:
-            return self.leave("cancelled", "cancelled by the user", None, checkpoint=False)
+            return self.leave("cancelled", "cancelled by the user", None, checkpoint=False, task=current)
         if current.desired == Desired.SUSPEND:
             return self.leave("suspended", "suspended by the user", None)
         return None
 
-    def leave(self, outcome: str, reason: str, deadline: datetime | None, checkpoint: bool = True) -> int:
-        """End the attempt early: final checkpoint if there is time, report, stop the program."""
+    def leave(self, outcome: str, reason: str, deadline: datetime | None, checkpoint: bool = True,
+              task: Task | None = None) -> int:
+        """End the attempt early: final checkpoint if there is time, report (with how long the program ran
+        and its log's tail), stop the program. A cancelled task's outputs, as far as its program got, are
+        uploaded (`task`): what a user asked for does not vanish with the instance."""
         seq = None
         if checkpoint and self.checkpointer.supports_checkpoint and self.checkpointer.poll() is None:
             budget = self.config.checkpoint_timeout_seconds
@@ -144,10 +152,15 @@ class Supervisor:
                 log.exception("final checkpoint failed")
         # Nothing the program did after it was frozen can be lost: it did nothing.
         unsaved = self.cycle.unsaved_seconds()
+        ran = (self.cycle.frozen_at or time.monotonic()) - self.host.program_started
         self.stop_program()
-        self.host.upload_log()
+        if task is not None:
+            self.host.upload_outputs(task)  # and the log
+        else:
+            self.host.upload_log()
         self.host.report(outcome, reason=reason, checkpoint_seq=seq,
-                         unsaved_seconds=unsaved if self.checkpointer.supports_checkpoint else None)
+                         unsaved_seconds=unsaved if self.checkpointer.supports_checkpoint else None,
+                         program=ProgramResult(exec_seconds=ran, log_tail=self.host.log_tail()))
         if outcome != "interrupted":
             self.host.terminate_self()
         return 0

@@ -295,6 +295,15 @@ def _any_started(counts: dict[str, int]) -> bool:
     return any(counts.get(s, 0) for s in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED))
 
 
+def run_seconds(task: Task, until: datetime) -> float:
+    """How long the task's current attempt has run, from its claim until `until`: for an attempt that ends
+    with no report saying how long its program ran (cancelled without its agent, lost, replaced), the
+    control plane's measure of its execution time (staging and restore included)."""
+    if task.state != TaskState.RUNNING or task.started_at is None:
+        return 0.0
+    return max(0.0, (until - task.started_at).total_seconds())
+
+
 def last_sign_of_life(task: Task) -> datetime | None:
     """The newest of the task's last heartbeat, start and launch (a heartbeat may be a past attempt's)."""
     moments = [m for m in (task.last_heartbeat_at, task.started_at, task.launched_at) if m is not None]

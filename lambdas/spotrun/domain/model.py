@@ -105,6 +105,7 @@ class Task:
     # given back) it is the fencing token of the task's guarded moves.
     attempt: int
     desired: Desired = Desired.RUN
+    desired_at: datetime | None = None  # when the user's wish (cancel, suspend) was recorded
     kind: str = "task"  # or "combine"
     admissions: int = 0  # every admission of an attempt, refused launches included: never goes down
     pool: str | None = None
@@ -175,6 +176,8 @@ class PoolStats:
     exec_seconds: float = 0.0
     running: int = 0
     cooldown_until: datetime | None = None
+    cooldown_reason: str = ""  # why it cools down: EC2's launch error, or a spot reclaim
+    cooled_at: datetime | None = None  # when that happened
 
 
 @dataclass(frozen=True)

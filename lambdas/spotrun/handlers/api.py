@@ -23,6 +23,7 @@ from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
 from spotrun.domain.spec import JobSpec, SpecError, load_document, problems_of
+from spotrun.domain.waiting import Waiting
 from spotrun.handlers.common import logger, metrics, tracer
 from spotrun.handlers.http import ErrorBody, on_error
 
@@ -46,11 +47,38 @@ class Accepted(BaseModel):
     tasks: int
 
 
+class PoolWaitView(BaseModel):
+    pool: str
+    why: str
+    since: Moment | None
+    until: Moment | None
+
+
+class WaitingView(BaseModel):
+    """Why the job's queued tasks wait, and what happens next."""
+
+    queued: int
+    summary: str
+    pools: list[PoolWaitView] = Field(description="the pools holding the tasks back: refused (EC2's error), "
+                                                   "reclaimed or full, since when, cooling down until when")
+    next_try_at: Moment | None = Field(description="when the scheduler tries again at the latest")
+    deadline_policy: str | None = Field(description="what the deadline policy decides now (jobs with a deadline)")
+    on_demand: str = Field(description="whether the on-demand fallback steps in, and why (not)")
+
+    @classmethod
+    def of(cls, waiting: Waiting) -> WaitingView:
+        return cls(queued=waiting.queued, summary=waiting.summary,
+                   pools=[PoolWaitView(pool=p.pool, why=p.why, since=p.since, until=p.until) for p in waiting.pools],
+                   next_try_at=waiting.next_try_at, deadline_policy=waiting.deadline_policy,
+                   on_demand=waiting.on_demand)
+
+
 class JobView(BaseModel):
     job_id: str
     name: str
     state: JobState
     desired: Desired
+    reason: str = Field("", description="what to know beyond the counts, e.g. that the combine step will not run")
     tasks: int
     combine: bool
     counts: dict[str, int]
@@ -58,12 +86,14 @@ class JobView(BaseModel):
     created_at: Moment
     updated_at: Moment
     spec: dict[str, Any]
+    waiting: WaitingView | None = Field(None, description="why queued tasks wait (in GET /jobs/{id} only)")
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
-        return cls(job_id=job.job_id, name=job.name, state=job.state, desired=job.desired, tasks=job.task_count,
-                   combine=job.has_combine, counts={k: v for k, v in job.counts.items() if v}, active=job.active,
-                   created_at=job.created_at, updated_at=job.updated_at, spec=job.spec)
+    def of(cls, job: Job, waiting: Waiting | None = None) -> JobView:
+        return cls(job_id=job.job_id, name=job.name, state=job.state, desired=job.desired, reason=job.reason,
+                   tasks=job.task_count, combine=job.has_combine, counts={k: v for k, v in job.counts.items() if v},
+                   active=job.active, created_at=job.created_at, updated_at=job.updated_at, spec=job.spec,
+                   waiting=WaitingView.of(waiting) if waiting else None)
 
 
 class CheckpointView(BaseModel):
@@ -192,7 +222,7 @@ def list_jobs(state: Annotated[JobState | None, Query()] = None, limit: Limit = 
 
 @app.get("/jobs/<job_id>", summary="A job with its task counts", responses=_answers(200, 404))
 def get_job(job_id: JobId) -> JobView:
-    return JobView.of(jobs.get_job(_cp(), job_id))
+    return JobView.of(*jobs.job_status(_cp(), job_id))
 
 
 @app.get("/jobs/<job_id>/tasks", summary="A job's tasks", responses=_answers(200, 404))

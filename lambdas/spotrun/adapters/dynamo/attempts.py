@@ -14,7 +14,7 @@ from spotrun.adapters.dynamo.items import attempt_from, worker_from, worker_item
 from spotrun.adapters.dynamo.keys import attempt_key, job_key, task_key, task_pk, worker_key
 from spotrun.adapters.dynamo.pools import pool_stats_item
 from spotrun.adapters.dynamo.table import BATCH_WRITE_THREADS, Table
-from spotrun.domain.accounting import attempt_usage, drain_usage, pool_usage
+from spotrun.domain.accounting import STAT_SEPARATOR, attempt_usage, drain_usage, pool_usage
 from spotrun.domain.model import Attempt, Scope, Worker
 
 
@@ -60,7 +60,7 @@ class AttemptStore(Table):
             return False
         pool = recorded["pool"]
         if recorded.get("ended_at"):
-            return self._bill_drain(job_id, index, attempt, recorded, now)
+            return self._bill_drain(job_id, index, attempt, recorded, exec_seconds, now)
         expr = Expression()
         expr.condition("attribute_not_exists({e})", e="@ended_at")
         expr.set("ended_at", now)
@@ -80,21 +80,32 @@ class AttemptStore(Table):
                 {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
             ])
 
-    def _bill_drain(self, job_id: str, index: int, attempt: int, recorded: dict[str, Any], now: datetime) -> bool:
+    def _bill_drain(self, job_id: str, index: int, attempt: int, recorded: dict[str, Any], exec_seconds: float,
+                    now: datetime) -> bool:
         """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until
-        its final report: add that time to the job's instance seconds and cost, once."""
+        its final report: add that time to the job's instance seconds and cost, and the program's run the
+        report measured beyond what was counted at the replacement to its execution seconds, once."""
         ended_at = parse_time(recorded["ended_at"])
         assert ended_at is not None
+        pool = recorded["pool"]
+        more = round(max(0.0, exec_seconds - float(recorded.get("exec_seconds") or 0.0)), 3)
         mark = Expression()
         mark.condition("attribute_not_exists({d})", d="@drained_until")
         mark.set("drained_until", now)
+        if more:
+            mark.add("exec_seconds", more)
         usage = Expression()
-        for key, amount in drain_usage(recorded["pool"], ended_at, recorded.get("price_per_hour"), now).items():
+        for key, amount in drain_usage(pool, ended_at, recorded.get("price_per_hour"), now).items():
             usage.add_in_map("stats", key, amount)
-        return self._transact([
-                {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
-                {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
-            ])
+        if more:
+            usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}exec_seconds", more)
+        items = [
+            {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **mark.update()}},
+            {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
+        ]
+        if more:
+            items.append(pool_stats_item(self.table, pool, {"exec_seconds": more}))
+        return self._transact(items)
 
     def worker(self, instance_id: str) -> Worker | None:
         item = self._get(worker_key(instance_id))

@@ -61,7 +61,8 @@ def checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
 def task_from(item: dict[str, Any]) -> Task:
     return Task(
         job_id=item["job_id"], index=int(item["index"]), state=TaskState(item["state"]), attempt=int(item.get("attempt", 0)),
-        desired=Desired(item.get("desired", Desired.RUN)), kind=item.get("kind", "task"),
+        desired=Desired(item.get("desired", Desired.RUN)), desired_at=parse_time(item.get("desired_at")),
+        kind=item.get("kind", "task"),
         admissions=int(item.get("admissions", 0)), pool=item.get("pool"),
         market=Market(item["market"]) if item.get("market") else None, instance_id=item.get("instance_id"),
         program_failures=int(item.get("program_failures", 0)), environment_failures=int(item.get("environment_failures", 0)),

@@ -30,12 +30,15 @@ class PoolStore(Table):
             out[name] = PoolStats(
                 name, int(item.get("executions", 0)), int(item.get("failures", 0)),
                 int(item.get("interruptions", 0)), float(item.get("exec_seconds", 0)), int(item.get("running", 0)),
-                parse_time(item.get("cooldown_until")),
+                parse_time(item.get("cooldown_until")), item.get("cooldown_reason", ""), parse_time(item.get("cooled_at")),
             )
         return out
 
-    def cool_down(self, pool: str, until: datetime) -> None:
+    def cool_down(self, pool: str, until: datetime, reason: str = "", at: datetime | None = None) -> None:
         expr = Expression()
         expr.set("cooldown_until", until)
+        expr.set("cooldown_reason", reason[:200])
+        if at is not None:
+            expr.set("cooled_at", at)
         expr.condition("attribute_not_exists({c}) OR {c} < {until}", c="@cooldown_until", until=iso(until))
         self._update(pool_key(pool), expr)

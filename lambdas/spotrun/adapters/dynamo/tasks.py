@@ -90,9 +90,11 @@ class TaskStore(Table):
         expr.condition("attribute_not_exists({h}) OR {h} < {at}", h="@last_heartbeat_at", at=iso(at))
         return self._update(task_key(job_id, index), expr)
 
-    def set_task_desired(self, job_id: str, index: int, desired: Desired, states: Sequence[TaskState]) -> bool:
+    def set_task_desired(self, job_id: str, index: int, desired: Desired, states: Sequence[TaskState],
+                         at: datetime) -> bool:
         expr = Expression()
         expr.set("desired", desired)
+        expr.set("desired_at", at)
         expr.condition_in("state", [s.value for s in states])
         return self._update(task_key(job_id, index), expr)
 
