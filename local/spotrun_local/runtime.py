@@ -56,6 +56,7 @@ class RuntimeOptions:
     heartbeat_stale_seconds: int = 12
     launch_stale_seconds: int = 60
     relaunch_seconds: int = 15  # a launch call whose answer was lost is sent again after this long
+    cancel_grace_seconds: int = 20  # a running task's cancel its agent did not carry out is done without it
     cooldown_seconds: int = 60
     account_max_instances: int = 8
     pool_max_instances: int = 4
@@ -141,6 +142,7 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
             "SPOTRUN_HEARTBEAT_STALE_SECONDS": str(self.options.heartbeat_stale_seconds),
             "SPOTRUN_LAUNCH_STALE_SECONDS": str(self.options.launch_stale_seconds),
             "SPOTRUN_RELAUNCH_SECONDS": str(self.options.relaunch_seconds),
+            "SPOTRUN_CANCEL_GRACE_SECONDS": str(self.options.cancel_grace_seconds),
         })
         if self.journal is not None:  # the items, objects and messages of the last run, before anything reads them
             self.restored = self.journal.restore()
