@@ -197,3 +197,72 @@ def test_the_api_answers_every_request_as_its_document_says(served: Served, labe
             assert item_count(served.cp) == before, f"{label} answered {response.status_code} but stored something"
 
     fuzz()
+
+
+def _tokens(served: Served, path: str, **query: Any) -> list[str]:
+    """The next_tokens a listing hands out, page by page (one item a page)."""
+    found, token = [], None
+    while True:
+        params = {**query, "limit": 1, **({"next_token": token} if token else {})}
+        page = requests.get(f"{served.url}{path}", params=params, auth=served.auth, timeout=10).json()
+        token = page["next_token"]
+        if not token:
+            return found
+        found.append(token)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def test_next_token_is_checked_whatever_it_holds(served: Served) -> None:
+    """Page tokens are sealed (spotrun.domain.pages): a token the API did not give out for this listing is
+    a 400 saying so, whatever it holds (a forged cursor used to reach DynamoDB's key condition: a 502)."""
+    listings = [("/jobs", {}), (f"/jobs/{served.jobs[0]}/tasks", {}), (f"/jobs/{served.jobs[1]}/tasks", {}),
+                (f"/jobs/{served.jobs[0]}/tasks", {"state": "SUCCEEDED"})]
+    genuine = {i: _tokens(served, path, **query) for i, (path, query) in enumerate(listings)}
+    assert all(genuine[i] for i in (0, 1, 2)), genuine
+    tokens = [t for found in genuine.values() for t in found]
+    cursor = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=30)),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                      max_size=3), max_leaves=8)
+
+    def forged(draw: st.DrawFn) -> str:
+        token = draw(st.sampled_from(tokens))
+        version, payload, tag = token.split(".")
+        how = draw(st.sampled_from(["as is", "flip", "cut", "grow", "cursor", "raw cursor", "text"]))
+        if how == "flip":
+            at = draw(st.integers(0, len(token) - 1))
+            return token[:at] + draw(st.sampled_from("AQ_-.9z")) + token[at + 1:]
+        if how == "cut":
+            return token[:draw(st.integers(0, len(token) - 1))]
+        if how == "grow":
+            return token + draw(st.text("AZaz09_-.=", min_size=1, max_size=8))
+        if how == "cursor":  # a made-up cursor under a genuine tag
+            return f"{version}.{_b64(json.dumps(draw(cursor)).encode())}.{tag}"
+        if how == "raw cursor":  # the store's own cursor shape, unsealed
+            return _b64(json.dumps(draw(cursor)).encode())
+        if how == "text":
+            return draw(st.text(min_size=1, max_size=60))
+        return token
+
+    @seed(SEED)
+    @settings(max_examples=EXAMPLES * 4, deadline=None, database=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(which=st.integers(0, len(listings) - 1), token=st.composite(forged)())
+    def fuzz(which: int, token: str) -> None:
+        path, query = listings[which]
+        answer = requests.get(f"{served.url}{path}", params={**query, "next_token": token}, auth=served.auth,
+                              timeout=10, headers={"Connection": "close"})
+        if token in genuine[which] or token == "":  # an empty token asks for the first page
+            assert answer.status_code == 200, answer.text
+        elif "x-amzn-requestid" in {name.lower() for name in answer.headers}:
+            assert answer.status_code == 400, (answer.status_code, answer.text)
+            body = answer.json()
+            assert body["error"] in ("the page token is not one this API gave out", "invalid request"), body
+        else:  # the gateway refused a query that is not UTF-8 by itself, as API Gateway does
+            assert answer.status_code == 400
+
+    fuzz()

@@ -180,3 +180,12 @@ def test_a_scheduled_change_says_what_and_when_and_a_closed_one_names_its_instan
         "service": "EC2", "eventTypeCategory": "scheduledChange", "statusCode": "closed",
         "affectedEntities": [{"entityValue": "i-1"}]}, source="aws.health"))
     assert (closed.action, closed.instance_ids) == (Action.CANCEL_MOVE, ("i-1",))
+
+
+@pytest.mark.parametrize("field", ["source", "detail-type"])
+@pytest.mark.parametrize("value", [["aws.ec2"], {"a": 1}, 7, None])
+def test_an_event_whose_source_or_type_is_not_text_is_ignored(field, value):
+    """Found by fuzzing the interruption consumer: a list there raised TypeError (unhashable) and the
+    record went to the dead-letter queue."""
+    event = {**eventbridge_event("EC2 Spot Instance Interruption Warning", {"instance-id": "i-1"}), field: value}
+    assert classify_event(event).action == Action.IGNORE

@@ -141,7 +141,10 @@ def classify_event(event: Any) -> InstanceEvent:
     """Map an EventBridge event to what spotrun does about it; anything unexpected is IGNORE."""
     if not isinstance(event, dict):
         return IGNORED
-    parser = PARSERS.get((event.get("source"), event.get("detail-type")))  # type: ignore[arg-type]
+    source, detail_type = event.get("source"), event.get("detail-type")
+    if not isinstance(source, str) or not isinstance(detail_type, str):  # a list here is no key (found by fuzzing)
+        return IGNORED
+    parser = PARSERS.get((source, detail_type))
     if parser is None:
         return IGNORED
     try:
