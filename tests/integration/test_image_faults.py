@@ -198,7 +198,7 @@ def test_a_checkpointer_that_will_not_run_on_one_instance_is_that_pools_fault(cp
     assert first.pool in moved.avoid_pools and moved.pool != first.pool  # ... in another pool
     assert moved.environment_failures == 1
     _, events = loop.api("GET", f"/jobs/{accepted['job_id']}/events")
-    [interrupted] = [e for e in events["events"] if e["kind"] == "TaskInterrupted"]
+    [interrupted] = [e for e in events["events"] if e["kind"] == "EnvironmentFault"]  # not a spot interruption
     assert interrupted["detail"]["reason"].startswith(
         "environment: dmtcp: could not start the program on this instance: the DMTCP coordinator did not start")
     assert "Address family not supported" in interrupted["detail"]["reason"]
