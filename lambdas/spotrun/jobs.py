@@ -117,16 +117,15 @@ def job_status(cp: ControlPlane, job_id: str) -> tuple[Job, Waiting | None]:
         return job, None
     spec = from_stored(job.spec)
     now = cp.clock()
-    states = scheduling.pool_states(cp, now)
+    states = scheduling.pool_states(cp, now, priced=False)  # which pools hold the tasks back needs no prices
     decision = broker.rank_pools(spec.resources, states, now)
     usable = {c.pool.key for c in decision.choices} | {
         pool.key for pool, why in decision.rejected if why.startswith(("cooling down", "full"))}
     stats = cp.store.pool_stats(sorted(usable))
     sample = cp.store.tasks_in_state(job_id, TaskState.QUEUED, 10)
     deadline = None
-    if spec.deadline is not None and sample:
-        placed = scheduling.deadline_decision(cp, job, spec, sample[0], {s.pool.key: s for s in states}, now)
-        deadline = f"{placed.action.value.replace('_', '-')}: {placed.reason}"
+    if spec.deadline is not None:  # the scheduler's own last decision (the API reads no market prices)
+        deadline = job.policy_note or "not decided yet: the scheduler decides when a pool can take a task"
     reaper = resources.function("reaper").schedule_minutes or 1
     facts = WaitFacts(
         queued=queued, active=job.active, max_concurrency=spec.max_concurrency, account_active=cp.store.account_active(),

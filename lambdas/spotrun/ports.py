@@ -48,6 +48,10 @@ class JobRecords(Protocol):
         """What the user should know about the job beyond its counts (e.g. that its combine will not run)."""
         ...
 
+    def set_job_policy_note(self, job_id: str, note: str) -> None:
+        """What the deadline policy last decided for the job (shown while its tasks wait)."""
+        ...
+
     def refresh_job_state(self, job_id: str, derive: Callable[[dict[str, int], Desired], JobState],
                           now: datetime) -> Job | None: ...
 

@@ -166,6 +166,10 @@ def launch_tasks(
             market = Market.ON_DEMAND if _needs_on_demand(chunk[0]) else Market.SPOT
             if spec.deadline is not None and market == Market.SPOT:
                 placement = deadline_decision(cp, job, spec, chunk[0], states, now)
+                note = f"{placement.action.value.replace('_', '-')}: {placement.reason}"
+                if note != job.policy_note:  # what a waiting job's status says the policy decided
+                    cp.store.set_job_policy_note(job.job_id, note)
+                    job = dataclasses.replace(job, policy_note=note)
                 if placement.action == policy.Action.WAIT:
                     log.info("deadline policy: wait (%s)", placement.reason)
                     remaining = [t for t in remaining if t.index not in {c.index for c in chunk}]
@@ -422,10 +426,11 @@ def _count(report: ScheduleReport, state: TaskState, n: int) -> None:
         report.suspended += n
 
 
-def pool_states(cp: ControlPlane, now: datetime) -> list[broker.PoolState]:
-    """What the broker needs of each pool: the catalogue's sizes, prices, spotrun's own statistics."""
+def pool_states(cp: ControlPlane, now: datetime, priced: bool = True) -> list[broker.PoolState]:
+    """What the broker needs of each pool: the catalogue's sizes, prices, spotrun's own statistics.
+    Without `priced`, no spot price is asked for (the API's function may not read the market)."""
     stats = cp.store.pool_stats(cp.settings.pools)
-    prices = cp.prices.prices(cp.settings.instance_types, now) if cp.prices else {}
+    prices = cp.prices.prices(cp.settings.instance_types, now) if cp.prices and priced else {}
     states = []
     for key in cp.settings.pools:
         instance_type, zone = key.split("@", 1)

@@ -113,3 +113,14 @@ def test_with_allow_partial_the_combine_runs_on_what_the_other_tasks_produced(cp
                                           sent_at=clock(), outcome="completed", program={"exit_code": 0}).model_dump_json())
     loop.drain()
     assert loop.task(job_id, 2).state == TaskState.LAUNCHING  # the combine was released
+
+
+def test_the_api_explains_a_wait_without_reading_the_market(cp, env, aws, context, clock, prices):
+    """The API function may not call EC2 (DescribeSpotPriceHistory): its explanation reads the store only."""
+    loop = Loop(cp, env, aws, context)
+    no_capacity_anywhere(cp, clock)
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    loop.drain()
+    before = prices.calls
+    assert loop.api("GET", f"/jobs/{accepted['job_id']}")[1]["waiting"] is not None
+    assert prices.calls == before

@@ -88,6 +88,7 @@ class Job:
     updated_at: datetime
     owner: str = ""
     reason: str = ""
+    policy_note: str = ""  # what the deadline policy last decided for the job's queued tasks, and why
     stats: dict[str, float] = field(default_factory=dict)  # "<pool>|<measure>" -> total, see spotrun.domain.accounting
 
     @property

@@ -45,6 +45,7 @@ def job_from(item: dict[str, Any]) -> Job:
         counts={k: int(v) for k, v in item.get("counts", {}).items()}, active=int(item.get("active", 0)),
         desired=Desired(item.get("desired", Desired.RUN)), created_at=parse_time(item["created_at"]),  # type: ignore[arg-type]
         updated_at=parse_time(item["updated_at"]), owner=item.get("owner", ""), reason=item.get("reason", ""),  # type: ignore[arg-type]
+        policy_note=item.get("policy_note", ""),
         stats={k: float(v) for k, v in item.get("stats", {}).items()},
     )
 

@@ -80,6 +80,12 @@ class JobStore(Table):
         expr.condition("attribute_exists(pk)")
         self._update(job_key(job_id), expr)
 
+    def set_job_policy_note(self, job_id: str, note: str) -> None:
+        expr = Expression()
+        expr.set("policy_note", note[:1024])
+        expr.condition("attribute_exists(pk)")
+        self._update(job_key(job_id), expr)
+
     def refresh_job_state(self, job_id: str, derive: Callable[[dict[str, int], Desired], JobState], now: datetime) -> Job | None:
         """Recompute the job's state from its task counts; guarded so a racing count change wins."""
         for _ in range(5):
