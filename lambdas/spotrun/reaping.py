@@ -18,10 +18,8 @@ from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import lost_instance
 from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import last_sign_of_life
-from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import Desired, JobState, Task, TaskState
-from spotrun.resources import MessageType
-from spotrun.scheduling import ScheduleReport, reconcile_job
+from spotrun.scheduling import ScheduleReport, reconcile_job, relaunch
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +99,16 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
 
 
 def _relaunch(cp: ControlPlane, tasks: list[Task], report: SweepReport) -> None:
-    """Ask the scheduler (the function that may launch) to send these launch calls again with their client
-    tokens (`scheduling.relaunch`); one that fails is asked for again at the next sweep, until the task's
-    time to boot is over and it is lost as before."""
-    by_job: dict[str, list[int]] = {}
-    for task in tasks:
-        by_job.setdefault(task.job_id, []).append(task.index)
-    for job_id, indexes in by_job.items():
-        cp.bus.send(ControlMessage(type=MessageType.LAUNCH_UNANSWERED, job_id=job_id, indexes=indexes,
-                                   reason="launch call unanswered"))
-    report.relaunched += [f"{t.job_id}/{t.index}#{t.attempt}" for t in tasks]
+    """The same launch call again, with the same client token (`scheduling.relaunch`); one that fails is
+    tried again at the next sweep, until the task's time to boot is over and it is lost as before."""
+    if not tasks:
+        return
+    try:
+        done = relaunch(cp, tasks)
+    except Exception:  # noqa: BLE001 - the sweep's other duties go on
+        log.warning("relaunching %d tasks failed", len(tasks), exc_info=True)
+        return
+    report.relaunched += [f"{t.job_id}/{t.index}#{t.attempt}" for t in done]
 
 
 def _stop_timed_out_jobs(cp: ControlPlane, report: SweepReport) -> None:

@@ -26,7 +26,6 @@ class MessageType:
     TASKS_RUNNABLE = "TasksRunnable"  # tasks went (back) to QUEUED: requeue, resume
     CAPACITY_FREED = "CapacityFreed"  # an attempt ended: a slot may be free for queued work
     JOB_CONTROL = "JobControl"  # the user asked to cancel, suspend or resume
-    LAUNCH_UNANSWERED = "LaunchUnanswered"  # the reaper found launches whose answer was lost: send them again
 
 
 class EnvVar:
@@ -162,8 +161,7 @@ SUBSCRIPTIONS = (
     SubscriptionDef(
         "control",
         "scheduler",
-        (MessageType.JOB_SUBMITTED, MessageType.TASKS_RUNNABLE, MessageType.CAPACITY_FREED, MessageType.JOB_CONTROL,
-         MessageType.LAUNCH_UNANSWERED),
+        (MessageType.JOB_SUBMITTED, MessageType.TASKS_RUNNABLE, MessageType.CAPACITY_FREED, MessageType.JOB_CONTROL),
     ),
 )
 

@@ -60,11 +60,9 @@ class ScheduleReport:
 
 def reconcile_job(
     cp: ControlPlane, job_id: str, report: ScheduleReport | None = None, cancelled: Sequence[int] = (),
-    unanswered: Sequence[int] = (),
 ) -> ScheduleReport:
     """Bring a job's tasks in line with what the user wants (run, suspend or cancel).
 
-    `unanswered` names admitted tasks whose launch call's answer was lost (`relaunch`).
     `cancelled` names tasks the user cancelled one by one (the control message carries them). A
     cancel mark whose message was lost is still carried out without searching for it: a queued task
     is cancelled when the scheduler meets it, a suspended one when the job resumes, a running one by
@@ -82,8 +80,6 @@ def reconcile_job(
         if job.counts.get(TaskState.SUSPENDED, 0) > 0:  # the counts say whether a query would find any
             _resume_tasks(cp, job, report)
         _cancel_single_tasks(cp, job, report, cancelled)
-        if unanswered:  # the reaper found their launch calls' answers lost (`reaping`): the same calls again
-            relaunch(cp, list(cp.store.tasks([(job_id, i) for i in unanswered]).values()), report)
         schedule_queued(cp, job, report)
     refresh_state(cp, job_id)
     return report

@@ -140,7 +140,7 @@ class CompletionReport(AttemptRef):
 
 
 # The values of spotrun.resources.MessageType (the control topic's filter policies name the same).
-ControlType = Literal["JobSubmitted", "TasksRunnable", "CapacityFreed", "JobControl", "LaunchUnanswered"]
+ControlType = Literal["JobSubmitted", "TasksRunnable", "CapacityFreed", "JobControl"]
 
 
 class ControlMessage(WireModel):

@@ -24,10 +24,9 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
     def handle(record: SQSRecord) -> None:
         message = parse_body(record, ControlMessage, sns_envelope=True)
         cancelled = message.indexes if message.type == MessageType.JOB_CONTROL else ()
-        unanswered = message.indexes if message.type == MessageType.LAUNCH_UNANSWERED else ()
-        if message.job_id in done and not cancelled and not unanswered:
+        if message.job_id in done and not cancelled:
             return
-        report = reconcile_job(cp, message.job_id, cancelled=cancelled, unanswered=unanswered)
+        report = reconcile_job(cp, message.job_id, cancelled=cancelled)
         done.add(message.job_id)
         metrics.add_metric(name="TasksAdmitted", unit=MetricUnit.Count, value=report.admitted)
         metrics.add_metric(name="LaunchCalls", unit=MetricUnit.Count, value=report.launch_calls)
