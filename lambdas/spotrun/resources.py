@@ -227,7 +227,10 @@ FUNCTIONS = (
         "reaper", "spotrun.handlers.reaper.handler",
         "Finds lost workers, stuck launches, orphan instances and timed-out jobs",
         timeout_seconds=240, memory_mb=1024, schedule_minutes=1, reserved_concurrency=1,
-        grants=("table:rw", "ec2:describe", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
+        # ec2:launch: its reconcile of every open job admits and launches what a lost message left queued,
+        # it sends lost launch calls again, and it carries out moves due before scheduled changes.
+        grants=("table:rw", "ec2:launch", "ec2:describe", "ec2:terminate", "topic:control:publish",
+                "topic:notifications:publish"),
     ),
 )
 
