@@ -200,7 +200,7 @@ FUNCTIONS = (
     FunctionDef(
         "scheduler", "spotrun.handlers.scheduler.handler", "Admits queued tasks and launches spot workers",
         timeout_seconds=150, memory_mb=1024,
-        grants=("table:rw", "ec2:launch", "topic:control:publish", "topic:notifications:publish"),
+        grants=("table:rw", "ec2:launch", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
     ),
     FunctionDef(
         "heartbeat", "spotrun.handlers.heartbeat.handler", "Records worker heartbeats",
@@ -210,7 +210,7 @@ FUNCTIONS = (
         "interruption", "spotrun.handlers.interruption.handler",
         "Acts on spot interruption warnings, rebalance, state-change and health events",
         timeout_seconds=100, memory_mb=1024,
-        grants=("table:rw", "ec2:launch", "topic:control:publish", "topic:notifications:publish"),
+        grants=("table:rw", "ec2:launch", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
     ),
     FunctionDef(
         "finisher", "spotrun.handlers.finisher.handler", "Classifies attempt outcomes and completes tasks",
