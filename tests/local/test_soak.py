@@ -13,10 +13,11 @@ from spotrun_local.soak import SoakOptions, run
 pytestmark = pytest.mark.slow
 
 # Every kind the soak injects (a market reclaim starts with its warning; whether the instance is still
-# there to be reclaimed when the warning runs out depends on the other faults).
+# there to be reclaimed when the warning runs out depends on the other faults; a reclaim without any
+# warning is injected by the chaos itself).
 KINDS = (
     "market_interruption_warning", "agent_kill", "agent_kill_mid_checkpoint_upload",
-    "rebalance_recommendation", "control_plane_crash",
+    "rebalance_recommendation", "control_plane_crash", "reclaim_without_warning",
     "duplicate_delivery", "late_delivery", "out_of_order_batch", "heartbeat_dropped",
     "cp_crash_before_write", "cp_crash_after_write", "cp_transient_error", "cp_surfaced_error", "cp_lost_response",
     "agent_transient_error", "agent_lost_response",
