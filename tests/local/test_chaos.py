@@ -120,6 +120,31 @@ def test_the_queue_wrapper_duplicates_holds_drops_and_records_every_receive(endp
     assert any("failed (injected fault)" in h for h in histories)
 
 
+def test_a_message_is_held_back_on_its_first_receive_only(endpoint):
+    """Lateness must not use up the receives a dead-letter queue counts (maxReceiveCount)."""
+    import time
+
+    sqs = client(endpoint, "sqs")
+    url = sqs.create_queue(QueueName="held-once", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": 1}))
+    handled: list[int] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        handled.extend(json.loads(r["body"])["n"] for r in event["Records"])
+        return {"batchItemFailures": []}
+
+    receipts = Receipts()
+    pump = ChaosPump(SqsPump(sqs, url, handler, "scheduler"), random.Random(1), FaultLog(),
+                     QueueRates(duplicate=0.0, max_delay_seconds=1, hold=1.0), receipts)
+    deadline = time.monotonic() + 10
+    while not handled and time.monotonic() < deadline:
+        pump.poll_once()
+        time.sleep(0.2)
+    [history] = receipts.history.values()
+    assert handled == [1]
+    assert history == ["received", "held", "received", "handled"]
+
+
 def test_a_dead_letter_is_explained_only_by_injected_faults_hold_backs_or_crashes():
     assert explain_dead_letter(["failed (injected fault)", "held", "cut (generation 2 dropped)",
                                 "failed (injected fault)", "failed (injected fault)"])
