@@ -24,7 +24,7 @@ from typing import Any
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.model import Task
 from spotrun.domain.spec import JobSpec
-from spotrun_worker import checkpointers, interval, transfer
+from spotrun_worker import checkpointers, interval, parts, transfer
 from spotrun_worker.checkpointers import Checkpointer
 from spotrun_worker.workspace import Workspace
 
@@ -83,17 +83,27 @@ class CheckpointCycle:
         into = self.workspace.state_dir / "outgoing" / str(seq)
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True)
-        files = self.checkpointer.checkpoint(into, timeout or self.default_timeout)
+        prefix = checkpoint_prefix(self.ref, seq)
+        s3 = self.routes.s3
+        # Parts go while the checkpointer still writes (a checkpointer that streams says which files
+        # it is writing); nothing below is committed before every part and the manifest are in.
+        upload = parts.CheckpointUpload(s3, self.bucket, f"{prefix}/files")
+        try:
+            if getattr(self.checkpointer, "streams_capture", False):
+                files = self.checkpointer.checkpoint(into, timeout or self.default_timeout, follow=upload.follow)
+            else:
+                files = self.checkpointer.checkpoint(into, timeout or self.default_timeout)
+        except BaseException:
+            upload.abort()
+            raise
         captured_at = time.monotonic()  # the program's state as of now is in `files`
         if final:
             self.freeze()
-        prefix = checkpoint_prefix(self.ref, seq)
-        s3 = self.routes.s3
-        entries = transfer.upload_files(s3, self.bucket, f"{prefix}/files", files, into)
+        entries = upload.finish(files, into)
         size = sum(e.size for e in entries)
         manifest = {
             "seq": seq, "job_id": self.ref.job_id, "index": self.ref.index, "attempt": self.ref.attempt,
-            "method": self.checkpointer.method, "files": [e.__dict__ for e in entries], "bytes": size,
+            "method": self.checkpointer.method, "files": [e.to_manifest() for e in entries], "bytes": size,
             "facts": checkpointers.environment_facts(), "created_at": self.clock().isoformat(),
         }
         s3.put_object(Bucket=self.bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode(),
@@ -166,7 +176,12 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for entry in manifest["files"]:
-        transfer.download_file(s3, bucket, f"{pointer.key}/files/{entry['name']}", target / entry["name"],
-                               expected_size=entry["size"], expected_sha256=entry["sha256"])
+        key = f"{pointer.key}/files/{entry['name']}"
+        dest = target / transfer._safe_relative(entry["name"], f"s3://{bucket}/{key}")
+        if len(entry.get("parts") or []) > 1:
+            parts.download_parts(s3, bucket, key, dest, entry["size"], entry["parts"])
+        else:  # one part (its digest is the file's), or a manifest from before parts were recorded
+            transfer.download_file(s3, bucket, key, dest, expected_size=entry["size"],
+                                   expected_sha256=entry["sha256"])
     routes.restored(ref, pointer.seq, pointer.attempt)
     return target, pointer.seq

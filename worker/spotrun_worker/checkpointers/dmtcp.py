@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,6 +339,9 @@ def clear_stale_images(ckpt_dir: Path) -> None:
 class DmtcpCheckpointer:
     method = "dmtcp"
     supports_checkpoint = True
+    # checkpoint() names each image as DMTCP starts writing it (`follow`), so its parts can be uploaded
+    # while the rest is written: DMTCP writes an image strictly sequentially (it may be a pipe to gzip).
+    streams_capture = True
 
     def __init__(self, bin_dir: str | Path | None = None, gzip: bool = False, startup_timeout: float = 30.0,
                  settle_seconds: float = 0.2, poll_seconds: float = 0.1):
@@ -441,7 +445,10 @@ class DmtcpCheckpointer:
 
     # ---------------------------------------------------------- checkpoint
 
-    def checkpoint(self, into: Path, timeout: float) -> list[Path]:
+    def checkpoint(self, into: Path, timeout: float,
+                   follow: Callable[[Path, str], None] | None = None) -> list[Path]:
+        """Capture into `into`; `follow(path, final name)` is called for each image as DMTCP starts
+        writing it (`<image>.temp`, renamed once whole; the name is relative to `into`)."""
         if self.program is None or self.port is None:
             raise CheckpointError("the program was not started")
         status = self.program.poll()
@@ -461,7 +468,13 @@ class DmtcpCheckpointer:
         if done.returncode != 0:
             raise CheckpointError(f"dmtcp_command -c failed with code {done.returncode}: "
                                   f"{(done.stdout + done.stderr).strip()[-500:]}")
+        followed: set[Path] = set()
         while not self._completed_since(log_offset, script_before):
+            if follow is not None and not self.gzip:  # a gzip child writes on after the checkpoint
+                for temp in sorted(self.ckpt_dir.glob(IMAGE_GLOB + ".temp")):
+                    if temp not in followed:
+                        followed.add(temp)
+                        follow(temp, temp.name.removesuffix(".temp"))
             status = self.program.poll()
             if status is not None:
                 raise CheckpointError(f"the program {describe_status(status)} during the checkpoint")
