@@ -227,6 +227,11 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], more: bool = False) -> str:
             checkpoint.get("seq", "-"), _exit_and_reason(t) or "-",
         ])
     text = table(["INDEX", "STATE", "ATTEMPT", "POOL", "PROGRESS", "CKPT", "EXIT / REASON"], rows, right=[2, 4, 5])
+    # A final checkpoint predicted not to fit the spot warning is what a user must know: said under the table.
+    for t in tasks:
+        checkpoint = t.get("checkpoint") or {}
+        if checkpoint.get("final_fits_warning") is False and checkpoint.get("final_checkpoint"):
+            text += f"\ntask {_index_label(t)}: {checkpoint['final_checkpoint']} (checkpointing more often)"
     return text + ("\n(more tasks not shown: raise --tasks)" if more else "")
 
 
@@ -235,12 +240,16 @@ def render_status(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], mo
     return render_job(job, color) + "\n\n" + render_tasks(tasks, more)
 
 
+# Details a reader came for, shown whole: why something happened, whether a final checkpoint fits the warning.
+WHOLE_DETAILS = ("reason", "final_checkpoint")
+
+
 def _detail(detail: Any) -> str:
     if not detail:
         return ""
     if isinstance(detail, Mapping):
         # A reason is what a reader came for: whole. Other values are context, clipped.
-        return " ".join(f"{k}={_one_line(v) if k == 'reason' else _clip(json.dumps(v) if isinstance(v, (dict, list)) else v, 60)}"
+        return " ".join(f"{k}={_one_line(v) if k in WHOLE_DETAILS else _clip(json.dumps(v) if isinstance(v, (dict, list)) else v, 60)}"
                         for k, v in detail.items())
     return _clip(str(detail), 120)
 

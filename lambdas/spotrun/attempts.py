@@ -82,9 +82,18 @@ def commit_checkpoint(cp: ControlPlane, ref: AttemptRef, checkpoint: Checkpoint)
     if committed:
         cp.store.add_event(TimelineEvent(
             ref.job_id, checkpoint.committed_at, "CheckpointCommitted", f"{ref.index}-ckpt-{checkpoint.seq}",
-            ref.index, ref.attempt, {"seq": checkpoint.seq, "bytes": checkpoint.size_bytes, "method": checkpoint.method},
+            ref.index, ref.attempt, {"seq": checkpoint.seq, "bytes": checkpoint.size_bytes, "method": checkpoint.method,
+                                     **_final_detail(checkpoint)},
         ))
     return committed
+
+
+def _final_detail(checkpoint: Checkpoint) -> dict[str, object]:
+    """The final checkpoint's prediction, for the timeline: the note users read and its figures."""
+    if checkpoint.final_note is None:
+        return {}
+    return {"final_checkpoint": checkpoint.final_note, "predicted_final_seconds": checkpoint.predicted_final_seconds,
+            "final_fits_warning": checkpoint.final_fits_warning}
 
 
 @dataclass

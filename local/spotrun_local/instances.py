@@ -138,6 +138,7 @@ class InstanceSupervisor:
             "SPOTRUN_HEARTBEAT_SECONDS": str(self.options.heartbeat_seconds),
             "SPOTRUN_METADATA_POLL_SECONDS": "0.5",
             "SPOTRUN_HANDOVER_WAIT_SECONDS": str(self.options.warning_seconds + 5),
+            "SPOTRUN_WARNING_SECONDS": str(self.options.warning_seconds),  # what a final checkpoint must fit
             "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("lambdas", "worker", "local")),
         }
         if self.dmtcp_bin is not None:

@@ -27,14 +27,14 @@ from spotrun.domain.model import Task
 from spotrun.domain.reasons import clip
 from spotrun.domain.spec import JobSpec
 from spotrun.resources import EnvVar
-from spotrun_worker import bootcheck, checkpointers, transfer, workspace
+from spotrun_worker import bootcheck, checkpointers, finalfit, transfer, workspace
 from spotrun_worker.bootcheck import ImageCheck, check_image
 from spotrun_worker.checkpointers import CheckpointError, CheckpointerUnavailable
 from spotrun_worker.checkpoints import CheckpointCost, CheckpointCycle, restore
 from spotrun_worker.config import AgentConfig
 from spotrun_worker.imds import Imds
 from spotrun_worker.routes import Assignment
-from spotrun_worker.supervisor import Supervisor
+from spotrun_worker.supervisor import FINAL_CHECKPOINT_MARGIN_SECONDS, Supervisor
 from spotrun_worker.workspace import Workspace
 
 log = logging.getLogger("spotrun.agent")
@@ -158,7 +158,10 @@ class Agent:
         # The cycle starts now: the restored checkpoint (or nothing) is all that is saved so far.
         cycle = CheckpointCycle(self.routes, self.config.bucket, self.ref, self.spec, self.workspace, checkpointer,
                                 self.clock, self.config.checkpoint_timeout_seconds,
-                                self.config.min_checkpoint_interval, self.cost)
+                                self.config.min_checkpoint_interval, self.cost,
+                                final_budget_seconds=finalfit.budget_seconds(
+                                    self.config.warning_seconds, self.config.metadata_poll_seconds,
+                                    FINAL_CHECKPOINT_MARGIN_SECONDS))
         outcome = Supervisor(self, checkpointer, cycle).watch(task)
         exec_seconds = time.monotonic() - started
         if outcome is not None:

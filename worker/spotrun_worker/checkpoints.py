@@ -24,7 +24,7 @@ from typing import Any
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.model import Task
 from spotrun.domain.spec import JobSpec
-from spotrun_worker import checkpointers, interval, parts, transfer
+from spotrun_worker import checkpointers, finalfit, parts, transfer
 from spotrun_worker.checkpointers import Checkpointer
 from spotrun_worker.workspace import Workspace
 
@@ -37,10 +37,18 @@ class CheckpointCost:
 
     samples: list[float] = field(default_factory=list)
     bytes_total: int = 0
+    commit_seconds: float = 0.0  # the last manifest + commit
 
     @property
     def mean(self) -> float:
         return sum(self.samples[-5:]) / len(self.samples[-5:]) if self.samples else 0.0
+
+
+def final_measures(measured: finalfit.Measured, fit: finalfit.Fit) -> dict[str, Any]:
+    """What a commit tells the control plane about the final checkpoint and the rates it was predicted from."""
+    return {"predicted_final_seconds": round(fit.predicted_seconds, 1), "final_fits_warning": fit.fits,
+            "capture_bytes_per_second": round(measured.capture_bytes_per_second),
+            "upload_bytes_per_second": round(measured.transfer_bytes_per_second)}
 
 
 def checkpoint_prefix(ref: AttemptRef, seq: int) -> str:
@@ -57,7 +65,8 @@ class CheckpointCycle:
 
     def __init__(self, routes: Any, bucket: str, ref: AttemptRef, spec: JobSpec, workspace: Workspace,
                  checkpointer: Checkpointer, clock: Callable[[], datetime], default_timeout: float,
-                 min_interval: float, cost: CheckpointCost | None = None):
+                 min_interval: float, cost: CheckpointCost | None = None,
+                 final_budget_seconds: float = finalfit.budget_seconds(finalfit.WARNING_SECONDS, 5.0, 10.0)):
         self.routes = routes
         self.bucket = bucket
         self.ref = ref
@@ -68,6 +77,8 @@ class CheckpointCycle:
         self.default_timeout = default_timeout
         self.min_interval = min_interval
         self.cost = cost if cost is not None else CheckpointCost()
+        self.final_budget_seconds = final_budget_seconds
+        self.final_fit: finalfit.Fit | None = None  # from the last committed checkpoint's measurements
         self.last_saved_at = time.monotonic()
         self.frozen_at: float | None = None
         self.taken = 0
@@ -88,8 +99,10 @@ class CheckpointCycle:
         # Parts go while the checkpointer still writes (a checkpointer that streams says which files
         # it is writing); nothing below is committed before every part and the manifest are in.
         upload = parts.CheckpointUpload(s3, self.bucket, f"{prefix}/files")
+        streamed = bool(getattr(self.checkpointer, "streams_capture", False))
+        capture_started = time.monotonic()
         try:
-            if getattr(self.checkpointer, "streams_capture", False):
+            if streamed:
                 files = self.checkpointer.checkpoint(into, timeout or self.default_timeout, follow=upload.follow)
             else:
                 files = self.checkpointer.checkpoint(into, timeout or self.default_timeout)
@@ -100,6 +113,7 @@ class CheckpointCycle:
         if final:
             self.freeze()
         entries = upload.finish(files, into)
+        uploaded_at = time.monotonic()
         size = sum(e.size for e in entries)
         manifest = {
             "seq": seq, "job_id": self.ref.job_id, "index": self.ref.index, "attempt": self.ref.attempt,
@@ -108,7 +122,17 @@ class CheckpointCycle:
         }
         s3.put_object(Bucket=self.bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode(),
                       ContentType="application/json")
-        committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock())
+        # The commit's own time is not known before it is made: the last one's, else the manifest's twice.
+        commit_estimate = self.cost.commit_seconds or 2 * (time.monotonic() - uploaded_at)
+        measured = finalfit.Measured(
+            bytes=size, capture_seconds=captured_at - capture_started,
+            transfer_seconds=uploaded_at - (capture_started if streamed else captured_at),
+            commit_seconds=commit_estimate, streamed=streamed)
+        fit = finalfit.fit(measured, self.final_budget_seconds)
+        committing = time.monotonic()
+        committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock(),
+                                       measured=final_measures(measured, fit))
+        self.cost.commit_seconds = time.monotonic() - committing + (committing - uploaded_at)
         shutil.rmtree(into, ignore_errors=True)
         if not committed:
             log.warning("checkpoint %s was not committed (superseded or out of order)", seq)
@@ -116,6 +140,9 @@ class CheckpointCycle:
         self.last_saved_at = captured_at
         self.cost.samples.append(time.monotonic() - started)
         self.cost.bytes_total += size
+        if not fit.fits and (self.final_fit is None or self.final_fit.fits):
+            log.warning("%s (budget %.0f s): checkpointing more often", fit.note, fit.budget_seconds)
+        self.final_fit = fit
         self.taken += 1
         self.forget_older_than(seq)
         return seq
@@ -154,9 +181,7 @@ class CheckpointCycle:
         fixed = self.spec.checkpoint.interval
         if fixed != "auto":
             return float(fixed)
-        return interval.checkpoint_interval(
-            cost_seconds=self.cost.mean or 5.0, interruptions_per_hour=0.1, minimum=self.min_interval,
-        )
+        return finalfit.checkpoint_interval(self.cost.mean or 5.0, self.final_fit, self.min_interval)
 
 
 def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Workspace) -> tuple[Path, int] | None:

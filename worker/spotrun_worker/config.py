@@ -25,6 +25,7 @@ class AgentConfig:
     claim_wait_seconds: float = 180.0
     handover_wait_seconds: float = 150.0
     checkpoint_timeout_seconds: float = 90.0
+    warning_seconds: float = 120.0  # the spot warning a final checkpoint must fit (time-scaled locally)
     min_checkpoint_interval: float = 30.0
     terminate_on_exit: bool = True
     reuse_instances: bool = True
@@ -47,6 +48,7 @@ class AgentConfig:
             metadata_poll_seconds=float(env.get("SPOTRUN_METADATA_POLL_SECONDS", 5)),
             min_checkpoint_interval=float(env.get("SPOTRUN_MIN_CHECKPOINT_INTERVAL", 30)),
             handover_wait_seconds=float(env.get("SPOTRUN_HANDOVER_WAIT_SECONDS", 150)),
+            warning_seconds=float(env.get("SPOTRUN_WARNING_SECONDS", 120)),
             terminate_on_exit=env.get("SPOTRUN_TERMINATE_ON_EXIT", "1") == "1",
             reuse_instances=env.get("SPOTRUN_REUSE_INSTANCES", "1") == "1",
             worker_api_url=env.get("SPOTRUN_WORKER_API_URL", ""),

@@ -91,10 +91,13 @@ class HttpRoutes:
                 raise ClaimRefused(str(error)) from None
             raise
 
-    def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime) -> bool:
+    def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
+               measured: dict[str, Any] | None = None) -> bool:
+        """`measured`: the final checkpoint's prediction and the rates behind it (checkpoints.final_measures)."""
         try:
             answer = self._post("checkpoint", {"attempt": ref.attempt, "seq": seq, "size_bytes": size_bytes,
-                                               "method": method, "committed_at": committed_at.isoformat()})
+                                               "method": method, "committed_at": committed_at.isoformat(),
+                                               **(measured or {})})
         except RouteError as error:
             if error.status == 409:
                 return False  # the attempt no longer serves its task
@@ -228,11 +231,13 @@ class InProcessRoutes:
         except assignments.NotServing as problem:
             raise ClaimRefused(str(problem)) from None
 
-    def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime) -> bool:
+    def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
+               measured: dict[str, Any] | None = None) -> bool:
         from spotrun import assignments
 
         try:
-            return assignments.commit(self.cp, self.instance_id, ref.attempt, seq, size_bytes, method, committed_at)
+            return assignments.commit(self.cp, self.instance_id, ref.attempt, seq, size_bytes, method, committed_at,
+                                      **(measured or {}))
         except assignments.NotServing:
             return False
 

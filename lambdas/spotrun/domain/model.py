@@ -71,6 +71,20 @@ class Checkpoint:
     size_bytes: int
     committed_at: datetime
     method: str
+    # What the agent predicts its final checkpoint (on a spot warning) takes, from this checkpoint's
+    # measured image size, capture and upload rates; and whether that fits the warning's budget.
+    predicted_final_seconds: float | None = None
+    final_fits_warning: bool | None = None
+    capture_bytes_per_second: float | None = None
+    upload_bytes_per_second: float | None = None
+
+    @property
+    def final_note(self) -> str | None:
+        """`final checkpoint fits warning: no, predicted 140 s`, or None when nothing was predicted."""
+        if self.final_fits_warning is None or self.predicted_final_seconds is None:
+            return None
+        said = "yes" if self.final_fits_warning else "no"
+        return f"final checkpoint fits warning: {said}, predicted {self.predicted_final_seconds:.0f} s"
 
 
 @dataclass(frozen=True)

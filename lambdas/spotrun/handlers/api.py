@@ -101,6 +101,9 @@ class CheckpointView(BaseModel):
     attempt: int
     bytes: int
     committed_at: Moment
+    final_checkpoint: str | None = None  # "final checkpoint fits warning: no, predicted 140 s"
+    predicted_final_seconds: float | None = None
+    final_fits_warning: bool | None = None
 
 
 class TaskView(BaseModel):
@@ -135,7 +138,9 @@ class TaskView(BaseModel):
             interruptions=task.interruptions, exit_code=task.exit_code, reason=task.reason, log_tail=task.log_tail,
             last_heartbeat_at=task.last_heartbeat_at,
             checkpoint=None if pointer is None else CheckpointView(
-                seq=pointer.seq, attempt=pointer.attempt, bytes=pointer.size_bytes, committed_at=pointer.committed_at),
+                seq=pointer.seq, attempt=pointer.attempt, bytes=pointer.size_bytes, committed_at=pointer.committed_at,
+                final_checkpoint=pointer.final_note, predicted_final_seconds=pointer.predicted_final_seconds,
+                final_fits_warning=pointer.final_fits_warning),
             launched_at=task.launched_at, started_at=task.started_at, finished_at=task.finished_at,
         )
 

@@ -59,6 +59,10 @@ class CommitRequest(AttemptRequest):
     size_bytes: int = Field(ge=0, le=2**53)
     method: str = Field(pattern=r"^[a-z]{1,16}$")
     committed_at: datetime
+    predicted_final_seconds: float | None = Field(None, ge=0, le=10**7)
+    final_fits_warning: bool | None = None
+    capture_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
+    upload_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
 
 
 class RestoredRequest(AttemptRequest):
@@ -116,8 +120,11 @@ def _claim(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Claim
 
 
 def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> Committed:
-    return Committed(committed=assignments.commit(cp, instance_id, request.attempt, request.seq, request.size_bytes,
-                                              request.method, request.committed_at))
+    return Committed(committed=assignments.commit(
+        cp, instance_id, request.attempt, request.seq, request.size_bytes, request.method, request.committed_at,
+        predicted_final_seconds=request.predicted_final_seconds, final_fits_warning=request.final_fits_warning,
+        capture_bytes_per_second=request.capture_bytes_per_second,
+        upload_bytes_per_second=request.upload_bytes_per_second))
 
 
 def _restored(cp: ControlPlane, instance_id: str, request: RestoredRequest) -> Noted:

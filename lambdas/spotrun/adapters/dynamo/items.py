@@ -56,7 +56,20 @@ def checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
     return Checkpoint(
         seq=int(value["seq"]), key=value["key"], attempt=int(value["attempt"]), size_bytes=int(value.get("size_bytes", 0)),
         committed_at=parse_time(value["committed_at"]), method=value.get("method", ""),  # type: ignore[arg-type]
+        predicted_final_seconds=_number(value.get("predicted_final_seconds")),
+        final_fits_warning=value.get("final_fits_warning"),
+        capture_bytes_per_second=_number(value.get("capture_bytes_per_second")),
+        upload_bytes_per_second=_number(value.get("upload_bytes_per_second")),
     )
+
+
+# The agent's measurements a checkpoint pointer may carry (spotrun.domain.model.Checkpoint).
+MEASURED_FIELDS = ("predicted_final_seconds", "final_fits_warning", "capture_bytes_per_second",
+                   "upload_bytes_per_second")
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def task_from(item: dict[str, Any]) -> Task:

@@ -9,7 +9,7 @@ from typing import Any
 
 from spotrun.adapters.dynamo.codec import NotOurToken, decode_token, deserialize, encode_token, iso, serialize
 from spotrun.adapters.dynamo.expressions import Expression
-from spotrun.adapters.dynamo.items import task_from
+from spotrun.adapters.dynamo.items import MEASURED_FIELDS, task_from
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, by_job_pk, by_state_pk, live_pk, task_key
 from spotrun.adapters.dynamo.table import Table
 from spotrun.domain.lifecycle import last_sign_of_life
@@ -101,9 +101,10 @@ class TaskStore(Table):
     def commit_checkpoint(self, job_id: str, index: int, checkpoint: Checkpoint) -> bool:
         """Move the task's checkpoint pointer forward, only for the owning (or draining) attempt."""
         expr = Expression()
+        measured = {name: getattr(checkpoint, name) for name in MEASURED_FIELDS if getattr(checkpoint, name) is not None}
         expr.set("checkpoint", {
             "seq": checkpoint.seq, "key": checkpoint.key, "attempt": checkpoint.attempt, "size_bytes": checkpoint.size_bytes,
-            "committed_at": iso(checkpoint.committed_at), "method": checkpoint.method,
+            "committed_at": iso(checkpoint.committed_at), "method": checkpoint.method, **measured,
         })
         expr.condition("{a} = {attempt} OR {d} = {attempt2}", a="@attempt", attempt=checkpoint.attempt,
                        d="@draining_attempt", attempt2=checkpoint.attempt)
