@@ -22,6 +22,7 @@ own keys of bench/results/agent.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -221,11 +222,8 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
     finally:
         for checkpointer in checkpointers:
             if checkpointer.program is not None:
-                with_pgid = checkpointer.program.pgid
-                try:
-                    os.killpg(with_pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(checkpointer.program.pgid, signal.SIGKILL)
             checkpointer.stop(grace_seconds=0)
         for process in (moto, ranges):
             os.killpg(process.pid, signal.SIGTERM)

@@ -73,7 +73,8 @@ def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> None:
 
 def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_bytes: int, method: str,
            committed_at: datetime, predicted_final_seconds: float | None = None, final_fits_warning: bool | None = None,
-           capture_bytes_per_second: float | None = None, upload_bytes_per_second: float | None = None) -> bool:
+           capture_bytes_per_second: float | None = None, upload_bytes_per_second: float | None = None,
+           final_budget_seconds: float | None = None) -> bool:
     """Move the task's pointer to a checkpoint the worker uploaded under its own prefix, with what the
     agent measured and predicts of its final checkpoint."""
     ref = serving(cp, instance_id, attempt)
@@ -81,7 +82,8 @@ def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_byte
     return commit_checkpoint(cp, ref, Checkpoint(
         seq=seq, key=key, attempt=ref.attempt, size_bytes=size_bytes, committed_at=committed_at, method=method,
         predicted_final_seconds=predicted_final_seconds, final_fits_warning=final_fits_warning,
-        capture_bytes_per_second=capture_bytes_per_second, upload_bytes_per_second=upload_bytes_per_second))
+        capture_bytes_per_second=capture_bytes_per_second, upload_bytes_per_second=upload_bytes_per_second,
+        final_budget_seconds=final_budget_seconds))
 
 
 def checkpoint_key(job_id: str, index: int, seq: int) -> str:

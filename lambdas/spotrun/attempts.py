@@ -79,6 +79,12 @@ def record_heartbeat(cp: ControlPlane, beat: Heartbeat) -> bool:
 def commit_checkpoint(cp: ControlPlane, ref: AttemptRef, checkpoint: Checkpoint) -> bool:
     """Move the task's pointer to a checkpoint whose files and manifest are already in S3."""
     committed = bool(cp.store.commit_checkpoint(ref.job_id, ref.index, checkpoint))
+    if committed and checkpoint.upload_bytes_per_second and checkpoint.size_bytes:
+        # The pool's measured bandwidth, which the broker weighs when a final checkpoint must fit a warning.
+        task = cp.store.get_task(ref.job_id, ref.index)
+        if task is not None and task.pool:
+            cp.store.record_pool_upload(task.pool, checkpoint.size_bytes,
+                                        checkpoint.size_bytes / checkpoint.upload_bytes_per_second)
     if committed:
         cp.store.add_event(TimelineEvent(
             ref.job_id, checkpoint.committed_at, "CheckpointCommitted", f"{ref.index}-ckpt-{checkpoint.seq}",

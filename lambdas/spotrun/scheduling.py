@@ -152,7 +152,8 @@ def launch_tasks(
     now = cp.clock()
     stored = {t.index: t for t in (snapshot or tasks)}
     states = {s.pool.key: s for s in pool_states(cp, now)}
-    decision = broker.rank_pools(spec.resources, list(states.values()), now)
+    final = broker.final_checkpoint_of([t.checkpoint for t in tasks if t.checkpoint is not None])
+    decision = broker.rank_pools(spec.resources, list(states.values()), now, final=final)
     summary = decision.summary()
     remaining = list(tasks)
     for choice in decision.choices:

@@ -76,3 +76,6 @@ def test_a_final_checkpoint_that_would_not_fit_is_reported_and_the_interval_shor
     committed = [e for e in timeline["events"] if e["kind"] == "CheckpointCommitted"]
     assert [e["detail"]["final_fits_warning"] for e in committed] == [False, True, False]
     assert f"final_checkpoint={note}" in render_events(committed[-1:])
+    # And the pool keeps the upload rates its agents measured, once per commit, for the broker
+    stats = cp.store.pool_stats([task.pool])[task.pool]
+    assert stats.upload_bytes == 3 * (1 << 20) and stats.upload_seconds > 0

@@ -10,16 +10,20 @@ import pytest
 
 from spotrun.domain.broker import (
     BrokerDecision,
+    FinalCheckpoint,
     Pool,
     PoolChoice,
     PoolState,
     interruption_rate,
     rank_pools,
+    final_checkpoint_of,
     type_allowed,
 )
+from spotrun.domain.model import Checkpoint
 from spotrun.domain.spec import Resources
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+RESOURCES = Resources(vcpus=2, memory_gib=4)
 
 
 def pool_state(instance_type: str = "c6i.large", zone: str = "us-east-1a", **overrides: object) -> PoolState:
@@ -186,3 +190,35 @@ def test_given_random_pools_when_ranking_then_order_is_total_stable_and_partitio
     for state in states:
         mutated = dataclasses.replace(state, running=state.cap)
         assert rank_pools(resources, [mutated], NOW).choices == ()
+
+
+# ------------------------------------------------ the final checkpoint and the pools' bandwidth
+
+IMAGE = FinalCheckpoint(image_bytes=8 * 2**30, capture_seconds=25.0, budget_seconds=105.0)
+
+
+def test_given_a_task_whose_final_checkpoint_fits_only_where_uploads_are_fast_then_that_pool_comes_first():
+    # 8 GiB: 62 s at 131 MiB/s (fits 105 s), 164 s at 50 MiB/s (does not); same price, same everything else
+    slow = pool_state(zone="us-east-1a", upload_bytes_per_second=50 * 2**20)
+    fast = pool_state(zone="us-east-1b", upload_bytes_per_second=131 * 2**20)
+    decision = rank_pools(RESOURCES, [slow, fast], NOW, final=IMAGE)
+    assert [c.pool.zone for c in decision.choices] == ["us-east-1b", "us-east-1a"]
+    assert decision.choices[1].score == pytest.approx(decision.choices[0].score * 1.25)
+    assert "final checkpoint would not fit the warning here (predicted 164 s > 105 s at 50 MiB/s measured)" \
+        in decision.choices[1].reasons
+    assert "final checkpoint fits the warning here (predicted 63 s at 131 MiB/s measured)" in decision.choices[0].reasons
+    # without a measured task (or a measured pool) the bandwidth weighs nothing: ties go by pool key
+    assert [c.pool.zone for c in rank_pools(RESOURCES, [fast, slow], NOW).choices] == ["us-east-1a", "us-east-1b"]
+    unmeasured = pool_state(zone="us-east-1a")
+    assert rank_pools(RESOURCES, [unmeasured, fast], NOW, final=IMAGE).choices[0].pool.zone == "us-east-1a"
+
+
+def test_given_tasks_pointers_then_the_largest_measured_checkpoint_is_weighed():
+    at = datetime(2026, 12, 5, tzinfo=UTC)
+    small = Checkpoint(1, "k", 1, 2**30, at, "dmtcp", capture_bytes_per_second=2**28, final_budget_seconds=105.0)
+    big = Checkpoint(1, "k", 1, 4 * 2**30, at, "signal", capture_bytes_per_second=2**28, final_budget_seconds=105.0)
+    unmeasured = Checkpoint(1, "k", 1, 64 * 2**30, at, "dmtcp")
+    final = final_checkpoint_of([small, big, unmeasured])
+    assert final == FinalCheckpoint(image_bytes=4 * 2**30, capture_seconds=16.0, budget_seconds=105.0, streamed=False)
+    assert final.predicted_seconds(2**27) == 16.0 + 32.0  # not streamed: capture, then upload
+    assert final_checkpoint_of([unmeasured]) is None

@@ -81,6 +81,7 @@ def test_given_stats_and_a_price_when_building_a_pool_state_then_every_field_is_
     class Stats:
         executions, failures, interruptions, exec_seconds, running = 10, 1, 2, 36_000.0, 3
         cooldown_until = datetime(2026, 1, 1, tzinfo=UTC)
+        upload_bytes, upload_seconds = 3 * 2**30, 24.0  # checkpoint uploads measured by agents here
 
     state = pool_state(Pool("p3.2xlarge", "us-west-2b"), "us-east-1", Stats(), 0.95, cap=20, catalog=catalog)
 
@@ -89,6 +90,7 @@ def test_given_stats_and_a_price_when_building_a_pool_state_then_every_field_is_
     assert (state.spot_price, state.on_demand_price, state.cap) == (0.95, 3.06, 20)
     assert (state.advisor_band, state.advisor_savings) == (advice.band, advice.savings_percent)
     assert (state.executions, state.failures, state.interruptions, state.running) == (10, 1, 2, 3)
+    assert state.upload_bytes_per_second == 128 * 2**20
 
 
 def test_given_an_unknown_type_when_ranking_then_the_broker_rejects_it(catalog):

@@ -133,9 +133,9 @@ def test_a_file_of_unknown_size_gets_parts_that_double_every_thousand():
     assert sum(parts.follow_part_size(n) for n in range(1, 10_001)) > 15 * (1 << 40)
 
 
-def uploaded(s3: Any, key: str, data: bytes) -> list[dict[str, Any]]:
+def uploaded(client: Any, key: str, data: bytes) -> list[dict[str, Any]]:
     """Put `data` and return its manifest parts (PART-sized)."""
-    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    client.put_object(Bucket=BUCKET, Key=key, Body=data)
     return [{"size": len(data[i:i + PART]), "sha256": hashlib.sha256(data[i:i + PART]).hexdigest()}
             for i in range(0, len(data), PART)]
 

@@ -48,7 +48,8 @@ def final_measures(measured: finalfit.Measured, fit: finalfit.Fit) -> dict[str, 
     """What a commit tells the control plane about the final checkpoint and the rates it was predicted from."""
     return {"predicted_final_seconds": round(fit.predicted_seconds, 1), "final_fits_warning": fit.fits,
             "capture_bytes_per_second": round(measured.capture_bytes_per_second),
-            "upload_bytes_per_second": round(measured.transfer_bytes_per_second)}
+            "upload_bytes_per_second": round(measured.transfer_bytes_per_second),
+            "final_budget_seconds": round(fit.budget_seconds, 1)}
 
 
 def checkpoint_prefix(ref: AttemptRef, seq: int) -> str:

@@ -12,6 +12,11 @@ The score is an expected cost per hour of useful work, lower is better:
     / (1 - failure ratio)      attempts that end in an environment failure are paid for nothing
     x speed                    the pool's observed mean execution time over the typical pool's
     x (1 + load penalty)       grows as the pool fills up to its cap, so one pool is not overloaded
+    x (1 + unfit penalty)      when the task's final checkpoint, at the pool's measured upload rate,
+                               would not fit the spot warning: a warning would not save its work there
+
+The last factor needs what the task's agent measured (`FinalCheckpoint`: image size, capture time,
+the warning's budget) and what agents measured in the pool (its upload rate); without either, none.
 """
 
 from __future__ import annotations
@@ -82,6 +87,21 @@ class PoolState:
     cap: int = 50  # per-pool load cap
     cooldown_until: datetime | None = None
     advisor_savings: int | None = None  # percent below on-demand (Spot Advisor), for a price estimate
+    upload_bytes_per_second: float | None = None  # checkpoint uploads measured by agents here; None unmeasured
+
+
+@dataclass(frozen=True)
+class FinalCheckpoint:
+    """What a task's agent measured of its checkpoints: enough to predict its final one in any pool."""
+
+    image_bytes: int
+    capture_seconds: float
+    budget_seconds: float  # the warning less the agent's margins
+    streamed: bool = True  # parts upload while the capture runs (DMTCP)
+
+    def predicted_seconds(self, upload_bytes_per_second: float) -> float:
+        upload = self.image_bytes / max(upload_bytes_per_second, 1.0)
+        return max(self.capture_seconds, upload) if self.streamed else self.capture_seconds + upload
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,7 @@ class BrokerConfig:
     load_penalty: float = 0.5  # score factor at the cap: 1 + load_penalty
     default_savings: float = 0.6  # spot discount assumed when neither a price nor advisor savings is known
     default_band: int = 2
+    unfit_final_penalty: float = 0.25  # score factor 1 + this where the final checkpoint would not fit the warning
 
 
 DEFAULT_CONFIG = BrokerConfig()
@@ -134,8 +155,12 @@ def rank_pools(
     states: Sequence[PoolState],
     now: datetime,
     config: BrokerConfig = DEFAULT_CONFIG,
+    final: FinalCheckpoint | None = None,
 ) -> BrokerDecision:
-    """Eligible pools best first (ties broken by pool key, so the order is stable), and the rest with why."""
+    """Eligible pools best first (ties broken by pool key, so the order is stable), and the rest with why.
+
+    `final`: the task's measured checkpoint, to prefer pools whose measured bandwidth makes its final
+    checkpoint fit the warning."""
     eligible: list[PoolState] = []
     rejected: list[tuple[Pool, str]] = []
     for state in states:
@@ -145,7 +170,7 @@ def rank_pools(
         else:
             eligible.append(state)
     typical = _typical_exec_seconds(eligible, config)
-    choices = [_score(state, typical, config) for state in eligible]
+    choices = [_score(state, typical, config, final) for state in eligible]
     choices.sort(key=lambda c: (c.score, c.pool.key))
     return BrokerDecision(tuple(choices), tuple(rejected))
 
@@ -211,7 +236,8 @@ def price_estimate(state: PoolState, config: BrokerConfig = DEFAULT_CONFIG) -> t
     return price, f"spot ~${price:.4g}/h (on-demand ${state.on_demand_price:.4g}/h less an assumed {config.default_savings:.0%})"
 
 
-def _score(state: PoolState, typical: float | None, config: BrokerConfig) -> PoolChoice:
+def _score(state: PoolState, typical: float | None, config: BrokerConfig,
+           final: FinalCheckpoint | None = None) -> PoolChoice:
     price, price_reason = price_estimate(state, config)
     reasons = [price_reason]
     rate = interruption_rate(state, config)
@@ -234,7 +260,45 @@ def _score(state: PoolState, typical: float | None, config: BrokerConfig) -> Poo
         load = min(1.0, state.running / max(state.cap, 1))
         factor *= 1.0 + config.load_penalty * load * load
         reasons.append(f"load {state.running}/{state.cap}")
+    if final is not None and state.upload_bytes_per_second:
+        predicted = final.predicted_seconds(state.upload_bytes_per_second)
+        rate_said = f"{state.upload_bytes_per_second / 2**20:.0f} MiB/s measured"
+        if predicted > final.budget_seconds:
+            factor *= 1.0 + config.unfit_final_penalty
+            reasons.append(f"final checkpoint would not fit the warning here (predicted {predicted:.0f} s "
+                           f"> {final.budget_seconds:.0f} s at {rate_said})")
+        else:
+            reasons.append(f"final checkpoint fits the warning here (predicted {predicted:.0f} s at {rate_said})")
     return PoolChoice(state.pool, price * factor, tuple(reasons))
+
+
+class MeasuredCheckpoint(Protocol):
+    """What `final_checkpoint_of` reads of a task's pointer (spotrun.domain.model.Checkpoint)."""
+
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def capture_bytes_per_second(self) -> float | None: ...
+    @property
+    def final_budget_seconds(self) -> float | None: ...
+    @property
+    def method(self) -> str: ...
+
+
+# Checkpoint methods whose agent uploads parts while the capture runs (spotrun_worker.parts).
+STREAMED_METHODS = frozenset({"dmtcp"})
+
+
+def final_checkpoint_of(checkpoints: Sequence[MeasuredCheckpoint]) -> FinalCheckpoint | None:
+    """The largest measured checkpoint among the tasks' pointers, as the broker weighs it; None unmeasured."""
+    measured = [c for c in checkpoints if c.capture_bytes_per_second and c.final_budget_seconds is not None]
+    if not measured:
+        return None
+    biggest = max(measured, key=lambda c: c.size_bytes)
+    assert biggest.capture_bytes_per_second is not None and biggest.final_budget_seconds is not None
+    return FinalCheckpoint(image_bytes=biggest.size_bytes,
+                           capture_seconds=biggest.size_bytes / biggest.capture_bytes_per_second,
+                           budget_seconds=biggest.final_budget_seconds, streamed=biggest.method in STREAMED_METHODS)
 
 
 def _typical_exec_seconds(states: Sequence[PoolState], config: BrokerConfig) -> float | None:

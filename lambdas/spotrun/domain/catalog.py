@@ -78,6 +78,10 @@ class StatsLike(Protocol):
     @property
     def exec_seconds(self) -> float: ...
     @property
+    def upload_bytes(self) -> float: ...
+    @property
+    def upload_seconds(self) -> float: ...
+    @property
     def running(self) -> int: ...
     @property
     def cooldown_until(self) -> datetime | None: ...
@@ -190,4 +194,6 @@ def pool_state(
         running=stats.running if stats else 0,
         cap=cap,
         cooldown_until=stats.cooldown_until if stats else None,
+        upload_bytes_per_second=(stats.upload_bytes / stats.upload_seconds
+                                 if stats and stats.upload_seconds > 0 and stats.upload_bytes > 0 else None),
     )

@@ -77,6 +77,7 @@ class Checkpoint:
     final_fits_warning: bool | None = None
     capture_bytes_per_second: float | None = None
     upload_bytes_per_second: float | None = None
+    final_budget_seconds: float | None = None  # the warning less the agent's margins
 
     @property
     def final_note(self) -> str | None:
@@ -193,6 +194,9 @@ class PoolStats:
     cooldown_until: datetime | None = None
     cooldown_reason: str = ""  # why it cools down: EC2's launch error, or a spot reclaim
     cooled_at: datetime | None = None  # when that happened
+    # Checkpoint uploads measured by agents in this pool (committed bytes, and the seconds they took).
+    upload_bytes: float = 0.0
+    upload_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class CommitRequest(AttemptRequest):
     final_fits_warning: bool | None = None
     capture_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
     upload_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
+    final_budget_seconds: float | None = Field(None, ge=0, le=10**5)
 
 
 class RestoredRequest(AttemptRequest):
@@ -124,7 +125,7 @@ def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> C
         cp, instance_id, request.attempt, request.seq, request.size_bytes, request.method, request.committed_at,
         predicted_final_seconds=request.predicted_final_seconds, final_fits_warning=request.final_fits_warning,
         capture_bytes_per_second=request.capture_bytes_per_second,
-        upload_bytes_per_second=request.upload_bytes_per_second))
+        upload_bytes_per_second=request.upload_bytes_per_second, final_budget_seconds=request.final_budget_seconds))
 
 
 def _restored(cp: ControlPlane, instance_id: str, request: RestoredRequest) -> Noted:

@@ -60,12 +60,13 @@ def checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
         final_fits_warning=value.get("final_fits_warning"),
         capture_bytes_per_second=_number(value.get("capture_bytes_per_second")),
         upload_bytes_per_second=_number(value.get("upload_bytes_per_second")),
+        final_budget_seconds=_number(value.get("final_budget_seconds")),
     )
 
 
 # The agent's measurements a checkpoint pointer may carry (spotrun.domain.model.Checkpoint).
 MEASURED_FIELDS = ("predicted_final_seconds", "final_fits_warning", "capture_bytes_per_second",
-                   "upload_bytes_per_second")
+                   "upload_bytes_per_second", "final_budget_seconds")
 
 
 def _number(value: Any) -> float | None:

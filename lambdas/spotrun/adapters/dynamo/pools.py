@@ -31,8 +31,16 @@ class PoolStore(Table):
                 name, int(item.get("executions", 0)), int(item.get("failures", 0)),
                 int(item.get("interruptions", 0)), float(item.get("exec_seconds", 0)), int(item.get("running", 0)),
                 parse_time(item.get("cooldown_until")), item.get("cooldown_reason", ""), parse_time(item.get("cooled_at")),
+                float(item.get("upload_bytes", 0)), float(item.get("upload_seconds", 0)),
             )
         return out
+
+    def record_pool_upload(self, pool: str, size_bytes: int, seconds: float) -> None:
+        """Add one checkpoint upload an agent measured in `pool` to the pool's statistics."""
+        expr = Expression()
+        expr.add("upload_bytes", size_bytes)
+        expr.add("upload_seconds", seconds)
+        self.client.update_item(TableName=self.table, Key=serialize(pool_key(pool)), **expr.update())
 
     def cool_down(self, pool: str, until: datetime, reason: str = "", at: datetime | None = None) -> None:
         expr = Expression()
