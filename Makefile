@@ -16,7 +16,7 @@ ifneq ($(DMTCP_PREFIX),)
 export SPOTRUN_DMTCP_BIN ?= $(DMTCP_PREFIX)/bin
 endif
 
-.PHONY: help install dmtcp test check synth run serve stop soak bench bench-policy bench-agent bench-boot bench-local clean
+.PHONY: help install dmtcp test check synth run serve stop soak bench bench-policy bench-agent bench-overlap bench-boot bench-local clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,13 +61,16 @@ stop: $(STAMP) ## stop what `make serve` started (its state stays for the next `
 soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
 	$(BIN)/python -m spotrun_local.soak --seed $(or $(SEED),6) --out bench/results/soak.json $(ARGS)
 
-bench: bench-policy bench-agent bench-boot bench-local ## run every benchmark and write bench/results/
+bench: bench-policy bench-agent bench-overlap bench-boot bench-local ## run every benchmark and write bench/results/
 
 bench-policy: $(STAMP) ## the spot policy on the real traces -> bench/results/policy.json
 	$(BIN)/python -m bench.policy
 
 bench-agent: $(STAMP) $(DMTCP_STAMP) ## interruption cost, checkpoint throughput and DMTCP on the local runtime -> bench/results/agent.json
 	$(BIN)/python -m bench.agent
+
+bench-overlap: $(STAMP) $(DMTCP_STAMP) ## save while capturing, parallel restore, compression: real DMTCP, 1 GiB -> bench/results/agent.json
+	$(BIN)/python -m bench.agent.overlap $(ARGS)
 
 bench-boot: $(STAMP) ## a worker's boot on the worker image vs building that image -> bench/results/boot.json
 	$(BIN)/python -m bench.boot
