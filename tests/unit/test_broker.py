@@ -14,9 +14,9 @@ from spotrun.domain.broker import (
     Pool,
     PoolChoice,
     PoolState,
+    final_checkpoint_of,
     interruption_rate,
     rank_pools,
-    final_checkpoint_of,
     type_allowed,
 )
 from spotrun.domain.model import Checkpoint

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,9 @@ from spotrun_worker.checkpointers.dmtcp import (
     stage_restore,
     wait_for_whole_images,
 )
+from spotrun_worker.parts import CheckpointUpload, download_parts
 from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
+from tests.worker.test_transfer import BUCKET, MIB, moto_s3, s3  # noqa: F401 - shared fixtures
 
 HEADER = b"DMTCP_CHECKPOINT_IMAGE_v4.0\n"
 TOOLS = DmtcpTools(Path("/opt/dmtcp/bin/dmtcp_coordinator"), Path("/opt/dmtcp/bin/dmtcp_launch"),
@@ -397,7 +400,9 @@ class Restored:
 
 
 def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workdir: Path, tmp_path: Path,
-                                after_steps: int, timeout: float = 120.0) -> Restored:
+                                after_steps: int, timeout: float = 120.0, through: Any = None) -> Restored:
+    """`through`: an S3 client; the checkpoint then goes the agent's way, its parts uploaded while DMTCP
+    writes them (`parts.CheckpointUpload`), and comes back by parallel ranged GETs (`parts.download_parts`)."""
     env = {k: v for k, v in os.environ.items() if k != "COUNTER_START" and not k.startswith("SPOTRUN_")}
     progress = workdir / "progress.txt"
     first = DmtcpCheckpointer(bin_dir=dmtcp_bin)
@@ -405,7 +410,10 @@ def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workd
     try:
         wait_for(lambda: read_int(progress) >= after_steps, timeout=timeout, what=f"{after_steps} steps")
         clients = first.clients()
-        files = first.checkpoint(tmp_path / "checkpoint", timeout=timeout)
+        if through is None:
+            files = first.checkpoint(tmp_path / "checkpoint", timeout=timeout)
+        else:
+            files = checkpoint_through_s3(first, through, tmp_path, timeout)
         assert files and all(image_problem(p) is None for p in files if p.suffix == ".dmtcp")
         at = read_int(progress)
         wait_for(lambda: read_int(progress) >= at + 2, timeout=timeout, what="progress after the checkpoint")
@@ -421,6 +429,36 @@ def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workd
     second.stop(grace_seconds=1)
     assert status == 0, (workdir / ".spotrun" / "attempt-2.log").read_text(errors="replace")[-3000:]
     return Restored(files, clients, status)
+
+
+def checkpoint_through_s3(checkpointer: DmtcpCheckpointer, client: Any, tmp_path: Path, timeout: float) -> list[Path]:
+    """Checkpoint with every image uploaded while it is written, then download it all into `checkpoint/`."""
+    spy = UploadTimes(client)
+    upload = CheckpointUpload(spy, BUCKET, "ck/files", part_size=5 * MIB)
+    files = checkpointer.checkpoint(tmp_path / "captured", timeout=timeout, follow=upload.follow)
+    captured_at = time.monotonic()
+    entries = upload.finish(files, tmp_path / "captured")
+    images = [e for e in entries if e.name.endswith(".dmtcp")]
+    # every image went while DMTCP wrote it, and some of its parts left before the capture ended
+    assert images and all(e.streamed for e in images)
+    assert any(at < captured_at for at in spy.part_times), "no part was sent while DMTCP was writing"
+    for entry in entries:
+        manifest = entry.to_manifest()
+        download_parts(client, BUCKET, f"ck/files/{entry.name}", tmp_path / "checkpoint" / entry.name, entry.size,
+                       manifest["parts"])
+    return files
+
+
+class UploadTimes:
+    def __init__(self, client: Any):
+        self.client, self.part_times = client, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def upload_part(self, **request: Any) -> Any:
+        self.part_times.append(time.monotonic())
+        return self.client.upload_part(**request)
 
 
 @pytest.mark.slow
@@ -464,8 +502,9 @@ def test_real_dmtcp_restores_a_multithreaded_program(dmtcp_bin, workdir, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_dmtcp_restores_hundreds_of_mib_of_numpy_arrays(dmtcp_bin, workdir, tmp_path):
+def test_real_dmtcp_restores_hundreds_of_mib_of_numpy_arrays(dmtcp_bin, workdir, tmp_path, s3):  # noqa: F811
+    # uploaded while DMTCP writes the image, downloaded by parallel ranges verified per part
     command = [sys.executable, str(PROGRAMS / "arrays.py"), "256", "12", "0.1"]
-    restored = checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=3)
+    restored = checkpoint_lose_and_restore(dmtcp_bin, command, workdir, tmp_path, after_steps=3, through=s3)
     assert restored.image_bytes() > 256 * 1024 * 1024  # the arrays are in the image
     assert read_json(workdir / "result.json") == read_json(uninterrupted(command, tmp_path) / "result.json")

@@ -9,10 +9,11 @@ the ordinary way. A followed file that is not among the final files (or was repl
 uploaded again from its final bytes. Nothing is committed here: the caller writes the manifest and
 moves the pointer only after `finish` returned, so a partial checkpoint is never restored.
 
-Every file's entry carries per-part SHA-256 digests (`parts`: size and digest of each part, in order)
-computed in one pass from the very buffers that are sent; a single-part file's `sha256` is its
-digest, a multipart file has no whole-file digest (one SHA-256 pass runs at ~330 MiB/s on these
-cores; two would cost a core for seconds per GiB). Parts of a followed file are 16 MiB, doubling
+Every file's entry carries per-part SHA-256 digests (`parts`: size and digest of each part, in order),
+computed once by the thread that sends each part, from that very buffer. A single-part file's
+`sha256` is its digest; a multipart file has no whole-file digest (SHA-256 runs at ~330 MiB/s on
+these cores: a second pass over every byte would cost a core for 3 s per GiB while the upload runs).
+Parts of a followed file are 16 MiB, doubling
 every 1,000 parts, so a file of unknown size stays within S3's 10,000 parts (up to about 15 TiB).
 
 Restores (`download_parts`): a HEAD pins the object's ETag and checks its size, then a pool of
@@ -134,29 +135,43 @@ class _Followed:
     source: GrowingFile
     name: str
     pending: _Pending
-    parts: list[PartDigest] = field(default_factory=list)
+    parts: dict[int, PartDigest] = field(default_factory=dict)  # by part number, filled as parts are sent
     reader: threading.Thread | None = None
 
 
 class _PartUploader(_Uploader):
-    """The shared uploader, reading files of known size or followed as they grow, with one digest per part."""
+    """The shared uploader, reading files of known size or followed as they grow, with one digest per part.
 
-    def submit_parted(self, pending: _Pending, parts: list[PartDigest]) -> None:
+    Each part's SHA-256 is computed by the thread that sends it, from the buffer it sends (hashlib
+    releases the GIL), so hashing runs in parallel with reading and sending. Parts declare the same
+    checksum as boto3's `upload_file` (CRC32) for S3 to verify in transit. (Handing S3 the SHA-256 as
+    `ChecksumSHA256` instead would save botocore's CRC32 pass, but moto's in-process mock, which the
+    tests use, cannot take a bytearray body without botocore's checksum wrapper.)
+    """
+
+    def submit_parted(self, pending: _Pending, parts: dict[int, PartDigest]) -> None:
         with pending.path.open("rb") as handle:
             if pending.size < MULTIPART_THRESHOLD:
                 data = self._read(handle, pending, pending.size)
-                parts.append(PartDigest(len(data), hashlib.sha256(data).hexdigest()))
                 self._expect_end(handle, pending)
-                pending.sent.append(self._send(self._put, pending.key, data))
+                pending.sent.append(self._send(self._put_digested, pending.key, parts, data))
                 return
             part_size = transfer.part_size_for(pending.size, self.chunk)
             pending.upload_id = self._create(pending.key)
             for number, offset in enumerate(range(0, pending.size, part_size), start=1):
                 data = self._read(handle, pending, min(part_size, pending.size - offset))
-                parts.append(PartDigest(len(data), hashlib.sha256(data).hexdigest()))
-                pending.sent.append(self._send(self._part, pending.key, pending.upload_id, number, data))
+                pending.sent.append(self._send(self._part_digested, pending.key, pending.upload_id, number, parts, data))
             self._expect_end(handle, pending)
             self._queue_completion(pending)
+
+    def _put_digested(self, key: str, parts: dict[int, PartDigest], data: bytearray) -> None:
+        _digest(parts, 1, data)
+        self._put(key, data)
+
+    def _part_digested(self, key: str, upload_id: str, number: int, parts: dict[int, PartDigest],
+                       data: bytearray) -> dict[str, Any]:
+        _digest(parts, number, data)
+        return self._part(key, upload_id, number, data)
 
     def follow(self, item: _Followed) -> None:
         """Send `item`'s parts as the writer completes them (runs in the item's reader thread)."""
@@ -170,9 +185,9 @@ class _PartUploader(_Uploader):
             data = self._read_growing(source, follow_part_size(number, self.chunk))
             if data is None:
                 break
-            item.parts.append(PartDigest(len(data), hashlib.sha256(data).hexdigest()))
-            pending.sent.append(self._send(self._part, pending.key, pending.upload_id, number, data))
-            if len(data) < follow_part_size(number, self.chunk):
+            sent_size = len(data)
+            pending.sent.append(self._send(self._part_digested, pending.key, pending.upload_id, number, item.parts, data))
+            if sent_size < follow_part_size(number, self.chunk):
                 break
         pending.size = source.offset
         self._queue_completion(pending)
@@ -251,7 +266,7 @@ class CheckpointUpload:
             self._closed = True
         by_identity = {item.source.identity: item for item in self.followed}
         matched: dict[str, _Followed] = {}
-        plain: list[tuple[str, _Pending, list[PartDigest]]] = []
+        plain: list[tuple[str, _Pending, dict[int, PartDigest]]] = []
         for path, name in zip(files, names, strict=True):
             stat = Path(path).stat()
             item = by_identity.get((stat.st_dev, stat.st_ino))
@@ -260,7 +275,7 @@ class CheckpointUpload:
                 matched[name] = item
             else:
                 plain.append((name, _Pending(path=Path(path), key=transfer.object_key(self.prefix, name),
-                                             size=stat.st_size), []))
+                                             size=stat.st_size), {}))
         for item in self.followed:
             if item not in matched.values():
                 item.source.abandon()  # not a final file (or failed): its multipart upload is aborted
@@ -298,10 +313,10 @@ class CheckpointUpload:
                 if item.source.offset != item.source.final_size:
                     raise TransferError(f"{item.pending.path}: read {item.source.offset} bytes, "
                                         f"the file has {item.source.final_size}")
-                entries.append(PartedEntry(name, item.source.offset, item.parts, streamed=True))
+                entries.append(PartedEntry(name, item.source.offset, _in_order(item.parts), streamed=True))
             else:
                 pending, digests = plain_by_name[name]
-                entries.append(PartedEntry(name, pending.size, digests))
+                entries.append(PartedEntry(name, pending.size, _in_order(digests)))
         return entries
 
     def abort(self) -> None:
@@ -321,6 +336,15 @@ class CheckpointUpload:
                 with contextlib.suppress(Exception):
                     self.s3.abort_multipart_upload(Bucket=self.bucket, Key=item.pending.key,
                                                    UploadId=item.pending.upload_id)
+
+
+def _digest(parts: dict[int, PartDigest], number: int, data: bytearray) -> None:
+    """Record part `number`'s size and SHA-256."""
+    parts[number] = PartDigest(len(data), hashlib.sha256(data).hexdigest())
+
+
+def _in_order(parts: dict[int, PartDigest]) -> list[PartDigest]:
+    return [parts[number] for number in sorted(parts)]
 
 
 def _relative(path: Path, base: Path) -> str:
