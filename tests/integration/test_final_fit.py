@@ -3,7 +3,10 @@ checkpoints more often, and the task says so (API, timeline, CLI)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ from spotrun.attempts import claim
 from spotrun.domain.spec import parse_spec
 from spotrun_cli.render import render_events, render_tasks
 from spotrun_worker import finalfit
-from spotrun_worker.checkpoints import CheckpointCycle
+from spotrun_worker.checkpoints import CheckpointCycle, checkpoint_prefix, restore
 from spotrun_worker.routes import InProcessRoutes
 from spotrun_worker.workspace import Workspace
 from tests.integration.test_task_flow import JOB, Loop, ref
@@ -79,3 +82,20 @@ def test_a_final_checkpoint_that_would_not_fit_is_reported_and_the_interval_shor
     # And the pool keeps the upload rates its agents measured, once per commit, for the broker
     stats = cp.store.pool_stats([task.pool])[task.pool]
     assert stats.upload_bytes == 3 * (1 << 20) and stats.upload_seconds > 0
+
+
+def test_a_committed_checkpoint_comes_back_whole_by_parts(cp, env, aws, context, tmp_path):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    loop.drain()
+    task = claim(cp, ref(loop.task(accepted["job_id"])))
+    cycle = cycle_for(loop, cp, aws, task, tmp_path, budget=100.0)
+    assert cycle.take() == 1
+    manifest = json.loads(aws.client("s3").get_object(
+        Bucket=cp.settings.bucket, Key=f"{checkpoint_prefix(ref(task), 1)}/manifest.json")["Body"].read())
+    assert manifest["files"] == [{"name": "state.bin", "size": 1 << 20, "parts": [
+        {"size": 1 << 20, "crc32": base64.b64encode(zlib.crc32(b"\1" * (1 << 20)).to_bytes(4, "big")).decode()}]}]
+    restored = restore(cycle.routes, cp.settings.bucket, ref(task), cp.store.get_task(task.job_id, task.index),
+                       Workspace(tmp_path / "elsewhere", task.attempt).create())
+    assert restored is not None and restored[1] == 1
+    assert (restored[0] / "state.bin").read_bytes() == b"\1" * (1 << 20)

@@ -204,9 +204,9 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
     for entry in manifest["files"]:
         key = f"{pointer.key}/files/{entry['name']}"
         dest = target / transfer._safe_relative(entry["name"], f"s3://{bucket}/{key}")
-        if len(entry.get("parts") or []) > 1:
+        if "parts" in entry:
             parts.download_parts(s3, bucket, key, dest, entry["size"], entry["parts"])
-        else:  # one part (its digest is the file's), or a manifest from before parts were recorded
+        else:  # a manifest from before parts were recorded: one stream, whole-file SHA-256
             transfer.download_file(s3, bucket, key, dest, expected_size=entry["size"],
                                    expected_sha256=entry["sha256"])
     routes.restored(ref, pointer.seq, pointer.attempt)
