@@ -413,10 +413,15 @@ def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workd
         if through is None:
             files = first.checkpoint(tmp_path / "checkpoint", timeout=timeout)
         else:
-            files = checkpoint_through_s3(first, through, tmp_path, timeout)
+            spy = UploadTimes(through)
+            upload = CheckpointUpload(spy, BUCKET, "ck/files", part_size=5 * MIB)
+            files = first.checkpoint(tmp_path / "captured", timeout=timeout, follow=upload.follow)
+            captured_at = time.monotonic()
         assert files and all(image_problem(p) is None for p in files if p.suffix == ".dmtcp")
         at = read_int(progress)
         wait_for(lambda: read_int(progress) >= at + 2, timeout=timeout, what="progress after the checkpoint")
+        if through is not None:
+            upload_and_download(upload, spy, files, captured_at, through, tmp_path)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.program.pgid, signal.SIGKILL)  # the instance is lost, with everything on it
@@ -431,12 +436,9 @@ def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workd
     return Restored(files, clients, status)
 
 
-def checkpoint_through_s3(checkpointer: DmtcpCheckpointer, client: Any, tmp_path: Path, timeout: float) -> list[Path]:
-    """Checkpoint with every image uploaded while it is written, then download it all into `checkpoint/`."""
-    spy = UploadTimes(client)
-    upload = CheckpointUpload(spy, BUCKET, "ck/files", part_size=5 * MIB)
-    files = checkpointer.checkpoint(tmp_path / "captured", timeout=timeout, follow=upload.follow)
-    captured_at = time.monotonic()
+def upload_and_download(upload: CheckpointUpload, spy: UploadTimes, files: list[Path], captured_at: float,
+                        client: Any, tmp_path: Path) -> None:
+    """Finish the upload that followed the capture, check it streamed, download it all into `checkpoint/`."""
     entries = upload.finish(files, tmp_path / "captured")
     images = [e for e in entries if e.name.endswith(".dmtcp")]
     # every image went while DMTCP wrote it, and some of its parts left before the capture ended
@@ -446,7 +448,6 @@ def checkpoint_through_s3(checkpointer: DmtcpCheckpointer, client: Any, tmp_path
         manifest = entry.to_manifest()
         download_parts(client, BUCKET, f"ck/files/{entry.name}", tmp_path / "checkpoint" / entry.name, entry.size,
                        manifest["parts"])
-    return files
 
 
 class UploadTimes:
