@@ -40,7 +40,7 @@ from spotrun_worker.checkpointers import make_checkpointer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "agent.json"
 OVERLAP_KEYS = ("overlap_ratio", "goal_overlap_ratio_at_least_1_3", "restore_ratio", "restore_ratio_loopback_range_server",
-                "goal_restore_ratio_at_least_1_0", "save_and_restore_1gib", "compression")
+                "goal_restore_ratio_at_least_1_0", "save_and_restore_1gib", "compression", "final_checkpoint_measured")
 STATE_PROGRAM = '''
 import os, signal, sys, time
 from pathlib import Path
