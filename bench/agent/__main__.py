@@ -35,7 +35,7 @@ from spotrun.jobs import submit_job  # noqa: E402
 from spotrun_local import demo  # noqa: E402
 from spotrun_local.market import MarketReplay, load_traces, pick_window  # noqa: E402
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions  # noqa: E402
-from spotrun_worker import transfer  # noqa: E402
+from spotrun_worker import parts  # noqa: E402
 from spotrun_worker.checkpointers import make_checkpointer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "agent.json"
@@ -191,7 +191,7 @@ def throughput(size_mib: int = 256, repeats: int = 7) -> dict[str, Any]:
             into.mkdir()
             began = time.perf_counter()
             files = checkpointer.checkpoint(into, timeout=120)
-            transfer.upload_files(s3, "bench", f"ckpt/{n}", files, into)
+            parts.CheckpointUpload(s3, "bench", f"ckpt/{n}").finish(files, into)  # the agent's own upload
             spotrun_seconds.append(time.perf_counter() - began)
             began = time.perf_counter()
             for path in files:
