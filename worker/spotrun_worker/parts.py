@@ -94,7 +94,7 @@ class GrowingFile:
 
     def __init__(self, path: Path, poll_seconds: float = FOLLOW_POLL_SECONDS):
         self.path = path
-        self.handle = path.open("rb")
+        self.handle = path.open("rb", buffering=0)  # reads go straight into the part buffers
         stat = os.fstat(self.handle.fileno())
         self.identity = (stat.st_dev, stat.st_ino)
         self.poll_seconds = poll_seconds
