@@ -10,7 +10,7 @@ the agent's own). Measured side by side in one run, REPEATS times each, medians 
   every part of the image uploaded as DMTCP writes it, the rest of the files, the manifest, the
   commit (a stand-in that records it: on AWS one conditional DynamoDB write);
 - `overlap_ratio` = (capture + plain upload) / request-to-commit (goal >= 1.3);
-- downloads of the committed image: boto3's `download_file` vs spotrun's `download_parts` (parallel
+- downloads of the committed image: boto3's `download_file` vs spotrun's `ranges.download_parts` (parallel
   ranged GETs, each part verified against the manifest), against moto's server AND against a
   range-capable server on the loopback serving the same bytes (`bench/agent/rangeserver.py`):
   `restore_ratio` = download_file seconds / spotrun seconds (goal >= 1.0), one per server;
@@ -196,7 +196,7 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
         # the same bytes on the range server
         target = served / BUCKET / key
         target.parent.mkdir(parents=True)
-        parts.download_parts(s3, BUCKET, key, target, entry["size"], entry["parts"])
+        ranges.download_parts(s3, BUCKET, key, target, entry["size"], entry["parts"])
         downloads: dict[str, dict[str, list[float]]] = {}
         for server, client, times in (("moto_server", s3, moto_download_repeats), ("loopback_range_server", s3_ranges, repeats)):
             plain_seconds, spotrun_seconds = [], []
@@ -208,7 +208,7 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
                 client.download_file(BUCKET, key, str(dest / "plain"))
                 plain_seconds.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                parts.download_parts(client, BUCKET, key, dest / "spotrun", entry["size"], entry["parts"])
+                ranges.download_parts(client, BUCKET, key, dest / "spotrun", entry["size"], entry["parts"])
                 spotrun_seconds.append(time.perf_counter() - started)
                 assert (dest / "plain").stat().st_size == (dest / "spotrun").stat().st_size == entry["size"]
             downloads[server] = {"plain": plain_seconds, "spotrun": spotrun_seconds}
@@ -252,7 +252,7 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
             "downloads": restore,
             "note": "capture = dmtcp_command -c to images moved out; plain = boto3 upload_file / download_file with "
                     "default settings; spotrun = CheckpointCycle.take() (parts uploaded while DMTCP writes) and "
-                    "parts.download_parts (parallel ranged GETs verified per part); the commit is recorded by a "
+                    "ranges.download_parts (parallel ranged GETs verified per part); the commit is recorded by a "
                     "stand-in for the worker routes",
         },
         "compression": compression,

@@ -52,7 +52,8 @@ from spotrun_worker.checkpointers.dmtcp import (
     stage_restore,
     wait_for_whole_images,
 )
-from spotrun_worker.parts import CheckpointUpload, download_parts
+from spotrun_worker.parts import CheckpointUpload
+from spotrun_worker.ranges import download_parts
 from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
 from tests.worker.test_transfer import BUCKET, MIB, moto_s3, s3  # noqa: F401 - shared fixtures
 
@@ -402,7 +403,7 @@ class Restored:
 def checkpoint_lose_and_restore(dmtcp_bin: Path, command: list[str] | str, workdir: Path, tmp_path: Path,
                                 after_steps: int, timeout: float = 120.0, through: Any = None) -> Restored:
     """`through`: an S3 client; the checkpoint then goes the agent's way, its parts uploaded while DMTCP
-    writes them (`parts.CheckpointUpload`), and comes back by parallel ranged GETs (`parts.download_parts`)."""
+    writes them (`parts.CheckpointUpload`), and comes back by parallel ranged GETs (`ranges.download_parts`)."""
     env = {k: v for k, v in os.environ.items() if k != "COUNTER_START" and not k.startswith("SPOTRUN_")}
     progress = workdir / "progress.txt"
     first = DmtcpCheckpointer(bin_dir=dmtcp_bin)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from spotrun_worker import parts
-from spotrun_worker.parts import CheckpointUpload, download_parts
+from spotrun_worker.parts import CheckpointUpload
+from spotrun_worker.ranges import download_parts
 from spotrun_worker.transfer import TransferError
 from tests.worker.test_transfer import BUCKET, MIB, moto_s3, s3  # noqa: F401 - shared fixtures
 

@@ -24,7 +24,7 @@ from typing import Any
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.model import Task
 from spotrun.domain.spec import JobSpec
-from spotrun_worker import checkpointers, finalfit, parts, transfer
+from spotrun_worker import checkpointers, finalfit, parts, ranges, transfer
 from spotrun_worker.checkpointers import Checkpointer
 from spotrun_worker.workspace import Workspace
 
@@ -205,7 +205,7 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
         key = f"{pointer.key}/files/{entry['name']}"
         dest = target / transfer._safe_relative(entry["name"], f"s3://{bucket}/{key}")
         if "parts" in entry:
-            parts.download_parts(s3, bucket, key, dest, entry["size"], entry["parts"])
+            ranges.download_parts(s3, bucket, key, dest, entry["size"], entry["parts"])
         else:  # a manifest from before parts were recorded: one stream, whole-file SHA-256
             transfer.download_file(s3, bucket, key, dest, expected_size=entry["size"],
                                    expected_sha256=entry["sha256"])
