@@ -8,6 +8,8 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from spotrun.domain.messages import CompletionReport, Heartbeat, ProgramResult
 from spotrun.domain.model import TaskState
 from spotrun.handlers import finisher, heartbeat, worker_api
@@ -164,3 +166,23 @@ def test_a_base64_encoded_body_is_decoded_and_bad_base64_is_a_400(cp, env, aws, 
     status, answer = claim(base64.b64encode(json.dumps({"attempt": task.attempt}).encode()).decode())
     assert (status, answer) == (200, {"claimed": True})
     assert cp.store.get_task(job_id, 0).state == TaskState.RUNNING
+
+
+def test_a_commit_carries_the_agents_final_checkpoint_prediction_and_rates(cp, env, aws, context, clock):
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    assert call(cp, context, "claim", {"attempt": task.attempt}, task.instance_id)[0] == 200
+    measured = {"predicted_final_seconds": 140.2, "final_fits_warning": False, "capture_bytes_per_second": 3.3e8,
+                "upload_bytes_per_second": 6.1e7, "final_budget_seconds": 105.0}
+    commit = {"attempt": task.attempt, "seq": 1, "size_bytes": 8 << 30, "method": "dmtcp",
+              "committed_at": clock().isoformat(), **measured}
+    assert call(cp, context, "checkpoint", commit, task.instance_id) == (200, {"committed": True})
+    pointer = cp.store.get_task(job_id, 0).checkpoint
+    assert {name: getattr(pointer, name) for name in measured} == measured
+    assert pointer.final_note == "final checkpoint fits warning: no, predicted 140 s"
+    stats = cp.store.pool_stats([task.pool])[task.pool]
+    assert stats.upload_bytes == 8 << 30 and stats.upload_seconds == pytest.approx((8 << 30) / 6.1e7)
+    # a negative rate or a prediction that is not a number is refused, naming the field
+    status, answer = call(cp, context, "checkpoint", {**commit, "seq": 2, "upload_bytes_per_second": -1},
+                          task.instance_id)
+    assert status == 400 and "upload_bytes_per_second" in answer["error"]
