@@ -42,7 +42,7 @@ import boto3
 from botocore.config import Config
 
 from spotrun.domain.messages import AttemptRef
-from spotrun_worker import parts
+from spotrun_worker import parts, ranges
 from spotrun_worker.checkpointers.dmtcp import DmtcpCheckpointer
 from spotrun_worker.checkpoints import CheckpointCycle
 from spotrun_worker.workspace import Workspace
@@ -152,14 +152,14 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     served = root / "served"
     (served / BUCKET).mkdir(parents=True)
-    ranges = subprocess.Popen([sys.executable, "-m", "bench.agent.rangeserver", str(served)],  # noqa: S603
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    range_server = subprocess.Popen([sys.executable, "-m", "bench.agent.rangeserver", str(served)],  # noqa: S603
+                                    stdout=subprocess.PIPE, text=True, start_new_session=True)
     checkpointers: list[DmtcpCheckpointer] = []
     try:
         moto_url = f"http://127.0.0.1:{port}"
         _wait_http(moto_url)
-        assert ranges.stdout is not None
-        range_url = ranges.stdout.readline().strip()
+        assert range_server.stdout is not None
+        range_url = range_server.stdout.readline().strip()
         s3, s3_ranges = _client(moto_url), _client(range_url)
         s3.create_bucket(Bucket=BUCKET)
 
@@ -193,10 +193,9 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
         key = f"{prefix}/files/{entry['name']}"
         streamed_parts = len(entry["parts"])
 
-        # the same bytes on the range server
+        # moto first; spotrun's verified download from it is what the range server then serves
         target = served / BUCKET / key
         target.parent.mkdir(parents=True)
-        ranges.download_parts(s3, BUCKET, key, target, entry["size"], entry["parts"])
         downloads: dict[str, dict[str, list[float]]] = {}
         for server, client, times in (("moto_server", s3, moto_download_repeats), ("loopback_range_server", s3_ranges, repeats)):
             plain_seconds, spotrun_seconds = [], []
@@ -211,6 +210,8 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
                 ranges.download_parts(client, BUCKET, key, dest / "spotrun", entry["size"], entry["parts"])
                 spotrun_seconds.append(time.perf_counter() - started)
                 assert (dest / "plain").stat().st_size == (dest / "spotrun").stat().st_size == entry["size"]
+                if not target.exists():
+                    os.replace(dest / "spotrun", target)  # the same bytes, verified part by part
             downloads[server] = {"plain": plain_seconds, "spotrun": spotrun_seconds}
         shutil.rmtree(root / "download", ignore_errors=True)
 
@@ -225,7 +226,7 @@ def run(size_mib: int = 1024, repeats: int = 3, moto_download_repeats: int = 1) 
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(checkpointer.program.pgid, signal.SIGKILL)
             checkpointer.stop(grace_seconds=0)
-        for process in (moto, ranges):
+        for process in (moto, range_server):
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(10)
         shutil.rmtree(root, ignore_errors=True)
