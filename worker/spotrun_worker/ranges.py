@@ -152,23 +152,24 @@ def _fetch_span(s3: Any, bucket: str, key: str, etag: str, fd: int, span: _Span,
     failures = 0
     while True:
         try:
-            if span.size == 0:
-                data = b""
-            else:
+            running, written = 0, 0
+            if span.size:
                 response = s3.get_object(Bucket=bucket, Key=key, IfMatch=etag,
                                          Range=f"bytes={span.offset}-{span.offset + span.size - 1}")
                 start, _ = transfer._response_span(response)
-                data = response["Body"].read()
-                if start != span.offset and len(data) > span.size:
-                    data = data[span.offset:span.offset + span.size]  # the server ignored the range
-            got = crc32_text(crc32_of(data))
-            if len(data) != span.size or got != span.crc32:
-                raise _BadPart(f"part {span.number + 1} ({len(data)} bytes, crc32 {got}) is not "
+                if start != span.offset:
+                    raise _BadPart(f"part {span.number + 1}: the server answered from byte {start}, not its range")
+                # Written in place as the bytes arrive (no part-sized buffer), checked once all are in.
+                for block in response["Body"].iter_chunks(transfer.READ_CHUNK):
+                    if written + len(block) > span.size:
+                        break
+                    running = crc32_of(block, running)
+                    _write_at(fd, block, span.offset + written)
+                    written += len(block)
+            got = crc32_text(running)
+            if written != span.size or got != span.crc32:
+                raise _BadPart(f"part {span.number + 1} ({written} bytes, crc32 {got}) is not "
                                f"the manifest's ({span.size} bytes, crc32 {span.crc32})")
-            view, offset = memoryview(data), span.offset
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
             return
         except ClientError as error:
             if transfer._error_code(error) == "PreconditionFailed" or transfer._status(error) == 412:
@@ -188,6 +189,13 @@ def _fetch_span(s3: Any, bucket: str, key: str, etag: str, fd: int, span: _Span,
                 raise TransferError(f"{where} failed verification: {last}")
             raise TransferError(f"{where}: giving up after {retries} retries: {last}") from last
         sleep(backoff_seconds * 2 ** (failures - 1))
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class _BadPart(Exception):
