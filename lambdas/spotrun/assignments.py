@@ -67,8 +67,14 @@ def assignment(cp: ControlPlane, instance_id: str) -> Assignment:
 
 
 def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> None:
-    """LAUNCHING -> RUNNING for the instance's attempt (ClaimRefused when it no longer owns its task)."""
-    claim(cp, serving(cp, instance_id, attempt))
+    """LAUNCHING -> RUNNING for the instance's attempt (ClaimRefused when it no longer owns its task).
+
+    The attempt's log stream is opened first, so it exists from the moment the attempt runs: the
+    agent's task credentials may put events into it but not create streams."""
+    ref = serving(cp, instance_id, attempt)
+    if cp.logs is not None:
+        cp.logs.open_stream(ref.job_id, ref.index, ref.attempt)
+    claim(cp, ref)
 
 
 def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_bytes: int, method: str,

@@ -61,6 +61,8 @@ class EnvVar:
     IMAGE_CHECK = "SPOTRUN_IMAGE_CHECK"
     # The Secrets Manager secret whose value keys the HMAC of the API's page tokens (the API function's).
     PAGE_KEY_ARN = "SPOTRUN_PAGE_KEY_ARN"
+    # The log group of the attempts' logs: the agent writes a stream per attempt (spotrun.access.log_stream).
+    TASK_LOG_GROUP = "SPOTRUN_TASK_LOG_GROUP"
     # Endpoint override for every AWS client (the local runtime points it at moto's server).
     AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 

@@ -203,3 +203,11 @@ class TimelineEvent:
     index: int | None = None
     attempt: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of an attempt's log (the agent's and the program's output), as CloudWatch Logs keeps it."""
+
+    at: datetime
+    message: str
