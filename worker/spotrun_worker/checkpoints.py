@@ -98,11 +98,13 @@ class CheckpointCycle:
         }
         s3.put_object(Bucket=self.bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode(),
                       ContentType="application/json")
-        committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock())
+        seconds = time.monotonic() - started  # capture and upload: what the operators' CheckpointSeconds measure
+        committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock(), seconds=seconds)
         shutil.rmtree(into, ignore_errors=True)
         if not committed:
             log.warning("checkpoint %s was not committed (superseded or out of order)", seq)
             return None
+        log.info("checkpoint %s committed: %.1f MiB in %.1f s", seq, size / 2**20, seconds)
         self.last_saved_at = captured_at
         self.cost.samples.append(time.monotonic() - started)
         self.cost.bytes_total += size
@@ -157,6 +159,7 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
     pointer = routes.store.get_task(task.job_id, task.index).checkpoint
     if pointer is None:
         return None
+    started = time.monotonic()
     s3 = routes.s3
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{pointer.key}/manifest.json")["Body"].read())
     ok, why = checkpointers.compatible(manifest.get("facts", {}), checkpointers.environment_facts(), manifest["method"])
@@ -168,5 +171,8 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
     for entry in manifest["files"]:
         transfer.download_file(s3, bucket, f"{pointer.key}/files/{entry['name']}", target / entry["name"],
                                expected_size=entry["size"], expected_sha256=entry["sha256"])
-    routes.restored(ref, pointer.seq, pointer.attempt)
+    seconds = time.monotonic() - started  # the download: what the operators' RestoreSeconds measure
+    log.info("restoring checkpoint %s of attempt %s (%.1f MiB, downloaded in %.1f s)", pointer.seq, pointer.attempt,
+             pointer.size_bytes / 2**20, seconds)
+    routes.restored(ref, pointer.seq, pointer.attempt, seconds=seconds)
     return target, pointer.seq
