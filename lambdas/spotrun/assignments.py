@@ -117,6 +117,7 @@ def restored(cp: ControlPlane, instance_id: str, attempt: int, seq: int, from_at
         ref.job_id, cp.clock(), "CheckpointRestored", f"{ref.index}-{ref.attempt}-restored-{seq}",
         ref.index, ref.attempt, {"seq": seq, "from_attempt": from_attempt},
     ))
+    cp.store.record_restore(ref.job_id, ref.index, ref.attempt, seq, from_attempt)
     return since_interruption(cp, ref)
 
 

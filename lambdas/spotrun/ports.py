@@ -100,6 +100,8 @@ class AttemptRecords(Protocol):
     def record_attempt_end(self, job_id: str, index: int, attempt: int, outcome: str, scope: Scope | None,
                            exec_seconds: float, now: datetime) -> bool: ...
 
+    def record_restore(self, job_id: str, index: int, attempt: int, seq: int, from_attempt: int) -> None: ...
+
     def attempts(self, job_id: str, index: int) -> list[Attempt]:
         """Every attempt record of a task, oldest first."""
         ...
@@ -118,7 +120,9 @@ class PoolRecords(Protocol):
 class Timeline(Protocol):
     def add_event(self, event: TimelineEvent) -> None: ...
 
-    def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]: ...
+    def timeline(self, job_id: str, limit: int, after: str | None = None, newest: bool = False) -> list[TimelineEvent]:
+        """Events oldest first: the first `limit` after the cursor, or (`newest`) the newest `limit`."""
+        ...
 
 
 class ImageFaults(Protocol):

@@ -154,6 +154,8 @@ class Attempt:
     price_per_hour: float | None = None
     # When an interrupted attempt's final report arrived (after its final checkpoint): the handover.
     drained_at: datetime | None = None
+    restored_seq: int | None = None  # the checkpoint this attempt started from
+    restored_from: int | None = None  # the attempt that had taken it
 
 
 @dataclass(frozen=True)
