@@ -344,7 +344,8 @@ def _request_error(error: RequestValidationError) -> Response[str]:
             location = location[1:]
         if item.get("type") == "json_invalid":
             location = []  # its location is a character offset in the body, not a field
-        return {"loc": location, "msg": item.get("msg", "invalid")}
+        return {**{k: item[k] for k in ("type", "input", "ctx") if k in item}, "loc": location,
+                "msg": item.get("msg", "invalid")}
 
     return _refuse(HTTPStatus.BAD_REQUEST, "invalid request", problems_of([located(e) for e in error.errors()]))
 
