@@ -143,7 +143,9 @@ class FunctionDef:
     invoked_by: str | None = None  # API, WORKER_ROUTES or DASHBOARD (None: its queue or schedule only)
 
 
-TOPICS = ("control", "notifications")
+# control: messages to the scheduler; notifications: job events for users; operations: alarms for operators
+# (a subscriber to job events is not paged for a handler error).
+TOPICS = ("control", "notifications", "operations")
 
 # AWS's guidance for an SQS event source: a visibility timeout of at least six times the function's timeout
 # (plus the batching window), so a batch Lambda retries while throttled does not count its receives toward

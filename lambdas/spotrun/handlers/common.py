@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from spotrun.access import session_name
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.reasons import clip
-from spotrun.resources import EnvVar
+from spotrun.resources import METRICS_NAMESPACE, METRICS_SERVICE, EnvVar
 
-NAMESPACE = SERVICE = "spotrun"
+NAMESPACE, SERVICE = METRICS_NAMESPACE, METRICS_SERVICE
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
