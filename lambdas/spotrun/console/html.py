@@ -222,7 +222,7 @@ def _stats(view: JobView) -> str:
     return totals + pools
 
 
-CHART_W, CHART_H, PAD_X, PAD_Y = 520, 150, 44, 16
+CHART_W, CHART_H, PAD_X, PAD_Y = 560, 150, 64, 16  # room for the axis labels on both sides
 
 
 def _chart(chart: Chart | None) -> str:
