@@ -126,13 +126,24 @@ def test_the_handlers_emit_what_the_operators_dashboard_graphs(cp, env, aws, con
     assert named(recovered, "RestoreSeconds")[0].value == 2.0
     assert named(recovered, "RecoverySeconds")[0].value == pytest.approx(42.0)
 
+    # The second task has no checkpoint: its replacement runs again at its claim, and says so then.
+    clock.advance(10)
+    warning = eventbridge_event("EC2 Spot Instance Interruption Warning",
+                                {"instance-id": second.instance_id, "instance-action": "terminate"}, at=clock())
+    assert interruption.handler(_sqs(json.dumps(warning)), context, control=cp) == {"batchItemFailures": []}
+    capsys.readouterr()
+    clock.advance(25)
+    again = cp.store.get_task(job_id, 1)
+    assert worker_call(cp, context, "claim", {"attempt": again.attempt}, again.instance_id)[0] == 200
+    assert named(points(capsys.readouterr().out), "RecoverySeconds")[0].value == pytest.approx(25.0)
+
     # The reaper's minute: tasks of open jobs per state, and what the running instances cost per hour.
     reaper.handler({}, context, control=cp)
     swept = points(capsys.readouterr().out)
     assert named(swept, "Tasks", state="RUNNING")[0].value == 2
     assert named(swept, "Tasks", state="QUEUED")[0].value == 0
     spot = named(swept, "SpendPerHour", market="spot")[0].value
-    task_prices = [cp.store.get_task(job_id, i).price_per_hour for i in (0, 1)]
+    task_prices = [cp.store.get_task(job_id, i).price_per_hour for i in (0, 1)]  # the replacements' instances
     assert spot == pytest.approx(sum(task_prices)) and spot > 0
     assert named(swept, "SpendPerHour", market="on-demand")[0].value == 0
     assert named(swept, "OnDemandEquivalentPerHour")[0].value > spot
