@@ -130,7 +130,8 @@ def test_follow_against_the_real_api_and_cloudwatch_logs(cp: Any, env: dict[str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from spotrun import jobs
     from spotrun.handlers import api
-    from spotrun.scheduling import reconcile_job
+    from spotrun.attempts import complete
+    from spotrun.domain.messages import CompletionReport
     from spotrun_local.gateway import new_local_credentials, start_gateway
     from tests.integration.test_logs_and_actions import put_lines, running
 
@@ -151,7 +152,11 @@ def test_follow_against_the_real_api_and_cloudwatch_logs(cp: Any, env: dict[str,
         thread.start()
         put_lines(aws, env, job_id, 0, attempt, ["second"])
         jobs.cancel_task(cp, job_id, 0)
-        reconcile_job(cp, job_id, cancelled=[0])  # the task ends: following stops once its last lines are in
+        task = cp.store.get_task(job_id, 0)
+        # its agent stops the program and reports: the task ends, and following stops once its last lines are in
+        complete(cp, CompletionReport(job_id=job_id, index=0, attempt=attempt, instance_id=task.instance_id,
+                                      sent_at=cp.clock(), outcome="cancelled"))
+        assert cp.store.get_task(job_id, 0).state == "CANCELLED"
         assert done.wait(30), "follow did not stop after the task ended"
         assert result["code"] == 0
         printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("{")]  # not the
