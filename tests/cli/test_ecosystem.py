@@ -129,9 +129,9 @@ def test_follow_against_the_real_api_and_cloudwatch_logs(cp: Any, env: dict[str,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from spotrun import jobs
-    from spotrun.handlers import api
     from spotrun.attempts import complete
     from spotrun.domain.messages import CompletionReport
+    from spotrun.handlers import api
     from spotrun_local.gateway import new_local_credentials, start_gateway
     from tests.integration.test_logs_and_actions import put_lines, running
 

@@ -74,6 +74,41 @@ def test_the_jobs_widget_lists_jobs_with_their_state_progress_and_counts(cp, env
     assert "RUNNING" not in text_of(show(cp, context, view="jobs", state="SUCCEEDED")).split("tasks by state")[-1]
 
 
+def test_the_jobs_widget_pages_with_the_apis_sealed_tokens_and_refuses_a_forged_one(cp, context):
+    from spotrun import jobs, overview
+
+    submitted = {jobs.submit_job(cp, {"name": f"job{n}", "command": "true", "checkpoint": {"method": "none"}})[0].job_id
+                 for n in range(overview.JOBS_PER_PAGE + 1)}
+
+    def listed(rendered: str) -> set[str]:
+        return set(re.findall(r"j-[0-9a-f]{20}", text_of(rendered)))
+
+    def next_page(rendered: str) -> str:
+        [page] = [b["page"] for b in (json.loads(std_html.unescape(body)) for body in re.findall(
+            r"<cwdb-action[^>]*>(.*?)</cwdb-action>", rendered)) if b.get("page")]
+        return page
+
+    first = show(cp, context)
+    token = next_page(first)
+    assert token.count(".") == 2  # the API's sealed token (version.cursor.tag), not the store's cursor
+    rest = show(cp, context, view="jobs", page=token)
+    assert len(listed(first)) == overview.JOBS_PER_PAGE and listed(first) | listed(rest) == submitted
+    version, payload, tag = token.split(".")
+    forged = f"{version}.{payload}.{'A' * len(tag)}"
+    for bad in (forged, token[:-2], show_state_token(cp, context)):
+        refused = text_of(show(cp, context, view="jobs", page=bad))
+        assert "that page of jobs cannot be shown" in refused, bad
+
+
+def show_state_token(cp: Any, context: Any) -> str:
+    """A genuine token of another listing (the QUEUED jobs): not good for the list of all jobs."""
+    from spotrun import jobs
+
+    _, token = jobs.list_jobs(cp, "QUEUED", 1, None)
+    assert token
+    return token
+
+
 def test_a_job_in_detail_shows_tasks_attempts_timeline_costs_and_the_newest_log_lines(cp, env, aws, context):
     _, job_id = running(cp, env, aws, context, tasks=2)
     put_lines(aws, env, job_id, 0, cp.store.get_task(job_id, 0).attempt, ["computing <primes>", "step 2 of 5"])

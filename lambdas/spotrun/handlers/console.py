@@ -28,6 +28,7 @@ from spotrun.console import html, views
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import JOB_ID_PATTERN, MAX_ATTEMPT, MAX_INDEX
 from spotrun.domain.model import JobState
+from spotrun.domain.pages import BadPageToken
 from spotrun.domain.spec import problems_of
 from spotrun.handlers.common import instrumented, logger, metrics
 from spotrun.resources import EnvVar
@@ -86,6 +87,9 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
         return _answer(cp, request, viewer, endpoint, widget, context)
     except jobs.NotFound as missing:
         return html.note_widget(viewer, str(missing), endpoint)
+    except BadPageToken:  # a page link of another listing, altered, or sealed under an earlier key
+        return html.note_widget(viewer, "that page of jobs cannot be shown (a page link is good only for the "
+                                        "listing it came from): start again from the first page", endpoint)
 
 
 def _answer(cp: ControlPlane, request: WidgetRequest, viewer: views.Viewer, endpoint: str, widget: dict[str, Any],
