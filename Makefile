@@ -16,7 +16,7 @@ ifneq ($(DMTCP_PREFIX),)
 export SPOTRUN_DMTCP_BIN ?= $(DMTCP_PREFIX)/bin
 endif
 
-.PHONY: help install dmtcp test check synth run serve stop soak bench bench-policy bench-agent bench-overlap bench-boot bench-local clean
+.PHONY: help install dmtcp browser test check synth run serve stop soak bench bench-policy bench-agent bench-overlap bench-boot bench-local bench-logs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,7 +37,14 @@ $(DMTCP_PREFIX)/.spotrun-dmtcp: worker/image/install-dmtcp.sh worker/image/dmtcp
 dmtcp: $(DMTCP_STAMP) ## build DMTCP from ../shared/vendor once into .cache/dmtcp/ (about a minute)
 	@test -n "$(DMTCP_STAMP)" || echo "DMTCP: $(DMTCP_TARBALL) is absent; the real-DMTCP tests will skip"
 
-test: $(STAMP) $(DMTCP_STAMP) ## type-check the control plane, then run the whole test suite
+# The console's browser test drives Debian's own Chromium (no browser download): installed here when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser: ## Debian's chromium and chromium-driver for the console's browser test (apt-get, when missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+test: $(STAMP) $(DMTCP_STAMP) browser ## type-check the control plane, then run the whole test suite
 	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider --timeout=600
 
@@ -61,7 +68,7 @@ stop: $(STAMP) ## stop what `make serve` started (its state stays for the next `
 soak: $(STAMP) ## chaos soak: problems under injected faults, checked for losses (SEED=6, ARGS=...) -> bench/results/soak.json
 	$(BIN)/python -m spotrun_local.soak --seed $(or $(SEED),6) --out bench/results/soak.json $(ARGS)
 
-bench: bench-policy bench-agent bench-overlap bench-boot bench-local ## run every benchmark and write bench/results/
+bench: bench-policy bench-agent bench-overlap bench-boot bench-local bench-logs ## run every benchmark and write bench/results/
 
 bench-policy: $(STAMP) ## the spot policy on the real traces -> bench/results/policy.json
 	$(BIN)/python -m bench.policy
@@ -77,6 +84,9 @@ bench-boot: $(STAMP) ## a worker's boot on the worker image vs building that ima
 
 bench-local: $(STAMP) $(DMTCP_STAMP) ## the local state journal's cost and the time to restart -> bench/results/local_state.json
 	$(BIN)/python -m bench.local_state $(ARGS)
+
+bench-logs: $(STAMP) $(DMTCP_STAMP) ## a running program's line to `spotrun logs --follow`, locally -> bench/results/log_latency.json
+	$(BIN)/python -m bench.logs
 
 clean: ## remove generated files (not the local deployment: `make stop; rm -rf .spotrun` drops it)
 	rm -rf cdk.out .spotrun/demo .spotrun/last-run.json .spotrun/soak .pytest_cache .cache

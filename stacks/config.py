@@ -45,7 +45,10 @@ class SpotrunConfig:
         "c7i.large",
         "r6i.large",
     )
-    notification_email: str | None = None
+    notification_email: str | None = None  # subscribed to job events
+    operations_email: str | None = None  # subscribed to the operators' alarms
+    # The spend alarm: what the running instances may cost per hour (spot and on-demand) before it fires.
+    spend_alarm_per_hour: float = 50.0
     max_azs: int = 3
     root_volume_gib: int = 50
     # Version of the public layer AWSLambdaPowertoolsPythonV3-python312-x86_64 (bump deliberately).
@@ -62,8 +65,11 @@ class SpotrunConfig:
         for name in self.instance_types:
             if not _INSTANCE_TYPE.match(name):
                 raise ValueError(f"spotrun:instanceTypes: {name!r} is not an instance type like 'c6i.large'")
-        if self.notification_email is not None and not _EMAIL.match(self.notification_email):
-            raise ValueError(f"spotrun:notificationEmail: {self.notification_email!r} is not an email address")
+        for key, email in (("notificationEmail", self.notification_email), ("operationsEmail", self.operations_email)):
+            if email is not None and not _EMAIL.match(email):
+                raise ValueError(f"spotrun:{key}: {email!r} is not an email address")
+        if not self.spend_alarm_per_hour > 0:
+            raise ValueError("spotrun:spendAlarmPerHour must be a positive number of US dollars per hour")
         if not 1 <= self.max_azs <= 6:
             raise ValueError("spotrun:maxAzs must be between 1 and 6")
         if not 8 <= self.root_volume_gib <= 16_384:
@@ -88,6 +94,8 @@ class SpotrunConfig:
             pool_max_instances=int(value("poolMaxInstances", defaults.pool_max_instances)),
             instance_types=_string_list(value("instanceTypes", defaults.instance_types)),
             notification_email=value("notificationEmail", None),
+            operations_email=value("operationsEmail", None),
+            spend_alarm_per_hour=float(value("spendAlarmPerHour", defaults.spend_alarm_per_hour)),
             max_azs=int(value("maxAzs", defaults.max_azs)),
             root_volume_gib=int(value("rootVolumeGiB", defaults.root_volume_gib)),
             powertools_layer_version=int(value("powertoolsLayerVersion", defaults.powertools_layer_version)),

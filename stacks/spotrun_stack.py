@@ -29,7 +29,8 @@ class SpotrunStack(Stack):
         self.config = config
 
         self.state = State(self, "State")
-        self.messaging = Messaging(self, "Messaging", notification_email=config.notification_email)
+        self.messaging = Messaging(self, "Messaging", notification_email=config.notification_email,
+                                   operations_email=config.operations_email)
         queues = self.messaging.queues
         self.api = Api(self, "Api")
         # Construct id "Workers": it names the resources' logical ids, which a rename would replace.
@@ -45,6 +46,7 @@ class SpotrunStack(Stack):
             report_queue=queues["reports"],
             worker_api_url=self.api.base_url,
             worker_ami=config.worker_ami,
+            task_log_group=self.state.task_logs.log_group_name,
         )
         self.functions = Functions(
             self,
@@ -57,6 +59,7 @@ class SpotrunStack(Stack):
                 queues=queues,
                 fleet=self.fleet,
                 config=config,
+                task_logs=self.state.task_logs,
             ),
         )
         self.events = Events(self, "Events", queues=queues, functions=self.functions.functions)
@@ -73,6 +76,8 @@ class SpotrunStack(Stack):
             dead_letter_queues=self.messaging.dead_letter_queues,
             functions=self.functions.functions,
             alarm_topic=self.messaging.alarm_topic,
+            console=self.functions.functions["console"],
+            spend_alarm_per_hour=config.spend_alarm_per_hour,
         )
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the spotrun API (SigV4)")
@@ -89,7 +94,26 @@ class SpotrunStack(Stack):
             self,
             "NotificationsTopicArn",
             value=self.messaging.topics["notifications"].topic_arn,
-            description="Subscribe here for job events and alarms",
+            description="Subscribe here for job events",
+        )
+        CfnOutput(
+            self,
+            "OperationsTopicArn",
+            value=self.messaging.alarm_topic.topic_arn,
+            description="Subscribe here for the operators' alarms (handler errors, dead letters, capacity, spend)",
+        )
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}#dashboards/"
+                  f"dashboard/{self.observability.dashboard.dashboard_name}",
+            description="The console: jobs, tasks, logs, costs and actions, beside the operators' metrics",
+        )
+        CfnOutput(
+            self,
+            "ConsoleAccessPolicyArn",
+            value=self.observability.console_access.managed_policy_arn,
+            description="Attach to the users and roles who may see and steer jobs in the dashboard's console",
         )
 
 

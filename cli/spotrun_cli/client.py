@@ -168,6 +168,17 @@ class ApiClient:
             if not feed.more:
                 return
 
+    def task_log(self, job_id: str, index: int, attempt: int | None = None, next_token: str | None = None,
+                 limit: int = 1000, newest: bool = False) -> dict[str, Any]:
+        """One page of an attempt's log: {job_id, task, attempt, events: [{at, message}], next_token, kept}."""
+        return self.request("GET", f"/jobs/{_seg(job_id)}/tasks/{int(index)}/logs",
+                            {"attempt": attempt, "next_token": next_token, "limit": limit,
+                             "newest": "true" if newest else None})
+
+    def checkpoint(self, job_id: str, index: int | None = None) -> dict[str, Any]:
+        task = "" if index is None else f"/tasks/{int(index)}"
+        return self.request("POST", f"/jobs/{_seg(job_id)}{task}/checkpoint")
+
     def stats(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/jobs/{job_id}/stats")
 

@@ -68,7 +68,7 @@ def _parse(text: str, name: str, as_json: bool) -> Any:
             raise JobFileError(f"{name} is not valid JSON: line {error.lineno}, column {error.colno}: "
                                f"{error.msg}") from error
     try:
-        return yaml.safe_load(text)
+        return _parameters_as_written(yaml.safe_load(text), text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -76,6 +76,29 @@ def _parse(text: str, name: str, as_json: bool) -> Any:
         context = getattr(error, "context", None)
         detail = f"{problem} ({context})" if context else problem
         raise JobFileError(f"{name} is not valid YAML: {where}{detail}") from error
+
+
+_NULL = "tag:yaml.org,2002:null"
+
+
+def _parameters_as_written(document: Any, text: str) -> Any:
+    """Parameters become environment variables, which are text: a value YAML would read as a number or a
+    boolean (`SEED: 007`, `FAST: yes`, `RATE: 1e3`) is kept as written ('007', 'yes', '1e3')."""
+    if not isinstance(document, dict) or not isinstance(document.get("parameters"), list):
+        return document
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = next((value for key, value in getattr(root, "value", [])
+                 if isinstance(key, yaml.ScalarNode) and key.value == "parameters"), None)
+    if not isinstance(node, yaml.SequenceNode):
+        return document
+    for entry, mapping in zip(document["parameters"], node.value, strict=False):
+        if not isinstance(entry, dict) or not isinstance(mapping, yaml.MappingNode):
+            continue
+        for key, value in mapping.value:
+            plain = isinstance(value, yaml.ScalarNode) and value.style is None and value.tag != _NULL
+            if plain and isinstance(key, yaml.ScalarNode) and key.value in entry and not isinstance(entry[key.value], str):
+                entry[key.value] = value.value
+    return document
 
 
 def _kind(value: Any) -> str:

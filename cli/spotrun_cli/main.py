@@ -7,6 +7,7 @@ API URL); requests are signed with SigV4 (`execute-api`) using botocore's defaul
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -20,11 +21,12 @@ from typing import Any, TextIO
 import requests
 from botocore.exceptions import BotoCoreError
 
-from spotrun_cli import __version__, render
+from spotrun_cli import __version__, logs, render
 from spotrun_cli.client import TIMEOUT, ApiClient, ApiError, ConfigError, EventFeed, Unreachable
 from spotrun_cli.jobfile import InvalidSpec, JobFileError, check_spec, load_job_file, local_inputs, with_uploaded
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a program the shell saw die of it (`spotrun events J | head`)
 HINT_UNREACHABLE = ("  is it running? `make run` starts the local API and prints its URL and credentials;\n"
                     "  for a deployed stack set SPOTRUN_API (or --api) to its API URL")
 
@@ -74,22 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ls", "list jobs, newest first")
     p.add_argument("--state", type=_job_state, help="only jobs in this state (" + ", ".join(render.JOB_STATES) + ")")
     p.add_argument("--limit", type=_positive(1000), default=20, help="at most this many jobs (default 20)")
+    _json_option(p, '{"jobs": [job, ...], "next_token"}')
 
     p = command("status", "a job, its task counts and a table of its tasks")
     p.add_argument("job_id")
     p.add_argument("--tasks", type=_positive(100_000), default=100, help="show at most this many tasks (default 100)")
+    _json_option(p, '{"job": job, "tasks": [task, ...], "more_tasks"}')
 
     p = command("watch", "follow a job live until it finishes (exit 0 if it succeeded, 1 otherwise)")
     p.add_argument("job_id")
     _watch_options(p)
+    _json_option(p, 'one JSON object a line: {"event": event} for each new event, {"job": job} when it changes')
 
-    p = command("logs", "the tail of the log of one task, or of every task")
+    p = command("logs", "an attempt's log (the agent's and the program's output): one task's, or every task's newest "
+                        "lines; --follow prints new lines as they are written")
     p.add_argument("job_id")
     p.add_argument("task", nargs="?", type=_index, help="a task index (default: every task)")
+    p.add_argument("--attempt", type=_positive(2**31 - 1), help="with TASK: this attempt (default: the current one)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until the task (without TASK: the job) finishes, across attempts")
+    p.add_argument("--tail", type=_positive(10_000), default=None,
+                   help="only the newest N lines (default: all of one task's log; 20 of each task's without TASK)")
+    p.add_argument("--timestamps", action="store_true", help="each line with the time it was written (UTC)")
+    p.add_argument("--interval", type=float, default=1.0, help="with --follow: seconds between reads (default 1)")
     p.add_argument("--tasks", type=_positive(100_000), default=100, help="without TASK: at most this many tasks")
+    _json_option(p, 'one JSON object a line: {"task", "attempt", "at", "message"}; without TASK and --follow: '
+                    '{"job_id", "tasks": [{"task", "attempt", "state", "events": [{"at", "message"}], "kept"}]}')
 
     p = command("events", "the job's timeline, oldest first")
     p.add_argument("job_id")
+    _json_option(p, '{"job_id", "events": [event, ...]}')
 
     for action, text in (("cancel", "cancel a job (its running tasks are killed)"),
                          ("suspend", "suspend a job (running tasks checkpoint and stop)"),
@@ -100,13 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     p.add_argument("index", type=_index)
 
+    p = command("checkpoint", "checkpoint now: every running task of a job, or one, without stopping")
+    p.add_argument("job_id")
+    p.add_argument("task", nargs="?", type=_index, help="a task index (default: every running task)")
+
     p = command("outputs", "download a job's outputs to DIR/<task index>/<path>")
     p.add_argument("job_id")
     p.add_argument("--dir", type=Path, help="where to put them (default: ./<job id>)")
+    _json_option(p, '{"job_id", "dir", "files": [{"key", "path", "bytes"}], "failed": [{"key", "error"}]}')
 
     p = command("stats", "tasks, failures and interruptions per pool, times, spot and on-demand cost, speedup")
     p.add_argument("job_id")
+    _json_option(p, "the API's statistics object (GET /jobs/{id}/stats)")
     return parser
+
+
+def _json_option(p: argparse.ArgumentParser, keys: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print JSON instead of text: {keys} (README: 'The CLI')")
 
 
 def _watch_options(p: argparse.ArgumentParser) -> None:
@@ -194,33 +220,56 @@ def cmd_ls(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO
         token = page.get("next_token")
         if not token:
             break
+    if args.json:
+        return _json(out, {"jobs": jobs[:args.limit], "next_token": token})
     print(render.render_jobs(jobs[:args.limit], more=bool(token)), file=out)
+    return EXIT_OK
+
+
+def _json(out: TextIO, value: Any) -> int:
+    print(json.dumps(value, indent=2, sort_keys=True), file=out)
     return EXIT_OK
 
 
 def cmd_status(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     job = client.get_job(args.job_id)
     tasks, more = client.tasks(args.job_id, args.tasks)
+    if args.json:
+        return _json(out, {"job": job, "tasks": tasks, "more_tasks": more})
     print(render.render_status(job, tasks, more), file=out)
     return EXIT_OK
 
 
 def cmd_watch(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return watch(client, args.job_id, out, interval=args.interval, tasks_shown=args.tasks)
+    return watch(client, args.job_id, out, interval=args.interval, tasks_shown=args.tasks, as_json=args.json)
 
 
 def cmd_logs(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    printer = logs.Printer(out, as_json=args.json, timestamps=args.timestamps, prefix=args.task is None)
+    if args.attempt is not None and args.task is None:
+        raise Fail("error: --attempt is for one task: spotrun logs JOB TASK --attempt N", EXIT_BAD_INPUT)
+    if args.follow:
+        logs.follow(client, args.job_id, None if args.task is None else [args.task], printer, err,
+                    interval=args.interval, tail=args.tail)
+        return EXIT_OK
     if args.task is not None:
-        tasks, more = [client.get_task(args.job_id, args.task)], False
-    else:
-        tasks, more = client.tasks(args.job_id, args.tasks)
-    print(render.render_logs(tasks), file=out)
-    print(f"(only the tails: whole logs are in the bucket under jobs/{args.job_id}/logs/<index>/attempt-<n>.log)"
-          + ("\n(more tasks not shown: raise --tasks)" if more else ""), file=err)
+        attempt, _ = logs.whole_log(client, args.job_id, args.task, args.attempt, printer, args.tail)
+        if attempt == 0:
+            printer.note(f"task {args.task} has not run yet", err)
+        return EXIT_OK
+    tasks, more = client.tasks(args.job_id, args.tasks)
+    found = logs.every_task(client, args.job_id, tasks, args.tail or 20)
+    if args.json:
+        return _json(out, {"job_id": args.job_id, "tasks": found})
+    print(logs.render_every_task(found), file=out)
+    if more:
+        print("(more tasks not shown: raise --tasks)", file=err)
     return EXIT_OK
 
 
 def cmd_events(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.json:
+        return _json(out, {"job_id": args.job_id, "events": list(client.all_events(args.job_id))})
     count = 0
     for event in client.all_events(args.job_id):
         print(render.render_event(event), file=out)
@@ -243,6 +292,14 @@ def cmd_cancel_task(client: ApiClient, args: argparse.Namespace, out: TextIO, er
     return EXIT_OK
 
 
+def cmd_checkpoint(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    asked = client.checkpoint(args.job_id, args.task).get("tasks", [])
+    what = f"task {asked[0]}" if args.task is not None and asked else f"{len(asked)} running task(s): {asked}"
+    print(f"job {args.job_id}: checkpoint requested of {what}; each checkpoints at its agent's next control poll",
+          file=out)
+    return EXIT_OK
+
+
 def output_destination(key: str, job_id: str) -> PurePosixPath | None:
     """jobs/<job>/outputs/<index>/<path> -> <index>/<path>; None for a key that would not stay inside."""
     prefix = f"jobs/{job_id}/outputs/"
@@ -257,30 +314,39 @@ def output_destination(key: str, job_id: str) -> PurePosixPath | None:
 
 def cmd_outputs(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     outputs = client.outputs(args.job_id)
+    root: Path = args.dir or Path(args.job_id)
     if not outputs:
+        if args.json:
+            return _json(out, {"job_id": args.job_id, "dir": str(root), "files": [], "failed": []})
         state = client.get_job(args.job_id).get("state")
         print(f"job {args.job_id} has no outputs " + (
             f"(it is {state}: no task uploaded any)" if state in render.FINISHED_JOB_STATES else "yet"), file=err)
         return EXIT_OK
-    root: Path = args.dir or Path(args.job_id)
-    failed = 0
-    total = 0
+    files: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
     for item in outputs:
         relative = output_destination(item["key"], args.job_id)
         if relative is None:
-            print(f"skipped {item['key']}: not a task output path", file=err)
-            failed += 1
+            failed.append({"key": item["key"], "error": "not a task output path"})
+            if not args.json:
+                print(f"skipped {item['key']}: not a task output path", file=err)
             continue
         target = root.joinpath(*relative.parts)
         try:
-            total += _download(item["url"], target)
+            size = _download(item["url"], target)
         except (OSError, requests.RequestException, Fail) as error:
-            print(f"error: {item['key']}: {error}", file=err)
-            failed += 1
+            failed.append({"key": item["key"], "error": str(error)})
+            if not args.json:
+                print(f"error: {item['key']}: {error}", file=err)
             continue
-        print(str(target), file=out)
-    print(f"{len(outputs) - failed} file(s), {total} bytes in {root}" + (f"; {failed} failed" if failed else ""),
-          file=err)
+        files.append({"key": item["key"], "path": str(target), "bytes": size})
+        if not args.json:
+            print(str(target), file=out)
+    if args.json:
+        _json(out, {"job_id": args.job_id, "dir": str(root), "files": files, "failed": failed})
+    else:
+        print(f"{len(files)} file(s), {sum(f['bytes'] for f in files)} bytes in {root}"
+              + (f"; {len(failed)} failed" if failed else ""), file=err)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -304,14 +370,17 @@ def _download(url: str, target: Path) -> int:
 
 
 def cmd_stats(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    print(render.render_stats(client.stats(args.job_id)), file=out)
+    stats = client.stats(args.job_id)
+    if args.json:
+        return _json(out, stats)
+    print(render.render_stats(stats), file=out)
     return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[..., int]] = {
     "submit": cmd_submit, "ls": cmd_ls, "status": cmd_status, "watch": cmd_watch, "logs": cmd_logs,
     "events": cmd_events, "cancel": cmd_control, "suspend": cmd_control, "resume": cmd_control,
-    "cancel-task": cmd_cancel_task, "outputs": cmd_outputs, "stats": cmd_stats,
+    "cancel-task": cmd_cancel_task, "checkpoint": cmd_checkpoint, "outputs": cmd_outputs, "stats": cmd_stats,
 }
 
 
@@ -322,9 +391,10 @@ CLEAR, HIDE_CURSOR, SHOW_CURSOR = "\x1b[H\x1b[2J", "\x1b[?25l", "\x1b[?25h"
 
 def watch(client: ApiClient, job_id: str, out: TextIO, *, interval: float = 2.0, tasks_shown: int | None = None,
           tty: bool | None = None, sleep: Callable[[float], None] = time.sleep, events_shown: int = 8,
-          max_failures: int = 5) -> int:
-    """Follow a job until it finishes: redraw a frame on a terminal, print plain lines otherwise."""
-    tty = out.isatty() if tty is None else tty
+          max_failures: int = 5, as_json: bool = False) -> int:
+    """Follow a job until it finishes: redraw a frame on a terminal, print plain lines otherwise (or JSON
+    lines: each new event, and the job whenever it changed)."""
+    tty = (out.isatty() if tty is None else tty) and not as_json
     color = tty and "NO_COLOR" not in os.environ
     feed = EventFeed(client, job_id)
     newest: deque[dict[str, Any]] = deque(maxlen=events_shown)
@@ -355,6 +425,14 @@ def watch(client: ApiClient, job_id: str, out: TextIO, *, interval: float = 2.0,
                                             color=color)
                 out.write(CLEAR + frame + "\n")
                 out.flush()
+            elif as_json:
+                for event in fresh:
+                    print(json.dumps({"event": event}, sort_keys=True), file=out)
+                line = json.dumps({"job": job}, sort_keys=True)
+                if line != last_line:
+                    print(line, file=out)
+                    last_line = line
+                out.flush()
             else:
                 for event in fresh:
                     print(render.render_event(event), file=out)
@@ -364,7 +442,8 @@ def watch(client: ApiClient, job_id: str, out: TextIO, *, interval: float = 2.0,
                     last_line = line
                 out.flush()
             if job.get("state") in render.FINISHED_JOB_STATES:
-                print(render.render_outcome(job), file=out, flush=True)
+                if not as_json:
+                    print(render.render_outcome(job), file=out, flush=True)
                 return EXIT_OK if job["state"] == "SUCCEEDED" else EXIT_FAILED
             sleep(interval)
     finally:
@@ -412,3 +491,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except KeyboardInterrupt:
         print("", file=err)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return closed_pipe(out)
+
+
+def closed_pipe(out: TextIO) -> int:
+    """The reader of our output went away (`| head`): end quietly, and keep Python from complaining at exit
+    when it flushes what is still buffered for that pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's StringIO)
+        pass
+    return EXIT_CLOSED_PIPE

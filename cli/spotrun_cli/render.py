@@ -266,18 +266,6 @@ def render_events(events: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(render_event(e) for e in events) if events else "no events"
 
 
-def render_logs(tasks: Sequence[Mapping[str, Any]]) -> str:
-    """Each task's log tail, said to be a tail."""
-    blocks = []
-    for t in tasks:
-        tail = t.get("log_tail") or ""
-        head = (f"==> task {_index_label(t)}, attempt {t.get('attempt')}, {t.get('state')}: "
-                f"the tail of its log (last bytes reported when an attempt ended) <==")
-        body = tail.rstrip("\n") if tail else "(no log tail yet: it is reported when an attempt ends)"
-        blocks.append(f"{head}\n{body}")
-    return "\n\n".join(blocks) if blocks else "no tasks"
-
-
 def render_control(action: str, job: Mapping[str, Any]) -> str:
     verb = {"cancel": "cancel", "suspend": "suspend", "resume": "resume"}.get(action, action)
     return (f"job {job.get('job_id')}: {verb} requested (state {job.get('state')}, desired {job.get('desired')}); "

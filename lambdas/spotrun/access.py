@@ -39,6 +39,12 @@ def session_name(job_id: str, index: int, attempt: int) -> str:
     return f"{job_id}.{index}.{attempt}"
 
 
+def log_stream(job_id: str, index: int, attempt: int) -> str:
+    """The attempt's stream in the deployment's log group: `<job>/<task>/<attempt>`, so the task role's
+    policy can confine a session to its own task's streams by prefix."""
+    return f"{job_id}/{index}/{attempt}"
+
+
 def parse_session_name(name: str) -> tuple[str, int, int] | None:
     match = _SESSION_NAME.match(name)
     if match is None:
@@ -68,12 +74,22 @@ def instance_policy(*, instances_arn: str, managed_tag: tuple[str, str]) -> dict
     }
 
 
-def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str]) -> dict[str, Any]:
-    """The task role's policy document, evaluated with the session tags of one attempt."""
+def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str], log_group_arn: str) -> dict[str, Any]:
+    """The task role's policy document, evaluated with the session tags of one attempt.
+
+    `log_group_arn` (arn:aws:logs:<region>:<account>:log-group:<name>, without a trailing `:*`) is the
+    attempts' log group: a session may put events into its own task's streams and nothing else (the
+    worker-api function creates each attempt's stream when the attempt claims its task)."""
     own_checkpoints = f"{bucket_arn}/{CHECKPOINTS_PREFIX}{_JOB}/{_TASK}/*"
     return {
         "Version": "2012-10-17",
         "Statement": [
+            {
+                "Sid": "WriteOwnLogStreams",
+                "Effect": "Allow",
+                "Action": ["logs:PutLogEvents"],
+                "Resource": [f"{log_group_arn}:log-stream:{_JOB}/{_TASK}/*"],  # log_stream's layout
+            },
             {
                 # The task's own item and attempt records (one partition): its desired state, its
                 # checkpoint pointer, the predecessor's handover. Every write goes through the

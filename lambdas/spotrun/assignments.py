@@ -66,9 +66,30 @@ def assignment(cp: ControlPlane, instance_id: str) -> Assignment:
     return Assignment(ref, task.kind, agent_form(job.spec), credentials)
 
 
-def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> None:
-    """LAUNCHING -> RUNNING for the instance's attempt (ClaimRefused when it no longer owns its task)."""
-    claim(cp, serving(cp, instance_id, attempt))
+def claim_attempt(cp: ControlPlane, instance_id: str, attempt: int) -> float | None:
+    """LAUNCHING -> RUNNING for the instance's attempt (ClaimRefused when it no longer owns its task).
+
+    The attempt's log stream is opened first, so it exists from the moment the attempt runs: the
+    agent's task credentials may put events into it but not create streams. Answers the seconds since
+    an interruption ended the previous attempt when this one runs again now (it has no checkpoint to
+    restore first; with one, `restored` answers them)."""
+    ref = serving(cp, instance_id, attempt)
+    if cp.logs is not None:
+        cp.logs.open_stream(ref.job_id, ref.index, ref.attempt)
+    task = claim(cp, ref)
+    return None if task.checkpoint is not None else since_interruption(cp, ref)
+
+
+def since_interruption(cp: ControlPlane, ref: AttemptRef) -> float | None:
+    """Seconds from the interruption that ended the attempt before `ref` (when one did) until now."""
+    before = [a for a in cp.store.attempts(ref.job_id, ref.index)
+              if a.number < ref.attempt and a.outcome != "not_launched"]
+    if not before:
+        return None
+    previous = max(before, key=lambda a: a.number)
+    if previous.outcome != "interrupted" or previous.ended_at is None:
+        return None
+    return max(0.0, (cp.clock() - previous.ended_at).total_seconds())
 
 
 def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_bytes: int, method: str,
@@ -91,7 +112,9 @@ def checkpoint_key(job_id: str, index: int, seq: int) -> str:
     return f"checkpoints/{job_id}/{index}/{seq:08d}"
 
 
-def restored(cp: ControlPlane, instance_id: str, attempt: int, seq: int, from_attempt: int) -> None:
+def restored(cp: ControlPlane, instance_id: str, attempt: int, seq: int, from_attempt: int) -> float | None:
+    """Note the restore on the timeline; answers the seconds since an interruption ended the previous
+    attempt (the task runs again from here), if one did."""
     ref = serving(cp, instance_id, attempt)
     task = cp.store.get_task(ref.job_id, ref.index)
     if task is None or task.checkpoint is None or task.checkpoint.seq < seq:
@@ -100,6 +123,8 @@ def restored(cp: ControlPlane, instance_id: str, attempt: int, seq: int, from_at
         ref.job_id, cp.clock(), "CheckpointRestored", f"{ref.index}-{ref.attempt}-restored-{seq}",
         ref.index, ref.attempt, {"seq": seq, "from_attempt": from_attempt},
     ))
+    cp.store.record_restore(ref.job_id, ref.index, ref.attempt, seq, from_attempt)
+    return since_interruption(cp, ref)
 
 
 @dataclass(frozen=True)
@@ -143,4 +168,4 @@ def next_task(cp: ControlPlane, instance_id: str, attempt: int) -> NextTask:
 
 
 __all__ = ["Assignment", "ClaimRefused", "NotServing", "assignment", "checkpoint_key", "claim_attempt", "commit",
-           "NextTask", "next_task", "restored", "serving"]
+           "NextTask", "next_task", "restored", "serving", "since_interruption"]

@@ -248,6 +248,8 @@ class InterruptionOutcome:
     checkpoint_requested: list[str] = field(default_factory=list)
     move_scheduled: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    interrupted_pools: dict[str, int] = field(default_factory=dict)  # attempts a reclaim or a due move took, per pool
+    launches: ScheduleReport = field(default_factory=ScheduleReport)  # the replacements' launches
 
 
 def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> InterruptionOutcome:
@@ -268,11 +270,13 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
         if step == Reaction.REPLACE:
             cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds),
                                "spot interruption warning", cp.clock())
-            replace_task(cp, task, event.reason, ScheduleReport())
+            replace_task(cp, task, event.reason, outcome.launches)
             outcome.replaced.append(instance_id)
+            outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
         elif step == Reaction.MOVE:
-            if _move_before_the_change(cp, task, instance_id, event):
+            if _move_before_the_change(cp, task, instance_id, event, outcome.launches):
                 outcome.replaced.append(instance_id)
+                outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
             else:
                 outcome.move_scheduled.append(instance_id)
         elif step == Reaction.REQUEST_CHECKPOINT:
@@ -283,6 +287,8 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
             reclaimed, reason = lost_instance(status, event.reason)
             if lose_attempt(cp, task, reason, reclaimed=reclaimed):
                 outcome.requeued.append(instance_id)
+                if reclaimed:  # a reclaim without a warning; any other loss is an environment fault
+                    outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
         elif step == Reaction.END_SUPERSEDED_ATTEMPT:
             cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
                                         cp.clock())
@@ -292,14 +298,15 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
     return outcome
 
 
-def _move_before_the_change(cp: ControlPlane, task: Task, instance_id: str, event: InstanceEvent) -> bool:
+def _move_before_the_change(cp: ControlPlane, task: Task, instance_id: str, event: InstanceEvent,
+                            launches: ScheduleReport) -> bool:
     """Move the task off an instance a scheduled change will take, `scheduled_move_lead_seconds` before the
     change: at once when that time has come (True), else on the timeline and for the reaper to carry out
     then (`move_due_tasks`). The pool is not cooled down: the change is the instance's, not the pool's."""
     now = cp.clock()
     move_at = move_time(event.not_before, now, timedelta(seconds=cp.settings.scheduled_move_lead_seconds))
     if move_at <= now:
-        replace_task(cp, task, event.reason, ScheduleReport())
+        replace_task(cp, task, event.reason, launches)
         cp.store.forget_move(instance_id)
         return True
     cp.store.schedule_move(ScheduledMove(instance_id, move_at, event.not_before, event.reason))
@@ -311,7 +318,8 @@ def _move_before_the_change(cp: ControlPlane, task: Task, instance_id: str, even
     return False
 
 
-def move_due_tasks(cp: ControlPlane) -> list[str]:
+def move_due_tasks(cp: ControlPlane, launches: ScheduleReport | None = None,
+                   interrupted_pools: dict[str, int] | None = None) -> list[str]:
     """For the reaper: carry out the moves whose time has come (the task's replacement starts, its attempt
     takes a final checkpoint and hands over, as after a spot warning). A move whose instance serves no
     attempt that owns its task any more is forgotten; one that found no capacity is tried again."""
@@ -325,11 +333,13 @@ def move_due_tasks(cp: ControlPlane) -> list[str]:
         if worker is None or task is None or reaction(Action.MOVE, task, worker.attempt) != Reaction.MOVE:
             cp.store.forget_move(move.instance_id)
             continue
-        replace_task(cp, task, move.reason, ScheduleReport())
+        replace_task(cp, task, move.reason, launches or ScheduleReport())
         after = cp.store.get_task(task.job_id, task.index)
         if after is None or after.attempt != worker.attempt:
             cp.store.forget_move(move.instance_id)
             moved.append(f"{task.job_id}/{task.index}#{worker.attempt}")
+            if interrupted_pools is not None:  # its instance's pool lost an attempt to the change
+                interrupted_pools[worker.pool] = interrupted_pools.get(worker.pool, 0) + 1
     return moved
 
 

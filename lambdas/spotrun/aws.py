@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from spotrun.adapters.dynamo import BATCH_WRITE_THREADS, DynamoStore
 from spotrun.adapters.ec2 import Ec2Compute, Ec2SpotPrices
+from spotrun.adapters.logs import CloudWatchTaskLogs
 from spotrun.adapters.s3 import S3Blobs
 from spotrun.adapters.secrets import SecretKey
 from spotrun.adapters.sns import SnsBus
@@ -47,6 +48,7 @@ def control_plane_from_env(env: Mapping[str, str] = os.environ, session: Any = N
         credentials=TaskCredentials(client("sts"), settings.task_role_arn) if settings.task_role_arn else None,
         page_key=SecretKey(client("secretsmanager"), settings.page_key_arn)
         if settings.page_key_arn else None,
+        logs=CloudWatchTaskLogs(client("logs"), settings.task_log_group) if settings.task_log_group else None,
     )
 
 

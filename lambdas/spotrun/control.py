@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spotrun.ports import Blobs, Bus, Clock, Compute, Credentials, PageKey, SpotPrices, Store
+from spotrun.ports import Blobs, Bus, Clock, Compute, Credentials, PageKey, SpotPrices, Store, TaskLogs
 from spotrun.resources import EnvVar
 
 
@@ -50,6 +50,7 @@ class Settings:
     instance_role_name: str = ""  # the role whose sessions (one per instance) may call the worker routes
     worker_image_id: str = ""  # the AMI workers boot from; empty when unknown (no admission check then)
     page_key_arn: str = ""  # the secret the API seals its page tokens with
+    task_log_group: str = ""  # the log group of the attempts' logs (a stream per attempt)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -78,6 +79,7 @@ class Settings:
             instance_role_name=env.get(EnvVar.INSTANCE_ROLE_NAME, ""),
             worker_image_id=env.get(EnvVar.WORKER_IMAGE_ID, ""),
             page_key_arn=env.get(EnvVar.PAGE_KEY_ARN, ""),
+            task_log_group=env.get(EnvVar.TASK_LOG_GROUP, ""),
         )
 
     @property
@@ -99,4 +101,5 @@ class ControlPlane:
     prices: SpotPrices | None = None  # without them the broker estimates from the catalogue
     credentials: Credentials | None = None  # the worker API function's
     page_key: PageKey | None = None  # the API function's
+    logs: TaskLogs | None = None  # the attempts' logs (without a log group: none are kept)
     clock: Clock = system_clock

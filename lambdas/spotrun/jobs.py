@@ -18,9 +18,11 @@ from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
     FINISHED_JOB_STATES,
     TERMINAL_STATES,
+    Attempt,
     Desired,
     Job,
     JobState,
+    LogLine,
     Task,
     TaskState,
     TimelineEvent,
@@ -85,7 +87,8 @@ def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | N
         has_combine=spec.combine is not None, counts=counts, active=0, desired=Desired.RUN,
         created_at=now, updated_at=now, owner=owner,
     )
-    event = TimelineEvent(job_id, now, "JobSubmitted", "job-submitted", None, None, {"tasks": count, "name": spec.name})
+    event = TimelineEvent(job_id, now, "JobSubmitted", "job-submitted", None, None,
+                          {"tasks": count, "name": spec.name, **({"by": owner} if owner else {})})
     created = cp.store.create_job(job, tasks, event)
     if not created:
         existing = cp.store.get_job(job_id)
@@ -159,8 +162,9 @@ ACTIONS = {
 }
 
 
-def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
-    """Cancel (kill), suspend or resume a job: record the wish, let the scheduler carry it out."""
+def control_job(cp: ControlPlane, job_id: str, action_name: str, by: str = "") -> Job:
+    """Cancel (kill), suspend or resume a job: record the wish (and who asked: `by`) on the timeline,
+    let the scheduler carry it out."""
     action = ACTIONS[action_name]
     job = get_job(cp, job_id)
     if job.state in FINISHED_JOB_STATES:
@@ -174,7 +178,8 @@ def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
     now = cp.clock()
     if not cp.store.set_job_desired(job_id, action.desired, action.allowed_from, now):
         raise Conflict(f"job {job_id} changed while it was being {action.verb}; try again")
-    event = TimelineEvent(job_id, now, f"Job{action_name.title()}Requested", f"job-{action_name}-{now.timestamp()}", None, None, {})
+    event = TimelineEvent(job_id, now, f"Job{action_name.title()}Requested", f"job-{action_name}-{now.timestamp()}", None, None,
+                          _who(by))
     cp.store.add_event(event)
     cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, reason=action_name))
     notify(cp, [event])
@@ -184,11 +189,19 @@ def control_job(cp: ControlPlane, job_id: str, action_name: str) -> Job:
 ACTIONS_BY_DESIRED = {Desired.CANCEL: "cancelled", Desired.SUSPEND: "suspended", Desired.RUN: "run"}
 
 
-def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
+def _who(by: str) -> dict[str, Any]:
+    return {"by": by} if by else {}
+
+
+def cancel_task(cp: ControlPlane, job_id: str, index: int, by: str = "") -> Task:
     task = get_task(cp, job_id, index)
     if task.state in TERMINAL_STATES:
         raise Conflict(f"task {index} is {task.state}; it cannot be cancelled")
-    cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state], cp.clock())
+    now = cp.clock()
+    if not cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state], now):
+        raise Conflict(f"task {index} changed while it was being cancelled; try again")
+    cp.store.add_event(TimelineEvent(job_id, now, "TaskCancelRequested", f"{index}-cancel-{now.timestamp()}", index,
+                                     task.attempt, _who(by)))
     job = get_job(cp, job_id)
     if job.has_combine and task.kind != "combine":  # what it means for the job, said at once
         partial = bool((job.spec.get("combine") or {}).get("allow_partial"))
@@ -198,6 +211,36 @@ def cancel_task(cp: ControlPlane, job_id: str, index: int) -> Task:
                  "tasks end, CANCELLED"))
     cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
     return get_task(cp, job_id, index)
+
+
+MAX_CHECKPOINT_REQUESTS = 1_000  # running tasks asked at once by a job-wide "checkpoint now"
+
+
+def request_checkpoint(cp: ControlPlane, job_id: str, index: int | None = None, by: str = "") -> list[int]:
+    """Checkpoint now: ask a running task (or every running task of the job) for a checkpoint at once,
+    without stopping. Its agent sees the request at its next control poll. Returns the tasks asked."""
+    job = get_job(cp, job_id)
+    if job.state in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job_id} is {job.state}; nothing of it runs to checkpoint")
+    if job.spec.get("checkpoint", {}).get("method") == "none":
+        raise Conflict(f"job {job_id} runs without checkpoints (checkpoint method none)")
+    if index is not None:
+        task = get_task(cp, job_id, index)
+        if task.state != TaskState.RUNNING:
+            raise Conflict(f"task {index} is {task.state}; only a running task can checkpoint")
+        running = [task]
+    else:
+        running = cp.store.tasks_in_state(job_id, TaskState.RUNNING, MAX_CHECKPOINT_REQUESTS)
+        if not running:
+            raise Conflict(f"no task of job {job_id} is running; only a running task can checkpoint")
+    now = cp.clock()
+    asked = [t.index for t in running if cp.store.request_checkpoint(job_id, t.index, t.attempt, now)]
+    if not asked:
+        raise Conflict(f"the running tasks of job {job_id} changed meanwhile; try again")
+    cp.store.add_event(TimelineEvent(job_id, now, "CheckpointRequested", f"checkpoint-{now.timestamp()}",
+                                     index, running[0].attempt if index is not None else None,
+                                     {**_who(by), "tasks": asked[:20], "count": len(asked)}))
+    return asked
 
 
 def list_jobs(cp: ControlPlane, state: str | None, limit: int, token: str | None) -> tuple[list[Job], str | None]:
@@ -232,6 +275,35 @@ def _unseal(cp: ControlPlane, token: str | None, scope: str) -> str | None:
 def timeline(cp: ControlPlane, job_id: str, limit: int, after: str | None) -> list[TimelineEvent]:
     get_job(cp, job_id)
     return cp.store.timeline(job_id, limit, after)
+
+
+def attempts(cp: ControlPlane, job_id: str, index: int) -> list[Attempt]:
+    """A task's attempts, oldest first: where each ran, when, and how it ended."""
+    get_task(cp, job_id, index)
+    return sorted(cp.store.attempts(job_id, index), key=lambda a: a.number)
+
+
+@dataclass(frozen=True)
+class LogPage:
+    job_id: str
+    index: int
+    attempt: int
+    lines: list[LogLine]
+    token: str  # reads on after these lines (follow: ask again with it)
+    kept: bool  # whether this deployment keeps attempts' logs at all
+
+
+def task_log(cp: ControlPlane, job_id: str, index: int, attempt: int | None = None, token: str | None = None,
+             limit: int = 1000, newest: bool = False) -> LogPage:
+    """An attempt's log (default: the task's current attempt) from `token` on, or its newest lines."""
+    task = get_task(cp, job_id, index)
+    number = task.attempt if attempt is None else attempt
+    if attempt is not None and not 1 <= attempt <= task.attempt:
+        raise NotFound(f"task {index} of {job_id} has no attempt {attempt} (it has had {task.attempt})")
+    if cp.logs is None or number == 0:  # no logs kept, or the task never had an attempt
+        return LogPage(job_id, index, number, [], token or "", kept=cp.logs is not None)
+    lines, next_token = cp.logs.read(job_id, index, number, token, limit, newest)
+    return LogPage(job_id, index, number, lines, next_token, kept=True)
 
 
 def statistics(cp: ControlPlane, job_id: str) -> dict[str, Any]:

@@ -16,11 +16,13 @@ from spotrun.domain.launches import InstanceStatus, LaunchRequest, LaunchResult,
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
+    Attempt,
     Checkpoint,
     Desired,
     ImageFault,
     Job,
     JobState,
+    LogLine,
     PoolStats,
     Scope,
     Task,
@@ -98,6 +100,12 @@ class AttemptRecords(Protocol):
     def record_attempt_end(self, job_id: str, index: int, attempt: int, outcome: str, scope: Scope | None,
                            exec_seconds: float, now: datetime) -> bool: ...
 
+    def record_restore(self, job_id: str, index: int, attempt: int, seq: int, from_attempt: int) -> None: ...
+
+    def attempts(self, job_id: str, index: int) -> list[Attempt]:
+        """Every attempt record of a task, oldest first."""
+        ...
+
     def worker(self, instance_id: str) -> Worker | None: ...
 
     def workers(self, instance_ids: Sequence[str]) -> dict[str, Worker]: ...
@@ -114,7 +122,9 @@ class PoolRecords(Protocol):
 class Timeline(Protocol):
     def add_event(self, event: TimelineEvent) -> None: ...
 
-    def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]: ...
+    def timeline(self, job_id: str, limit: int, after: str | None = None, newest: bool = False) -> list[TimelineEvent]:
+        """Events oldest first: the first `limit` after the cursor, or (`newest`) the newest `limit`."""
+        ...
 
 
 class ImageFaults(Protocol):
@@ -188,3 +198,18 @@ class SpotPrices(Protocol):
     """Current spot prices per pool (spotrun.adapters.ec2.Ec2SpotPrices)."""
 
     def prices(self, instance_types: Sequence[str], now: datetime) -> dict[str, float]: ...
+
+
+class TaskLogs(Protocol):
+    """Each attempt's log: one stream per attempt in the deployment's log group, written by its agent
+    (spotrun.adapters.logs.CloudWatchTaskLogs)."""
+
+    def open_stream(self, job_id: str, index: int, attempt: int) -> None:
+        """Create the attempt's stream (the agent may only write to it); nothing happens if it exists."""
+        ...
+
+    def read(self, job_id: str, index: int, attempt: int, token: str | None, limit: int,
+             newest: bool = False) -> tuple[list[LogLine], str]:
+        """Lines oldest first from `token` on (from the start, or the newest `limit` lines when `newest`),
+        and the token that reads on after them. A stream not written yet reads as no lines."""
+        ...

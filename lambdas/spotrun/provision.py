@@ -39,7 +39,8 @@ def create_table(dynamodb: Any, name: str) -> None:
 def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
               zones: tuple[str, ...] = ("us-east-1a", "us-east-1b", "us-east-1c"),
               instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")) -> dict[str, str]:
-    """Build table, bucket, topics, queues (with DLQs), subscriptions, rules, network and launch template."""
+    """Build table, bucket, topics, queues (with DLQs), subscriptions, rules, the attempts' log group,
+    network and launch template."""
     def client(name: str) -> Any:
         return session.client(name, region_name=region)
 
@@ -69,6 +70,8 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         events.put_rule(Name=f"{prefix}-{rule.key}", EventPattern=json.dumps(rule.pattern), State="ENABLED")
         events.put_targets(Rule=f"{prefix}-{rule.key}", Targets=[{"Id": rule.queue, "Arn": queues[rule.queue]["arn"]}])
 
+    log_group = create_task_log_group(client("logs"), f"/{prefix}/tasks", region, account=_account(dynamodb, table))
+
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     subnets = {
         zone: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{n}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
@@ -85,7 +88,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
 
     roles = _worker_roles(client("iam"), prefix, region, table_arn=dynamodb.describe_table(TableName=table)["Table"]["TableArn"],
                           bucket_arn=f"arn:aws:s3:::{bucket}",
-                          queue_arns=[queues["heartbeats"]["arn"], queues["reports"]["arn"]])
+                          queue_arns=[queues["heartbeats"]["arn"], queues["reports"]["arn"]], log_group_arn=log_group)
 
     return {
         **roles,
@@ -94,6 +97,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
         EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets), EnvVar.WORKER_IMAGE_ID: WORKER_IMAGE_ID,
         EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
+        EnvVar.TASK_LOG_GROUP: f"/{prefix}/tasks",
         "SPOTRUN_QUEUE_URLS": json.dumps({k: v["url"] for k, v in queues.items()}),
         "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),
         EnvVar.PAGE_KEY_ARN: page_key,
@@ -101,8 +105,22 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
     }
 
 
+TASK_LOG_RETENTION_DAYS = 30  # as the stack keeps them (stacks.constructs.logs)
+
+
+def create_task_log_group(logs: Any, name: str, region: str, account: str) -> str:
+    """The attempts' log group with its retention; its ARN without the trailing ':*'."""
+    logs.create_log_group(logGroupName=name)
+    logs.put_retention_policy(logGroupName=name, retentionInDays=TASK_LOG_RETENTION_DAYS)
+    return f"arn:aws:logs:{region}:{account}:log-group:{name}"
+
+
+def _account(dynamodb: Any, table: str) -> str:
+    return str(dynamodb.describe_table(TableName=table)["Table"]["TableArn"].split(":")[4])
+
+
 def _worker_roles(iam: Any, prefix: str, region: str, *, table_arn: str, bucket_arn: str,
-                  queue_arns: list[str]) -> dict[str, str]:
+                  queue_arns: list[str], log_group_arn: str) -> dict[str, str]:
     """The instance role and the task role, with the policies the stack gives them (`spotrun.access`)."""
     def role(name: str, service: str, policy: dict[str, Any]) -> str:
         trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service},
@@ -116,6 +134,7 @@ def _worker_roles(iam: Any, prefix: str, region: str, *, table_arn: str, bucket_
     instance_arn = role(instance_role, "ec2.amazonaws.com", access.instance_policy(
         instances_arn=f"arn:aws:ec2:{region}:{account}:instance/*", managed_tag=("spotrun:managed", "true")))
     task_arn = role(f"{prefix}-task", "lambda.amazonaws.com",
-                    access.task_policy(table_arn=table_arn, bucket_arn=bucket_arn, queue_arns=queue_arns))
+                    access.task_policy(table_arn=table_arn, bucket_arn=bucket_arn, queue_arns=queue_arns,
+                                       log_group_arn=log_group_arn))
     return {EnvVar.TASK_ROLE_ARN: task_arn, EnvVar.INSTANCE_ROLE_NAME: instance_role,
             "SPOTRUN_INSTANCE_ROLE_ARN": instance_arn}

@@ -15,10 +15,11 @@ from datetime import timedelta
 
 from spotrun.attempts import lose_attempt, move_due_tasks, release_combine_if_due
 from spotrun.control import ControlPlane
+from spotrun.domain.catalog import load_catalog
 from spotrun.domain.interruptions import lost_instance
 from spotrun.domain.launches import GONE
 from spotrun.domain.lifecycle import last_sign_of_life
-from spotrun.domain.model import Desired, JobState, Task, TaskState
+from spotrun.domain.model import Desired, JobState, Market, Task, TaskState
 from spotrun.scheduling import ScheduleReport, reconcile_job, relaunch
 
 log = logging.getLogger(__name__)
@@ -39,20 +40,29 @@ class SweepReport:
     orphans: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     reconciled: int = 0
+    # What the operators' dashboard graphs each minute: the open jobs' tasks per state, and what the
+    # running attempts' instances cost per hour, per market, and what they would cost on demand.
+    tasks_by_state: dict[str, int] = field(default_factory=dict)
+    spend_per_hour: dict[str, float] = field(default_factory=dict)
+    on_demand_equivalent_per_hour: float = 0.0
+    interrupted_pools: dict[str, int] = field(default_factory=dict)  # reclaimed lost attempts, due moves
+    launches: ScheduleReport = field(default_factory=ScheduleReport)  # the sweep's launches and refusals
 
 
 def sweep(cp: ControlPlane, budget_seconds: float = SWEEP_BUDGET_SECONDS) -> SweepReport:
     started = time.monotonic()
     report = SweepReport()
     _find_lost_attempts(cp, report)
-    report.moved = move_due_tasks(cp)
+    report.moved = move_due_tasks(cp, report.launches, report.interrupted_pools)
     _stop_timed_out_jobs(cp, report)
     for state in (JobState.QUEUED, JobState.RUNNING, JobState.SUSPENDED):
         token = None
         while time.monotonic() - started < budget_seconds:
             jobs, token = cp.store.list_jobs([state], 100, token)
             for job in jobs:
-                reconcile_job(cp, job.job_id, ScheduleReport())
+                for task_state, count in job.counts.items():
+                    report.tasks_by_state[task_state] = report.tasks_by_state.get(task_state, 0) + count
+                reconcile_job(cp, job.job_id, report.launches)
                 release_combine_if_due(cp, job)  # its release may have died with a finisher invocation
                 report.reconciled += 1
             if not token:
@@ -87,6 +97,7 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
             reclaimed, reason = lost_instance(status, signal) if status is not None else (False, signal)
             if lose_attempt(cp, task, reason, reclaimed=reclaimed):
                 report.stuck_launches.append(label)
+                _count_reclaim(report, task, reclaimed)
             continue
         last = last_sign_of_life(task) or now
         silent_for = (now - last).total_seconds()
@@ -96,6 +107,13 @@ def _find_lost_attempts(cp: ControlPlane, report: SweepReport) -> None:
         reclaimed, reason = lost_instance(status, signal) if status is not None else (False, signal)
         if lose_attempt(cp, task, reason, reclaimed=reclaimed):
             report.lost.append(label)
+            _count_reclaim(report, task, reclaimed)
+
+
+def _count_reclaim(report: SweepReport, task: Task, reclaimed: bool) -> None:
+    """A lost attempt EC2 says was reclaimed is an interruption of its pool (one without a warning)."""
+    if reclaimed and task.pool:
+        report.interrupted_pools[task.pool] = report.interrupted_pools.get(task.pool, 0) + 1
 
 
 def _relaunch(cp: ControlPlane, tasks: list[Task], report: SweepReport) -> None:
@@ -104,7 +122,7 @@ def _relaunch(cp: ControlPlane, tasks: list[Task], report: SweepReport) -> None:
     if not tasks:
         return
     try:
-        done = relaunch(cp, tasks)
+        done = relaunch(cp, tasks, report.launches)
     except Exception:  # noqa: BLE001 - the sweep's other duties go on
         log.warning("relaunching %d tasks failed", len(tasks), exc_info=True)
         return
@@ -151,6 +169,17 @@ def _terminate_orphans(cp: ControlPlane, report: SweepReport) -> None:
             now - task.finished_at).total_seconds() < cp.settings.launch_stale_seconds
         if not owner and not just_finished:
             orphans.append(instance["instance_id"])
+        elif task is not None and owner and task.attempt == worker.attempt:
+            _add_spend(report, task.market, task.price_per_hour, worker.pool)
     if orphans:
         cp.compute.terminate(orphans)
         report.orphans.extend(orphans)
+
+
+def _add_spend(report: SweepReport, market: Market | None, price_per_hour: float | None, pool: str) -> None:
+    """One running attempt's instance: what it costs per hour in its market, and on demand."""
+    on_demand = load_catalog().on_demand_price(pool.split("@", 1)[0]) or 0.0
+    key = (market or Market.SPOT).value
+    paid = price_per_hour if price_per_hour is not None else (on_demand if key == Market.ON_DEMAND.value else 0.0)
+    report.spend_per_hour[key] = round(report.spend_per_hour.get(key, 0.0) + paid, 6)
+    report.on_demand_equivalent_per_hour = round(report.on_demand_equivalent_per_hour + on_demand, 6)

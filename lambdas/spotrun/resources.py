@@ -61,6 +61,8 @@ class EnvVar:
     IMAGE_CHECK = "SPOTRUN_IMAGE_CHECK"
     # The Secrets Manager secret whose value keys the HMAC of the API's page tokens (the API function's).
     PAGE_KEY_ARN = "SPOTRUN_PAGE_KEY_ARN"
+    # The log group of the attempts' logs: the agent writes a stream per attempt (spotrun.access.log_stream).
+    TASK_LOG_GROUP = "SPOTRUN_TASK_LOG_GROUP"
     # Endpoint override for every AWS client (the local runtime points it at moto's server).
     AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -138,9 +140,12 @@ class FunctionDef:
     reserved_concurrency: int | None = None
     # What the function may touch; the stack turns these into least-privilege grants.
     grants: tuple[str, ...] = field(default_factory=tuple)
+    invoked_by: str | None = None  # API, WORKER_ROUTES or DASHBOARD (None: its queue or schedule only)
 
 
-TOPICS = ("control", "notifications")
+# control: messages to the scheduler; notifications: job events for users; operations: alarms for operators
+# (a subscriber to job events is not paged for a handler error).
+TOPICS = ("control", "notifications", "operations")
 
 # AWS's guidance for an SQS event source: a visibility timeout of at least six times the function's timeout
 # (plus the batching window), so a batch Lambda retries while throttled does not count its receives toward
@@ -189,13 +194,18 @@ RULES = (
     ),
 )
 
+# How a function is invoked besides its queues and schedule: behind the users' API, behind the worker
+# routes, or by CloudWatch dashboards' custom widgets (with the viewer's own credentials).
+API, WORKER_ROUTES, DASHBOARD = "api", "worker-routes", "dashboard"
+
 FUNCTIONS = (
     FunctionDef(
         "api", "spotrun.handlers.api.handler", "HTTP API: submit, list, inspect and control jobs",
         # 1,769 MB is one full vCPU: a 100,000-task submit is CPU-bound serialization.
         timeout_seconds=29, memory_mb=1769,
-        grants=("table:rw", "bucket:presign", "secret:page-key:read", "topic:control:publish",
+        grants=("table:rw", "bucket:presign", "logs:read", "secret:page-key:read", "topic:control:publish",
                 "topic:notifications:publish"),
+        invoked_by=API,
     ),
     FunctionDef(
         "scheduler", "spotrun.handlers.scheduler.handler", "Admits queued tasks and launches spot workers",
@@ -221,7 +231,8 @@ FUNCTIONS = (
         "worker-api", "spotrun.handlers.worker_api.handler",
         "Worker routes: an instance's attempt, task credentials, claim, checkpoint commits, reuse",
         timeout_seconds=29,
-        grants=("table:rw", "role:task:assume", "topic:control:publish", "topic:notifications:publish"),
+        grants=("table:rw", "role:task:assume", "logs:streams", "topic:control:publish", "topic:notifications:publish"),
+        invoked_by=WORKER_ROUTES,
     ),
     FunctionDef(
         "reaper", "spotrun.handlers.reaper.handler",
@@ -231,6 +242,16 @@ FUNCTIONS = (
         # it sends lost launch calls again, and it carries out moves due before scheduled changes.
         grants=("table:rw", "ec2:launch", "ec2:describe", "ec2:terminate", "topic:control:publish",
                 "topic:notifications:publish"),
+    ),
+    FunctionDef(
+        "console", "spotrun.handlers.console.handler",
+        "The console: CloudWatch dashboard widgets of jobs, tasks, timelines, logs and costs, and their buttons",
+        # A dashboard waits for a widget at most a few seconds; a job's detail is one query per task shown.
+        timeout_seconds=20, memory_mb=1024,
+        # secret:page-key:read: the jobs widget pages with the API's sealed page tokens (jobs.list_jobs).
+        grants=("table:rw", "logs:read", "secret:page-key:read", "topic:control:publish",
+                "topic:notifications:publish"),
+        invoked_by=DASHBOARD,
     ),
 )
 

@@ -51,6 +51,8 @@ class ScheduleReport:
     launched: int = 0
     launch_calls: int = 0
     failed_pools: dict[str, str] = field(default_factory=dict)
+    launched_by_pool: dict[str, int] = field(default_factory=dict)  # instances launched, per pool
+    refused_by_pool: dict[str, int] = field(default_factory=dict)  # launch calls refused for capacity, per pool
     cancelled: int = 0
     suspended: int = 0
     resumed: int = 0
@@ -223,6 +225,7 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     if result.error_code:
         report.failed_pools[pool] = result.error_code
         if result.error_code in CAPACITY_ERRORS:  # throttling says "later", not "this pool is empty"
+            report.refused_by_pool[pool] = report.refused_by_pool.get(pool, 0) + 1
             cp.store.cool_down(pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds), result.error_code,
                                cp.clock())
         return 0, result.error_code
@@ -230,6 +233,7 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     cp.store.bind_instances([(t.job_id, t.index, t.attempt, instance_id) for t, instance_id in bound], pool,
                             cp.clock())
     report.launched += len(bound)
+    report.launched_by_pool[pool] = report.launched_by_pool.get(pool, 0) + len(bound)
     return len(bound), None
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 
+from spotrun import resources
 from spotrun.aws import control_plane_from_env
 from spotrun.control import ControlPlane
 from spotrun_local import wiring
@@ -128,6 +129,10 @@ class ControlPlaneHost:
     def api_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         with self._lock("api"):
             return wiring.handler("api")(event, context, control=self.cp)
+
+    def console_handler(self, event: dict[str, Any], context: Any) -> Any:
+        """The console function (the one dashboards invoke), for the local console page."""
+        return wiring.handler(wiring.invoked_by(resources.DASHBOARD).key)(event, context, control=self.cp)
 
     def workers_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """The worker routes (API Gateway runs one invocation per request, concurrently). An invocation

@@ -87,7 +87,7 @@ def run(limit: int = 40_000_000, tasks: int = 4, deadline_seconds: float = 280.0
     from spotrun_local.gateway import new_local_credentials, start_gateway
 
     credentials = new_local_credentials()
-    gateway = start_gateway(runtime.api_handler, credentials, port=port)
+    gateway = start_gateway(runtime.api_handler, credentials, port=port, console=runtime.console_handler)
     print(f"spotrun local: API {gateway.url}  (moto at {runtime.endpoint}; replaying traces from tick {start_tick})")
     print("  to use the CLI against it while the demo runs (only these local credentials are accepted):")
     print("\n".join(f"    {line}" for line in gateway.instructions().splitlines()))

@@ -8,10 +8,11 @@ signature is recomputed with botocore's SigV4 signer over the received method, U
 and body; requests signed more than 5 minutes from now, with another key or for another service are
 refused with 403, as API Gateway does. The caller becomes `arn:aws:iam::000000000000:user/local`.
 
-A small read-only web page is served at `GET /` without authentication (it is static). A browser
-cannot sign requests, so the page reads `GET /ui/jobs` and `GET /ui/jobs/<id>` instead: read-only
-views the gateway builds by calling the handler itself, answered only to 127.0.0.1 and only with
-the per-run token (`?token=...`, see `Gateway.ui_url`) that the runtime prints.
+The console is served at `GET /?token=...` (see `spotrun_local.console_page`): the page of the
+`console` function the stack puts on its CloudWatch dashboard, whose widgets it asks for with
+`POST /console/call?token=...`; the gateway invokes the function with the custom widget event
+CloudWatch would send. A browser cannot sign requests, so the page is authenticated by the per-run
+token instead (`Gateway.ui_url`, printed by the runtime), and answered only to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 from spotrun import resources
-from spotrun_local.wiring import lambda_context
+from spotrun_local import console_page
+from spotrun_local.wiring import invoked_by, lambda_context
 
 log = logging.getLogger("spotrun.local.gateway")
 
@@ -53,7 +55,6 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
     r"\s*Signature=(?P<signature>[0-9a-f]{64})\s*$")
-_UI_JOB = re.compile(r"^/ui/jobs/(?P<job>[A-Za-z0-9-]{1,64})$")
 _LOOPBACK = frozenset({"127.0.0.1", "::ffff:127.0.0.1"})
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -202,9 +203,10 @@ def signing_key_id(headers: Iterable[tuple[str, str]]) -> str:
 class Gateway:
     def __init__(self, handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
                  ui_token: str | None = None, clock: Callable[[], datetime] | None = None,
-                 principals: Principals | None = None, function: str = "api"):
+                 principals: Principals | None = None, function: str = "api", console: Handler | None = None):
         self.handler = handler
         self.function = resources.function(function)  # the function behind the gateway: its Lambda context
+        self.console = console  # the console function (resources: invoked by dashboards), for the page
         self.credentials = credentials
         self.principals = principals
         self.ui_token = ui_token or secrets.token_urlsafe(24)
@@ -227,7 +229,7 @@ class Gateway:
         return "\n".join([
             f"export SPOTRUN_API={self.url}",
             *(f"export {name}={value}" for name, value in self.credentials.env().items()),
-            f"# read-only web page (this run only, from this machine): {self.ui_url}",
+            f"# the console (this run only, from this machine): {self.ui_url}",
         ])
 
     def start(self) -> Gateway:
@@ -261,30 +263,21 @@ class Gateway:
             return 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
         return status, [*headers, ("x-amzn-RequestId", request_id)], raw
 
-    def ui_view(self, path: str, source_ip: str) -> tuple[int, Any]:
-        """The read-only JSON the web page shows, from the handler's own GET routes."""
-        def get(route: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
-            target = route + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
-            event = proxy_event("GET", target, [("Host", "local-ui")], None, source_ip=source_ip,
-                                access_key=self.credentials.access_key_id, caller="local-ui")
-            status, _, raw = self.invoke(event)
-            try:
-                return status, json.loads(raw or b"null")
-            except ValueError:
-                return 502, {"error": "the handler answered something that is not JSON"}
-
-        if path == "/ui/jobs":
-            return get("/jobs", {"limit": "50"})
-        match = _UI_JOB.match(path)
-        if not match:
-            return 404, {"error": f"no UI view {path}"}
-        status, job = get(f"/jobs/{match['job']}")
-        if status != 200:
-            return status, job
-        status, tasks = get(f"/jobs/{match['job']}/tasks", {"limit": "100"})
-        if status != 200:
-            return status, tasks
-        return 200, {"job": job, "tasks": tasks.get("tasks", []), "more_tasks": bool(tasks.get("next_token"))}
+    def console_call(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One widget for the page: the console function invoked with the event CloudWatch would send."""
+        if self.console is None:
+            return 404, [("Content-Type", "application/json")], b'{"message": "this gateway serves no console"}'
+        try:
+            event = console_page.page_call(json.loads(body or b"null"))
+        except (ValueError, console_page.BadCall) as error:
+            return 400, [("Content-Type", "application/json")], json.dumps({"message": str(error)}).encode()
+        try:
+            answer = self.console(event, lambda_context(invoked_by(resources.DASHBOARD), str(uuid.uuid4())))
+        except Exception:
+            log.exception("the console function failed")
+            return 502, [("Content-Type", "application/json")], b'{"message": "the console function failed"}'
+        text = answer if isinstance(answer, str) else json.dumps(answer)
+        return 200, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")], text.encode()
 
 
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*", re.IGNORECASE)
@@ -296,9 +289,10 @@ def _without_token(text: str) -> str:
 
 
 def start_gateway(handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
-                  ui_token: str | None = None) -> Gateway:
-    """Serve `handler` behind SigV4 authentication on host:port (0: a free port) in a daemon thread."""
-    return Gateway(handler, credentials, host, port, ui_token).start()
+                  ui_token: str | None = None, console: Handler | None = None) -> Gateway:
+    """Serve `handler` behind SigV4 authentication on host:port (0: a free port) in a daemon thread, and the
+    console's page with `console` (the console function's handler)."""
+    return Gateway(handler, credentials, host, port, ui_token, console=console).start()
 
 
 def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
@@ -317,10 +311,11 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 return
             parts = urlsplit(self.path)
             if self.command in ("GET", "HEAD") and parts.path == "/":
-                self._reply(200, PAGE.encode(), [("Content-Type", "text/html; charset=utf-8"), *_PAGE_HEADERS.items()])
+                self._reply(200, console_page.PAGE.encode(), [("Content-Type", "text/html; charset=utf-8"),
+                                                              *_PAGE_HEADERS.items()])
                 return
-            if self.command == "GET" and (parts.path == "/ui" or parts.path.startswith("/ui/")):
-                self._serve_ui(parts.path, parts.query)
+            if parts.path == "/console/call":
+                self._serve_console(parts.query, body)
                 return
             credentials, user_arn = gateway.credentials, LOCAL_USER_ARN
             key_id = signing_key_id(self.headers.items())
@@ -345,16 +340,20 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             status, headers, raw = gateway.invoke(event)
             self._reply(status, raw, headers)
 
-        def _serve_ui(self, path: str, query: str) -> None:
+        def _serve_console(self, query: str, body: bytes) -> None:
             token = dict(parse_qsl(query)).get("token", "")
             if self.client_address[0] not in _LOOPBACK:
-                self._json(403, {"message": "the UI views answer only to 127.0.0.1"})
+                self._json(403, {"message": "the console answers only to 127.0.0.1"})
                 return
             if not token or not hmac.compare_digest(token.encode(), gateway.ui_token.encode()):
-                self._json(403, {"message": "missing or wrong UI token: open the URL the runtime printed"})
+                self._json(403, {"message": "missing or wrong console token: open the URL the runtime printed"})
                 return
-            status, view = gateway.ui_view(path, self.client_address[0])
-            self._json(status, view)
+            if self.command != "POST" or not (self.headers.get("Content-Type") or "").startswith("application/json"):
+                # A cross-site form cannot send JSON without a preflight, which this gateway never answers.
+                self._json(405, {"message": "POST a JSON body"})
+                return
+            status, headers, raw = gateway.console_call(body)
+            self._reply(status, raw, headers)
 
         def _read_body(self) -> bytes | None:
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -400,75 +399,3 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                                "connect-src 'self'",
 }
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>spotrun (local)</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left}th{border-bottom:1px solid #ccc}
-.bar{display:inline-block;width:180px;height:10px;background:#eee;vertical-align:middle}
-.bar>span{display:block;height:100%;background:#3a7}
-.SUCCEEDED{color:#281}.FAILED{color:#c22}.CANCELLED{color:#a3a}.RUNNING{color:#27a}
-#note{color:#888}a{color:#27a}
-</style></head>
-<body><h1><a href="#">spotrun</a> <small>(local, read-only)</small></h1>
-<div id="view"></div><p id="note"></p>
-<script>
-"use strict";
-const token = new URLSearchParams(location.search).get("token") || "";
-const view = document.getElementById("view"), note = document.getElementById("note");
-function el(tag, text, cls) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (cls) node.className = cls;
-  return node;
-}
-function row(cells, head) {
-  const tr = el("tr");
-  for (const c of cells) { const td = el(head ? "th" : "td"); td.append(c instanceof Node ? c : el("span", c)); tr.append(td); }
-  return tr;
-}
-function counts(c) { return Object.entries(c || {}).map(([k, v]) => k + " " + v).join("  ") || "-"; }
-function bar(t) {
-  const f = t.state === "SUCCEEDED" ? 1 : Math.max(0, Math.min(1, t.progress || 0));
-  const outer = el("span", null, "bar"), inner = el("span");
-  inner.style.width = (f * 100).toFixed(1) + "%"; outer.append(inner);
-  const wrap = el("span"); wrap.append(outer, " " + Math.round(f * 100) + "%"); return wrap;
-}
-async function load(path) {
-  const r = await fetch(path + "?token=" + encodeURIComponent(token), {cache: "no-store"});
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.message || body.error || ("HTTP " + r.status));
-  return body;
-}
-async function refresh() {
-  if (!token) { note.textContent = "Open the URL the local runtime printed: it carries ?token=..."; return; }
-  const id = location.hash.slice(1);
-  try {
-    const table = el("table");
-    if (!id) {
-      const data = await load("/ui/jobs");
-      table.append(row(["job", "name", "state", "tasks", "counts", "created"], true));
-      for (const j of data.jobs) {
-        const a = el("a", j.job_id); a.href = "#" + j.job_id;
-        table.append(row([a, j.name, el("span", j.state, j.state), j.tasks, counts(j.counts), j.created_at]));
-      }
-      view.replaceChildren(el("h2", "jobs"), table);
-    } else {
-      const data = await load("/ui/jobs/" + encodeURIComponent(id)), j = data.job;
-      table.append(row(["task", "state", "attempt", "pool", "progress", "checkpoint", "exit / reason"], true));
-      for (const t of data.tasks) {
-        table.append(row([t.index + (t.kind === "combine" ? " (combine)" : ""), el("span", t.state, t.state),
-          t.attempt, t.pool || "-", bar(t), t.checkpoint ? t.checkpoint.seq : "-",
-          [t.exit_code === null ? "" : "exit " + t.exit_code, t.reason || ""].filter(Boolean).join(": ")]));
-      }
-      view.replaceChildren(el("h2", j.job_id + "  " + j.name), el("p", "state " + j.state + "  |  " + counts(j.counts)),
-        table, el("p", data.more_tasks ? "(first 100 tasks)" : ""));
-    }
-    note.textContent = "refreshed " + new Date().toLocaleTimeString() + " (every 2 s)";
-  } catch (e) { note.textContent = "error: " + e.message; }
-}
-window.addEventListener("hashchange", refresh);
-refresh(); setInterval(refresh, 2000);
-</script></body></html>
-"""

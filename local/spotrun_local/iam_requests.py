@@ -10,6 +10,8 @@ a body it read back intact) and returns every question that must be allowed for 
   `s3:Unmapped(...)` that only `s3:*` allows;
 - SQS (`sqs_requests`): the queue by name or URL, batch operations as their single action;
 - EC2 (`ec2_requests`): instance actions per instance with aws:ARN, anything else on `*`;
+- CloudWatch Logs (`logs_requests`): stream actions (PutLogEvents, GetLogEvents) on the log stream,
+  group actions on the log group, listing and anything without a group on `*`;
 - STS (`sts_call`): AssumeRole (with sts:TagSession and aws:RequestTag/aws:TagKeys when it tags the
   session); sts:GetCallerIdentity raises no question (IAM allows it to everyone);
 - any other service: `<service>:<operation>` on `*`.
@@ -314,6 +316,26 @@ def ec2_requests(request: HttpRequest, region: str, account: str) -> list[Access
     return [AccessRequest(action, arn, {"aws:ARN": [arn]}) for arn in instances]
 
 
+# Actions whose resource is a log stream (the rest name the log group, when they name one).
+_LOG_STREAM_ACTIONS = {"PutLogEvents", "GetLogEvents"}
+
+
+def logs_requests(request: HttpRequest, region: str, account: str) -> list[AccessRequest]:
+    operation, body = operation_of(request), request.json()
+    group = body.get("logGroupName")
+    if group is None and "logGroupIdentifier" in body:  # a name or an ARN
+        group = str(body["logGroupIdentifier"]).removesuffix(":*").rpartition(":log-group:")[2] or None
+    if not isinstance(group, str) or not group:
+        return [AccessRequest(f"logs:{operation}", "*")]
+    resource = f"arn:aws:logs:{region}:{account}:log-group:{group}"
+    if operation in _LOG_STREAM_ACTIONS:
+        stream = body.get("logStreamName")
+        if not isinstance(stream, str) or not stream:
+            raise Unreadable(f"{operation} without a log stream name")
+        resource += f":log-stream:{stream}"
+    return [AccessRequest(f"logs:{operation}", resource)]
+
+
 def access_requests(service: str, request: HttpRequest, *, region: str, account: str,
                     partition_key: str = "pk") -> list[AccessRequest]:
     """Every question `request` (signed for `service`) raises; one marked unreadable if it cannot be read."""
@@ -328,6 +350,8 @@ def access_requests(service: str, request: HttpRequest, *, region: str, account:
             return ec2_requests(request, region, account)
         if service == "sts":
             return sts_call(request).requests
+        if service == "logs":
+            return logs_requests(request, region, account)
         return [AccessRequest(f"{service}:{operation_of(request)}", "*")]
     except (Unreadable, LookupError, TypeError, AttributeError, ValueError, ElementTree.ParseError) as error:
         action = f"{service}:{request.header('X-Amz-Target').rpartition('.')[2] or request.method}"

@@ -178,7 +178,8 @@ def serve(options: ServeOptions, out: TextIO | None = None, stop: threading.Even
             port = options.port if options.port is not None else (known.api_port if known else 0)
             try:
                 gateway = Gateway(runtime.api_handler, credentials, port=port,
-                                  ui_token=known.ui_token if known else secrets.token_urlsafe(24)).start()
+                                  ui_token=known.ui_token if known else secrets.token_urlsafe(24),
+                                  console=runtime.console_handler).start()
             except OSError as error:
                 raise ServeError(f"the API cannot listen on port {port}: {error.strerror} (another program has it; "
                                  f"stop that, or pass --port to move the API: its URL changes)") from None

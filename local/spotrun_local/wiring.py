@@ -42,6 +42,11 @@ def consumers() -> list[Consumer]:
     return [Consumer(queue, resources.function(queue.consumer), handler(queue.consumer)) for queue in resources.QUEUES]
 
 
+def invoked_by(kind: str) -> FunctionDef:
+    """The function behind the users' API, the worker routes or the dashboards (`resources.API`, ...)."""
+    return next(f for f in resources.FUNCTIONS if f.invoked_by == kind)
+
+
 @dataclass(frozen=True)
 class Scheduled:
     """A function EventBridge invokes on a rate (the reaper, every minute)."""

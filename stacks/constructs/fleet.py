@@ -53,6 +53,7 @@ class Fleet(Construct):
         heartbeat_queue: sqs.IQueue,
         report_queue: sqs.IQueue,
         worker_api_url: str,
+        task_log_group: str,
         worker_ami: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -90,6 +91,7 @@ class Fleet(Construct):
                     EnvVar.HEARTBEAT_QUEUE_URL: heartbeat_queue.queue_url,
                     EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
                     EnvVar.WORKER_API_URL: worker_api_url,
+                    EnvVar.TASK_LOG_GROUP: task_log_group,
                     "AWS_REGION": Aws.REGION,
                     "AWS_DEFAULT_REGION": Aws.REGION,
                 }

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Fn, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, Duration, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -61,6 +61,7 @@ class FunctionWiring:
     queues: Mapping[str, sqs.IQueue]
     fleet: Fleet
     config: SpotrunConfig
+    task_logs: logs.ILogGroup  # the attempts' logs: a stream per attempt
 
 
 class Functions(Construct):
@@ -160,6 +161,10 @@ class Functions(Construct):
                 function.add_environment(EnvVar.PAGE_KEY_ARN, self._wiring.page_key.secret_arn)
             case ["bucket", "presign"]:
                 self._grant_presign(function, role)
+            case ["logs", "read"]:
+                self._grant_task_logs(role, "ReadAttemptLogs", ["logs:GetLogEvents"])
+            case ["logs", "streams"]:
+                self._grant_task_logs(role, "OpenAttemptLogStreams", ["logs:CreateLogStream"])
             case ["topic", name, "publish"]:
                 topic = self._wiring.topics[name]
                 topic.grant_publish(function)
@@ -181,6 +186,24 @@ class Functions(Construct):
             case _:
                 raise ValueError(f"function {function.node.id}: unknown grant {grant!r}")
 
+    def task_log_group_arn(self) -> str:
+        """arn:...:log-group:<name>, without the ':*' CDK's log_group_arn ends with (spotrun.access.task_policy)."""
+        return Stack.of(self).format_arn(service="logs", resource="log-group",
+                                         resource_name=self._wiring.task_logs.log_group_name,
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
+    def _grant_task_logs(self, role: iam.Role, sid: str, actions: list[str]) -> None:
+        """The attempts' log group: the group (the stream actions' group-level form) and its streams."""
+        group = self.task_log_group_arn()
+        role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[group, f"{group}:log-stream:*"]))
+        acknowledge(
+            role,
+            "IAM5",
+            "Attempts' log streams are named <job>/<task>/<attempt> at run time; the grant is bounded to "
+            "spotrun's own log group of attempt logs.",
+            f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:<{logical_ref(self._wiring.task_logs)}>:log-stream:*",
+        )
+
     def _task_role(self, issuer: iam.Role) -> iam.Role:
         """The role of workers' task credentials: only the worker-api function may open sessions of it,
         each tagged with one task; its policy (`spotrun.access.task_policy`) confines a session to
@@ -189,6 +212,7 @@ class Functions(Construct):
         document = task_policy(
             table_arn=plane.table.table_arn, bucket_arn=plane.bucket.bucket_arn,
             queue_arns=[plane.queues["heartbeats"].queue_arn, plane.queues["reports"].queue_arn],
+            log_group_arn=self.task_log_group_arn(),
         )
         task_role = iam.Role(
             self,
@@ -210,6 +234,8 @@ class Functions(Construct):
             f"Resource::<{bucket}.Arn>/checkpoints/<aws:PrincipalTag/job>/<aws:PrincipalTag/task>/*",
             f"Resource::<{bucket}.Arn>/jobs/<aws:PrincipalTag/job>/outputs/<aws:PrincipalTag/task>/*",
             f"Resource::<{bucket}.Arn>/jobs/<aws:PrincipalTag/job>/logs/<aws:PrincipalTag/task>/*",
+            "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+            f"<{logical_ref(plane.task_logs)}>:log-stream:<aws:PrincipalTag/job>/<aws:PrincipalTag/task>/*",
         )
         acknowledge(
             task_role,
@@ -393,6 +419,7 @@ def _environment(wired: FunctionWiring) -> dict[str, str]:
         EnvVar.INSTANCE_TYPES: json.dumps(list(config.instance_types), separators=(",", ":")),
         EnvVar.ACCOUNT_MAX_INSTANCES: str(config.account_max_instances),
         EnvVar.POOL_MAX_INSTANCES: str(config.pool_max_instances),
+        EnvVar.TASK_LOG_GROUP: wired.task_logs.log_group_name,
         "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
         "POWERTOOLS_METRICS_NAMESPACE": SERVICE_NAME,
         # Responses can hold presigned URLs (which carry the function's session token): never in traces.

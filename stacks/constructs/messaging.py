@@ -16,8 +16,9 @@ from spotrun import resources
 # Tags that name what a queue is for, so operators (and the wiring test) can tell them apart.
 QUEUE_TAG = "spotrun:queue"
 DEAD_LETTER_TAG = "spotrun:dead-letter-for"
-# Users subscribe to this topic for job events; the alarms publish to it too.
-ALARM_TOPIC = "notifications"
+# Users subscribe to the notifications topic for job events; the alarms publish to the operations topic.
+ALARM_TOPIC = "operations"
+EVENTS_TOPIC = "notifications"
 
 DEAD_LETTER_RETENTION = Duration.days(14)  # the SQS maximum: time to look at what failed
 
@@ -26,14 +27,15 @@ class Messaging(Construct):
     """Topics and queues. Queues use SQS-managed SSE: SNS and EventBridge can deliver into them
     without key grants, and the agent's role needs no KMS permission to send heartbeats."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, notification_email: str | None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, notification_email: str | None,
+                 operations_email: str | None = None) -> None:
         super().__init__(scope, construct_id)
-        # One customer-managed key for both topics: the AWS-managed aws/sns key cannot be granted to
-        # CloudWatch, whose alarms publish to the notifications topic.
+        # One customer-managed key for the topics: the AWS-managed aws/sns key cannot be granted to
+        # CloudWatch, whose alarms publish to the operations topic.
         self.topic_key = kms.Key(
             self,
             "TopicKey",
-            description="spotrun: encrypts the control and notifications topics",
+            description="spotrun: encrypts the control, notifications and operations topics",
             enable_key_rotation=True,
         )
         self.topic_key.add_to_resource_policy(
@@ -65,7 +67,9 @@ class Messaging(Construct):
             )
         )
         if notification_email:
-            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(notification_email))
+            self.topics[EVENTS_TOPIC].add_subscription(subscriptions.EmailSubscription(notification_email))
+        if operations_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(operations_email))
 
     def _topic(self, name: str) -> sns.Topic:
         return sns.Topic(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -21,6 +22,7 @@ USER_PREFIXES = (UPLOADS_PREFIX, JOBS_PREFIX)
 CHECKPOINT_NONCURRENT_DAYS = 1
 OTHER_NONCURRENT_DAYS = 30
 ACCESS_LOG_DAYS = 90
+TASK_LOG_RETENTION = logs.RetentionDays.ONE_MONTH  # spotrun.provision keeps the same locally
 
 
 class State(Construct):
@@ -32,6 +34,10 @@ class State(Construct):
         self.log_bucket = self._log_bucket()
         self.bucket = self._data_bucket(self.log_bucket)
         self.page_key = self._page_key()
+        # Each attempt's output (the agent's and the program's), a stream per attempt (spotrun.access.log_stream),
+        # kept like the functions' own logs; retained with the job data when the stack goes.
+        self.task_logs = logs.LogGroup(self, "TaskLogs", retention=TASK_LOG_RETENTION,
+                                       removal_policy=RemovalPolicy.RETAIN)
 
     def _table(self, definition: resources.TableDef) -> dynamodb.Table:
         table = dynamodb.Table(

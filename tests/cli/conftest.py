@@ -34,6 +34,11 @@ def task_view(index: int, state: str = "RUNNING", **changes: Any) -> dict[str, A
             "launched_at": None, "started_at": None, "finished_at": None, **changes}
 
 
+def log_page(attempt: int, lines: list[str], token: str, task: int = 0) -> dict[str, Any]:
+    return {"job_id": JOB_ID, "task": task, "attempt": attempt, "next_token": token, "kept": True,
+            "events": [{"at": f"2026-11-23T12:00:{n:02d}+00:00", "message": line} for n, line in enumerate(lines)]}
+
+
 def event_view(at: str, kind: str, task: int | None = None) -> dict[str, Any]:
     return {"at": at, "kind": kind, "task": task, "attempt": 1 if task is not None else None, "detail": {}}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from spotrun_cli.main import main
-from tests.cli.conftest import JOB_ID, BlobServer, FakeApi, event_view, job_view, task_view
+from tests.cli.conftest import JOB_ID, BlobServer, FakeApi, event_view, job_view, log_page, task_view
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -102,9 +102,13 @@ def test_an_unknown_job_exits_1(cli_env: Any, capsys: pytest.CaptureFixture[str]
 
 
 def test_logs_events_and_ls(cli_env: Any, fake_api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
-    fake_api.answer(f"GET /jobs/{JOB_ID}/tasks/0", 200, task_view(0, log_tail="done\n"))
+    fake_api.answer(f"GET /jobs/{JOB_ID}/tasks/0/logs", 200, [
+        log_page(2, ["starting", "done"], "t1"), log_page(2, [], "t1")])
     code, out, err = run(capsys, "logs", JOB_ID, "0")
-    assert code == 0 and "tail of its log" in out and "done" in out and "only the tails" in err
+    assert (code, out) == (0, "starting\ndone\n"), err
+    first, second = fake_api.calls(f"GET /jobs/{JOB_ID}/tasks/0/logs")
+    assert first["queryStringParameters"] == {"limit": "1000"}
+    assert second["queryStringParameters"] == {"attempt": "2", "limit": "1000", "next_token": "t1"}
     fake_api.answer(f"GET /jobs/{JOB_ID}/events", 200, {"events": [
         event_view("2026-11-23T12:00:00+00:00", "JobSubmitted"), event_view("2026-11-23T12:00:05+00:00",
                                                                            "TaskStarted", 0)]})

@@ -20,7 +20,7 @@ from spotrun_local.gateway import (
     proxy_event,
     verify_sigv4,
 )
-from tests.cli.conftest import JOB_ID, FakeApi, job_view, task_view
+from tests.cli.conftest import JOB_ID, FakeApi
 from tests.support import api_event
 
 
@@ -151,48 +151,86 @@ def test_a_crashing_handler_is_a_502(gateway: Gateway) -> None:
     assert response.status_code == 502 and response.json() == {"message": "Internal server error"}
 
 
-# ---------------------------------------------------------------- the web page and its views
+# ---------------------------------------------------------------- the console page
 
-def test_the_page_needs_no_signature(gateway: Gateway) -> None:
+class FakeConsole:
+    """The console function: records the events it is invoked with, answers a widget's HTML."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any], context: Any) -> str:
+        self.events.append(event)
+        return f"<p>widget {event.get('view', 'jobs')}</p>"
+
+
+@pytest.fixture
+def console_gateway(fake_api: FakeApi) -> Any:
+    from spotrun_local.gateway import new_local_credentials, start_gateway
+
+    console = FakeConsole()
+    server = start_gateway(fake_api, new_local_credentials(), console=console)
+    yield server, console
+    server.stop()
+
+
+def page_call(gateway: Gateway, params: dict[str, Any], token: str | None = None, **browser: Any) -> Any:
+    return requests.post(f"{gateway.url}/console/call?token={gateway.ui_token if token is None else token}",
+                         json={"params": params, "browser": browser}, timeout=5)
+
+
+def test_the_page_needs_no_signature_and_emulates_the_dashboard_with_a_script_of_its_own(gateway: Gateway) -> None:
     response = requests.get(gateway.ui_url, timeout=5)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
-    assert "/ui/jobs" in response.text and "setInterval(refresh, 2000)" in response.text
+    assert "/console/call" in response.text and 'querySelectorAll("cwdb-action")' in response.text
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 
 
-def test_ui_views_need_the_token(gateway: Gateway, fake_api: FakeApi) -> None:
-    fake_api.answer("GET /jobs", 200, {"jobs": [job_view()], "next_token": None})
-    assert requests.get(f"{gateway.url}/ui/jobs", timeout=5).status_code == 403
-    assert requests.get(f"{gateway.url}/ui/jobs?token=wrong", timeout=5).status_code == 403
-    assert fake_api.events == []
-    response = requests.get(f"{gateway.url}/ui/jobs?token={gateway.ui_token}", timeout=5)
-    assert response.status_code == 200 and response.json()["jobs"][0]["job_id"] == JOB_ID
-    [event] = fake_api.events
-    assert event["httpMethod"] == "GET" and event["path"] == "/jobs"
-    assert event["requestContext"]["identity"]["userArn"] == LOCAL_USER_ARN
+def test_the_page_gets_the_console_functions_widget_with_the_event_cloudwatch_sends(console_gateway: Any) -> None:
+    gateway, console = console_gateway
+    response = page_call(gateway, {"view": "job", "job_id": JOB_ID}, timezone={"label": "Europe/Paris",
+                                                                                "offsetISO": "+01:00"}, width=900)
+    assert response.status_code == 200 and response.text == "<p>widget job</p>"
+    assert response.headers["Content-Type"].startswith("text/html")
+    [event] = console.events
+    assert event["view"] == "job" and event["job_id"] == JOB_ID  # params at the top, as CloudWatch sends them
+    context = event["widgetContext"]
+    assert context["params"] == {"view": "job", "job_id": JOB_ID}
+    assert context["timezone"] == {"label": "Europe/Paris", "offsetISO": "+01:00", "offsetInMinutes": 60}
+    assert context["width"] == 900 and context["dashboardName"] == "spotrun-local"
+    assert set(context) >= {"widgetId", "accountId", "locale", "period", "timeRange", "theme", "forms", "height"}
 
 
-def test_ui_job_view_combines_the_job_and_its_tasks(gateway: Gateway, fake_api: FakeApi) -> None:
-    fake_api.answer(f"GET /jobs/{JOB_ID}", 200, job_view())
-    fake_api.answer(f"GET /jobs/{JOB_ID}/tasks", 200, {"tasks": [task_view(0), task_view(1)], "next_token": "t"})
-    response = requests.get(f"{gateway.url}/ui/jobs/{JOB_ID}?token={gateway.ui_token}", timeout=5)
-    body = response.json()
-    assert body["job"]["job_id"] == JOB_ID and [t["index"] for t in body["tasks"]] == [0, 1] and body["more_tasks"]
-    missing = requests.get(f"{gateway.url}/ui/jobs/j-00000000000000000000?token={gateway.ui_token}", timeout=5)
-    assert missing.status_code == 404
-    assert requests.get(f"{gateway.url}/ui/jobs/../x?token={gateway.ui_token}", timeout=5).status_code == 404
+def test_the_console_needs_the_token_a_json_post_and_a_sensible_body(console_gateway: Any) -> None:
+    gateway, console = console_gateway
+    assert page_call(gateway, {}, token="").status_code == 403
+    assert page_call(gateway, {}, token="wrong").status_code == 403
+    form = requests.post(f"{gateway.url}/console/call?token={gateway.ui_token}", data={"params": "{}"}, timeout=5)
+    assert form.status_code == 405  # what a cross-site form could send
+    assert requests.get(f"{gateway.url}/console/call?token={gateway.ui_token}", timeout=5).status_code == 405
+    bad = requests.post(f"{gateway.url}/console/call?token={gateway.ui_token}", json={"params": "x"}, timeout=5)
+    assert bad.status_code == 400
+    assert page_call(gateway, {}, timezone={"offsetISO": "noon"}).status_code == 400
+    assert console.events == []
 
 
-def test_ui_views_answer_only_to_127_0_0_1(gateway: Gateway, fake_api: FakeApi) -> None:
+def test_the_console_answers_only_to_127_0_0_1(console_gateway: Any) -> None:
+    gateway, console = console_gateway
     host, port = gateway.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=5, source_address=("127.0.0.2", 0))
     try:
-        connection.request("GET", f"/ui/jobs?token={gateway.ui_token}")
+        connection.request("POST", f"/console/call?token={gateway.ui_token}", body=b'{"params": {}}',
+                           headers={"Content-Type": "application/json"})
     except OSError as error:
         pytest.skip(f"cannot connect from 127.0.0.2 here: {error}")
     response = connection.getresponse()
     assert response.status == 403 and "127.0.0.1" in json.loads(response.read())["message"]
     connection.close()
-    assert fake_api.events == []
+    assert console.events == []
+
+
+def test_a_gateway_without_the_console_says_so(gateway: Gateway) -> None:
+    assert page_call(gateway, {}).status_code == 404
 
 
 def test_instructions_tell_how_to_use_the_gateway(gateway: Gateway) -> None:

@@ -82,12 +82,6 @@ def test_watch_line_for_plain_output() -> None:
     assert line == f"12:05:01  job {JOB_ID} RUNNING: 1/3 succeeded  [WAITING 1  RUNNING 1  SUCCEEDED 1]"
 
 
-def test_logs_say_they_are_tails() -> None:
-    text = render.render_logs([task_view(0, log_tail="line 1\nline 2\n"), task_view(1)])
-    assert "tail of its log" in text and "line 1\nline 2" in text
-    assert "no log tail yet" in text
-
-
 def test_events_and_event_cursor() -> None:
     text = render.render_events([{"at": "2026-11-23T12:00:00.000001+00:00", "kind": "JobSubmitted", "task": None,
                                   "attempt": None, "detail": {"tasks": 3}}])

@@ -33,7 +33,7 @@ def test_submit_of_an_invalid_spec_uploads_nothing_and_names_every_problem(
     assert fake_api.events == [] and blobs.blobs == {}  # no upload URL asked for, nothing uploaded, nothing submitted
     lines = err.splitlines()
     assert lines[0] == f"error: {tmp_path / 'job.yaml'} is not a valid job spec"
-    assert any(line.startswith("  - checkpoint.interval") and "greater than or equal to 30" in line for line in lines)
+    assert "  - checkpoint.interval: must be 'auto' or at least 30, got 10" in lines  # field, limit, value
     assert any(line.startswith("  - resources.vcpus") for line in lines)
 
 

@@ -148,7 +148,7 @@ def test_the_served_document_is_the_one_fuzzed(served: Served) -> None:
     assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
     assert response.json() == DOCUMENT
     documented = {(path, method) for path, item in DOCUMENT["paths"].items() for method in item}
-    assert len(documented) == len(OPERATIONS) == 11
+    assert len(documented) == len(OPERATIONS) == 14
 
 
 @pytest.mark.parametrize(("label", "parameters"), [
@@ -156,6 +156,7 @@ def test_the_served_document_is_the_one_fuzzed(served: Served) -> None:
     ("GET /jobs/{job_id}/tasks/{index}", {"index": 0}), ("GET /jobs/{job_id}/tasks/{index}", {"index": 2}),
     ("GET /jobs/{job_id}/tasks/{index}", {"index": 3}), ("GET /jobs/{job_id}/events", {}),
     ("GET /jobs/{job_id}/stats", {}), ("GET /jobs/{job_id}/outputs", {}),
+    ("GET /jobs/{job_id}/tasks/{index}/logs", {"index": 0}),
 ], ids=lambda value: str(value.get("index", "")) if isinstance(value, dict) else value)
 def test_the_views_of_a_busy_job_are_as_documented(served: Served, label: str, parameters: dict[str, Any]) -> None:
     operation = OPERATIONS[label]

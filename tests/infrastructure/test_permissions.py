@@ -176,6 +176,10 @@ def test_a_task_session_reaches_only_its_own_items_files_and_the_worker_queues(q
     sends = {r for s in statements if s.allows("sqs:SendMessage") for r in s.resources}
     assert sends == {f"${{{queues['heartbeats']}.Arn}}", f"${{{queues['reports']}.Arn}}"}
     assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sns:", "sts:", "kms:"))}
+    assert {a for a in actions if a.startswith("logs:")} == {"logs:PutLogEvents"}  # not even CreateLogStream
+    writes = {r for s in statements if s.allows("logs:PutLogEvents") for r in s.resources}
+    assert writes == {f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:${{{_task_logs(query)}}}"
+                      ":log-stream:${aws:PrincipalTag/job}/${aws:PrincipalTag/task}/*"}
     own = "${aws:PrincipalTag/job}/${aws:PrincipalTag/task}/*"
     for statement in statements:
         for action in statement.actions:
@@ -205,7 +209,7 @@ def test_the_deployed_task_policy_is_spotrun_access_task_policy(query: StackTemp
     """The local runtime enforces spotrun.access.task_policy on its agents: the stack must deploy the same."""
     from spotrun.access import task_policy
 
-    expected = task_policy(table_arn="TABLE", bucket_arn="BUCKET", queue_arns=["Q1", "Q2"])["Statement"]
+    expected = task_policy(table_arn="TABLE", bucket_arn="BUCKET", queue_arns=["Q1", "Q2"], log_group_arn="LOGS")["Statement"]
     deployed = query.statements_of_role(_task_role(query))
     assert [(s.sid, sorted(s.actions), s.condition) for s in deployed] == [
         (e["Sid"], sorted(e["Action"]), e.get("Condition", {})) for e in expected]
@@ -287,7 +291,8 @@ def test_the_user_policy_the_stack_outputs_reaches_every_user_route_and_no_worke
     assert {"UserPolicyArn", "ReaderPolicyArn"} <= set(outputs)
 
 
-def test_only_the_api_function_reads_the_page_token_key(query: StackTemplate) -> None:
+def test_only_the_functions_that_give_out_page_tokens_read_their_key(query: StackTemplate) -> None:
+    """The API and the console (its jobs widget pages with the API's sealed tokens, `jobs.list_jobs`)."""
     secrets = query.of_type("AWS::SecretsManager::Secret")
     assert len(secrets) == 1
     (secret_id, secret), = secrets.items()
@@ -295,11 +300,17 @@ def test_only_the_api_function_reads_the_page_token_key(query: StackTemplate) ->
     assert generated["PasswordLength"] >= 32 and "SecretString" not in secret["Properties"]  # never in the template
     readers = [key for key in query.functions()
                if any(s.allows("secretsmanager:GetSecretValue") for s in query.function_statements(key))]
-    assert readers == ["api"] == _functions_with("secret:page-key:read")
-    for statement in query.function_statements("api"):
-        if statement.allows("secretsmanager:GetSecretValue"):
-            assert list(statement.resources) == [f"${{{secret_id}}}"], statement.resources  # that secret only
+    assert sorted(readers) == ["api", "console"] == sorted(_functions_with("secret:page-key:read"))
+    for reader in readers:
+        for statement in query.function_statements(reader):
+            if statement.allows("secretsmanager:GetSecretValue"):
+                assert list(statement.resources) == [f"${{{secret_id}}}"], statement.resources  # that secret only
     variables = query.of_type("AWS::Lambda::Function")
     holders = [lid for lid, r in variables.items()
                if EnvVar.PAGE_KEY_ARN in r["Properties"].get("Environment", {}).get("Variables", {})]
-    assert len(holders) == 1
+    assert len(holders) == 2
+
+
+def _task_logs(query: StackTemplate) -> str:
+    [group] = [lid for lid in query.of_type("AWS::Logs::LogGroup") if lid.startswith("StateTaskLogs")]
+    return group

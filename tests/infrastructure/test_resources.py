@@ -254,6 +254,7 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
         EnvVar.HEARTBEAT_QUEUE_URL,
         EnvVar.REPORT_QUEUE_URL,
         EnvVar.WORKER_API_URL,
+        EnvVar.TASK_LOG_GROUP,
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "SPOTRUN_DMTCP_BIN",
@@ -311,7 +312,7 @@ def _alarms_on(query: StackTemplate, metric: str) -> list[dict]:
     return [
         a["Properties"]
         for a in query.of_type("AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["MetricName"] == metric
+        if a["Properties"].get("MetricName") == metric
     ]
 
 
@@ -321,6 +322,12 @@ def _notifications_topic(query: StackTemplate) -> str:
         for lid, t in query.of_type("AWS::SNS::Topic").items()
         if t["Properties"]["DisplayName"] == "spotrun notifications"
     ]
+    return topic
+
+
+def _operations_topic(query: StackTemplate) -> str:
+    [topic] = [lid for lid, t in query.of_type("AWS::SNS::Topic").items()
+               if t["Properties"]["DisplayName"] == "spotrun operations"]
     return topic
 
 
@@ -335,14 +342,14 @@ def test_every_dead_letter_queue_alarms_on_any_visible_message(query: StackTempl
     assert watched == set(query.dead_letter_queues().values())
     for alarm in alarms:
         assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
-        assert alarm["AlarmActions"] == [{"Ref": _notifications_topic(query)}]
+        assert alarm["AlarmActions"] == [{"Ref": _operations_topic(query)}]
 
 
 def test_every_function_alarms_on_errors(query: StackTemplate) -> None:
     alarms = _alarms_on(query, "Errors")
     watched = {d["Value"]["Ref"] for alarm in alarms for d in alarm["Dimensions"] if d["Name"] == "FunctionName"}
     assert watched == set(query.functions().values())
-    assert all(a["AlarmActions"] == [{"Ref": _notifications_topic(query)}] for a in alarms)
+    assert all(a["AlarmActions"] == [{"Ref": _operations_topic(query)}] for a in alarms)
 
 
 def test_dashboard_shows_queue_depth_and_handler_errors_and_duration(query: StackTemplate) -> None:

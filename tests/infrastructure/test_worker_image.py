@@ -127,7 +127,7 @@ def test_the_control_plane_knows_the_image_and_may_launch_only_it(query: StackTe
 
 def test_a_worker_image_fault_raises_an_alarm(query: StackTemplate) -> None:
     [alarm] = [a["Properties"] for a in query.of_type("AWS::CloudWatch::Alarm").values()
-               if a["Properties"]["MetricName"] == WORKER_IMAGE_FAULTS_METRIC]
+               if a["Properties"].get("MetricName") == WORKER_IMAGE_FAULTS_METRIC]
     assert alarm["Namespace"] == "spotrun" and alarm["Dimensions"] == [{"Name": "service", "Value": "spotrun"}]
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert alarm["AlarmActions"] and alarm["TreatMissingData"] == "notBreaching"

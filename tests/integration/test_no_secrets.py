@@ -26,7 +26,7 @@ from botocore.credentials import Credentials
 from spotrun.attempts import claim, commit_checkpoint
 from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
 from spotrun.domain.model import Checkpoint, TaskState
-from spotrun.handlers import api, common, finisher, heartbeat, interruption, reaper, scheduler
+from spotrun.handlers import api, common, console, finisher, heartbeat, interruption, reaper, scheduler
 from spotrun_cli.client import ApiClient, ApiError
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from spotrun_local.pump import SqsPump
@@ -117,7 +117,8 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
     def ref(task: Any) -> AttemptRef:
         return AttemptRef(job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.instance_id)
 
-    gateway = start_gateway(partial(api.handler, control=cp), local_credentials, ui_token=ui_token)
+    gateway = start_gateway(partial(api.handler, control=cp), local_credentials, ui_token=ui_token,
+                            console=partial(console.handler, control=cp))
     try:
         client = ApiClient(gateway.url, Credentials(local_credentials.access_key_id,
                                                     local_credentials.secret_access_key), "us-east-1")
@@ -170,10 +171,16 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
         wrong = ApiClient(gateway.url, Credentials(local_credentials.access_key_id, password), "us-east-1")
         with pytest.raises(ApiError, match="403"):
             wrong.get_job(job_id)
-        # the web page's views, with the UI token in the query as the page sends it
-        assert requests.get(f"{gateway.url}/ui/jobs?token={ui_token}", timeout=5).status_code == 200
-        assert requests.get(f"{gateway.url}/ui/jobs/{job_id}?token={ui_token}", timeout=5).status_code == 200
-        assert requests.get(f"{gateway.url}/ui/jobs?token={password}", timeout=5).status_code == 403
+        # the console's widgets (the dashboard's, served locally), with the page's token as the page sends it
+        pages = []
+        for params in ({"view": "jobs"}, {"view": "job", "job_id": job_id}, {"view": "job", "job_id": job_id, "task": 1},
+                       {"view": "log", "job_id": job_id, "task": 0, "attempt": 1, "whole": True}):
+            answer = requests.post(f"{gateway.url}/console/call?token={ui_token}", json={"params": params}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            pages.append(answer.text)
+        assert job_id in pages[1] and "config rejected" not in pages[0]
+        assert requests.post(f"{gateway.url}/console/call?token={password}", json={"params": {}},
+                             timeout=5).status_code == 403
     finally:
         gateway.stop()
 
@@ -192,7 +199,7 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
         "logs": "\n".join(logs.lines), "stdout": printed.out, "stderr": printed.err,
         "the stored timeline": json.dumps(stored_timeline), "the served timeline": json.dumps(served),
         "the published timeline": json.dumps(notifications), "the instances' user data and tags": "\n".join(launched),
-        "the API's job and task views": json.dumps(views),
+        "the API's job and task views": json.dumps(views), "the console's pages": "\n".join(pages),
     }
     assert len(logs.lines) > 20 and "dropped a malformed message" in places["logs"]
     leaks = {(where, name) for where, text in places.items() for name, value in secrets.items() if value in text}

@@ -19,12 +19,15 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from spotrun.access import task_policy
 from spotrun_local.iam_guard import IamGuard, check_supported, evaluate
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 TABLE, BUCKET, QUEUE, OTHER_QUEUE = "guard-tasks", "guard-bucket", "guard-heartbeats", "guard-other"
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+LOG_GROUP = "/guard/tasks"
+LOG_GROUP_ARN = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{LOG_GROUP}"
 TASK_ROLE = f"arn:aws:iam::{ACCOUNT}:role/guard-task"
 INSTANCE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/guard-instance"
 JOB, TASK = "${aws:PrincipalTag/job}", "${aws:PrincipalTag/task}"
@@ -42,6 +45,9 @@ TASK_POLICY = {"Version": "2012-10-17", "Statement": [
      "Condition": {"StringLike": {"s3:prefix": f"checkpoints/{JOB}/{TASK}/*"}}},
     {"Sid": "Heartbeats", "Effect": "Allow", "Action": "sqs:SendMessage",
      "Resource": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}"},
+    *(statement for statement in task_policy(table_arn=TABLE_ARN, bucket_arn=BUCKET_ARN, queue_arns=[],
+                                             log_group_arn=LOG_GROUP_ARN)["Statement"]
+      if statement["Sid"] == "WriteOwnLogStreams"),  # the deployed statement itself
 ]}
 INSTANCE_POLICY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*",
@@ -114,6 +120,10 @@ def stack() -> Iterator[Stack]:
             s3.put_object(Bucket=BUCKET, Key=key, Body=b"state")
         for name in (QUEUE, OTHER_QUEUE):
             stack.client("sqs").create_queue(QueueName=name)
+        logs = stack.client("logs")
+        logs.create_log_group(logGroupName=LOG_GROUP)
+        for stream in ("j-1/3/1", "j-1/4/1", "j-1/31/1"):
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         stack.worker = stack.assume(TAGS)
         yield stack
     finally:
@@ -202,6 +212,18 @@ def test_a_task_sends_to_its_queue_only(stack: Stack) -> None:
     sqs.send_message_batch(QueueUrl=own, Entries=[{"Id": "1", "MessageBody": "beat"}])
     assert error_code(sqs.send_message, QueueUrl=other, MessageBody="beat") == "AccessDenied"
     assert error_code(sqs.receive_message, QueueUrl=own) == "AccessDenied"
+
+
+def test_a_task_writes_its_own_log_streams_only(stack: Stack) -> None:
+    logs = stack.client("logs", stack.worker)
+    event = [{"timestamp": 1_800_000_000_000, "message": "hello"}]
+    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName="j-1/3/1", logEvents=event)
+    for stream in ("j-1/4/1", "j-1/31/1"):  # another task's, and one whose index merely starts the same
+        assert error_code(logs.put_log_events, logGroupName=LOG_GROUP, logStreamName=stream,
+                          logEvents=event) == "AccessDeniedException"
+    assert error_code(logs.create_log_stream, logGroupName=LOG_GROUP, logStreamName="j-1/3/9") == "AccessDeniedException"
+    assert error_code(logs.get_log_events, logGroupName=LOG_GROUP, logStreamName="j-1/4/1") == "AccessDeniedException"
+    assert error_code(logs.delete_log_stream, logGroupName=LOG_GROUP, logStreamName="j-1/3/1") == "AccessDeniedException"
 
 
 def test_sts_and_other_services(stack: Stack) -> None:
@@ -429,6 +451,5 @@ def test_other_operators_and_unsupported_ones() -> None:
 
 
 def test_the_deployed_task_policy_is_supported() -> None:
-    from spotrun.access import task_policy
-
-    check_supported(task_policy(table_arn=TABLE_ARN, bucket_arn=BUCKET_ARN, queue_arns=["arn:aws:sqs:x:1:q"]))
+    check_supported(task_policy(table_arn=TABLE_ARN, bucket_arn=BUCKET_ARN, queue_arns=["arn:aws:sqs:x:1:q"],
+                                log_group_arn=LOG_GROUP_ARN))

@@ -31,6 +31,14 @@ def dynamodb(operation: str, body: dict[str, Any]) -> dict[str, Any]:
                    x_amz_target=f"DynamoDB_20120810.{operation}")
 
 
+LOG_GROUP = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/spotrun/tasks"
+
+
+def logs(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    return environ("POST", body=json.dumps(body).encode(), content_type="application/x-amz-json-1.1",
+                   x_amz_target=f"Logs_20140328.{operation}")
+
+
 def questions(service: str, env: dict[str, Any]) -> list[tuple[str, str, dict[str, list[str]]]]:
     found = access_requests(service, HttpRequest(env), region=REGION, account=ACCOUNT, partition_key="pk")
     assert all(request.unreadable is None for request in found), found
@@ -99,6 +107,7 @@ UNREADABLE = [
     ("a body that is not JSON", "dynamodb", environ("POST", body=b"{", x_amz_target="DynamoDB_20120810.GetItem")),
     ("a body that is not an object", "dynamodb", environ("POST", body=b"[]",
                                                         x_amz_target="DynamoDB_20120810.GetItem")),
+    ("a PutLogEvents without a stream", "logs", logs("PutLogEvents", {"logGroupName": "g", "logEvents": []})),
     ("a DeleteObjects without objects", "s3", environ("POST", "/b", "delete", body=b"<Delete></Delete>")),
     ("a DeleteObjects that is not XML", "s3", environ("POST", "/b", "delete", body=b"<Delete>")),
 ]
@@ -210,8 +219,18 @@ OTHERS = [
      environ("POST", body=b"Action=GetCallerIdentity", content_type=FORM), []),
     ("any other service: its operation on *", "sns",
      environ("POST", body=b"Action=Publish&TopicArn=t", content_type=FORM), [("sns:Publish", "*", {})]),
-    ("any other JSON service", "logs", environ("POST", body=b"{}", x_amz_target="Logs_20140328.PutLogEvents"),
-     [("logs:PutLogEvents", "*", {})]),
+    ("any other JSON service", "kms", environ("POST", body=b"{}", x_amz_target="TrentService.Encrypt"),
+     [("kms:Encrypt", "*", {})]),
+    ("PutLogEvents: on its log stream", "logs", logs("PutLogEvents", {
+        "logGroupName": "/spotrun/tasks", "logStreamName": "j-1/3/2", "logEvents": []}),
+     [("logs:PutLogEvents", f"{LOG_GROUP}:log-stream:j-1/3/2", {})]),
+    ("GetLogEvents by the group's ARN: on its log stream", "logs", logs("GetLogEvents", {
+        "logGroupIdentifier": f"{LOG_GROUP}:*", "logStreamName": "j-1/3/2"}),
+     [("logs:GetLogEvents", f"{LOG_GROUP}:log-stream:j-1/3/2", {})]),
+    ("CreateLogStream: on its log group", "logs", logs("CreateLogStream", {
+        "logGroupName": "/spotrun/tasks", "logStreamName": "j-1/3/2"}),
+     [("logs:CreateLogStream", LOG_GROUP, {})]),
+    ("DescribeLogGroups: on *", "logs", logs("DescribeLogGroups", {}), [("logs:DescribeLogGroups", "*", {})]),
 ]
 
 

@@ -99,3 +99,13 @@ def test_a_queue_and_a_scheduled_function_declared_in_resources_run_locally(aws,
 def _forget_calls():
     yield
     CALLS.clear()
+
+
+def test_the_api_worker_routes_and_dashboard_functions_are_found_by_how_they_are_invoked():
+    from spotrun_local.wiring import invoked_by
+
+    kinds = [f.invoked_by for f in resources.FUNCTIONS if f.invoked_by]
+    assert sorted(kinds) == sorted({resources.API, resources.WORKER_ROUTES, resources.DASHBOARD})  # one each
+    assert [invoked_by(k).key for k in (resources.API, resources.WORKER_ROUTES, resources.DASHBOARD)] == [
+        "api", "worker-api", "console"]
+    assert wiring.handler(invoked_by(resources.DASHBOARD).key).__module__ == "spotrun.handlers.console"

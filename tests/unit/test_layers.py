@@ -20,13 +20,14 @@ FOUNDATION = "foundation"  # the ports and the shapes of the wiring: what the us
 USE_CASE = "use case"
 ADAPTER = "adapter"
 ENTRY = "entry"  # handlers, the composition root, and tooling that builds resources
+PRESENTATION = "presentation"  # the console's view models and renderer: pure, like the domain
 
 LAYER_OF = {
     "spotrun.ports": FOUNDATION, "spotrun.control": FOUNDATION, "spotrun.resources": FOUNDATION,
     "spotrun.access": FOUNDATION,
     "spotrun.bookkeeping": USE_CASE, "spotrun.jobs": USE_CASE, "spotrun.scheduling": USE_CASE,
     "spotrun.attempts": USE_CASE, "spotrun.assignments": USE_CASE, "spotrun.images": USE_CASE,
-    "spotrun.reaping": USE_CASE,
+    "spotrun.reaping": USE_CASE, "spotrun.overview": USE_CASE,
     "spotrun.aws": ENTRY, "spotrun.provision": ENTRY,
 }
 THIRD_PARTY = {"pydantic", "pydantic_core", "boto3", "botocore", "aws_lambda_powertools"}
@@ -34,10 +35,11 @@ THIRD_PARTY = {"pydantic", "pydantic_core", "boto3", "botocore", "aws_lambda_pow
 # What each layer may import: layers of spotrun, and third-party packages (the standard library always).
 ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     DOMAIN: ({DOMAIN}, {"pydantic", "pydantic_core"}),
+    PRESENTATION: ({DOMAIN, PRESENTATION}, set()),
     FOUNDATION: ({DOMAIN, FOUNDATION}, set()),
     USE_CASE: ({DOMAIN, FOUNDATION, USE_CASE}, set()),
     ADAPTER: ({DOMAIN, FOUNDATION, ADAPTER}, {"boto3", "botocore"}),
-    ENTRY: ({DOMAIN, FOUNDATION, USE_CASE, ADAPTER, ENTRY}, THIRD_PARTY),
+    ENTRY: ({DOMAIN, FOUNDATION, USE_CASE, ADAPTER, ENTRY, PRESENTATION}, THIRD_PARTY),
 }
 
 
@@ -48,6 +50,8 @@ def layer(module: str) -> str:
         return ADAPTER
     if module.startswith("spotrun.handlers"):
         return ENTRY
+    if module.startswith("spotrun.console"):
+        return PRESENTATION
     if module not in LAYER_OF:
         raise AssertionError(f"{module} has no layer: add it to LAYER_OF here and to docs/architecture.md")
     return LAYER_OF[module]
@@ -108,6 +112,9 @@ def test_each_module_imports_only_what_its_layer_may(module: str, path: Path) ->
     ("spotrun.reaping", "from spotrun import aws"),
     ("spotrun.ports", "from spotrun.jobs import NotFound"),
     ("spotrun.adapters.sns", "from spotrun.attempts import complete"),
+    ("spotrun.console.html", "from spotrun.jobs import get_job"),
+    ("spotrun.console.views", "import boto3"),
+    ("spotrun.overview", "from spotrun.console import html"),
 ])
 def test_the_check_catches_a_forbidden_import(module: str, source: str) -> None:
     assert violations(module, source), f"{module} importing this should be caught:\n{source}"

@@ -27,7 +27,7 @@ from spotrun.domain.model import Task
 from spotrun.domain.reasons import clip
 from spotrun.domain.spec import JobSpec
 from spotrun.resources import EnvVar
-from spotrun_worker import bootcheck, checkpointers, finalfit, transfer, workspace
+from spotrun_worker import bootcheck, checkpointers, finalfit, logship, transfer, workspace
 from spotrun_worker.bootcheck import ImageCheck, check_image
 from spotrun_worker.checkpointers import CheckpointError, CheckpointerUnavailable
 from spotrun_worker.checkpoints import CheckpointCost, CheckpointCycle, restore
@@ -117,9 +117,34 @@ class Agent:
             self.report("environment_error", reason=f"agent failure: {type(error).__name__}: {error}")
             self.terminate_self()
             return 4
+        finally:
+            self._stop_shipping()
+
+    def _start_shipping(self) -> None:
+        """The attempt's output and the agent's own lines, live, to the attempt's log stream."""
+        self.shipper = logship.for_attempt(getattr(self.routes, "logs", None), self.config.log_group,
+                                           self.ref.job_id, self.ref.index, self.ref.attempt,
+                                           self.workspace.log_path, interval=self.config.log_ship_seconds)
+        self.agent_lines: logship.AgentLines | None = logship.AgentLines(self.shipper)
+        for name in ("spotrun.agent", "spotrun_worker"):
+            logging.getLogger(name).addHandler(self.agent_lines)
+
+    def _stop_shipping(self) -> None:
+        handler = getattr(self, "agent_lines", None)
+        if handler is None:
+            return
+        for name in ("spotrun.agent", "spotrun_worker"):
+            logging.getLogger(name).removeHandler(handler)
+        self.agent_lines = None
+        try:
+            self.shipper.close()
+        except Exception:  # noqa: BLE001 - the log file still goes to S3 with the attempt
+            log.warning("the last log lines were not shipped", exc_info=True)
 
     def _run_claimed(self, task: Task) -> int:
         self.workspace = Workspace.for_attempt(self.config.work_root, self.ref).create()
+        self._start_shipping()
+        log.info("attempt %s of task %s runs on instance %s", self.ref.attempt, self.ref.index, self.ref.instance_id)
         try:
             workspace.stage_inputs(self.s3, list(self.spec.inputs), self.workspace)
             if task.kind == "combine":
@@ -167,6 +192,8 @@ class Agent:
         if outcome is not None:
             return outcome
         status = checkpointer.poll()
+        log.info("the program ended (%s) after %.0f s", f"exit code {status}" if status is not None and status >= 0
+                 else f"signal {-(status or 0)}", exec_seconds)
         missing = workspace.upload_outputs(self.s3, self.config.bucket, self.ref, self.workspace,
                                            self._output_patterns(task))
         self.upload_log()

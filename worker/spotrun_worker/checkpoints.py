@@ -132,12 +132,14 @@ class CheckpointCycle:
         fit = finalfit.fit(measured, self.final_budget_seconds)
         committing = time.monotonic()
         committed = self.routes.commit(self.ref, seq, size, self.checkpointer.method, self.clock(),
-                                       measured=final_measures(measured, fit))
+                                       measured=final_measures(measured, fit),
+                                       seconds=uploaded_at - started)  # capture and upload: CheckpointSeconds
         self.cost.commit_seconds = time.monotonic() - committing + (committing - uploaded_at)
         shutil.rmtree(into, ignore_errors=True)
         if not committed:
             log.warning("checkpoint %s was not committed (superseded or out of order)", seq)
             return None
+        log.info("checkpoint %s committed: %.1f MiB in %.1f s", seq, size / 2**20, time.monotonic() - started)
         self.last_saved_at = captured_at
         self.cost.samples.append(time.monotonic() - started)
         self.cost.bytes_total += size
@@ -193,6 +195,7 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
     pointer = routes.store.get_task(task.job_id, task.index).checkpoint
     if pointer is None:
         return None
+    started = time.monotonic()
     s3 = routes.s3
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{pointer.key}/manifest.json")["Body"].read())
     ok, why = checkpointers.compatible(manifest.get("facts", {}), checkpointers.environment_facts(), manifest["method"])
@@ -209,5 +212,8 @@ def restore(routes: Any, bucket: str, ref: AttemptRef, task: Task, workspace: Wo
         else:  # a manifest from before parts were recorded: one stream, whole-file SHA-256
             transfer.download_file(s3, bucket, key, dest, expected_size=entry["size"],
                                    expected_sha256=entry["sha256"])
-    routes.restored(ref, pointer.seq, pointer.attempt)
+    seconds = time.monotonic() - started  # the download: what the operators' RestoreSeconds measure
+    log.info("restoring checkpoint %s of attempt %s (%.1f MiB, downloaded in %.1f s)", pointer.seq, pointer.attempt,
+             pointer.size_bytes / 2**20, seconds)
+    routes.restored(ref, pointer.seq, pointer.attempt, seconds=seconds)
     return target, pointer.seq

@@ -31,6 +31,8 @@ class AgentConfig:
     reuse_instances: bool = True
     reuse_wait_seconds: float = 30.0
     worker_api_url: str = ""  # the worker routes (`POST <url>/worker/<operation>`)
+    log_group: str = ""  # the attempts' log group: output shipped live to the attempt's stream (none: not shipped)
+    log_ship_seconds: float = 1.0
 
     @property
     def control_every(self) -> float:
@@ -52,4 +54,5 @@ class AgentConfig:
             terminate_on_exit=env.get("SPOTRUN_TERMINATE_ON_EXIT", "1") == "1",
             reuse_instances=env.get("SPOTRUN_REUSE_INSTANCES", "1") == "1",
             worker_api_url=env.get("SPOTRUN_WORKER_API_URL", ""),
+            log_group=env.get("SPOTRUN_TASK_LOG_GROUP", ""),
         )

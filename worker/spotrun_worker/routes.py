@@ -66,6 +66,7 @@ class HttpRoutes:
         self.store: Any = None
         self.s3: Any = None
         self.sqs: Any = None
+        self.logs: Any = None  # CloudWatch Logs: the attempt's own log stream
         self._table = ""
 
     def configure(self, table: str) -> None:
@@ -92,21 +93,23 @@ class HttpRoutes:
             raise
 
     def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
-               measured: dict[str, Any] | None = None) -> bool:
-        """`measured`: the final checkpoint's prediction and the rates behind it (checkpoints.final_measures)."""
+               measured: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
+        """`measured`: the final checkpoint's prediction and the rates behind it (checkpoints.final_measures);
+        `seconds`: the capture and upload, for the operators' CheckpointSeconds."""
         try:
             answer = self._post("checkpoint", {"attempt": ref.attempt, "seq": seq, "size_bytes": size_bytes,
                                                "method": method, "committed_at": committed_at.isoformat(),
-                                               **(measured or {})})
+                                               **(measured or {}), **_seconds(seconds)})
         except RouteError as error:
             if error.status == 409:
                 return False  # the attempt no longer serves its task
             raise
         return bool(answer.get("committed"))
 
-    def restored(self, ref: AttemptRef, seq: int, from_attempt: int) -> None:
+    def restored(self, ref: AttemptRef, seq: int, from_attempt: int, seconds: float | None = None) -> None:
         try:
-            self._post("restored", {"attempt": ref.attempt, "seq": seq, "from_attempt": from_attempt})
+            self._post("restored", {"attempt": ref.attempt, "seq": seq, "from_attempt": from_attempt,
+                                    **_seconds(seconds)})
         except RouteError as error:  # a timeline note: the restore itself stands
             log.warning("restore of checkpoint %s not noted: %s", seq, error)
 
@@ -157,6 +160,7 @@ class HttpRoutes:
             self.store = DynamoStore(client("dynamodb"), self._table)
             self.s3 = client("s3")
             self.sqs = client("sqs")
+            self.logs = client("logs")
 
     def _post(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         """A signed POST; throttling, 5xx and network errors are retried with backoff."""
@@ -188,6 +192,11 @@ class HttpRoutes:
         raise RouteError(503, f"worker route {operation} kept failing: {last}")
 
 
+def _seconds(seconds: float | None) -> dict[str, float]:
+    """How long a checkpoint or a restore took, for the operators' metrics (rounded to what they need)."""
+    return {} if seconds is None else {"seconds": round(max(0.0, seconds), 3)}
+
+
 def _error_text(error: urllib.error.HTTPError) -> str:
     try:
         return clip(str(json.loads(error.read() or b"{}").get("error") or error.reason), 500)
@@ -204,12 +213,14 @@ def _assignment(answer: dict[str, Any]) -> Assignment:
 class InProcessRoutes:
     """The same operations answered in this process (no HTTP, no task credentials): tests."""
 
-    def __init__(self, cp: Any, instance_id: str, store: Any = None, s3: Any = None, sqs: Any = None):
+    def __init__(self, cp: Any, instance_id: str, store: Any = None, s3: Any = None, sqs: Any = None,
+                 logs: Any = None):
         self.cp = cp
         self.instance_id = instance_id
         self.store = store if store is not None else (cp.store if cp is not None else None)
         self.s3 = s3
         self.sqs = sqs
+        self.logs = logs
 
     def configure(self, table: str) -> None:
         return None
@@ -232,7 +243,7 @@ class InProcessRoutes:
             raise ClaimRefused(str(problem)) from None
 
     def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
-               measured: dict[str, Any] | None = None) -> bool:
+               measured: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
         from spotrun import assignments
 
         try:
@@ -241,7 +252,7 @@ class InProcessRoutes:
         except assignments.NotServing:
             return False
 
-    def restored(self, ref: AttemptRef, seq: int, from_attempt: int) -> None:
+    def restored(self, ref: AttemptRef, seq: int, from_attempt: int, seconds: float | None = None) -> None:
         from spotrun import assignments
 
         assignments.restored(self.cp, self.instance_id, ref.attempt, seq, from_attempt)

@@ -141,6 +141,7 @@ class Supervisor:
         """End the attempt early: final checkpoint if there is time, report (with how long the program ran
         and its log's tail), stop the program. A cancelled task's outputs, as far as its program got, are
         uploaded (`task`): what a user asked for does not vanish with the instance."""
+        log.info("ending the attempt (%s): %s", outcome, reason)
         seq = None
         if checkpoint and self.checkpointer.supports_checkpoint and self.checkpointer.poll() is None:
             budget = self.config.checkpoint_timeout_seconds

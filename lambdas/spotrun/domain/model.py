@@ -169,6 +169,8 @@ class Attempt:
     price_per_hour: float | None = None
     # When an interrupted attempt's final report arrived (after its final checkpoint): the handover.
     drained_at: datetime | None = None
+    restored_seq: int | None = None  # the checkpoint this attempt started from
+    restored_from: int | None = None  # the attempt that had taken it
 
 
 @dataclass(frozen=True)
@@ -221,3 +223,11 @@ class TimelineEvent:
     index: int | None = None
     attempt: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of an attempt's log (the agent's and the program's output), as CloudWatch Logs keeps it."""
+
+    at: datetime
+    message: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,9 +20,13 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+
+from spotrun.domain.problems import MAX_PROBLEMS_REPORTED as MAX_PROBLEMS_REPORTED  # the API, the CLI, the tests
+from spotrun.domain.problems import problems_of as problems_of
 
 MAX_TASKS = 100_000
 MAX_INPUTS = 1_000
@@ -63,6 +67,22 @@ def _a_number(value: Any) -> Any:
     return value
 
 
+def _env_text(value: Any) -> Any:
+    """A task's parameters become environment variables, which are text: a number or true/false written
+    without quotes (YAML's `SEED: 7`, JSON's `"SEED": 7`) is taken as its text ('7', 'true')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+# What the document says a parameter value is: text, or a number or true/false taken as text.
+ParameterValue = Annotated[
+    str, BeforeValidator(_env_text), StringConstraints(max_length=MAX_PARAM_VALUE_CHARS),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_PARAM_VALUE_CHARS}, {"type": "number"},
+                              {"type": "boolean"}]}),
+]
 Int = Annotated[int, BeforeValidator(_a_number)]
 Float = Annotated[float, BeforeValidator(_a_number)]
 # Program text runs through a shell or execve and shows in terminals: no NUL (it cannot be passed on),
@@ -161,8 +181,9 @@ class JobSpec(StrictModel):
     inputs: list[S3Uri] = Field(default_factory=list, max_length=MAX_INPUTS)
     outputs: list[OutputPattern] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
     tasks: Int | None = Field(None, ge=1, le=MAX_TASKS)
-    parameters: list[dict[str, Annotated[str, StringConstraints(max_length=MAX_PARAM_VALUE_CHARS)]]] | None = Field(
-        None, min_length=1, max_length=MAX_TASKS
+    parameters: list[dict[str, ParameterValue]] | None = Field(
+        None, min_length=1, max_length=MAX_TASKS,
+        description="One task per entry: its environment variables (numbers and true/false are taken as text).",
     )
     combine: CombineSpec | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -255,25 +276,6 @@ class DocumentError(SpecError):
     summary = "invalid request"
 
 
-MAX_PROBLEMS_REPORTED = 50
-
-
-def problems_of(errors: Sequence[Mapping[str, Any]], whole: str = "(body)") -> list[dict[str, str]]:
-    """Turn pydantic's errors (their `loc` and `msg`) into `{field, problem}` pairs a person can act on;
-    an error of the whole value is named `whole`.
-
-    The first MAX_PROBLEMS_REPORTED, then one line counting the rest: 100,000 wrong parameter sets
-    must not make a megabyte-long error.
-    """
-    problems = []
-    for item in errors[:MAX_PROBLEMS_REPORTED]:
-        field = ".".join(str(part) for part in item["loc"]) or whole
-        problems.append({"field": field, "problem": str(item["msg"])})
-    if len(errors) > MAX_PROBLEMS_REPORTED:
-        problems.append({"field": "(more)", "problem": f"{len(errors) - MAX_PROBLEMS_REPORTED} more problems like these"})
-    return problems
-
-
 def parse_spec(document: Any) -> JobSpec:
     """Validate a decoded JSON/YAML document; raise SpecError naming every wrong field."""
     if not isinstance(document, dict):
@@ -281,7 +283,7 @@ def parse_spec(document: Any) -> JobSpec:
     try:
         spec = JobSpec.model_validate(document)
     except ValidationError as error:
-        raise SpecError(problems_of(error.errors(include_url=False, include_input=False))) from None
+        raise SpecError(problems_of(error.errors(include_url=False))) from None
     check_stored_size(spec)
     return spec
 

@@ -184,6 +184,30 @@ class Outputs(BaseModel):
     outputs: list[dict[str, Any]]
 
 
+class CheckpointRequested(BaseModel):
+    job_id: str
+    tasks: list[int] = Field(description="the running tasks asked for a checkpoint now")
+
+
+class LogLineView(BaseModel):
+    at: Moment
+    message: str
+
+
+class LogPageView(BaseModel):
+    job_id: str
+    task: int
+    attempt: int = Field(description="the attempt whose log this is (0: the task never ran)")
+    events: list[LogLineView]
+    next_token: str = Field(description="reads on after these lines: ask again with it to follow the log")
+    kept: bool = Field(description="false when this deployment keeps no attempt logs")
+
+    @classmethod
+    def of(cls, page: jobs.LogPage) -> LogPageView:
+        return cls(job_id=page.job_id, task=page.index, attempt=page.attempt, next_token=page.token, kept=page.kept,
+                   events=[LogLineView(at=line.at, message=line.message) for line in page.lines])
+
+
 _ERRORS = {400: "invalid request", 404: "no such job, task or route", 409: "not allowed in the job's or task's state",
            415: "the body is not sent as JSON (Content-Type application/json)"}
 
@@ -254,16 +278,39 @@ def stats(job_id: JobId) -> dict[str, Any]:
     return jobs.statistics(_cp(), job_id)
 
 
+@app.get("/jobs/<job_id>/tasks/<index>/logs", summary="An attempt's log (agent and program output), oldest first",
+         responses=_answers(200, 404))
+def task_log(job_id: JobId, index: TaskIndex,
+             attempt: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="default: the current one")] = None,
+             limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+             newest: Annotated[bool, Query(description="the newest `limit` lines instead of the oldest")] = False,
+             next_token: Annotated[str | None, Query(max_length=512)] = None) -> LogPageView:
+    return LogPageView.of(jobs.task_log(_cp(), job_id, index, attempt, next_token, limit, newest))
+
+
+# Before the job action route below, which would take 'checkpoint' for an action it does not know.
+@app.post("/jobs/<job_id>/checkpoint", summary="Checkpoint every running task of the job now", status_code=202,
+          responses=_answers(202, 404, 409))
+def checkpoint_job(job_id: JobId) -> CheckpointRequested:
+    return CheckpointRequested(job_id=job_id, tasks=jobs.request_checkpoint(_cp(), job_id, None, _owner()))
+
+
+@app.post("/jobs/<job_id>/tasks/<index>/checkpoint", summary="Checkpoint one running task now", status_code=202,
+          responses=_answers(202, 404, 409))
+def checkpoint_task(job_id: JobId, index: TaskIndex) -> CheckpointRequested:
+    return CheckpointRequested(job_id=job_id, tasks=jobs.request_checkpoint(_cp(), job_id, index, _owner()))
+
+
 @app.post("/jobs/<job_id>/<action>", summary="Cancel (kill), suspend or resume a job", status_code=202,
           responses=_answers(202, 404, 409))
 def control(job_id: JobId, action: Annotated[str, Path(pattern="^(cancel|suspend|resume)$")]) -> JobView:
-    return JobView.of(jobs.control_job(_cp(), job_id, action))
+    return JobView.of(jobs.control_job(_cp(), job_id, action, _owner()))
 
 
 @app.post("/jobs/<job_id>/tasks/<index>/cancel", summary="Cancel one task", status_code=202,
           responses=_answers(202, 404, 409))
 def cancel_task(job_id: JobId, index: TaskIndex) -> TaskView:
-    return TaskView.of(jobs.cancel_task(_cp(), job_id, index))
+    return TaskView.of(jobs.cancel_task(_cp(), job_id, index, _owner()))
 
 
 @app.post("/uploads", summary="A presigned URL to upload one input file", responses=_answers(200, 415))
@@ -302,7 +349,8 @@ def _request_error(error: RequestValidationError) -> Response[str]:
             location = location[1:]
         if item.get("type") == "json_invalid":
             location = []  # its location is a character offset in the body, not a field
-        return {"loc": location, "msg": item.get("msg", "invalid")}
+        return {**{k: item[k] for k in ("type", "input", "ctx") if k in item}, "loc": location,
+                "msg": item.get("msg", "invalid")}
 
     return _refuse(HTTPStatus.BAD_REQUEST, "invalid request", problems_of([located(e) for e in error.errors()]))
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -22,11 +22,31 @@ from pydantic import BaseModel, ValidationError
 from spotrun.access import session_name
 from spotrun.domain.messages import AttemptRef
 from spotrun.domain.reasons import clip
-from spotrun.resources import EnvVar
+from spotrun.resources import METRICS_NAMESPACE, METRICS_SERVICE, EnvVar
 
-logger = Logger(service="spotrun")
-metrics = Metrics(namespace="spotrun", service="spotrun")
-tracer = Tracer(service="spotrun")
+NAMESPACE, SERVICE = METRICS_NAMESPACE, METRICS_SERVICE
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+
+def metric_by(name: str, unit: MetricUnit, value: float, **dimensions: str) -> None:
+    """One EMF metric with a dimension more than the service (a pool, a task state, a market): the
+    dashboard graphs one line per value of it. `metrics` (flushed once per invocation) carries the
+    service-wide totals the alarms watch."""
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+        return
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE,
+                       default_dimensions={"service": SERVICE, **dimensions}):
+        pass
+
+
+def count_per_pool(name: str, per_pool: dict[str, int]) -> None:
+    """A count per pool (one metric each) and its total (the alarms' metric), when anything happened."""
+    for pool, count in sorted(per_pool.items()):
+        metric_by(name, MetricUnit.Count, count, pool=pool)
+    if per_pool:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=sum(per_pool.values()))
 
 
 def instrumented(handler: Callable[..., Any]) -> Callable[..., Any]:

@@ -25,6 +25,9 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
             metrics.add_metric(name=result.change.event, unit=MetricUnit.Count, value=1)
         if result.image_fault_noted:  # once per image and checkpoint method; its alarm tells the operators
             metrics.add_metric(name=WORKER_IMAGE_FAULTS_METRIC, unit=MetricUnit.Count, value=1)
+        if report.outcome == "interrupted" and report.unsaved_seconds is not None:
+            # What this interruption cost: the progress made since the last committed checkpoint.
+            metrics.add_metric(name="WorkLostSeconds", unit=MetricUnit.Seconds, value=report.unsaved_seconds)
         logger.info("completion", extra={"job_id": report.job_id, "task": report.index, "attempt": report.attempt,
                                          "outcome": report.outcome, "applied": result.applied})
 

@@ -12,7 +12,7 @@ from spotrun.attempts import handle_instance_event
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.interruptions import Action, classify_event
-from spotrun.handlers.common import instrumented, load_json, logger, metrics, run_batch
+from spotrun.handlers.common import count_per_pool, instrumented, load_json, logger, metrics, run_batch
 
 
 @instrumented
@@ -30,6 +30,9 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
                                                                    "problem": instance_event.reason})
             return
         outcome = handle_instance_event(cp, instance_event)
+        count_per_pool("Interruptions", outcome.interrupted_pools)
+        count_per_pool("Launches", outcome.launches.launched_by_pool)
+        count_per_pool("CapacityRefusals", outcome.launches.refused_by_pool)
         if instance_event.at is not None:
             latency = (cp.clock() - instance_event.at).total_seconds()
             metrics.add_metric(name=f"{instance_event.kind}Latency", unit=MetricUnit.Seconds, value=max(latency, 0.0))

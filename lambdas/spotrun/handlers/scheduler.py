@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import ControlMessage
-from spotrun.handlers.common import instrumented, logger, metrics, parse_body, run_batch
+from spotrun.handlers.common import count_per_pool, instrumented, logger, metrics, parse_body, run_batch
 from spotrun.resources import MessageType
 from spotrun.scheduling import reconcile_job
 
@@ -32,6 +32,8 @@ def handler(event: dict[str, Any], context: Any, control: ControlPlane | None = 
         metrics.add_metric(name="LaunchCalls", unit=MetricUnit.Count, value=report.launch_calls)
         if report.failed_for_image:
             metrics.add_metric(name="TasksFailedForImage", unit=MetricUnit.Count, value=report.failed_for_image)
+        count_per_pool("Launches", report.launched_by_pool)
+        count_per_pool("CapacityRefusals", report.refused_by_pool)
         logger.info("reconciled", extra={"job_id": message.job_id, "type": message.type, "admitted": report.admitted,
                                          "launched": report.launched, "failed_pools": report.failed_pools,
                                          "failed_for_image": report.failed_for_image})

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,7 +35,7 @@ from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.messages import MAX_ATTEMPT
 from spotrun.domain.spec import SpecError, load_document, problems_of
-from spotrun.handlers.common import instrumented, logger
+from spotrun.handlers.common import instrumented, logger, metrics
 from spotrun.handlers.http import ErrorBody
 
 # arn:aws:sts::<account>:assumed-role/<role name>/<session name>
@@ -54,6 +55,10 @@ class AttemptRequest(Request):
     attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
 
+# How long a checkpoint (capture and upload) or a restore (download) took, for the operators' metrics.
+Took = Annotated[float | None, Field(ge=0, le=7 * 86_400, allow_inf_nan=False)]
+
+
 class CommitRequest(AttemptRequest):
     seq: int = Field(ge=1, le=10**8 - 1)
     size_bytes: int = Field(ge=0, le=2**53)
@@ -64,11 +69,13 @@ class CommitRequest(AttemptRequest):
     capture_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
     upload_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
     final_budget_seconds: float | None = Field(None, ge=0, le=10**5)
+    seconds: Took = None
 
 
 class RestoredRequest(AttemptRequest):
     seq: int = Field(ge=1, le=10**8 - 1)
     from_attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    seconds: Took = None
 
 
 # ---------------------------------------------------------------- answers
@@ -116,21 +123,34 @@ def _session(cp: ControlPlane, instance_id: str, _: Request) -> Session:
 
 
 def _claim(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Claimed:
-    assignments.claim_attempt(cp, instance_id, request.attempt)
+    _recovered(assignments.claim_attempt(cp, instance_id, request.attempt))
     return Claimed()
 
 
 def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> Committed:
-    return Committed(committed=assignments.commit(
+    committed = assignments.commit(
         cp, instance_id, request.attempt, request.seq, request.size_bytes, request.method, request.committed_at,
         predicted_final_seconds=request.predicted_final_seconds, final_fits_warning=request.final_fits_warning,
         capture_bytes_per_second=request.capture_bytes_per_second,
-        upload_bytes_per_second=request.upload_bytes_per_second, final_budget_seconds=request.final_budget_seconds))
+        upload_bytes_per_second=request.upload_bytes_per_second, final_budget_seconds=request.final_budget_seconds)
+    if committed:
+        metrics.add_metric(name="CheckpointMiB", unit=MetricUnit.Megabytes, value=request.size_bytes / 2**20)
+        if request.seconds is not None:
+            metrics.add_metric(name="CheckpointSeconds", unit=MetricUnit.Seconds, value=request.seconds)
+    return Committed(committed=committed)
 
 
 def _restored(cp: ControlPlane, instance_id: str, request: RestoredRequest) -> Noted:
-    assignments.restored(cp, instance_id, request.attempt, request.seq, request.from_attempt)
+    _recovered(assignments.restored(cp, instance_id, request.attempt, request.seq, request.from_attempt))
+    if request.seconds is not None:
+        metrics.add_metric(name="RestoreSeconds", unit=MetricUnit.Seconds, value=request.seconds)
     return Noted()
+
+
+def _recovered(seconds: float | None) -> None:
+    """From a spot interruption to the task running again on its replacement."""
+    if seconds is not None:
+        metrics.add_metric(name="RecoverySeconds", unit=MetricUnit.Seconds, value=seconds)
 
 
 def _next(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Next:

@@ -54,6 +54,8 @@ def count(total: int) -> int:
     wanted = {"checkpoint": False}
     signal.signal(signal.SIGUSR1, lambda *_: wanted.update(checkpoint=True))
     divisors = small_primes(math.isqrt(total) + 1)
+    print(f"counting the primes in [{position}, {high})", flush=True)
+    reported = (position - low) * 10 // max(1, high - low)  # tenths reported so far: a line each, for the log
     while position < high:
         stop = min(position + CHUNK, high)
         found += sum(1 for n in range(position, stop) if is_prime(n, divisors))
@@ -65,6 +67,11 @@ def count(total: int) -> int:
             temporary.write_text(json.dumps({"position": position, "found": found}))
             os.replace(temporary, state_file)
             (checkpoint_dir / ".complete").touch()
+            print(f"checkpoint saved at {position}", flush=True)
+        tenths = (position - low) * 10 // max(1, high - low)
+        if tenths > reported:
+            reported = tenths
+            print(f"{tenths * 10}% done: {found} primes below {position}", flush=True)
         if progress_file:
             Path(progress_file).write_text(f"{(position - low) / max(1, high - low):.4f}")
     Path("count.json").write_text(json.dumps({"low": low, "high": high, "primes": found}))

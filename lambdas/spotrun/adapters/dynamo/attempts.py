@@ -107,6 +107,14 @@ class AttemptStore(Table):
             items.append(pool_stats_item(self.table, pool, {"exec_seconds": more}))
         return self._transact(items)
 
+    def record_restore(self, job_id: str, index: int, attempt: int, seq: int, from_attempt: int) -> None:
+        """Note on the attempt which checkpoint it started from (the console's attempt history)."""
+        expr = Expression()
+        expr.set("restored_seq", seq)
+        expr.set("restored_from", from_attempt)
+        expr.condition("attribute_exists(pk)")
+        self._update(attempt_key(job_id, index, attempt), expr)
+
     def worker(self, instance_id: str) -> Worker | None:
         item = self._get(worker_key(instance_id))
         return worker_from(item) if item else None

@@ -103,7 +103,12 @@ def attempt_from(item: dict[str, Any]) -> Attempt:
         scope=Scope(item["scope"]) if item.get("scope") else None, exit_code=item.get("exit_code"),
         exec_seconds=float(item.get("exec_seconds", 0.0)), price_per_hour=item.get("price_per_hour"),
         drained_at=parse_time(item.get("drained_until")),
+        restored_seq=_integer(item.get("restored_seq")), restored_from=_integer(item.get("restored_from")),
     )
+
+
+def _integer(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def event_from(item: dict[str, Any]) -> TimelineEvent:

@@ -19,15 +19,17 @@ class TimelineStore(Table):
     def add_events(self, events: Sequence[TimelineEvent]) -> None:
         self.batch_put(event_item(e) for e in events)
 
-    def timeline(self, job_id: str, limit: int, after: str | None = None) -> list[TimelineEvent]:
+    def timeline(self, job_id: str, limit: int, after: str | None = None, newest: bool = False) -> list[TimelineEvent]:
+        """Events oldest first: the first `limit` (after the cursor `after`), or the newest `limit`."""
         events: list[tuple[str, TimelineEvent]] = []
         for shard in range(TASK_SHARDS):
             params: dict[str, Any] = {
                 "TableName": self.table, "Limit": limit, "KeyConditionExpression": "pk = :p" + (" AND sk > :a" if after else ""),
                 "ExpressionAttributeValues": serialize({":p": events_pk(job_id, shard), **({":a": after} if after else {})}),
+                "ScanIndexForward": not newest,
             }
             for raw in self.client.query(**params).get("Items", []):
                 item = deserialize(raw)
                 events.append((item["sk"], event_from(item)))
         events.sort(key=lambda pair: pair[0])
-        return [e for _, e in events[:limit]]
+        return [e for _, e in (events[-limit:] if newest else events[:limit])]

@@ -1,0 +1,210 @@
+"""The console and live logs end to end, on one local deployment (moto's server, real agents, the
+replayed market, the gateway) shared by both tests of this module:
+
+- `spotrun logs JOB TASK --follow`, a real process, prints a running program's lines within seconds;
+- headless Chromium (Debian's, driven by Selenium through /usr/bin/chromedriver; `make browser`
+  installs both) opens the console page, finds a running job, opens it, sees its tasks, timeline, log
+  and costs, presses Suspend and then Resume and sees the job suspend and resume, and the job then
+  succeeds with the right result. Screenshots go to bench/results/console/ (committed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotrun.domain.model import JobState
+from spotrun_local import demo
+from spotrun_local.deployment import LocalDeployment, start_steady
+from spotrun_local.runtime import REPO
+
+pytestmark = pytest.mark.slow
+
+SCREENSHOTS = REPO / "bench" / "results" / "console"
+TICKER = REPO / "local" / "spotrun_local" / "programs" / "ticker.py"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1900")
+# A line is on the follower's screen within this long of being printed (shipped every second, read every
+# half second); what it is in practice is measured by `make bench-logs` (bench/results/log_latency.json).
+LOG_LATENCY_BOUND = 8.0
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    local = start_steady(tmp_path_factory.mktemp("console") / "run")
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def wait_for(predicate: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def submit(deployment: LocalDeployment, spec: dict[str, Any]) -> str:
+    status, accepted = deployment.client.call("POST", "/jobs", spec)
+    assert status == 202, accepted
+    return str(accepted["job_id"])
+
+
+def test_logs_follow_shows_a_running_programs_output_within_seconds(deployment: LocalDeployment) -> None:
+    job_id = submit(deployment, {"name": "ticker", "command": [sys.executable, str(TICKER), "20", "0.5"],
+                                 "checkpoint": {"method": "none"}, "resources": {"vcpus": 2, "memory_gib": 2}})
+    follower = subprocess.Popen([sys.executable, "-m", "spotrun_cli", "logs", job_id, "0", "--follow",
+                                 "--interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=deployment.cli_env(), text=True)
+    arrivals: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            arrivals.append((time.time(), line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len([a for a in arrivals if a[1].startswith("tick ")]) >= 8, 120, "eight ticks")
+        assert follower.poll() is None, "the follower runs while the program does"
+        code = follower.wait(timeout=120)  # the task ends: so does following, once its last lines are in
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    reader.join(timeout=10)
+    assert code == 0, follower.stderr.read() if follower.stderr else ""
+    ticks = [(arrived - float(line.split()[2]), int(line.split()[1])) for arrived, line in arrivals
+             if line.startswith("tick ")]
+    assert [n for _, n in ticks] == list(range(len(ticks))), "every line, in order, once"
+    assert max(latency for latency, _ in ticks) < LOG_LATENCY_BOUND, ticks
+    program = [line for _, line in arrivals if not line.startswith("[spotrun] ")]
+    assert program[-1].startswith("done after "), "its last line too, after it ended"
+    agent = [line for _, line in arrivals if line.startswith("[spotrun] ")]
+    assert any("runs on instance" in line for line in agent), "the agent's own lines are in the log too"
+    assert any("the program ended (exit code 0)" in line for line in agent)
+    assert deployment.runtime.guard.denials == [], "the agent shipped its log with its task credentials alone"
+
+
+class Page:
+    """The console page in a real browser, as a person uses it."""
+
+    def __init__(self, driver: Any):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by = driver, By
+
+    def widget_text(self) -> str:
+        return str(self.driver.find_element(self.by.ID, "widget").text)
+
+    def wait_text(self, text: str, seconds: float = 60) -> None:
+        wait_for(lambda: text in self.widget_text(), seconds, f"{text!r} in the console")
+
+    def click(self, label: str, confirm: bool = False, where: str = "widget") -> None:
+        xpath = f"//div[@id='{where}']//a[normalize-space()='{label}']"
+        wait_for(lambda: self.driver.find_elements(self.by.XPATH, xpath), 60, f"a {label!r} button")
+        self.driver.find_element(self.by.XPATH, xpath).click()
+        if confirm:
+            alert = wait_for(lambda: self._alert(), 10, "the confirmation")
+            alert.accept()
+
+    def _alert(self) -> Any:
+        from selenium.common.exceptions import NoAlertPresentException
+
+        try:
+            return self.driver.switch_to.alert
+        except NoAlertPresentException:
+            return None
+
+    def job_state(self) -> str:
+        found = self.driver.find_elements(self.by.XPATH, "//div[@id='widget']//h2/span[contains(@class,'state')]")
+        return str(found[0].text) if found else ""
+
+    def shoot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert self.driver.save_screenshot(str(SCREENSHOTS / name))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are not installed: `make browser` installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)  # no Selenium Manager
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_a_person_steers_a_running_job_from_the_console_in_a_real_browser(deployment: LocalDeployment,
+                                                                           browser: Any) -> None:
+    limit = 40_000_000
+    spec = demo.job_spec(limit, 2)
+    spec["name"] = "primes-console"
+    job_id = submit(deployment, spec)
+    store = deployment.runtime.cp.store
+    page = Page(browser)
+
+    browser.get(deployment.gateway.ui_url)
+    page.wait_text(job_id)  # the jobs widget lists it
+    wait_for(lambda: store.get_job(job_id).state == JobState.RUNNING, 120, "the job to run")
+    page.wait_text("RUNNING")
+    page.shoot("01-jobs.png")
+
+    page.click("primes-console")  # open it
+    page.wait_text("tasks")
+    for shown in ("timeline", "costs and statistics", "spot cost", "on demand would cost", "log of task",
+                  "attempt", "Submitted by local with 2 tasks"):
+        page.wait_text(shown)
+    page.wait_text("% done", 120)  # the program's own lines, from its attempt's log
+    page.shoot("02-job-running.png")
+
+    page.click("Suspend", confirm=True)
+    page.wait_text("suspend requested")
+    wait_for(lambda: page.job_state() == "SUSPENDED", 180, "the console to show the job SUSPENDED")
+    assert store.get_job(job_id).state == JobState.SUSPENDED
+    page.wait_text("Suspend requested by console spotrun-local")
+    page.shoot("03-job-suspended.png")
+
+    page.click("Resume", confirm=True)
+    page.wait_text("resume requested")
+    wait_for(lambda: page.job_state() == "RUNNING", 180, "the console to show the job RUNNING again")
+    page.wait_text("restored checkpoint", 180)  # its tasks go on from the checkpoints they took at suspend
+    page.shoot("04-job-resumed.png")
+
+    page.click("log")  # the first task's log, in a popup
+    wait_for(lambda: "attempt" in browser.find_element(page.by.ID, "popup-body").text, 30, "the log popup")
+    page.shoot("05-task-log.png")
+    browser.find_element(page.by.ID, "popup-close").click()
+
+    wait_for(lambda: store.get_job(job_id).state in (JobState.SUCCEEDED, JobState.FAILED), 400, "the job to finish")
+    wait_for(lambda: page.job_state() == "SUCCEEDED", 30, "the console to show it SUCCEEDED")
+    page.shoot("06-job-succeeded.png")
+    result = json.loads(deployment.runtime.session.client("s3").get_object(
+        Bucket=deployment.runtime.cp.settings.bucket, Key=f"jobs/{job_id}/outputs/2/result.json")["Body"].read())
+    assert result["primes"] == demo.sieve_count(limit)
+    kinds = [e.kind for e in store.timeline(job_id, 1000)]
+    assert kinds.index("JobSuspendRequested") < kinds.index("JobSuspended") < kinds.index("JobResumeRequested")
