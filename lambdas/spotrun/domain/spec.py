@@ -24,7 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-MAX_TASKS = 100_000
+# A sweep by count is stored lazily (tasks get their items as they are admitted), so its size costs the
+# submit nothing; parameter sets are stored with their tasks at submit and arrive in the request's body.
+MAX_TASKS = 1_000_000
+MAX_PARAMETER_SETS = 100_000
 MAX_INPUTS = 1_000
 MAX_OUTPUT_PATTERNS = 100
 MAX_OUTPUT_PATTERN_CHARS = 512
@@ -162,7 +165,7 @@ class JobSpec(StrictModel):
     outputs: list[OutputPattern] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
     tasks: Int | None = Field(None, ge=1, le=MAX_TASKS)
     parameters: list[dict[str, Annotated[str, StringConstraints(max_length=MAX_PARAM_VALUE_CHARS)]]] | None = Field(
-        None, min_length=1, max_length=MAX_TASKS
+        None, min_length=1, max_length=MAX_PARAMETER_SETS
     )
     combine: CombineSpec | None = None
     resources: Resources = Field(default_factory=Resources)
