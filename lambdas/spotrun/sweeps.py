@@ -124,7 +124,7 @@ def list_tasks(cp: ControlPlane, job: Job, state: TaskState | None, limit: int,
     position = _decode(cursor)
     if position is None:  # an old-style cursor: a job stored whole
         return cp.store.list_tasks(job.job_id, state, limit, cursor)
-    boundary = int(position.get("b", job.materialized or job.task_count))
+    boundary = int(position.get("b", job.task_count if job.materialized is None else job.materialized))
     walk_pending = state is None or state == job.pending_state
     found: list[Task] = []
     if "next" not in position:

@@ -226,3 +226,22 @@ def _event(job_id: str, at: Any) -> Any:
     from spotrun.domain.model import TimelineEvent
 
     return TimelineEvent(job_id, at, "PendingTasksSuspended", "test", None, None, {})
+
+
+def test_a_listing_shows_each_task_once_while_the_sweep_is_being_stored(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", sweep_of(12, max_concurrency=6))
+    job_id = accepted["job_id"]
+    _, page = loop.api("GET", f"/jobs/{job_id}/tasks", limit="2")
+    seen = [t["index"] for t in page["tasks"]]
+    loop.drain()  # meanwhile the scheduler stores and admits tasks 3-5 (the listing began with 0-2 stored)
+    assert stored_indexes(cp, job_id) == set(range(6))
+    token = page["next_token"]
+    states = {}
+    while token:
+        _, page = loop.api("GET", f"/jobs/{job_id}/tasks", limit="2", next_token=token)
+        seen += [t["index"] for t in page["tasks"]]
+        states.update({t["index"]: t["state"] for t in page["tasks"]})
+        token = page["next_token"]
+    assert seen == list(range(12))
+    assert all(states[i] == "LAUNCHING" for i in (3, 4, 5)) and all(states[i] == "QUEUED" for i in range(6, 12))
