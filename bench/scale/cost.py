@@ -5,7 +5,11 @@ Everything here is a model: the counts and units come from the lifecycle run, th
 assumptions below are stated in the results. Two delivery cases bound the SQS and Lambda request
 counts: 'one_per_message' (light load: each message is received, deleted and handled alone) and
 'full_batches' (busy: 10 messages per ReceiveMessage and DeleteMessageBatch, Lambda batches of 100
-heartbeats or 10 other messages).
+heartbeats or 10 other messages). A third, 'windowed_20_instances', follows the stack's batching
+windows (spotrun.resources) at a small steady load: 20 instances, so a queue whose event source waits
+W seconds hands its function 1 + (20 x its messages per instance and second) x W messages per
+invocation (at most its batch size); each message is still received alone (sparse messages end a long
+poll one by one) and each invocation's messages are deleted 10 per DeleteMessageBatch.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from bench.scale.lifecycle import QUEUE_FUNCTION
 from bench.scale.model import latency
+from spotrun import resources
 
 # us-east-1 list prices (USD), after the free tiers.
 PRICES = {
@@ -46,7 +51,8 @@ ASSUMPTIONS = {
     "sns_to_sqs_and_eventbridge_delivery": "free (SNS deliveries to SQS; EC2 events on the default bus)",
     "lambda_duration": "sum of the modeled latencies of the function's own AWS calls + 10 ms per invocation",
     "lambda_logs": "measured structured log bytes + 0.4 KB of platform lines and 0.6 KB of EMF metrics per invocation",
-    "xray": "active tracing, default sampling: 5% of invocations (at low rates the 1/s reservoir traces more)",
+    "xray": "active tracing (not on the heartbeat function, spotrun.resources), default sampling: at light load "
+            "(one_per_message, windowed) the 1/s reservoir traces every invocation, busy (full_batches) 5%",
     "scheduler_reconciles": "one reconcile per task completion (no coalescing of completions in one SQS batch)",
     "reaper": "a sweep a minute: 3 eventually consistent item reads per running instance, batched 100 per "
               "BatchGetItem (its worker and task for the orphan check, its task from the live index), a reconcile "
@@ -58,6 +64,7 @@ INVOCATION_OVERHEAD_SECONDS = 0.010
 PLATFORM_LOG_BYTES, EMF_LOG_BYTES = 400, 600
 XRAY_SAMPLED = 0.05
 LAMBDA_BATCH = {"heartbeats": 100, "scheduler": 10, "reports": 10, "interruptions": 10}
+DELIVERY_CASES = ("one_per_message", "windowed_20_instances", "full_batches")
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Bill:
     gb_seconds: float = 0.0
     api: float = 0.0
     log_bytes: float = 0.0
+    traces: float = 0.0  # X-Ray traces recorded
 
     def __add__(self, other: Bill) -> Bill:
         return Bill(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -88,13 +96,45 @@ class Bill:
             "lambda": self.lambda_requests * p["lambda_per_million_requests"] / 1e6 + self.gb_seconds * p["lambda_per_gb_second"],
             "api_gateway": self.api * p["api_gateway_rest_per_million"] / 1e6,
             "cloudwatch_logs": self.log_bytes / 2**30 * p["cloudwatch_logs_per_gb_ingested"],
-            "xray": self.lambda_requests * XRAY_SAMPLED * p["xray_per_million_traces"] / 1e6,
+            "xray": self.traces * p["xray_per_million_traces"] / 1e6,
         }
         out["total"] = sum(out.values())
         return out
 
 
-def phase_bill(phase: dict[str, Any], memory_mb: dict[str, int], batched: bool) -> Bill:
+LIGHT_LOAD_INSTANCES = 20
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a delivery case hands a queue's messages to its function."""
+
+    name: str
+    heartbeat_seconds: float = 60.0
+
+    def per_invocation(self, queue: str) -> float:
+        if self.name == "one_per_message":
+            return 1.0
+        if self.name == "full_batches":
+            return LAMBDA_BATCH[queue]
+        definition = resources.queue(queue)
+        rate = LIGHT_LOAD_INSTANCES / self.heartbeat_seconds if queue == "heartbeats" else 0.0  # others: rare
+        return min(definition.batch_size, 1 + rate * definition.max_batching_window_seconds)
+
+    @property
+    def traced_share(self) -> float:
+        """Invocations X-Ray traces: at light load its reservoir (a request a second) takes every one."""
+        return XRAY_SAMPLED if self.name == "full_batches" else 1.0
+
+    def sqs_requests_per_message(self, queue: str) -> float:
+        """Its enqueue, its share of a ReceiveMessage and of a DeleteMessageBatch."""
+        if self.name == "full_batches":
+            return 1 + 2 / 10
+        batch = self.per_invocation(queue)
+        return 1 + 1 + math.ceil(batch / 10) / batch
+
+
+def phase_bill(phase: dict[str, Any], memory_mb: dict[str, int], delivery: Delivery) -> Bill:
     """What one phase of the lifecycle costs, its queue deliveries priced for the delivery case."""
     bill = Bill()
     for actor, used in phase["by_actor"].items():
@@ -106,20 +146,20 @@ def phase_bill(phase: dict[str, Any], memory_mb: dict[str, int], batched: bool) 
             bill.gb_seconds += memory_mb[actor] / 1024 * used["modeled_call_seconds"]
             bill.log_bytes += used["log_bytes"]
     for queue, messages in phase["queue_messages"].items():
-        per_receive = 10 if batched else 1
-        bill.sqs += messages * (1 + 2 / per_receive)  # enqueue + ReceiveMessage + DeleteMessageBatch
-        invocations = messages / (LAMBDA_BATCH[queue] if batched else 1)
-        bill = bill + _invocations(invocations, memory_mb[QUEUE_FUNCTION[queue]])
+        bill.sqs += messages * delivery.sqs_requests_per_message(queue)  # enqueue + ReceiveMessage + DeleteMessageBatch
+        invocations = messages / delivery.per_invocation(queue)
+        bill = bill + _invocations(invocations, memory_mb[QUEUE_FUNCTION[queue]], QUEUE_FUNCTION[queue], delivery)
     for direct in ("api", "reaper"):
         if direct in phase["by_actor"]:
-            bill = bill + _invocations(phase["by_actor"][direct]["invocations"], memory_mb[direct])
+            bill = bill + _invocations(phase["by_actor"][direct]["invocations"], memory_mb[direct], direct, delivery)
     bill.api += phase["by_actor"].get("api", {}).get("invocations", 0)
     return bill
 
 
-def _invocations(n: float, memory_mb: int) -> Bill:
+def _invocations(n: float, memory_mb: int, function: str, delivery: Delivery) -> Bill:
+    traced = delivery.traced_share if resources.function(function).traced else 0.0
     return Bill(lambda_requests=n, gb_seconds=n * INVOCATION_OVERHEAD_SECONDS * memory_mb / 1024,
-                log_bytes=n * (PLATFORM_LOG_BYTES + EMF_LOG_BYTES))
+                log_bytes=n * (PLATFORM_LOG_BYTES + EMF_LOG_BYTES), traces=n * traced)
 
 
 def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
@@ -129,23 +169,25 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
     # and, once the task is older than the stale threshold, the task again from the live index (heartbeats
     # do not move its key): three eventually consistent reads (< 4 KB), 100 keys per BatchGetItem.
     per_instance_minute = Bill(rru=1.5, gb_seconds=3 * latency("dynamodb", "BatchGetItem") / 100 * memory["reaper"] / 1024)
-    idle_sweep = phase_bill(idle["phases"]["reaper_sweep"], memory, False)
-    open_job_sweep = (phase_bill(phases["reaper_sweep"], memory, False) + idle_sweep * -1
+    alone = Delivery("one_per_message")
+    idle_sweep = phase_bill(idle["phases"]["reaper_sweep"], memory, alone)
+    open_job_sweep = (phase_bill(phases["reaper_sweep"], memory, alone) + idle_sweep * -1
                       + per_instance_minute * -steady["active_instances_during_sweep"])
 
     results: dict[str, Any] = {}
-    for case in ("one_per_message", "full_batches"):
-        bills = {name: phase_bill(phase, memory, case == "full_batches") for name, phase in phases.items()}
-        submit_share = bills["submit"] * (1 / steady["tasks"])
-        per_task_fixed = {
-            # every task on a new instance: launch, boot and claim, completion, termination, the next admission
-            "new_instance_per_task": submit_share + bills["boot_and_claim"] + bills["completion"],
-            # the default: a finished agent takes its job's next queued task (no launch, no boot)
-            "instance_reuse": submit_share + bills["completion_with_reuse"],
-        }
+    for case in DELIVERY_CASES:
         results[case] = {}
-        for mode, once in per_task_fixed.items():
-            for beat in ASSUMPTIONS["heartbeat_seconds"].values():
+        for beat in ASSUMPTIONS["heartbeat_seconds"].values():
+            delivery = Delivery(case, beat)
+            bills = {name: phase_bill(phase, memory, delivery) for name, phase in phases.items()}
+            submit_share = bills["submit"] * (1 / steady["tasks"])
+            per_task_fixed = {
+                # every task on a new instance: launch, boot and claim, completion, termination, the next admission
+                "new_instance_per_task": submit_share + bills["boot_and_claim"] + bills["completion"],
+                # the default: a finished agent takes its job's next queued task (no launch, no boot)
+                "instance_reuse": submit_share + bills["completion_with_reuse"],
+            }
+            for mode, once in per_task_fixed.items():
                 rows = {}
                 for length_name, length in ASSUMPTIONS["task_lengths_seconds"].items():
                     task = (once + bills["heartbeat"] * math.ceil(length / beat)
@@ -160,20 +202,28 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
                                                for name, price in COMPUTE.items()},
                     }
                 results[case].setdefault(mode, {})[f"heartbeat_{beat}s"] = rows
-    heartbeat = phase_bill(phases["heartbeat"], memory, False)
+    heartbeat = phase_bill(phases["heartbeat"], memory, alone)
     index_writes = phases["heartbeat"]["by_actor"]["heartbeat"]["dynamodb_units"]["gsi_wru"]
     return {
         "method": __doc__.split("\n\n", 1)[1].strip(),
         "prices": PRICES, "compute_prices_per_hour": COMPUTE, "assumptions": ASSUMPTIONS,
+        "windowed_light_load": {
+            "instances": LIGHT_LOAD_INSTANCES,
+            "batching_window_seconds": {q.key: q.max_batching_window_seconds for q in resources.QUEUES},
+            "messages_per_invocation_heartbeat_60s": {q.key: round(Delivery("windowed_20_instances").per_invocation(q.key), 2)
+                                                      for q in resources.QUEUES},
+        },
         "per_heartbeat_usd": {"one_per_message": _usd(heartbeat),
-                              "full_batches": _usd(phase_bill(phases["heartbeat"], memory, True)),
+                              "windowed_20_instances": _usd(phase_bill(phases["heartbeat"], memory,
+                                                                       Delivery("windowed_20_instances"))),
+                              "full_batches": _usd(phase_bill(phases["heartbeat"], memory, Delivery("full_batches"))),
                               "one_per_message_without_index_writes": _usd(heartbeat + Bill(wru=-index_writes))},
         "per_task_fixed_part_usd": {
-            "submit_share": _usd(phase_bill(phases["submit"], memory, False) * (1 / steady["tasks"])),
-            "boot_and_claim": _usd(phase_bill(phases["boot_and_claim"], memory, False)),
-            "completion_and_next_admission": _usd(phase_bill(phases["completion"], memory, False)),
-            "completion_and_next_task_on_the_same_instance": _usd(phase_bill(phases["completion_with_reuse"], memory, False)),
-            "checkpoint_commit": _usd(phase_bill(phases["checkpoint"], memory, False)),
+            "submit_share": _usd(phase_bill(phases["submit"], memory, alone) * (1 / steady["tasks"])),
+            "boot_and_claim": _usd(phase_bill(phases["boot_and_claim"], memory, alone)),
+            "completion_and_next_admission": _usd(phase_bill(phases["completion"], memory, alone)),
+            "completion_and_next_task_on_the_same_instance": _usd(phase_bill(phases["completion_with_reuse"], memory, alone)),
+            "checkpoint_commit": _usd(phase_bill(phases["checkpoint"], memory, alone)),
         },
         "reaper_usd": {"per_running_instance_hour": _usd(per_instance_minute * 60)["total"],
                        "per_open_job_hour": _usd(open_job_sweep * 60)["total"]},

@@ -65,7 +65,7 @@ class Lifecycle:
 
         self.plane, self.clock, self.cp = plane, clock, plane.cp
         self.loop = Loop(plane.cp, plane.env, plane.session, LambdaContextStub())
-        self.sqs_raw = plane.session.client("sqs", region_name="us-east-1")
+        self.events = plane.session.client("events", region_name="us-east-1")
         self.agent_sqs = CountingClient(plane.session.client("sqs", region_name="us-east-1"), "sqs", plane.log)
         agent_dynamo = MeteredDynamo(plane.session.client("dynamodb", region_name="us-east-1"), plane.log, moto_image)
         self.agent_store = DynamoStore(agent_dynamo, self.cp.settings.table)
@@ -122,11 +122,12 @@ class Lifecycle:
             self.log.actor = previous
 
     def event(self, instance_id: str, state: str) -> None:
-        """An EC2 state-change notification as the EventBridge rule's SQS target receives it."""
-        from tests.support import eventbridge_event
-
-        self.sqs_raw.send_message(QueueUrl=self.loop.urls["interruptions"], MessageBody=json.dumps(eventbridge_event(
-            "EC2 Instance State-change Notification", {"instance-id": instance_id, "state": state}, at=self.clock())))
+        """An EC2 state-change notification, put on moto's EventBridge: the stack's rules (spotrun.provision
+        made them from spotrun.resources) decide whether it reaches the interruptions queue."""
+        self.events.put_events(Entries=[{
+            "Source": "aws.ec2", "DetailType": "EC2 Instance State-change Notification", "Time": self.clock(),
+            "Detail": json.dumps({"instance-id": instance_id, "state": state}),
+            "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"]}])
 
 
 class _ByteCounter(io.TextIOBase):
@@ -277,8 +278,8 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
         "phases": life.phases,
         "active_instances_during_sweep": job.active if job else 0,
         "verified": {"task_state": done.state if done else None, "job_counts": job.counts if job else None,
-                     "ok": done is not None and done.state == TaskState.SUCCEEDED
-                     and job is not None and job.counts.get("SUCCEEDED") == 1},
+                     "ok": done is not None and done.state == TaskState.SUCCEEDED  # and the reused instance's task
+                     and job is not None and job.counts.get("SUCCEEDED") == (2 if tasks > max_concurrency else 1)},
     }
 
 

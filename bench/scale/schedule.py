@@ -21,6 +21,7 @@ from spotrun import resources
 from spotrun.domain.model import TaskState
 from spotrun.jobs import submit_job
 from spotrun.scheduling import ADMISSION_CHUNK, MAX_ADMIT_PER_RUN, reconcile_job
+from spotrun.sweeps import EAGER_TASKS
 
 
 def run(tasks: int = 2_500, cap: int = 2_000) -> dict[str, Any]:
@@ -47,7 +48,9 @@ def run(tasks: int = 2_500, cap: int = 2_000) -> dict[str, Any]:
     return {
         "method": __doc__.split("\n\n", 1)[1].strip(),
         "setup": {"queued_tasks": tasks, "max_concurrency": cap, "account_max_instances": cap, "pool_max_instances": cap,
-                  "pools": 6, "subnets": "/18 per zone", "max_admit_per_run": MAX_ADMIT_PER_RUN, "admission_chunk": ADMISSION_CHUNK},
+                  "pools": 6, "subnets": "/18 per zone", "max_admit_per_run": MAX_ADMIT_PER_RUN, "admission_chunk": ADMISSION_CHUNK,
+                  # a sweep by count stores its first EAGER_TASKS tasks at submit, the rest as they are admitted
+                  "stored_at_submit": min(tasks, EAGER_TASKS)},
         "admitted": admitted, "launched": report.launched,
         "tasks_per_pool": dict(Counter(t.pool for t in launching)),
         "moto_wall_seconds": round(wall, 2), "moto_tasks_admitted_per_second": round(admitted / wall, 1),

@@ -30,11 +30,13 @@ from spotrun import resources
 from spotrun.adapters.dynamo import TASK_SHARDS
 from spotrun.domain.spec import parse_spec
 from spotrun.jobs import submit_job
+from spotrun.sweeps import EAGER_TASKS
 
 PARTITION_KEY_WRU_PER_SECOND = 1_000  # DynamoDB's per-partition throughput limit
 ON_DEMAND_NEW_TABLE_WRU_PER_SECOND = 4_000  # a new on-demand table's initial write throughput
 LAMBDA_FULL_VCPU_MB = 1_769  # Lambda gives one full vCPU at this memory size, proportionally less below
 API_MEMORY_MB = resources.function("api").memory_mb
+SWEEP_TASKS = 1_000_000
 
 
 def submit_on_fakes(spec: dict[str, Any], latency_seconds: float, validate: bool = False) -> dict[str, Any]:
@@ -139,6 +141,7 @@ def run(tasks: int = 100_000, moto_tasks: int = 5_000, latency_ms: float = 10.0)
     }
     modeled = parameters[latency]
     requests = modeled["requests"]
+    million = job_spec(SWEEP_TASKS, max_concurrency=2_000)
     return {
         "method": __doc__.split("\n\n", 1)[1].strip(),
         "tasks": tasks,
@@ -150,6 +153,11 @@ def run(tasks: int = 100_000, moto_tasks: int = 5_000, latency_ms: float = 10.0)
         "moto": submit_on_moto(moto_tasks),
         "batch_write_calls": requests.get("dynamodb:BatchWriteItem", 0), "expected_batch_write_calls": -(-tasks // 25),
         "per_task_writes": {k: v for k, v in requests.items() if k in ("dynamodb:PutItem", "dynamodb:UpdateItem")},
+        # A sweep of a million tasks by count: stored as it is admitted (spotrun.sweeps), so submit writes
+        # the job, its first EAGER_TASKS tasks and an event, whatever the count.
+        "sweep_1m_tasks": {"0ms": submit_on_fakes(million, 0.0), latency: submit_on_fakes(million, latency_ms / 1000),
+                           "api_handler_0ms": submit_through_api(million),
+                           "tasks_stored_at_submit": EAGER_TASKS},
         "dynamodb_throughput_floor": throughput_floor(tasks, modeled["estimated_wru"]["table"] / tasks,
                                                       modeled["estimated_wru"]["indexes"] / tasks),
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from spotrun import sweeps
 from spotrun.access import session_name, session_tags
 from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
 from spotrun.control import ControlPlane
@@ -151,7 +152,10 @@ def next_task(cp: ControlPlane, instance_id: str, attempt: int) -> NextTask:
         return NextTask(None)
     max_active = from_stored(job.spec).max_concurrency
     now = cp.clock()
-    for candidate in cp.store.tasks_in_state(ref.job_id, TaskState.QUEUED, REUSE_CANDIDATES):
+    candidates = cp.store.tasks_in_state(ref.job_id, TaskState.QUEUED, REUSE_CANDIDATES)
+    if not candidates and job.pending > 0:  # a big sweep: its next task is stored as it is taken
+        candidates = sweeps.materialize(cp, job, 1)
+    for candidate in candidates:
         if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:
             continue
         change = TaskChange(candidate, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,

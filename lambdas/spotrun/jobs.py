@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from spotrun import resources, scheduling
+from spotrun import resources, scheduling, sweeps
 from spotrun.bookkeeping import notify
 from spotrun.control import ControlPlane
 from spotrun.domain import broker, pages
@@ -73,10 +73,11 @@ def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | N
     now = cp.clock()
     job_id = idempotent_job_id(owner, idempotency_key) if idempotency_key else new_job_id()
     count = spec.task_count
+    # A big sweep by count stores its first tasks now and the others as they are admitted (`sweeps`).
+    materialized = sweeps.stored_at_submit(count, spec.parameters is None)
     tasks: list[dict[str, Any]] = [
-        {"job_id": job_id, "index": i, "kind": "task", "state": TaskState.QUEUED,
-         "env": spec.parameters[i] if spec.parameters is not None else None}
-        for i in range(count)
+        sweeps.new_task(job_id, i, spec.parameters[i] if spec.parameters is not None else None)
+        for i in range(count if materialized is None else materialized)
     ]
     counts = {TaskState.QUEUED.value: count}
     if spec.combine is not None:
@@ -85,7 +86,7 @@ def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | N
     job = Job(
         job_id=job_id, name=spec.name, spec=stored_form(spec), state=JobState.QUEUED, task_count=count,
         has_combine=spec.combine is not None, counts=counts, active=0, desired=Desired.RUN,
-        created_at=now, updated_at=now, owner=owner,
+        created_at=now, updated_at=now, owner=owner, materialized=materialized,
     )
     event = TimelineEvent(job_id, now, "JobSubmitted", "job-submitted", None, None,
                           {"tasks": count, "name": spec.name, **({"by": owner} if owner else {})})
@@ -143,6 +144,8 @@ def job_status(cp: ControlPlane, job_id: str) -> tuple[Job, Waiting | None]:
 
 def get_task(cp: ControlPlane, job_id: str, index: int) -> Task:
     task = cp.store.get_task(job_id, index)
+    if task is None:  # not stored yet (a big sweep's pending task), or no such task
+        task = get_job(cp, job_id).pending_task(index)
     if task is None:
         raise NotFound(f"job {job_id} has no task {index}")
     return task
@@ -198,19 +201,25 @@ def cancel_task(cp: ControlPlane, job_id: str, index: int, by: str = "") -> Task
     if task.state in TERMINAL_STATES:
         raise Conflict(f"task {index} is {task.state}; it cannot be cancelled")
     now = cp.clock()
-    if not cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state], now):
+    job = get_job(cp, job_id)
+    # A pending task (not stored yet) is stored CANCELLED at once; a stored one is marked, the scheduler moves it.
+    stored_cancelled = job.is_pending(index) and sweeps.cancel_one(cp, job, index) is not None
+    if not stored_cancelled and not cp.store.set_task_desired(job_id, index, Desired.CANCEL, [task.state], now):
         raise Conflict(f"task {index} changed while it was being cancelled; try again")
     cp.store.add_event(TimelineEvent(job_id, now, "TaskCancelRequested", f"{index}-cancel-{now.timestamp()}", index,
                                      task.attempt, _who(by)))
-    job = get_job(cp, job_id)
+    _say_what_a_cancelled_task_means(cp, get_job(cp, job_id), task, index)
+    cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
+    return get_task(cp, job_id, index)
+
+
+def _say_what_a_cancelled_task_means(cp: ControlPlane, job: Job, task: Task, index: int) -> None:
     if job.has_combine and task.kind != "combine":  # what it means for the job, said at once
         partial = bool((job.spec.get("combine") or {}).get("allow_partial"))
-        cp.store.set_job_reason(job_id, f"task {index} was cancelled: " + (
+        cp.store.set_job_reason(job.job_id, f"task {index} was cancelled: " + (
             "the combine step will run on the outputs of the tasks that succeed (combine.allow_partial)" if partial
             else "the combine step will not run (combine.allow_partial is false); the job ends when its other "
                  "tasks end, CANCELLED"))
-    cp.bus.send(ControlMessage(type=MessageType.JOB_CONTROL, job_id=job_id, indexes=[index], reason="cancel-task"))
-    return get_task(cp, job_id, index)
 
 
 MAX_CHECKPOINT_REQUESTS = 1_000  # running tasks asked at once by a job-wide "checkpoint now"
@@ -251,9 +260,9 @@ def list_jobs(cp: ControlPlane, state: str | None, limit: int, token: str | None
 
 
 def list_tasks(cp: ControlPlane, job_id: str, state: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
-    get_job(cp, job_id)
+    job = get_job(cp, job_id)
     scope = f"tasks|{job_id}|{state or '*'}"
-    found, after = cp.store.list_tasks(job_id, TaskState(state) if state else None, limit, _unseal(cp, token, scope))
+    found, after = sweeps.list_tasks(cp, job, TaskState(state) if state else None, limit, _unseal(cp, token, scope))
     return found, _seal(cp, after, scope)
 
 

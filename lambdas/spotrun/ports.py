@@ -80,6 +80,17 @@ class TaskRecords(Protocol):
     def stale_live_tasks(self, before: datetime, limit: int) -> list[Task]: ...
 
 
+class PendingTasks(Protocol):
+    """A big job's tasks stored lazily (`Job.materialized`): each write holds only while the job's pending
+    tasks stand as read (None / False: read the job again)."""
+
+    def materialize(self, job: Job, tasks: Sequence[dict[str, Any]], now: datetime) -> list[Task] | None: ...
+
+    def move_pending(self, job: Job, to_state: TaskState, event: TimelineEvent, now: datetime) -> bool: ...
+
+    def cancel_ahead(self, job: Job, index: int, event: TimelineEvent, now: datetime) -> Task | None: ...
+
+
 class TaskMoves(Protocol):
     """Guarded moves: False when a task was no longer where its change found it (nothing written)."""
 
@@ -145,8 +156,8 @@ class ScheduledMoves(Protocol):
     def forget_move(self, instance_id: str) -> None: ...
 
 
-class Store(JobRecords, TaskRecords, TaskMoves, AttemptRecords, PoolRecords, Timeline, ImageFaults, ScheduledMoves,
-            Protocol):
+class Store(JobRecords, TaskRecords, PendingTasks, TaskMoves, AttemptRecords, PoolRecords, Timeline, ImageFaults,
+            ScheduledMoves, Protocol):
     """All of the control plane's state (spotrun.adapters.dynamo.DynamoStore)."""
 
 

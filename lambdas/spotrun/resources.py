@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotrun.domain.interruptions import INSTANCE_ENDED_STATES
+
 # Message attribute that routes control messages (SNS filter policies match on it).
 MESSAGE_TYPE_ATTRIBUTE = "type"
 # Custom metrics (Powertools EMF, namespace "spotrun", dimension service=spotrun) the stack alarms on.
@@ -141,6 +143,9 @@ class FunctionDef:
     # What the function may touch; the stack turns these into least-privilege grants.
     grants: tuple[str, ...] = field(default_factory=tuple)
     invoked_by: str | None = None  # API, WORKER_ROUTES or DASHBOARD (None: its queue or schedule only)
+    # X-Ray active tracing. At light load X-Ray's reservoir (a request a second) traces every invocation, at
+    # $5 per million traces: a function invoked for every few heartbeats passes traces through instead.
+    traced: bool = True
 
 
 # control: messages to the scheduler; notifications: job events for users; operations: alarms for operators
@@ -151,12 +156,16 @@ TOPICS = ("control", "notifications", "operations")
 # (plus the batching window), so a batch Lambda retries while throttled does not count its receives toward
 # maxReceiveCount and reach the dead-letter queue unprocessed. The stack refuses less (`VISIBILITY_FACTOR`).
 VISIBILITY_FACTOR = 6
+HEARTBEAT_BATCHING_WINDOW_SECONDS = 30
 
 QUEUES = (
     QueueDef("scheduler", consumer="scheduler", visibility_timeout_seconds=900, batch_size=10),
+    # Heartbeats wait up to 30 s for company: with N instances beating every minute an invocation takes
+    # about 1 + N/2 of them (bench/README.md, scale: cost). A beat stored 30 s late is still far inside the
+    # reaper's stale threshold (a live worker's stored beat is at most 60 + 30 s old of 180 s).
     QueueDef(
-        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=310, batch_size=100,
-        max_batching_window_seconds=5,
+        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=330, batch_size=100,
+        max_batching_window_seconds=HEARTBEAT_BATCHING_WINDOW_SECONDS,
     ),
     QueueDef("reports", consumer="finisher", visibility_timeout_seconds=600, batch_size=10),
     QueueDef("interruptions", consumer="interruption", visibility_timeout_seconds=600, batch_size=10),
@@ -176,11 +185,18 @@ RULES = (
         "interruptions",
         {
             "source": ["aws.ec2"],
-            "detail-type": [
-                "EC2 Spot Instance Interruption Warning",
-                "EC2 Instance Rebalance Recommendation",
-                "EC2 Instance State-change Notification",
-            ],
+            "detail-type": ["EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"],
+        },
+    ),
+    # Only the states that end an instance: pending and running mean nothing to the handler, and each would
+    # be a queue message and an invocation for every instance launched.
+    RuleDef(
+        "ec2-instance-ended",
+        "interruptions",
+        {
+            "source": ["aws.ec2"],
+            "detail-type": ["EC2 Instance State-change Notification"],
+            "detail": {"state": sorted(INSTANCE_ENDED_STATES)},
         },
     ),
     RuleDef(
@@ -214,7 +230,7 @@ FUNCTIONS = (
     ),
     FunctionDef(
         "heartbeat", "spotrun.handlers.heartbeat.handler", "Records worker heartbeats",
-        timeout_seconds=50, grants=("table:rw",),
+        timeout_seconds=50, grants=("table:rw",), traced=False,
     ),
     FunctionDef(
         "interruption", "spotrun.handlers.interruption.handler",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from spotrun import sweeps
 from spotrun.bookkeeping import refresh_state
 from spotrun.control import ControlPlane
 from spotrun.domain import broker, catalog, policy
@@ -96,6 +97,8 @@ def schedule_queued(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
     if slots <= 0:
         return
     queued = cp.store.tasks_in_state(job.job_id, TaskState.QUEUED, slots)
+    if len(queued) < slots and job.pending > 0:  # a big sweep: store its next tasks as they are admitted
+        queued += sweeps.materialize(cp, job, slots - len(queued))
     if any(t.desired == Desired.CANCEL for t in queued):  # cancelled while queued: finish them off now
         _cancel(cp, [t for t in queued if t.desired == Desired.CANCEL], report)
         queued = [t for t in queued if t.desired != Desired.CANCEL]
@@ -340,6 +343,8 @@ def _stop_tasks(cp: ControlPlane, job: Job, to_state: TaskState, event: str, rea
     has not started) at once, running ones through their agent (`_ask_running`)."""
     now = cp.clock()
     sources = [TaskState.WAITING, TaskState.QUEUED, TaskState.SUSPENDED] if to_state == TaskState.CANCELLED else [TaskState.QUEUED]
+    # A big sweep's tasks without items move all at once, first, so none of them gets stored meanwhile.
+    _count(report, to_state, sweeps.move_pending(cp, job, tuple(sources), to_state))
     for source in sources:
         while True:
             tasks = cp.store.tasks_in_state(job.job_id, source, 200)
@@ -412,6 +417,7 @@ def _cancel(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport) -> 
 
 def _resume_tasks(cp: ControlPlane, job: Job, report: ScheduleReport) -> None:
     now = cp.clock()
+    report.resumed += sweeps.move_pending(cp, job, (TaskState.SUSPENDED,), TaskState.QUEUED)
     while True:
         tasks = cp.store.tasks_in_state(job.job_id, TaskState.SUSPENDED, 200)
         _cancel(cp, [t for t in tasks if t.desired == Desired.CANCEL], report)  # cancelled while suspended

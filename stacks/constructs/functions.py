@@ -113,7 +113,7 @@ class Functions(Construct):
             memory_size=definition.memory_mb,
             environment=dict(self._environment),
             layers=[self._powertools],
-            tracing=TRACING,
+            tracing=TRACING if definition.traced else lambda_.Tracing.PASS_THROUGH,
             role=role,
             log_group=log_group,
             reserved_concurrent_executions=definition.reserved_concurrency,

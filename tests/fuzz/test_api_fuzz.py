@@ -45,7 +45,7 @@ from schemathesis.specs.openapi.checks import (
 from spotrun.attempts import claim, commit_checkpoint
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
 from spotrun.domain.model import Checkpoint
-from spotrun.domain.spec import MAX_TASKS
+from spotrun.domain.spec import MAX_PARAMETER_SETS, MAX_TASKS
 from spotrun.handlers import api, finisher, heartbeat, scheduler
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from tests.fuzz.support import item_count, sns_envelope, sqs_event
@@ -138,7 +138,7 @@ def _bounded(case: Any) -> Any:
         if type(tasks) in (int, float) and math.isfinite(tasks) and MAX_FUZZ_TASKS < tasks <= MAX_TASKS:
             body["tasks"] = type(tasks)(int(tasks) % MAX_FUZZ_TASKS + 1)  # 99999.0 is an integer too
         parameters = body.get("parameters")
-        if isinstance(parameters, list) and MAX_FUZZ_TASKS < len(parameters) <= MAX_TASKS:
+        if isinstance(parameters, list) and MAX_FUZZ_TASKS < len(parameters) <= MAX_PARAMETER_SETS:
             body["parameters"] = parameters[:MAX_FUZZ_TASKS]
     return case
 

@@ -27,7 +27,7 @@ LAYER_OF = {
     "spotrun.access": FOUNDATION,
     "spotrun.bookkeeping": USE_CASE, "spotrun.jobs": USE_CASE, "spotrun.scheduling": USE_CASE,
     "spotrun.attempts": USE_CASE, "spotrun.assignments": USE_CASE, "spotrun.images": USE_CASE,
-    "spotrun.reaping": USE_CASE, "spotrun.overview": USE_CASE,
+    "spotrun.reaping": USE_CASE, "spotrun.overview": USE_CASE, "spotrun.sweeps": USE_CASE,
     "spotrun.aws": ENTRY, "spotrun.provision": ENTRY,
 }
 THIRD_PARTY = {"pydantic", "pydantic_core", "boto3", "botocore", "aws_lambda_powertools"}

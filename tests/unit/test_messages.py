@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spotrun.adapters.dynamo import serialize
-from spotrun.domain.messages import CompletionReport, ControlMessage, ControlType, Heartbeat
+from spotrun.domain.messages import (
+    MAX_INDEX,
+    MAX_INDEXES_PER_MESSAGE,
+    CompletionReport,
+    ControlMessage,
+    ControlType,
+    Heartbeat,
+)
 from spotrun.resources import MessageType
 
 REF = {"job_id": "j-0194f3a2b1c0a1b2c3d4", "index": 0, "attempt": 1, "instance_id": "i-0abc",
@@ -116,10 +123,10 @@ def test_control_message_types_are_the_ones_the_control_topic_carries() -> None:
 
 @pytest.mark.parametrize("change", [
     {"type": "Hello"}, {"type": "x" * 4096}, {"job_id": "j-" + "0" * 3000}, {"job_id": "J-0194F3A2B1C0A1B2C3D4"},
-    {"job_id": ""}, {"job_id": "j-0194f3a2b1c0a1b2c3d4\n"}, {"indexes": [-1]}, {"indexes": [100_001]},
-    {"indexes": list(range(100_002))}, {"reason": "x" * 1025},
+    {"job_id": ""}, {"job_id": "j-0194f3a2b1c0a1b2c3d4\n"}, {"indexes": [-1]}, {"indexes": [MAX_INDEX + 1]},
+    {"indexes": list(range(MAX_INDEXES_PER_MESSAGE + 1))}, {"reason": "x" * 1025},
 ], ids=["unknown type", "4 kB type", "3 kB job id", "upper-case job id", "empty job id", "job id and newline",
-        "negative index", "index beyond the limit", "more indexes than tasks", "1 kB reason"])
+        "negative index", "index beyond the limit", "more indexes than a message holds", "1 kB reason"])
 def test_control_messages_are_bounded(change: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ControlMessage.model_validate({"type": "TasksRunnable", "job_id": "j-0194f3a2b1c0a1b2c3d4", **change})

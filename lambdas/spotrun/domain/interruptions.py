@@ -42,7 +42,8 @@ class InstanceEvent:
 
 IGNORED = InstanceEvent(Action.IGNORE, (), "unknown")
 
-_LOST_STATES = {"stopping", "stopped", "shutting-down", "terminated"}
+# The instance states that end an attempt (the EventBridge rule delivers only these: spotrun.resources).
+INSTANCE_ENDED_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
 # An EC2 instance id: 'i-' and hex digits (8 or 17 today), at most 64 characters as the store keeps it.
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{1,62}")
 
@@ -96,7 +97,7 @@ def _state_change(event: dict[str, Any]) -> InstanceEvent:
     detail = event["detail"]
     state = detail["state"]
     instance_id = _instance_id(detail["instance-id"])
-    if state not in _LOST_STATES:
+    if state not in INSTANCE_ENDED_STATES:
         return InstanceEvent(Action.IGNORE, (instance_id,), "StateChange", _time(event.get("time")))
     return InstanceEvent(
         Action.ATTEMPT_LOST, (instance_id,), "InstanceStateChange", _time(event.get("time")),

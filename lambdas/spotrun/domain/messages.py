@@ -28,6 +28,8 @@ FLOAT_DECIMALS = 9
 MAX_SEQ = 2**53 - 1  # sequence numbers stay exact in every JSON reader
 MAX_ATTEMPT = 2**31 - 1
 MAX_INDEX = MAX_TASKS  # the combine task comes after the last of at most MAX_TASKS tasks
+# A control message names at most this many tasks (an SNS message holds 256 KB: far fewer fit anyway).
+MAX_INDEXES_PER_MESSAGE = 100_001
 JOB_ID_PATTERN = r"^j-[0-9a-f]{20}$"  # what spotrun.jobs generates (new_job_id, idempotent_job_id)
 MAX_REASON = 2048  # a report's reason; the agent clips longer ones (spotrun.domain.reasons.clip)
 
@@ -148,5 +150,6 @@ class ControlMessage(WireModel):
 
     type: ControlType
     job_id: str = Field(pattern=JOB_ID_PATTERN)
-    indexes: list[Annotated[int, Field(ge=0, le=MAX_INDEX)]] = Field(default_factory=list, max_length=MAX_INDEX + 1)
+    indexes: list[Annotated[int, Field(ge=0, le=MAX_INDEX)]] = Field(default_factory=list,
+                                                                                  max_length=MAX_INDEXES_PER_MESSAGE)
     reason: str = Field("", max_length=1024)

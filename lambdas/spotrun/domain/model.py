@@ -105,10 +105,32 @@ class Job:
     reason: str = ""
     policy_note: str = ""  # what the deadline policy last decided for the job's queued tasks, and why
     stats: dict[str, float] = field(default_factory=dict)  # "<pool>|<measure>" -> total, see spotrun.domain.accounting
+    # Tasks stored lazily (a sweep of any size): tasks [0, materialized) have items, tasks
+    # [materialized, task_count) have none yet and are all in `pending_state` (QUEUED until the job is
+    # suspended or cancelled), counted in `counts` like stored ones; the scheduler stores them as it admits
+    # them. A task the user cancelled one by one may have an item beyond `materialized` (always CANCELLED).
+    # None: every task has its item (jobs stored before lazy tasks).
+    materialized: int | None = None
+    pending_state: TaskState = TaskState.QUEUED
+    stored_ahead: int = 0  # items beyond `materialized` (tasks cancelled one by one before their admission)
 
     @property
     def combine_index(self) -> int | None:
         return self.task_count if self.has_combine else None
+
+    @property
+    def pending(self) -> int:
+        """Tasks without an item yet: all in `pending_state`."""
+        return 0 if self.materialized is None else self.task_count - self.materialized - self.stored_ahead
+
+    def is_pending(self, index: int) -> bool:
+        return self.materialized is not None and self.materialized <= index < self.task_count
+
+    def pending_task(self, index: int) -> Task | None:
+        """Task `index` as it stands while it has no item: fresh, in the pending state; None if it is stored."""
+        if not self.is_pending(index):
+            return None
+        return Task(job_id=self.job_id, index=index, state=self.pending_state, attempt=0, updated_at=self.updated_at)
 
 
 @dataclass(frozen=True)

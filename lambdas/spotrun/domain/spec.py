@@ -28,7 +28,10 @@ from pydantic import (
 from spotrun.domain.problems import MAX_PROBLEMS_REPORTED as MAX_PROBLEMS_REPORTED  # the API, the CLI, the tests
 from spotrun.domain.problems import problems_of as problems_of
 
-MAX_TASKS = 100_000
+# A sweep by count is stored lazily (tasks get their items as they are admitted), so its size costs the
+# submit nothing; parameter sets are stored with their tasks at submit and arrive in the request's body.
+MAX_TASKS = 1_000_000
+MAX_PARAMETER_SETS = 100_000
 MAX_INPUTS = 1_000
 MAX_OUTPUT_PATTERNS = 100
 MAX_OUTPUT_PATTERN_CHARS = 512
@@ -182,7 +185,7 @@ class JobSpec(StrictModel):
     outputs: list[OutputPattern] = Field(default_factory=list, max_length=MAX_OUTPUT_PATTERNS)
     tasks: Int | None = Field(None, ge=1, le=MAX_TASKS)
     parameters: list[dict[str, ParameterValue]] | None = Field(
-        None, min_length=1, max_length=MAX_TASKS,
+        None, min_length=1, max_length=MAX_PARAMETER_SETS,
         description="One task per entry: its environment variables (numbers and true/false are taken as text).",
     )
     combine: CombineSpec | None = None

@@ -22,7 +22,7 @@ from spotrun import jobs
 from spotrun.aws import default_control_plane
 from spotrun.control import ControlPlane
 from spotrun.domain.model import Desired, Job, JobState, Market, Task, TaskState, TimelineEvent
-from spotrun.domain.spec import JobSpec, SpecError, load_document, problems_of
+from spotrun.domain.spec import MAX_TASKS, JobSpec, SpecError, load_document, problems_of
 from spotrun.domain.waiting import Waiting
 from spotrun.handlers.common import logger, metrics, tracer
 from spotrun.handlers.http import ErrorBody, on_error
@@ -30,7 +30,7 @@ from spotrun.handlers.http import ErrorBody, on_error
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=load_document)
 
 JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{20}$", description="a job id, like j-0194f3a2b1c0a1b2c3d4")]
-TaskIndex = Annotated[int, Path(ge=0, le=100_000)]
+TaskIndex = Annotated[int, Path(ge=0, le=MAX_TASKS)]  # the combine task comes after the last task
 Limit = Annotated[int, Query(ge=1, le=100)]
 PageToken = Annotated[str | None, Query(max_length=2048)]
 # Times as Python writes them ('2026-11-23T12:00:00+00:00'), as the API always has.

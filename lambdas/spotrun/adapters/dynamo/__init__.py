@@ -1,7 +1,7 @@
 """The store: every job, task, attempt, worker, pool and timeline item in one DynamoDB table.
 
-One part per entity, all on the same table plumbing (`table.Table`): jobs (`jobs`), tasks (`tasks`)
-and their guarded moves (`moves`), attempts and the workers serving them (`attempts`), pools
+One part per entity, all on the same table plumbing (`table.Table`): jobs (`jobs`), tasks (`tasks`), those
+stored lazily (`pending`) and their guarded moves (`moves`), attempts and the workers serving them (`attempts`), pools
 (`pools`), the timeline (`timeline`), worker image faults (`images`) and moves scheduled before an
 instance's scheduled change (`scheduled`). Below them: the key layout (`keys`), the wire codec
 (`codec`), the expression builder (`expressions`) and the item mappers (`items`). `DynamoStore` is
@@ -16,6 +16,7 @@ from spotrun.adapters.dynamo.images import ImageFaultStore
 from spotrun.adapters.dynamo.jobs import JobStore
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, task_pk
 from spotrun.adapters.dynamo.moves import TaskMoves
+from spotrun.adapters.dynamo.pending import PendingTaskStore
 from spotrun.adapters.dynamo.pools import PoolStore
 from spotrun.adapters.dynamo.scheduled import ScheduledMoveStore
 from spotrun.adapters.dynamo.table import BATCH_WRITE_THREADS
@@ -23,8 +24,8 @@ from spotrun.adapters.dynamo.tasks import TaskStore
 from spotrun.adapters.dynamo.timeline import TimelineStore
 
 
-class DynamoStore(JobStore, TaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore, ImageFaultStore,
-                  ScheduledMoveStore):
+class DynamoStore(JobStore, TaskStore, PendingTaskStore, TaskMoves, AttemptStore, PoolStore, TimelineStore,
+                  ImageFaultStore, ScheduledMoveStore):
     """The control plane's state in DynamoDB. Takes a boto3 DynamoDB *client* (injected) and the table name."""
 
 

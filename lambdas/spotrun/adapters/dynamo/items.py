@@ -47,6 +47,9 @@ def job_from(item: dict[str, Any]) -> Job:
         updated_at=parse_time(item["updated_at"]), owner=item.get("owner", ""), reason=item.get("reason", ""),  # type: ignore[arg-type]
         policy_note=item.get("policy_note", ""),
         stats={k: float(v) for k, v in item.get("stats", {}).items()},
+        materialized=int(item["materialized"]) if item.get("materialized") is not None else None,
+        pending_state=TaskState(item.get("pending_state", TaskState.QUEUED)),
+        stored_ahead=int(item.get("stored_ahead", 0)),
     )
 
 
@@ -125,6 +128,8 @@ def job_item(job: Job) -> dict[str, Any]:
         "has_combine": job.has_combine, "counts": job.counts, "active": job.active, "desired": job.desired,
         "created_at": job.created_at, "updated_at": job.updated_at, "owner": job.owner, "stats": {},
         "list_pk": jobs_by_time_pk(job.state), "list_sk": f"{iso(job.created_at)}#{job.job_id}",
+        **({"materialized": job.materialized, "pending_state": job.pending_state,
+                                                    "stored_ahead": job.stored_ahead} if job.materialized is not None else {}),
     }
 
 
