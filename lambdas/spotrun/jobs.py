@@ -73,7 +73,8 @@ def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | N
     count = spec.task_count
     tasks: list[dict[str, Any]] = [
         {"job_id": job_id, "index": i, "kind": "task", "state": TaskState.QUEUED,
-         "env": spec.parameters[i] if spec.parameters is not None else None}
+         "env": spec.parameters[i] if spec.parameters is not None else None,
+         **({"nodes": spec.nodes} if spec.nodes > 1 else {})}
         for i in range(count)
     ]
     counts = {TaskState.QUEUED.value: count}

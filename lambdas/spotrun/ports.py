@@ -16,6 +16,7 @@ from spotrun.domain.launches import InstanceStatus, LaunchRequest, LaunchResult,
 from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import ControlMessage
 from spotrun.domain.model import (
+    Attempt,
     Checkpoint,
     Desired,
     ImageFault,
@@ -92,8 +93,13 @@ class TaskMoves(Protocol):
 class AttemptRecords(Protocol):
     def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None: ...
 
+    def bind_gang(self, job_id: str, index: int, attempt: int, instance_ids: Sequence[str], pool: str,
+                  now: datetime) -> bool: ...
+
     def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str,
                       now: datetime) -> bool: ...
+
+    def attempts(self, job_id: str, index: int) -> list[Attempt]: ...
 
     def record_attempt_end(self, job_id: str, index: int, attempt: int, outcome: str, scope: Scope | None,
                            exec_seconds: float, now: datetime) -> bool: ...
