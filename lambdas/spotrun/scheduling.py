@@ -31,6 +31,7 @@ from spotrun.domain.model import (
     Scope,
     Task,
     TaskState,
+    TimelineEvent,
     task_instances,
 )
 from spotrun.domain.spec import JobSpec, from_stored
@@ -248,7 +249,11 @@ def _bind_gang(cp: ControlPlane, pool: str, task: Task, instance_ids: Sequence[s
         why = f"{GANG_SHORT}: {len(instance_ids)} of {task.nodes} instances"
         report.failed_pools[pool] = why
         return 0, GANG_SHORT
-    cp.store.bind_gang(task.job_id, task.index, task.attempt, list(instance_ids[:task.nodes]), pool, cp.clock())
+    ranks = list(instance_ids[:task.nodes])
+    cp.store.bind_gang(task.job_id, task.index, task.attempt, ranks, pool, cp.clock())
+    cp.store.add_event(TimelineEvent(task.job_id, cp.clock(), "GangLaunched",
+                                     f"{task.index}-{task.admissions}-gang-launched", task.index, task.attempt,
+                                     {"pool": pool, "ranks": ranks}))
     report.launched += 1
     return 1, None
 
