@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from spotrun.assignments import NotServing, commit
 from spotrun.attempts import ClaimRefused, claim
 from spotrun.domain.launches import LaunchResult
 from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
 from spotrun.domain.model import TaskState
-from spotrun.assignments import NotServing, commit
 from tests.integration.test_task_flow import Loop
 from tests.support import eventbridge_event
 

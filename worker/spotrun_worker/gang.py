@@ -76,11 +76,16 @@ def gang_prefix(ref: AttemptRef) -> str:
 
 
 def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object at `key`, or None while there is none. Listed first: the task role may list only its own
+    prefix, and S3 answers a GetObject of a missing key with 403, not 404, to a role that cannot list it."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    if not listed or listed[0]["Key"] != key:
+        return None
     try:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[no-any-return]
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return None
+            return None  # deleted since it was listed
         raise
 
 

@@ -101,6 +101,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--sleep", type=float, default=0.1, help="seconds of 'compute' per step")
+    parser.add_argument("--log-steps", action="store_true", help="log each step's end (wall time): the benchmark "
+                        "reads the work a gang did past its last checkpoint from it")
     args = parser.parse_args()
     rank, nodes = int(os.environ["SPOTRUN_NODE_RANK"]), int(os.environ["SPOTRUN_NODES"])
     addresses = Path(os.environ["SPOTRUN_HOSTFILE"]).read_text().split()
@@ -143,9 +145,11 @@ def main() -> int:
             os.replace(temporary, state_dir / "state.json")
             handled = signals
             (state_dir / ".complete").touch()
-            print(f"rank {rank}: saved at step {step}", flush=True)
+            print(f"rank {rank}: saved at step {step} at {time.time():.3f}", flush=True)
         if progress:
             Path(progress).write_text(f"{step / args.steps:.4f}")
+        if args.log_steps:
+            print(f"rank {rank}: step {step} at {time.time():.3f}", flush=True)
     if rank == 0:
         Path("result.json").write_text(json.dumps({"nodes": nodes, "steps": step, "digest": digest(total)}))
     print(f"rank {rank}: done, {step} steps", flush=True)
