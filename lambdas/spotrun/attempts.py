@@ -315,6 +315,10 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
             reclaimed, reason = lost_instance(status, event.reason)
             if lose_attempt(cp, task, reason, reclaimed=reclaimed):
                 outcome.requeued.append(instance_id)
+        elif step == Reaction.END_SUPERSEDED_ATTEMPT and worker.rank > 0:
+            # A rank of an old gang is gone: its rank 0 may still commit the final checkpoint, and its
+            # report (or its own instance's end) is the gang's handover.
+            outcome.ignored.append(instance_id)
         elif step == Reaction.END_SUPERSEDED_ATTEMPT:
             cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
                                         cp.clock())

@@ -141,3 +141,24 @@ def report(task: Any, rank: int, outcome: str, at: Any, reason: str = "") -> str
         job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.gang_instances[rank], rank=rank,
         sent_at=at, outcome=outcome, reason=reason, program=ProgramResult(exec_seconds=30.0),
     ).model_dump_json()
+
+
+def test_an_old_gang_rank_reclaimed_before_rank_0_reported_is_no_handover(cp, env, aws, context, clock):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", GANG)
+    job_id = accepted["job_id"]
+    loop.drain()
+    task = loop.task(job_id)
+    claim(cp, rank_ref(task, 0))
+    loop.send("interruptions", warning(task.gang_instances[1], clock()))
+    loop.drain()
+    clock.advance(10)
+    loop.send("interruptions", eventbridge_event("EC2 Instance State-change Notification",
+                                                 {"instance-id": task.gang_instances[1], "state": "terminated"},
+                                                 at=clock()))
+    loop.drain()
+    old = [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0]
+    assert old.drained_at is None  # rank 0 is still taking the final checkpoint: the new gang waits for it
+    loop.send("reports", report(task, 0, "interrupted", clock()))
+    loop.drain()
+    assert [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0].drained_at is not None
