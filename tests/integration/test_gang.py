@@ -4,6 +4,7 @@ nothing in one pool, caps counting instances, one interruption per gang, one com
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -162,3 +163,11 @@ def test_an_old_gang_rank_reclaimed_before_rank_0_reported_is_no_handover(cp, en
     loop.send("reports", report(task, 0, "interrupted", clock()))
     loop.drain()
     assert [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0].drained_at is not None
+
+
+def test_a_gang_larger_than_a_pool_may_hold_is_refused_at_submission(cp, env, aws, context):
+    loop = Loop(cp, env, aws, context)  # the fixture's pools hold at most 10 instances each
+    status, answer = loop.api("POST", "/jobs", {**GANG, "nodes": 11, "max_concurrency": 20})
+    assert status == 400 and "nodes" in json.dumps(answer) and "at most 10 run in one pool" in json.dumps(answer)
+    status, answer = loop.api("POST", "/jobs", {**GANG, "nodes": 4, "max_concurrency": 3})
+    assert status == 400 and "max_concurrency of at least 4" in json.dumps(answer)

@@ -235,6 +235,9 @@ class JobSpec(StrictModel):
         if self.nodes > 1 and self.checkpoint.method == "dmtcp":
             raise ValueError("checkpoint.method 'dmtcp' does not checkpoint a gang (nodes > 1) yet: stock DMTCP "
                              "4.2.0 cannot restore sockets between nodes (docs/gangs.md); use 'signal' or 'none'")
+        if self.nodes > self.max_concurrency:
+            raise ValueError(f"a task of {self.nodes} nodes needs max_concurrency of at least {self.nodes} (it counts "
+                             f"instances), not {self.max_concurrency}")
         return self
 
     @property
