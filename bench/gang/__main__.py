@@ -68,6 +68,12 @@ def job_spec() -> dict[str, Any]:
             "checkpoint": {"method": "signal", "interval": 3600}, "retries": {"environment": 3}}
 
 
+def explain(runtime: LocalRuntime, job_id: str) -> str:
+    events = [(e.kind, e.attempt, e.detail.get("rank"), e.at.strftime("%H:%M:%S.%f")[:-3])
+              for e in runtime.cp.store.timeline(job_id, 300)]
+    return f"timeline {events}"
+
+
 def one_run(runtime: LocalRuntime) -> dict[str, Any]:
     store, s3, bucket = runtime.cp.store, runtime.session.client("s3"), runtime.cp.settings.bucket
     job, _ = submit_job(runtime.cp, job_spec(), "bench")
@@ -84,7 +90,18 @@ def one_run(runtime: LocalRuntime) -> dict[str, Any]:
     events = store.timeline(job.job_id, 500)
 
     def log(attempt: int) -> str:
-        return s3.get_object(Bucket=bucket, Key=f"jobs/{job.job_id}/logs/0/attempt-{attempt}.log")["Body"].read().decode()
+        """Rank 0's log of an attempt (uploaded before its report; waited for in case it is not there yet)."""
+        key = f"jobs/{job.job_id}/logs/0/attempt-{attempt}.log"
+
+        def listed() -> list[str]:
+            return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job.job_id}/logs/").get(
+                "Contents", [])]
+
+        try:
+            wait_for(lambda: key in listed(), 30, key)
+        except TimeoutError:
+            raise RuntimeError(f"no {key}; the logs there: {listed()}; {explain(runtime, job.job_id)}") from None
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()  # type: ignore[no-any-return]
 
     old, new = log(first.attempt), log(final.attempt)
     old_steps = [(int(s), float(t)) for s, t in STEP_LINE.findall(old)]
