@@ -171,3 +171,36 @@ def test_a_gang_larger_than_a_pool_may_hold_is_refused_at_submission(cp, env, aw
     assert status == 400 and "nodes" in json.dumps(answer) and "at most 10 run in one pool" in json.dumps(answer)
     status, answer = loop.api("POST", "/jobs", {**GANG, "nodes": 4, "max_concurrency": 3})
     assert status == 400 and "max_concurrency of at least 4" in json.dumps(answer)
+
+
+def test_a_ranks_agent_reports_and_heartbeats_as_its_rank(cp, env, aws, context, clock, tmp_path):
+    """Found by the gang benchmark: rank 1's report went out as rank 0's, so a rank 1 that finished first
+    ended the gang (and killed rank 0 before it uploaded its outputs and log)."""
+    from spotrun_worker.agent import Agent, AgentConfig
+    from spotrun_worker.routes import InProcessRoutes
+
+    class Queue:
+        def __init__(self) -> None:
+            self.bodies: list[dict[str, Any]] = []
+
+        def send_message(self, QueueUrl: str, MessageBody: str) -> None:  # noqa: N803 - boto3's names
+            self.bodies.append(json.loads(MessageBody))
+
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", GANG)
+    loop.drain()
+    task = loop.task(accepted["job_id"])
+    queue = Queue()
+    config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, heartbeat_queue_url="h",
+                         report_queue_url="r", work_root=tmp_path)
+    agent = Agent(config, InProcessRoutes(cp, task.gang_instances[1], sqs=queue), None, clock=clock)
+    assignment = agent.routes.session()
+    assert assignment.ref.rank == 1
+    agent.ref = assignment.ref
+    agent.workspace = type("W", (), {"progress_path": tmp_path / "progress"})()
+    agent.heartbeat()
+    agent.report("completed", program=ProgramResult(exit_code=0))
+    assert [body["rank"] for body in queue.bodies] == [1, 1]
+    loop.send("reports", json.dumps(queue.bodies[1]))
+    loop.drain()
+    assert loop.task(accepted["job_id"]).state == TaskState.LAUNCHING  # rank 1's end is not the gang's

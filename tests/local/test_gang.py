@@ -72,6 +72,11 @@ def test_a_warned_gang_member_saves_the_gang_which_is_replaced_and_resumes_corre
         result = json.loads(runtime.session.client("s3").get_object(
             Bucket=runtime.cp.settings.bucket, Key=f"jobs/{job.job_id}/outputs/0/result.json")["Body"].read())
         assert result == {"nodes": 2, "steps": STEPS, "digest": ring.reference(2, STEPS, SIZE)}
+        # the gang's result is rank 0's: its outputs and its log are there whichever rank ended first
+        logs = [o["Key"] for o in runtime.session.client("s3").list_objects_v2(
+            Bucket=runtime.cp.settings.bucket, Prefix=f"jobs/{job.job_id}/logs/0/").get("Contents", [])]
+        assert f"jobs/{job.job_id}/logs/0/attempt-{final.attempt}.log" in logs, logs
+        assert any(e.kind == "RankEnded" and e.detail["rank"] == 1 for e in events)
         stats = runtime.cp.store.get_job(job.job_id).stats
         instance_seconds = sum(v for k, v in stats.items() if k.endswith("|instance_seconds"))
         interruptions = sum(v for k, v in stats.items() if k.endswith("|interruptions"))

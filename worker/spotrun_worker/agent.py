@@ -292,7 +292,7 @@ class Agent:
         with contextlib.suppress(OSError, ValueError):
             progress = min(1.0, max(0.0, float(self.workspace.progress_path.read_text().strip())))
         beat = Heartbeat(job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt,
-                         instance_id=self.ref.instance_id, sent_at=self.clock(), progress=progress)
+                         instance_id=self.ref.instance_id, rank=self.ref.rank, sent_at=self.clock(), progress=progress)
         try:
             self.sqs.send_message(QueueUrl=self.config.heartbeat_queue_url, MessageBody=beat.model_dump_json())
         except Exception:  # noqa: BLE001 - a lost heartbeat is survivable; the reaper confirms with EC2
@@ -304,6 +304,7 @@ class Agent:
                fault: str | None = None, image_id: str | None = None) -> None:
         report = CompletionReport(
             job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt, instance_id=self.ref.instance_id,
+            rank=self.ref.rank,  # a gang's result and its handover are its rank 0's report only
             sent_at=self.clock(), outcome=outcome, reason=clip(reason, MAX_REASON), program=program,
             checkpoint_seq=checkpoint_seq, unsaved_seconds=unsaved_seconds, keep_instance=keep_instance,
             missing_outputs=missing_outputs or [], fault=fault, image_id=image_id,
