@@ -224,7 +224,7 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], more: bool = False) -> str:
         rows.append([
             _index_label(t), t.get("state"), t.get("attempt"), t.get("pool") or "-",
             percent(task_fraction(t)).strip() if task_fraction(t) is not None else "-",
-            checkpoint.get("seq", "-"), _exit_and_reason(t) or "-",
+            _checkpoint_label(checkpoint), _exit_and_reason(t) or "-",
         ])
     text = table(["INDEX", "STATE", "ATTEMPT", "POOL", "PROGRESS", "CKPT", "EXIT / REASON"], rows, right=[2, 4, 5])
     # A final checkpoint predicted not to fit the spot warning is what a user must know: said under the table.
@@ -232,7 +232,23 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], more: bool = False) -> str:
         checkpoint = t.get("checkpoint") or {}
         if checkpoint.get("final_fits_warning") is False and checkpoint.get("final_checkpoint"):
             text += f"\ntask {_index_label(t)}: {checkpoint['final_checkpoint']} (checkpointing more often)"
+    gangs = [_gang_line(t) for t in tasks if (t.get("nodes") or 1) > 1]
+    if gangs:
+        text += "\n\n" + "\n".join(gangs)
     return text + ("\n(more tasks not shown: raise --tasks)" if more else "")
+
+
+def _checkpoint_label(checkpoint: Mapping[str, Any]) -> str:
+    if "seq" not in checkpoint:
+        return "-"
+    ranks = checkpoint.get("ranks") or 1
+    return f"{checkpoint['seq']}" + (f" ({ranks} ranks)" if ranks > 1 else "")
+
+
+def _gang_line(task: Mapping[str, Any]) -> str:
+    """'task 0: gang of 2: rank 0 i-0abc, rank 1 i-0def' (its current attempt's instances)."""
+    ranks = ", ".join(f"rank {r.get('rank')} {r.get('instance_id')}" for r in task.get("ranks") or [])
+    return f"task {_index_label(task)}: gang of {task.get('nodes')}: {ranks or 'no instances now'}"
 
 
 def render_status(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], more: bool = False,

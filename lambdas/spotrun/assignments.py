@@ -50,7 +50,8 @@ def serving(cp: ControlPlane, instance_id: str, attempt: int | None = None) -> A
     if attempt is not None and attempt != worker.attempt:
         raise NotServing(f"instance {instance_id} serves attempt {worker.attempt} of task {worker.index}, "
                          f"not attempt {attempt}")
-    return AttemptRef(job_id=worker.job_id, index=worker.index, attempt=worker.attempt, instance_id=instance_id)
+    return AttemptRef(job_id=worker.job_id, index=worker.index, attempt=worker.attempt, instance_id=instance_id,
+                      rank=worker.rank)
 
 
 def assignment(cp: ControlPlane, instance_id: str) -> Assignment:
@@ -96,16 +97,27 @@ def since_interruption(cp: ControlPlane, ref: AttemptRef) -> float | None:
 def commit(cp: ControlPlane, instance_id: str, attempt: int, seq: int, size_bytes: int, method: str,
            committed_at: datetime, predicted_final_seconds: float | None = None, final_fits_warning: bool | None = None,
            capture_bytes_per_second: float | None = None, upload_bytes_per_second: float | None = None,
-           final_budget_seconds: float | None = None) -> bool:
+           final_budget_seconds: float | None = None, ranks: int = 1) -> bool:
     """Move the task's pointer to a checkpoint the worker uploaded under its own prefix, with what the
-    agent measured and predicts of its final checkpoint."""
+    agent measured and predicts of its final checkpoint.
+
+    A gang's checkpoint is committed by its rank 0 only, once its manifest names a part of every rank
+    (`ranks`, which must be the gang's size): a partial gang checkpoint is never committed."""
     ref = serving(cp, instance_id, attempt)
+    task = cp.store.get_task(ref.job_id, ref.index)
+    nodes = task.nodes if task is not None else 1
+    if nodes > 1 and ref.rank != 0:
+        raise NotServing(f"rank {ref.rank} of a gang does not commit checkpoints: its rank 0 does")
+    if ranks != nodes:
+        log.warning("checkpoint %s of %s/%s names %d ranks, the task runs on %d: not committed", seq, ref.job_id,
+                    ref.index, ranks, nodes)
+        return False
     key = checkpoint_key(ref.job_id, ref.index, seq)
     return commit_checkpoint(cp, ref, Checkpoint(
         seq=seq, key=key, attempt=ref.attempt, size_bytes=size_bytes, committed_at=committed_at, method=method,
         predicted_final_seconds=predicted_final_seconds, final_fits_warning=final_fits_warning,
         capture_bytes_per_second=capture_bytes_per_second, upload_bytes_per_second=upload_bytes_per_second,
-        final_budget_seconds=final_budget_seconds))
+        final_budget_seconds=final_budget_seconds, ranks=ranks))
 
 
 def checkpoint_key(job_id: str, index: int, seq: int) -> str:
@@ -156,7 +168,8 @@ def next_task(cp: ControlPlane, instance_id: str, attempt: int) -> NextTask:
     if not candidates and job.pending > 0:  # a big sweep: its next task is stored as it is taken
         candidates = sweeps.materialize(cp, job, 1)
     for candidate in candidates:
-        if candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools:
+        if (candidate.desired == Desired.CANCEL or candidate.kind != "task" or done.pool in candidate.avoid_pools
+                or candidate.nodes > 1):  # a gang needs all its instances at once: the scheduler launches them
             continue
         change = TaskChange(candidate, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
                             set_fields={"pool": done.pool, "market": done.market or Market.SPOT,

@@ -32,7 +32,7 @@ from spotrun.domain.lifecycle import (
     run_seconds,
 )
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
-from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent
+from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent, task_instances
 from spotrun.domain.spec import from_stored
 from spotrun.images import note_image_fault
 from spotrun.resources import MessageType
@@ -47,7 +47,10 @@ class ClaimRefused(Exception):
 
 
 def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
-    """The agent takes its task: LAUNCHING -> RUNNING, fenced by the attempt number."""
+    """The agent takes its task: LAUNCHING -> RUNNING, fenced by the attempt number (a gang's rank 0, for all
+    its ranks)."""
+    if ref.rank > 0:
+        raise ClaimRefused(f"rank {ref.rank} of a gang does not claim its task: its rank 0 does")
     for _ in range(RETRIES_ON_RACE):
         task = cp.store.get_task(ref.job_id, ref.index)
         if task is None:
@@ -89,7 +92,8 @@ def commit_checkpoint(cp: ControlPlane, ref: AttemptRef, checkpoint: Checkpoint)
         cp.store.add_event(TimelineEvent(
             ref.job_id, checkpoint.committed_at, "CheckpointCommitted", f"{ref.index}-ckpt-{checkpoint.seq}",
             ref.index, ref.attempt, {"seq": checkpoint.seq, "bytes": checkpoint.size_bytes, "method": checkpoint.method,
-                                     **_final_detail(checkpoint)},
+                                     **_final_detail(checkpoint),
+                                     **({"ranks": checkpoint.ranks} if checkpoint.ranks > 1 else {})},
         ))
     return committed
 
@@ -111,7 +115,11 @@ class Completion:
 
 
 def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
-    """Classify an attempt's end by scope and move the task; stale or repeated reports change nothing."""
+    """Classify an attempt's end by scope and move the task; stale or repeated reports change nothing.
+
+    A gang's outcome is its rank 0's report; another rank's report is noted (`_rank_ended`)."""
+    if report.rank > 0:
+        return _rank_ended(cp, report)
     for _ in range(RETRIES_ON_RACE):
         task = cp.store.get_task(report.job_id, report.index)
         job = cp.store.get_job(report.job_id)
@@ -130,10 +138,29 @@ def complete(cp: ControlPlane, report: CompletionReport) -> Completion:
             return Completion(None, False, task, image_fault_noted=noted)
         if cp.store.apply(change, cp.clock(), _report_detail(report)):
             noted = report.fault == "image" and note_image_fault(cp, report, spec.checkpoint.method)
-            _after_change(cp, job, change, terminate=None if report.keep_instance else report.instance_id,
+            _after_change(cp, job, change, terminate=None if report.keep_instance else (
+                          task_instances(task) if task.nodes > 1 else (report.instance_id,)),
                           instance_kept=report.keep_instance)
             return Completion(change, True, cp.store.get_task(report.job_id, report.index), image_fault_noted=noted)
     raise RuntimeError(f"task {report.job_id}/{report.index} kept changing; the message will be retried")
+
+
+def _rank_ended(cp: ControlPlane, report: CompletionReport) -> Completion:
+    """The report of a gang's rank other than 0: on the timeline, once. Its program's result and its final
+    checkpoint part are rank 0's to report (the gang ends together); an agent that failed on its own (an
+    environment fault, a failed staging) takes the gang's attempt with it, back to its last checkpoint."""
+    task = cp.store.get_task(report.job_id, report.index)
+    if task is None:
+        return Completion(None, False)
+    cp.store.add_event(TimelineEvent(
+        report.job_id, cp.clock(), "RankEnded", f"{report.index}-{report.attempt}-rank-{report.rank}-ended",
+        report.index, report.attempt, {"rank": report.rank, "instance": report.instance_id, **_report_detail(report)},
+    ))
+    owns = task.attempt == report.attempt and task.state in ACTIVE_STATES
+    if owns and report.outcome not in ("completed", "interrupted", "cancelled", "suspended"):
+        lost = lose_attempt(cp, task, f"rank {report.rank} of the gang: {report.outcome}: {report.reason}")
+        return Completion(None, lost, cp.store.get_task(report.job_id, report.index))
+    return Completion(None, False, task)
 
 
 def _report_detail(report: CompletionReport) -> dict[str, object]:
@@ -150,7 +177,12 @@ def _report_detail(report: CompletionReport) -> dict[str, object]:
 
 
 def _close_superseded_attempt(cp: ControlPlane, task: Task, report: CompletionReport) -> None:
-    """The report of an attempt that no longer owns its task (e.g. the interrupted one after its final checkpoint)."""
+    """The report of an attempt that no longer owns its task (e.g. the interrupted one after its final checkpoint).
+    A gang's old instances end with it: the handover is done, nothing of the old gang bills on."""
+    if report.attempt < task.attempt and task.nodes > 1:
+        old = [a for a in cp.store.attempts(task.job_id, task.index) if a.number == report.attempt]
+        if old and old[0].gang_instances:
+            cp.compute.terminate(list(old[0].gang_instances))
     if report.attempt < task.attempt and cp.store.record_attempt_end(
         task.job_id, task.index, report.attempt, report.outcome, report.scope,
         report.program.exec_seconds if report.program else 0.0, cp.clock(),
@@ -172,7 +204,7 @@ def _finish_follow_ups(cp: ControlPlane, job: Job, task: Task, report: Completio
     elif task.state in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
         _maybe_release_combine(cp, job.job_id, cp.clock())
     if not report.keep_instance:
-        cp.compute.terminate([report.instance_id])
+        cp.compute.terminate(list(task_instances(task)) if task.nodes > 1 else [report.instance_id])
     refresh_state(cp, job.job_id)
 
 
@@ -182,7 +214,7 @@ def release_combine_if_due(cp: ControlPlane, job: Job) -> None:
         _maybe_release_combine(cp, job.job_id, cp.clock())
 
 
-def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str | None = None,
+def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: tuple[str, ...] | None = None,
                   instance_kept: bool = False) -> None:
     """What follows a task move: free the instance, wake the scheduler, start the combine, refresh the job.
 
@@ -194,7 +226,7 @@ def _after_change(cp: ControlPlane, job: Job, change: TaskChange, terminate: str
     now = cp.clock()
     to = change.to_state
     if terminate and change.from_state in ACTIVE_STATES and to not in ACTIVE_STATES:
-        cp.compute.terminate([terminate])
+        cp.compute.terminate(list(terminate))
     if to == TaskState.QUEUED:
         cp.bus.send(ControlMessage(type=MessageType.TASKS_RUNNABLE, job_id=job.job_id, indexes=[change.task.index],
                                    reason=change.event))
@@ -289,6 +321,10 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
                 outcome.requeued.append(instance_id)
                 if reclaimed:  # a reclaim without a warning; any other loss is an environment fault
                     outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
+        elif step == Reaction.END_SUPERSEDED_ATTEMPT and worker.rank > 0:
+            # A rank of an old gang is gone: its rank 0 may still commit the final checkpoint, and its
+            # report (or its own instance's end) is the gang's handover.
+            outcome.ignored.append(instance_id)
         elif step == Reaction.END_SUPERSEDED_ATTEMPT:
             cp.store.record_attempt_end(task.job_id, task.index, worker.attempt, "interrupted", Scope.ENVIRONMENT, 0.0,
                                         cp.clock())
@@ -362,6 +398,6 @@ def lose_attempt(cp: ControlPlane, task: Task, reason: str, reclaimed: bool = Fa
         cp.store.cool_down(task.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds), "spot reclaim",
                            cp.clock())
     if cp.store.apply(change, cp.clock(), {"reason": reason}):
-        _after_change(cp, job, change, terminate=task.instance_id)
+        _after_change(cp, job, change, terminate=task_instances(task))
         return True
     return False

@@ -27,7 +27,7 @@ from spotrun.domain.model import (
     TaskState,
     TimelineEvent,
 )
-from spotrun.domain.spec import JobSpec, check_stored_size, from_stored, parse_spec, stored_form
+from spotrun.domain.spec import JobSpec, SpecError, check_stored_size, from_stored, parse_spec, stored_form
 from spotrun.domain.waiting import WaitFacts, Waiting, why_waiting
 from spotrun.ports import Blobs
 from spotrun.resources import MessageType
@@ -70,13 +70,17 @@ def submit_spec(cp: ControlPlane, spec: JobSpec, owner: str = "",
 
 
 def _store(cp: ControlPlane, spec: JobSpec, owner: str, idempotency_key: str | None) -> tuple[Job, bool]:
+    cap = min(cp.settings.pool_max_instances, cp.settings.account_max_instances)
+    if spec.nodes > cap:  # a gang is admitted whole in one pool: one bigger than a pool's cap would wait forever
+        raise SpecError([{"field": "nodes", "problem": f"{spec.nodes} instances cannot start together in this "
+                                                       f"deployment: at most {cap} run in one pool"}])
     now = cp.clock()
     job_id = idempotent_job_id(owner, idempotency_key) if idempotency_key else new_job_id()
     count = spec.task_count
     # A big sweep by count stores its first tasks now and the others as they are admitted (`sweeps`).
     materialized = sweeps.stored_at_submit(count, spec.parameters is None)
     tasks: list[dict[str, Any]] = [
-        sweeps.new_task(job_id, i, spec.parameters[i] if spec.parameters is not None else None)
+        sweeps.new_task(job_id, i, spec.parameters[i] if spec.parameters is not None else None, spec.nodes)
         for i in range(count if materialized is None else materialized)
     ]
     counts = {TaskState.QUEUED.value: count}

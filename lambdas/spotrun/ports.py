@@ -105,6 +105,9 @@ class TaskMoves(Protocol):
 class AttemptRecords(Protocol):
     def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None: ...
 
+    def bind_gang(self, job_id: str, index: int, attempt: int, instance_ids: Sequence[str], pool: str,
+                  now: datetime) -> bool: ...
+
     def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str,
                       now: datetime) -> bool: ...
 

@@ -32,6 +32,8 @@ from spotrun.domain.model import (
     Scope,
     Task,
     TaskState,
+    TimelineEvent,
+    task_instances,
 )
 from spotrun.domain.spec import JobSpec, from_stored
 from spotrun.images import fail_for_image, standing_fault
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 ADMISSION_CHUNK = 25
 # Upper bound of tasks one scheduler invocation admits (the rest on the next message or sweep).
 MAX_ADMIT_PER_RUN = 2_000
+# The launch of a gang gave fewer instances than its nodes: it is undone, the next pool is tried.
+GANG_SHORT = "GangIncomplete"
 # After this many environment faults in a row a task is moved to on-demand capacity.
 ON_DEMAND_AFTER_FAULTS = 3
 
@@ -166,9 +170,8 @@ def launch_tasks(
             break
         pool = choice.pool.key
         state = states[pool]
-        room = max(0, state.cap - state.running)
-        group = [t for t in remaining if pool not in t.avoid_pools][:room]
-        for chunk in _chunks(group, ADMISSION_CHUNK):
+        group = _fitting([t for t in remaining if pool not in t.avoid_pools], max(0, state.cap - state.running))
+        for chunk in _admission_chunks(group):
             market = Market.ON_DEMAND if _needs_on_demand(chunk[0]) else Market.SPOT
             if spec.deadline is not None and market == Market.SPOT:
                 placement = deadline_decision(cp, job, spec, chunk[0], states, now)
@@ -188,7 +191,8 @@ def launch_tasks(
             price = state.on_demand_price if market == Market.ON_DEMAND else state.spot_price
             changes = [_priced(admit(stored[t.index], pool, market), price) for t in chunk]
             token = _launch_token(job, pool, [_after(change) for change in changes])
-            changes = [_with_launch(change, token, slot, len(changes)) for slot, change in enumerate(changes)]
+            instances = sum(t.nodes for t in chunk)  # a gang is alone in its chunk: one call for its N instances
+            changes = [_with_launch(change, token, slot, instances) for slot, change in enumerate(changes)]
             conditions = {"max_active": spec.max_concurrency, "account_cap": cp.settings.account_max_instances}
             # admitted when it is admitted (after any refusal of an earlier pool): the timeline reads in order
             if not cp.store.apply_many(changes, cp.clock(), {"broker": summary_for_chunk, "market": market.value},
@@ -197,7 +201,7 @@ def launch_tasks(
                 return
             report.admitted += len(changes)
             admitted = [_after(change) for change in changes]  # their attempt records came with the admission
-            launched, _ = _launch(cp, job, pool, market, admitted, report, token)
+            launched, _ = _launch(cp, job, pool, market, admitted, report, token, instances)
             for task in admitted[launched:]:
                 refused = _undo_admission(cp, task, pool, report.failed_pools.get(pool, "no capacity"))
                 stored[task.index] = refused or dataclasses.replace(task, state=TaskState.QUEUED)
@@ -218,13 +222,15 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     single = tasks[0] if count == 1 else None  # one instance gets its task's tags in the launch itself
     request = LaunchRequest(
         instance_type=instance_type, zone=zone, spot=market == Market.SPOT,
-        tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}"},
+        tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}", **_gang_tags(tasks[0])},
         per_instance_tags=[{"spotrun:task": str(single.index), "spotrun:attempt": str(single.attempt)}] if single
         else [{} for _ in range(count)],
         token=token,
     )
     result = cp.compute.launch(request)
     report.launch_calls += 1
+    if tasks[0].nodes > 1 and not result.error_code:
+        return _bind_gang(cp, pool, tasks[0], result.instance_ids, report)
     if result.error_code:
         report.failed_pools[pool] = result.error_code
         if result.error_code in CAPACITY_ERRORS:  # throttling says "later", not "this pool is empty"
@@ -238,6 +244,48 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
     report.launched += len(bound)
     report.launched_by_pool[pool] = report.launched_by_pool.get(pool, 0) + len(bound)
     return len(bound), None
+
+
+def _bind_gang(cp: ControlPlane, pool: str, task: Task, instance_ids: Sequence[str],
+               report: ScheduleReport) -> tuple[int, str | None]:
+    """A gang is admitted all or nothing: its N instances, bound by rank, or none of them (a launch that
+    gave fewer is terminated, and the caller gives the admission back and tries the next pool)."""
+    if len(instance_ids) < task.nodes:
+        cp.compute.terminate(list(instance_ids))
+        report.terminated.extend(instance_ids)
+        why = f"{GANG_SHORT}: {len(instance_ids)} of {task.nodes} instances"
+        report.failed_pools[pool] = why
+        return 0, GANG_SHORT
+    ranks = list(instance_ids[:task.nodes])
+    cp.store.bind_gang(task.job_id, task.index, task.attempt, ranks, pool, cp.clock())
+    cp.store.add_event(TimelineEvent(task.job_id, cp.clock(), "GangLaunched",
+                                     f"{task.index}-{task.admissions}-gang-launched", task.index, task.attempt,
+                                     {"pool": pool, "ranks": ranks}))
+    report.launched += 1
+    return 1, None
+
+
+def _gang_tags(task: Task) -> dict[str, str]:
+    """A gang's instances are all its attempt's (one call launches them: the same tags on each)."""
+    if task.nodes == 1:
+        return {}
+    return {"spotrun:task": str(task.index), "spotrun:attempt": str(task.attempt), "spotrun:gang": str(task.nodes)}
+
+
+def _fitting(tasks: Sequence[Task], room: int) -> list[Task]:
+    """The tasks (in order) whose instances fit in `room` instances of a pool: a gang takes its N or waits."""
+    chosen = []
+    for task in tasks:
+        if task.nodes <= room:
+            chosen.append(task)
+            room -= task.nodes
+    return chosen
+
+
+def _admission_chunks(tasks: Sequence[Task]) -> list[list[Task]]:
+    """Single-instance tasks in chunks of ADMISSION_CHUNK; each gang alone (its own launch call)."""
+    singles = [t for t in tasks if t.nodes == 1]
+    return [*_chunks(singles, ADMISSION_CHUNK), *([t] for t in tasks if t.nodes > 1)]
 
 
 def _launch_token(job: Job, pool: str, admitted: Sequence[Task]) -> str:
@@ -269,7 +317,7 @@ def relaunch(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport | N
         launched, error = _launch(cp, job, pool, market, members, report, token, members[0].launch_count)
         if launched:
             done += members
-        elif error in CAPACITY_ERRORS:
+        elif error in CAPACITY_ERRORS or error == GANG_SHORT:
             for task in members:
                 _undo_admission(cp, task, pool, error)
     return done
@@ -387,7 +435,7 @@ def _end_at_once(cp: ControlPlane, tasks: Sequence[Task], report: ScheduleReport
                               end_attempt=ended(t, to_state.lower(), None, exec_seconds=run_seconds(t, now)))
                    for t in chunk]
         if cp.store.apply_many(changes, now):
-            ids = [t.instance_id for t in chunk if t.instance_id]
+            ids = [i for t in chunk for i in task_instances(t)]
             cp.compute.terminate(ids)
             report.terminated.extend(ids)
             moved += len(chunk)

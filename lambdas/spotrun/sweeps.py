@@ -34,9 +34,10 @@ PENDING_EVENTS = {TaskState.CANCELLED: "PendingTasksCancelled", TaskState.SUSPEN
                   TaskState.QUEUED: "PendingTasksResumed"}
 
 
-def new_task(job_id: str, index: int, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """A task's item as submit (or its admission) first stores it."""
-    return {"job_id": job_id, "index": index, "kind": "task", "state": TaskState.QUEUED, "env": env}
+def new_task(job_id: str, index: int, env: dict[str, str] | None = None, nodes: int = 1) -> dict[str, Any]:
+    """A task's item as submit (or its admission) first stores it (a gang's says how many instances)."""
+    return {"job_id": job_id, "index": index, "kind": "task", "state": TaskState.QUEUED, "env": env,
+            **({"nodes": nodes} if nodes > 1 else {})}
 
 
 def stored_at_submit(count: int, by_count: bool) -> int | None:
@@ -52,7 +53,7 @@ def materialize(cp: ControlPlane, job: Job, wanted: int) -> list[Task]:
         assert job.materialized is not None
         first = job.materialized
         n = min(MATERIALIZE_CHUNK, wanted - len(stored), job.task_count - first)
-        got = cp.store.materialize(job, [new_task(job.job_id, i) for i in range(first, first + n)], cp.clock())
+        got = cp.store.materialize(job, [new_task(job.job_id, i, None, int(job.spec.get("nodes", 1))) for i in range(first, first + n)], cp.clock())
         if got is None:  # another scheduler run (or a cancel) moved first: read the job again
             conflicts += 1
             fresh = cp.store.get_job(job.job_id)

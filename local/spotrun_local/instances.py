@@ -48,6 +48,13 @@ class Instance:
     killed: bool = False
     exit_code: int | None = None  # the agent process's, once it ended (negative: killed by that signal)
     role_session: str = ""  # ARN of the instance role session its agent signs with
+    address: str = ""  # its private address: a loopback address of its own (a gang's ranks reach each other there)
+
+
+def loopback_address(number: int) -> str:
+    """The `number`th local instance's own address in 127.0.0.0/8 (all of it is loopback on Linux), so a
+    gang's ranks talk over TCP between distinct addresses, as between the private IPs of separate instances."""
+    return f"127.77.{(number // 250) % 250}.{number % 250 + 2}"
 
 
 class InstanceSupervisor:
@@ -125,7 +132,8 @@ class InstanceSupervisor:
     def _start_agent(self, instance: Instance) -> None:
         """Boot the instance: its agent, as the child of the init of the instance's own namespaces. Runs on
         the supervisor thread, which lives as long as the runtime: the instance dies with that thread."""
-        self.metadata.register(instance.instance_id, instance.instance_type, instance.zone)
+        instance.address = loopback_address(self.counters.agents_started)
+        self.metadata.register(instance.instance_id, instance.instance_type, instance.zone, address=instance.address)
         home = self.options.root / "instances" / instance.instance_id
         home.mkdir(parents=True, exist_ok=True)
         env = {

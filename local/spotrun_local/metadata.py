@@ -27,10 +27,12 @@ class MetadataService:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    def register(self, instance_id: str, instance_type: str, zone: str, image_id: str = WORKER_IMAGE_ID) -> None:
+    def register(self, instance_id: str, instance_type: str, zone: str, image_id: str = WORKER_IMAGE_ID,
+                 address: str | None = None) -> None:
         with self._lock:
             self._instances[instance_id] = {"instance-id": instance_id, "instance-type": instance_type,
-                                            "placement/availability-zone": zone, "ami-id": image_id}
+                                            "placement/availability-zone": zone, "ami-id": image_id,
+                                            **({"local-ipv4": address} if address else {})}
 
     def schedule_action(self, instance_id: str, action: str, at: datetime) -> None:
         with self._lock:

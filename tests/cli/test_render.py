@@ -158,3 +158,14 @@ def test_a_watch_frame_clips_reasons_between_words_and_says_where_they_are_whole
     assert f"`spotrun status {JOB_ID}` shows them whole" in frame
     wide = render.render_watch(job_view(), [task_view(0, "FAILED", reason=DMTCP_REASON)], [], width=300)
     assert DMTCP_REASON in wide and "shows them whole" not in wide
+
+
+def test_a_gang_task_shows_its_ranks_instances_and_its_checkpoints_ranks() -> None:
+    gang = task_view(0, "RUNNING", nodes=2, ranks=[{"rank": 0, "instance_id": "i-0aaa"},
+                                                   {"rank": 1, "instance_id": "i-0bbb"}],
+                     checkpoint={"seq": 3, "attempt": 1, "bytes": 10, "committed_at": "2026-12-05T12:00:00Z",
+                                 "ranks": 2})
+    text = render.render_tasks([gang, task_view(1, "QUEUED")])
+    assert "3 (2 ranks)" in text
+    assert "task 0: gang of 2: rank 0 i-0aaa, rank 1 i-0bbb" in text
+    assert "task 1:" not in text  # a task of one instance has no gang line

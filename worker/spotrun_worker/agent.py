@@ -32,6 +32,8 @@ from spotrun_worker.bootcheck import ImageCheck, check_image
 from spotrun_worker.checkpointers import CheckpointError, CheckpointerUnavailable
 from spotrun_worker.checkpoints import CheckpointCost, CheckpointCycle, restore
 from spotrun_worker.config import AgentConfig
+from spotrun_worker.gang import HOSTFILE_NAME, Gang, GangCheckpointCycle, rendezvous
+from spotrun_worker.gang import restore_part as gang_restore
 from spotrun_worker.imds import Imds
 from spotrun_worker.routes import Assignment
 from spotrun_worker.supervisor import FINAL_CHECKPOINT_MARGIN_SECONDS, Supervisor
@@ -104,8 +106,11 @@ class Agent:
         task = self.store.get_task(self.ref.job_id, self.ref.index)
         self._await_handover(task)
         try:
-            self.routes.claim(self.ref)
-            task = self.store.get_task(self.ref.job_id, self.ref.index)
+            if self.ref.rank > 0:  # a gang's rank 0 claims the task for all its ranks
+                task = self._await_gang_claim()
+            else:
+                self.routes.claim(self.ref)
+                task = self.store.get_task(self.ref.job_id, self.ref.index)
         except ClaimRefused as refused:
             log.warning("claim refused: %s", refused)
             self.terminate_self()
@@ -153,8 +158,12 @@ class Agent:
             self.report("input_error", reason=str(error))
             self.terminate_self()
             return 0
-        restored = restore(self.routes, self.config.bucket, self.ref, task, self.workspace)
+        gang = self._meet_gang(task) if task.nodes > 1 else None
+        restored = (gang_restore(self.routes, self.config.bucket, self.ref, task, self.workspace, task.nodes) if gang
+                    else restore(self.routes, self.config.bucket, self.ref, task, self.workspace))
         env = self._program_env(task)
+        if gang is not None:
+            env.update(gang.environment(gang.write_hostfile(self.workspace.state_dir / HOSTFILE_NAME)))
         if self.spec.setup:
             code = subprocess.call(["/bin/sh", "-c", self.spec.setup], cwd=self.workspace.workdir, env=env,
                                    stdout=self.workspace.log_path.open("ab"), stderr=subprocess.STDOUT)
@@ -181,12 +190,12 @@ class Agent:
             self.terminate_self()
             return 4
         # The cycle starts now: the restored checkpoint (or nothing) is all that is saved so far.
-        cycle = CheckpointCycle(self.routes, self.config.bucket, self.ref, self.spec, self.workspace, checkpointer,
-                                self.clock, self.config.checkpoint_timeout_seconds,
-                                self.config.min_checkpoint_interval, self.cost,
-                                final_budget_seconds=finalfit.budget_seconds(
-                                    self.config.warning_seconds, self.config.metadata_poll_seconds,
-                                    FINAL_CHECKPOINT_MARGIN_SECONDS))
+        cycle_args = (self.routes, self.config.bucket, self.ref, self.spec, self.workspace, checkpointer, self.clock,
+                      self.config.checkpoint_timeout_seconds, self.config.min_checkpoint_interval, self.cost)
+        budget = finalfit.budget_seconds(self.config.warning_seconds, self.config.metadata_poll_seconds,
+                                         FINAL_CHECKPOINT_MARGIN_SECONDS)
+        cycle = (GangCheckpointCycle(*cycle_args, final_budget_seconds=budget, nodes=task.nodes) if gang
+                 else CheckpointCycle(*cycle_args, final_budget_seconds=budget))
         outcome = Supervisor(self, checkpointer, cycle).watch(task)
         exec_seconds = time.monotonic() - started
         if outcome is not None:
@@ -194,15 +203,16 @@ class Agent:
         status = checkpointer.poll()
         log.info("the program ended (%s) after %.0f s", f"exit code {status}" if status is not None and status >= 0
                  else f"signal {-(status or 0)}", exec_seconds)
+        # A gang's declared outputs are its rank 0's (every rank works in the same path on its own instance).
         missing = workspace.upload_outputs(self.s3, self.config.bucket, self.ref, self.workspace,
-                                           self._output_patterns(task))
+                                           self._output_patterns(task)) if self.ref.rank == 0 else []
         self.upload_log()
         program = ProgramResult(
             exit_code=status if status is not None and status >= 0 else None,
             signal=-status if status is not None and status < 0 else None,
             log_tail=self.workspace.log_tail(), exec_seconds=exec_seconds,
         )
-        reusable = task.kind == "task" and self.config.reuse_instances
+        reusable = task.kind == "task" and task.nodes == 1 and self.config.reuse_instances
         # Declared outputs that matched nothing go with the report whatever the exit status; the control
         # plane decides what they mean (spotrun.domain.lifecycle: a failure of the program).
         self.report("completed", program=program, keep_instance=reusable, missing_outputs=missing)
@@ -257,6 +267,26 @@ class Agent:
             self.sleep(0.5)
         log.warning("predecessor attempt %s did not hand over in time", task.draining_attempt)
 
+    def _await_gang_claim(self) -> Task:
+        """A rank other than 0 runs once its rank 0 claimed the task for this attempt."""
+        deadline = time.monotonic() + self.config.claim_wait_seconds
+        while time.monotonic() < deadline:
+            task = self.store.get_task(self.ref.job_id, self.ref.index)
+            if task is None or task.attempt != self.ref.attempt:
+                raise ClaimRefused(f"attempt {self.ref.attempt} no longer owns its task")
+            if task.state == "RUNNING":
+                return task  # type: ignore[no-any-return]
+            if task.state != "LAUNCHING":
+                raise ClaimRefused(f"task is {task.state}")
+            self.sleep(0.5)
+        raise ClaimRefused(f"rank 0 did not claim the task within {self.config.claim_wait_seconds:g}s")
+
+    def _meet_gang(self, task: Task) -> Gang:
+        """The gang's addresses (this rank's from the metadata service) and rank 0's rendezvous port."""
+        address = self.imds.get("local-ipv4") or "127.0.0.1"
+        return rendezvous(self.s3, self.config.bucket, self.ref, task.nodes, address, self.config.claim_wait_seconds,
+                          self.sleep)
+
     def _take_next_task(self) -> Assignment | None:
         """Instance reuse: ask the control plane for the job's next queued task instead of terminating.
 
@@ -289,7 +319,7 @@ class Agent:
         with contextlib.suppress(OSError, ValueError):
             progress = min(1.0, max(0.0, float(self.workspace.progress_path.read_text().strip())))
         beat = Heartbeat(job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt,
-                         instance_id=self.ref.instance_id, sent_at=self.clock(), progress=progress)
+                         instance_id=self.ref.instance_id, rank=self.ref.rank, sent_at=self.clock(), progress=progress)
         try:
             self.sqs.send_message(QueueUrl=self.config.heartbeat_queue_url, MessageBody=beat.model_dump_json())
         except Exception:  # noqa: BLE001 - a lost heartbeat is survivable; the reaper confirms with EC2
@@ -301,6 +331,7 @@ class Agent:
                fault: str | None = None, image_id: str | None = None) -> None:
         report = CompletionReport(
             job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt, instance_id=self.ref.instance_id,
+            rank=self.ref.rank,  # a gang's result and its handover are its rank 0's report only
             sent_at=self.clock(), outcome=outcome, reason=clip(reason, MAX_REASON), program=program,
             checkpoint_seq=checkpoint_seq, unsaved_seconds=unsaved_seconds, keep_instance=keep_instance,
             missing_outputs=missing_outputs or [], fault=fault, image_id=image_id,
@@ -317,7 +348,11 @@ class Agent:
         workspace.upload_log(self.s3, self.config.bucket, self.ref, self.workspace)
 
     def upload_outputs(self, task: Task) -> list[str]:
-        """The task's declared outputs as far as its program got, and its log; the patterns that matched nothing."""
+        """The task's declared outputs as far as its program got, and its log; the patterns that matched nothing.
+        A gang's outputs are its rank 0's."""
+        if self.ref.rank:
+            self.upload_log()
+            return []
         missing = workspace.upload_outputs(self.s3, self.config.bucket, self.ref, self.workspace,
                                            self._output_patterns(task))
         self.upload_log()

@@ -93,13 +93,14 @@ class HttpRoutes:
             raise
 
     def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
-               measured: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
+               measured: dict[str, Any] | None = None, seconds: float | None = None, ranks: int = 1) -> bool:
         """`measured`: the final checkpoint's prediction and the rates behind it (checkpoints.final_measures);
-        `seconds`: the capture and upload, for the operators' CheckpointSeconds."""
+        `seconds`: the capture and upload, for the operators' CheckpointSeconds; `ranks`: a gang checkpoint's parts."""
         try:
             answer = self._post("checkpoint", {"attempt": ref.attempt, "seq": seq, "size_bytes": size_bytes,
                                                "method": method, "committed_at": committed_at.isoformat(),
-                                               **(measured or {}), **_seconds(seconds)})
+                                               **(measured or {}), **_seconds(seconds),
+                                               **({"ranks": ranks} if ranks > 1 else {})})
         except RouteError as error:
             if error.status == 409:
                 return False  # the attempt no longer serves its task
@@ -206,7 +207,7 @@ def _error_text(error: urllib.error.HTTPError) -> str:
 
 def _assignment(answer: dict[str, Any]) -> Assignment:
     ref = AttemptRef(job_id=answer["job_id"], index=answer["index"], attempt=answer["attempt"],
-                     instance_id=answer["instance_id"])
+                     instance_id=answer["instance_id"], rank=answer.get("rank", 0))
     return Assignment(ref, answer["kind"], answer["spec"])
 
 
@@ -243,12 +244,12 @@ class InProcessRoutes:
             raise ClaimRefused(str(problem)) from None
 
     def commit(self, ref: AttemptRef, seq: int, size_bytes: int, method: str, committed_at: datetime,
-               measured: dict[str, Any] | None = None, seconds: float | None = None) -> bool:
+               measured: dict[str, Any] | None = None, seconds: float | None = None, ranks: int = 1) -> bool:
         from spotrun import assignments
 
         try:
             return assignments.commit(self.cp, self.instance_id, ref.attempt, seq, size_bytes, method, committed_at,
-                                      **(measured or {}))
+                                      **(measured or {}), ranks=ranks)
         except assignments.NotServing:
             return False
 

@@ -96,6 +96,10 @@ class Supervisor:
                 requested = current.checkpoint_requested_at if current is not None else None
                 if requested is not None and requested > last_checkpoint_at:
                     next_checkpoint = now  # rebalance recommendation or user request: checkpoint early
+            if getattr(self.cycle, "follows_rounds", False):  # a gang's rank > 0: rank 0 opens the rounds
+                ending = self._serve_gang_round()
+                if ending is not None:
+                    return self.leave(ending, "the gang took its final checkpoint", None, checkpoint=False)
             if now >= next_checkpoint and self.checkpointer.supports_checkpoint:
                 try:
                     self.cycle.take()
@@ -117,6 +121,15 @@ class Supervisor:
                 last_checkpoint_at = host.clock()
                 next_checkpoint = time.monotonic() + self.cycle.interval()
             host.sleep(TICK_SECONDS)
+
+    def _serve_gang_round(self) -> str | None:
+        """Join a round of the gang's checkpoint that rank 0 opened; how the gang ends after a final one."""
+        try:
+            return self.cycle.serve_rounds()  # type: ignore[attr-defined, no-any-return]
+        except (CheckpointError, transfer.TransferError):
+            # Rank 0 does not commit a round without this rank's part: the last committed checkpoint stands.
+            log.warning("this rank's part of a gang checkpoint failed", exc_info=True)
+            return None
 
     def _follow_desired_state(self, current: Task | None) -> int | None:
         """End the attempt if the task (as just read) no longer runs here or was asked to stop; else None."""

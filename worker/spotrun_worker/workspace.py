@@ -117,4 +117,5 @@ def upload_outputs(s3: Any, bucket: str, ref: AttemptRef, workspace: Workspace, 
 
 def upload_log(s3: Any, bucket: str, ref: AttemptRef, workspace: Workspace) -> None:
     if workspace.log_path.exists():
-        s3.upload_file(str(workspace.log_path), bucket, f"jobs/{ref.job_id}/logs/{ref.index}/attempt-{ref.attempt}.log")
+        s3.upload_file(str(workspace.log_path), bucket, f"jobs/{ref.job_id}/logs/{ref.index}/attempt-{ref.attempt}"
+                       f"{f'-rank-{ref.rank}' if ref.rank else ''}.log")

@@ -19,26 +19,31 @@ from spotrun.domain.model import FINISHED_JOB_STATES, Job
 STAT_SEPARATOR = "|"  # job statistics are kept as "<pool>|<measure>" -> total
 
 
-def pool_usage(executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
-    """What one ended attempt adds to its pool's statistics (and it no longer runs there)."""
+def pool_usage(executions: int, failures: int, interruptions: int, exec_seconds: float,
+               nodes: int = 1) -> dict[str, float]:
+    """What one ended attempt adds to its pool's statistics (and its `nodes` instances no longer run there).
+    A gang's interruption counts once: the pool lost one gang, whichever of its instances was warned."""
     return {"executions": executions, "failures": failures, "interruptions": interruptions,
-            "exec_seconds": exec_seconds, "running": -1}
+            "exec_seconds": exec_seconds, "running": -nodes}
 
 
 def attempt_usage(pool: str, launched_at: datetime | None, price_per_hour: float | None, now: datetime,
-                  executions: int, failures: int, interruptions: int, exec_seconds: float) -> dict[str, float]:
-    """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys)."""
-    instance_seconds = max(0.0, (now - launched_at).total_seconds()) if launched_at else 0.0
+                  executions: int, failures: int, interruptions: int, exec_seconds: float,
+                  nodes: int = 1) -> dict[str, float]:
+    """What one ended attempt adds to its job's per-pool statistics (`<pool>|<measure>` keys): a gang's
+    instance seconds and cost are its `nodes` instances' (`price_per_hour` is one instance's)."""
+    instance_seconds = nodes * max(0.0, (now - launched_at).total_seconds()) if launched_at else 0.0
     measures = {"executions": executions, "failures": failures, "interruptions": interruptions,
                 "exec_seconds": round(exec_seconds, 3), "instance_seconds": round(instance_seconds, 3),
                 "cost": round(instance_seconds / 3600 * (price_per_hour or 0.0), 8)}
     return {f"{pool}{STAT_SEPARATOR}{name}": value for name, value in measures.items()}
 
 
-def drain_usage(pool: str, ended_at: datetime, price_per_hour: float | None, now: datetime) -> dict[str, float]:
-    """An interrupted attempt ended (for its task) at the replacement, but its instance ran on until its
+def drain_usage(pool: str, ended_at: datetime, price_per_hour: float | None, now: datetime,
+                nodes: int = 1) -> dict[str, float]:
+    """An interrupted attempt ended (for its task) at the replacement, but its instances ran on until its
     final report: the instance seconds and cost of that drain."""
-    seconds = max(0.0, (now - ended_at).total_seconds())
+    seconds = nodes * max(0.0, (now - ended_at).total_seconds())
     return {f"{pool}{STAT_SEPARATOR}instance_seconds": round(seconds, 3),
             f"{pool}{STAT_SEPARATOR}cost": round(seconds / 3600 * float(price_per_hour or 0.0), 8)}
 

@@ -72,7 +72,8 @@ class TaskChange:
 
     @property
     def active_delta(self) -> int:
-        return int(self.to_state in ACTIVE_STATES) - int(self.from_state in ACTIVE_STATES)
+        """Instances the move takes (or frees): a gang task holds all its nodes' (the caps count instances)."""
+        return (int(self.to_state in ACTIVE_STATES) - int(self.from_state in ACTIVE_STATES)) * self.task.nodes
 
     @property
     def attempt(self) -> int:

@@ -68,6 +68,7 @@ class AttemptRef(WireModel):
     index: int = Field(ge=0, le=MAX_INDEX)
     attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     instance_id: str = Field(min_length=1, max_length=64)
+    rank: int = Field(0, ge=0, le=63)  # the instance's place in a gang task (0 for a task of one instance)
 
 
 class Heartbeat(AttemptRef):

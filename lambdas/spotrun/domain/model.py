@@ -71,6 +71,7 @@ class Checkpoint:
     size_bytes: int
     committed_at: datetime
     method: str
+    ranks: int = 1  # a gang checkpoint's parts (one per rank), all named by its one manifest
     # What the agent predicts its final checkpoint (on a spot warning) takes, from this checkpoint's
     # measured image size, capture and upload rates; and whether that fits the warning's budget.
     predicted_final_seconds: float | None = None
@@ -163,6 +164,10 @@ class Task:
     launch_token: str | None = None
     launch_slot: int = 0
     launch_count: int = 1
+    # A gang task (the job's `nodes` > 1) runs each attempt on `nodes` instances of one pool; `instance_id`
+    # is rank 0's, `gang_instances` every rank's, by rank.
+    nodes: int = 1
+    gang_instances: tuple[str, ...] = ()
     last_heartbeat_at: datetime | None = None
     progress: float | None = None
     exit_code: int | None = None
@@ -193,6 +198,8 @@ class Attempt:
     drained_at: datetime | None = None
     restored_seq: int | None = None  # the checkpoint this attempt started from
     restored_from: int | None = None  # the attempt that had taken it
+    nodes: int = 1  # instances the attempt ran on (a gang's), each billed
+    gang_instances: tuple[str, ...] = ()  # a gang attempt's instances, by rank
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,14 @@ class Worker:
     attempt: int
     pool: str
     launched_at: datetime
+    rank: int = 0  # its place in a gang (0 for a task of one instance)
+
+
+def task_instances(task: Task) -> tuple[str, ...]:
+    """Every instance the task's current attempt runs on: a gang's ranks, else its one instance."""
+    if task.gang_instances:
+        return task.gang_instances
+    return (task.instance_id,) if task.instance_id else ()
 
 
 @dataclass(frozen=True)

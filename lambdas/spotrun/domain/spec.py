@@ -40,6 +40,7 @@ MAX_PARAM_VARS = 64
 MAX_PARAM_VALUE_CHARS = 4_096
 MAX_TAGS = 50
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+MAX_NODES = 64  # instances of one gang task
 # What one job may take in the store: its spec is one attribute of the job's item and each task's parameters
 # live in the task's item, and a DynamoDB item holds at most 400 KB (the rest is left for what runs add).
 MAX_SPEC_BYTES = 256 * 1024
@@ -192,6 +193,10 @@ class JobSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     retries: RetrySpec = Field(default_factory=RetrySpec)
+    nodes: Int = Field(
+        1, ge=1, le=MAX_NODES, description="Instances each task runs on together (a gang: one pool, one zone, "
+        "checkpointed and replaced as one). 1: a task is one instance.",
+    )
     max_concurrency: Int = Field(100, ge=1, le=10_000)
     timeout: Seconds | None = None
     deadline: datetime | None = None
@@ -247,6 +252,16 @@ class JobSpec(StrictModel):
     def _one_way_to_split(self) -> JobSpec:
         if self.tasks is not None and self.parameters is not None:
             raise ValueError("give either 'tasks' (a count) or 'parameters' (a list), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _gang_method(self) -> JobSpec:
+        if self.nodes > 1 and self.checkpoint.method == "dmtcp":
+            raise ValueError("checkpoint.method 'dmtcp' does not checkpoint a gang (nodes > 1) yet: stock DMTCP "
+                             "4.2.0 cannot restore sockets between nodes (docs/gangs.md); use 'signal' or 'none'")
+        if self.nodes > self.max_concurrency:
+            raise ValueError(f"a task of {self.nodes} nodes needs max_concurrency of at least {self.nodes} (it counts "
+                             f"instances), not {self.max_concurrency}")
         return self
 
     @property

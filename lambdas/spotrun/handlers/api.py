@@ -104,6 +104,14 @@ class CheckpointView(BaseModel):
     final_checkpoint: str | None = None  # "final checkpoint fits warning: no, predicted 140 s"
     predicted_final_seconds: float | None = None
     final_fits_warning: bool | None = None
+    ranks: int = 1  # a gang checkpoint holds a part of each rank, named by its one manifest
+
+
+class RankView(BaseModel):
+    """One rank of a gang task's current attempt, and the instance it runs on."""
+
+    rank: int
+    instance_id: str
 
 
 class TaskView(BaseModel):
@@ -115,6 +123,8 @@ class TaskView(BaseModel):
     pool: str | None
     market: Market | None
     instance_id: str | None
+    nodes: int = 1  # instances the task runs on together (a gang)
+    ranks: list[RankView] = []  # a gang's current instances, by rank
     progress: float | None
     program_failures: int
     environment_failures: int
@@ -134,13 +144,15 @@ class TaskView(BaseModel):
         return cls(
             index=task.index, kind=task.kind, state=task.state, attempt=task.attempt, desired=task.desired,
             pool=task.pool, market=task.market, instance_id=task.instance_id, progress=task.progress,
+            nodes=task.nodes, ranks=[RankView(rank=rank, instance_id=instance_id)
+                                     for rank, instance_id in enumerate(task.gang_instances)],
             program_failures=task.program_failures, environment_failures=task.environment_failures,
             interruptions=task.interruptions, exit_code=task.exit_code, reason=task.reason, log_tail=task.log_tail,
             last_heartbeat_at=task.last_heartbeat_at,
             checkpoint=None if pointer is None else CheckpointView(
                 seq=pointer.seq, attempt=pointer.attempt, bytes=pointer.size_bytes, committed_at=pointer.committed_at,
                 final_checkpoint=pointer.final_note, predicted_final_seconds=pointer.predicted_final_seconds,
-                final_fits_warning=pointer.final_fits_warning),
+                final_fits_warning=pointer.final_fits_warning, ranks=pointer.ranks),
             launched_at=task.launched_at, started_at=task.started_at, finished_at=task.finished_at,
         )
 

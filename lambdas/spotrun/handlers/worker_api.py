@@ -70,6 +70,7 @@ class CommitRequest(AttemptRequest):
     upload_bytes_per_second: float | None = Field(None, ge=0, le=10**13)
     final_budget_seconds: float | None = Field(None, ge=0, le=10**5)
     seconds: Took = None
+    ranks: int = Field(1, ge=1, le=64)  # a gang checkpoint's parts, one per rank
 
 
 class RestoredRequest(AttemptRequest):
@@ -88,6 +89,7 @@ class Session(BaseModel):
     kind: str
     spec: dict[str, Any]
     credentials: dict[str, str] | None
+    rank: int = 0  # the instance's place in a gang task
 
 
 class Claimed(BaseModel):
@@ -119,7 +121,7 @@ def _session(cp: ControlPlane, instance_id: str, _: Request) -> Session:
     found = assignments.assignment(cp, instance_id)
     ref = found.ref
     return Session(job_id=ref.job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id,
-                   kind=found.kind, spec=found.spec, credentials=found.credentials)
+                   kind=found.kind, spec=found.spec, credentials=found.credentials, rank=ref.rank)
 
 
 def _claim(cp: ControlPlane, instance_id: str, request: AttemptRequest) -> Claimed:
@@ -132,7 +134,8 @@ def _checkpoint(cp: ControlPlane, instance_id: str, request: CommitRequest) -> C
         cp, instance_id, request.attempt, request.seq, request.size_bytes, request.method, request.committed_at,
         predicted_final_seconds=request.predicted_final_seconds, final_fits_warning=request.final_fits_warning,
         capture_bytes_per_second=request.capture_bytes_per_second,
-        upload_bytes_per_second=request.upload_bytes_per_second, final_budget_seconds=request.final_budget_seconds)
+        upload_bytes_per_second=request.upload_bytes_per_second, final_budget_seconds=request.final_budget_seconds,
+        ranks=request.ranks)
     if committed:
         metrics.add_metric(name="CheckpointMiB", unit=MetricUnit.Megabytes, value=request.size_bytes / 2**20)
         if request.seconds is not None:

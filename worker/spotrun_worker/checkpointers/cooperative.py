@@ -189,6 +189,11 @@ class SignalCheckpointer:
             copied.append(target)
         return copied
 
+    def ready(self) -> bool:
+        """Whether the program may be signalled now (every process the signal reaches handles it)."""
+        return self.program is not None and self.program.poll() is None and not would_be_killed(
+            self._targets(), self.signum)
+
     def _targets(self) -> list[int]:
         """The processes the signal reaches: the leader, or every process of its group."""
         assert self.program is not None

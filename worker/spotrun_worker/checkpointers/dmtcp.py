@@ -389,7 +389,9 @@ class DmtcpCheckpointer:
             daemon = subprocess.Popen(  # noqa: S603
                 coordinator_argv(self.tools, self.port_file, self.coordinator_log, self.ckpt_dir),
                 cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # No inherited descriptor beyond 0-2, ever: DMTCP takes any such fd for a socket, and two
+                # processes holding one hang at restart (docs/gangs.md, cause 1). Popen's default, said.
+                start_new_session=True, close_fds=True,
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -37,6 +37,22 @@ class AttemptStore(Table):
         with ThreadPoolExecutor(min(BATCH_WRITE_THREADS, len(bindings))) as pool_:
             list(pool_.map(lambda binding: self._bind(*binding), bindings))
 
+    def bind_gang(self, job_id: str, index: int, attempt: int, instance_ids: Sequence[str], pool: str,
+                  now: datetime) -> bool:
+        """Record the instances of a gang attempt, by rank: a worker item each (with its rank), and the task's
+        and the attempt's `gang_instances` (rank 0's is the task's `instance_id`)."""
+        self.batch_put(worker_item(instance_id, job_id, index, attempt, pool, now, rank)
+                       for rank, instance_id in enumerate(instance_ids))
+        attempt_expr = Expression()
+        attempt_expr.set("instance_id", instance_ids[0])
+        attempt_expr.set("gang_instances", list(instance_ids))
+        self._update(attempt_key(job_id, index, attempt), attempt_expr)
+        expr = Expression()
+        expr.set("instance_id", instance_ids[0])
+        expr.set("gang_instances", list(instance_ids))
+        expr.condition("{a} = {attempt}", a="@attempt", attempt=attempt)
+        return self._update(task_key(job_id, index), expr)
+
     def bind_instance(self, job_id: str, index: int, attempt: int, instance_id: str, pool: str, now: datetime) -> bool:
         """Record which instance serves an attempt (after the launch call answered)."""
         self._put(worker_item(instance_id, job_id, index, attempt, pool, now))
@@ -68,15 +84,16 @@ class AttemptStore(Table):
         expr.set("scope", scope.value if scope else None)
         expr.set("exec_seconds", exec_seconds)
         interruptions = int(outcome == "interrupted")
+        nodes = int(recorded.get("nodes", 1))
         usage = Expression()
         for key, amount in attempt_usage(pool, parse_time(recorded.get("launched_at")), recorded.get("price_per_hour"),
-                                         now, 1, 0, interruptions, exec_seconds).items():
+                                         now, 1, 0, interruptions, exec_seconds, nodes).items():
             if amount:
                 usage.add_in_map("stats", key, amount)
         usage.condition("attribute_exists(pk)")
         return self._transact([
                 {"Update": {"TableName": self.table, "Key": serialize(attempt_key(job_id, index, attempt)), **expr.update()}},
-                pool_stats_item(self.table, pool, pool_usage(1, 0, interruptions, exec_seconds)),
+                pool_stats_item(self.table, pool, pool_usage(1, 0, interruptions, exec_seconds, nodes)),
                 {"Update": {"TableName": self.table, "Key": serialize(job_key(job_id)), **usage.update()}},
             ])
 
@@ -95,7 +112,8 @@ class AttemptStore(Table):
         if more:
             mark.add("exec_seconds", more)
         usage = Expression()
-        for key, amount in drain_usage(pool, ended_at, recorded.get("price_per_hour"), now).items():
+        for key, amount in drain_usage(pool, ended_at, recorded.get("price_per_hour"), now,
+                                       int(recorded.get("nodes", 1))).items():
             usage.add_in_map("stats", key, amount)
         if more:
             usage.add_in_map("stats", f"{pool}{STAT_SEPARATOR}exec_seconds", more)

@@ -64,6 +64,7 @@ def checkpoint_from(value: dict[str, Any] | None) -> Checkpoint | None:
         capture_bytes_per_second=_number(value.get("capture_bytes_per_second")),
         upload_bytes_per_second=_number(value.get("upload_bytes_per_second")),
         final_budget_seconds=_number(value.get("final_budget_seconds")),
+        ranks=int(value.get("ranks", 1)),
     )
 
 
@@ -91,6 +92,7 @@ def task_from(item: dict[str, Any]) -> Task:
         checkpoint_requested_at=parse_time(item.get("checkpoint_requested_at")), last_heartbeat_at=parse_time(item.get("last_heartbeat_at")),
         launch_token=item.get("launch_token"), launch_slot=int(item.get("launch_slot", 0)),
         launch_count=int(item.get("launch_count", 1)),
+        nodes=int(item.get("nodes", 1)), gang_instances=tuple(item.get("gang_instances", ())),
         progress=item.get("progress"), exit_code=item.get("exit_code"), reason=item.get("reason", ""),
         log_tail=item.get("log_tail", ""), launched_at=parse_time(item.get("launched_at")),
         started_at=parse_time(item.get("started_at")), finished_at=parse_time(item.get("finished_at")),
@@ -107,6 +109,7 @@ def attempt_from(item: dict[str, Any]) -> Attempt:
         exec_seconds=float(item.get("exec_seconds", 0.0)), price_per_hour=item.get("price_per_hour"),
         drained_at=parse_time(item.get("drained_until")),
         restored_seq=_integer(item.get("restored_seq")), restored_from=_integer(item.get("restored_from")),
+        nodes=int(item.get("nodes", 1)), gang_instances=tuple(item.get("gang_instances", ())),
     )
 
 
@@ -146,7 +149,7 @@ def attempt_item(a: Attempt) -> dict[str, Any]:
     return {
         **attempt_key(a.job_id, a.index, a.number), "type": "attempt", "job_id": a.job_id, "index": a.index,
         "number": a.number, "pool": a.pool, "market": a.market, "launched_at": a.launched_at,
-        "price_per_hour": a.price_per_hour, "instance_id": a.instance_id,
+        "price_per_hour": a.price_per_hour, "instance_id": a.instance_id, "nodes": a.nodes,
     }
 
 
@@ -158,11 +161,12 @@ def event_item(event: TimelineEvent) -> dict[str, Any]:
     }
 
 
-def worker_item(instance_id: str, job_id: str, index: int, attempt: int, pool: str, launched_at: datetime) -> dict[str, Any]:
+def worker_item(instance_id: str, job_id: str, index: int, attempt: int, pool: str, launched_at: datetime,
+                rank: int = 0) -> dict[str, Any]:
     return {**worker_key(instance_id), "type": "worker", "instance_id": instance_id, "job_id": job_id, "index": index,
-            "attempt": attempt, "pool": pool, "launched_at": launched_at}
+            "attempt": attempt, "pool": pool, "launched_at": launched_at, "rank": rank}
 
 
 def worker_from(item: dict[str, Any]) -> Worker:
     return Worker(item["instance_id"], item["job_id"], int(item["index"]), int(item["attempt"]), item["pool"],
-                  parse_time(item["launched_at"]))  # type: ignore[arg-type]
+                  parse_time(item["launched_at"]), int(item.get("rank", 0)))  # type: ignore[arg-type]

@@ -55,22 +55,22 @@ class TaskMoves(Table):
                 end = change.end_attempt
                 deltas = pool_deltas.setdefault(end.pool, {})
                 for name, amount in pool_usage(end.executions, end.failures, int(end.interrupted),
-                                               end.exec_seconds).items():
+                                               end.exec_seconds, change.task.nodes).items():
                     deltas[name] = deltas.get(name, 0) + amount
                 if end.launched:
                     for name, amount in attempt_usage(end.pool, change.task.launched_at, change.task.price_per_hour,
                                                       now, end.executions, end.failures, int(end.interrupted),
-                                                      end.exec_seconds).items():
+                                                      end.exec_seconds, change.task.nodes).items():
                         job_stats[name] = job_stats.get(name, 0) + amount
             if change.new_attempt and change.set_fields.get("pool"):
                 deltas = pool_deltas.setdefault(change.set_fields["pool"], {})
-                deltas["running"] = deltas.get("running", 0) + 1
+                deltas["running"] = deltas.get("running", 0) + change.task.nodes
                 # The attempt's record is written with the move that starts it: a crash right after the
                 # admission must not leave an attempt that has no record (its end could not be billed).
                 items.append({"Put": {"TableName": self.table, "Item": serialize(attempt_item(Attempt(
                     job_id, change.task.index, change.task.attempt + 1, change.set_fields["pool"],
                     Market(change.set_fields.get("market") or Market.SPOT), launched_at=now,
-                    price_per_hour=change.set_fields.get("price_per_hour")))),
+                    price_per_hour=change.set_fields.get("price_per_hour"), nodes=change.task.nodes))),
                     "ConditionExpression": "attribute_not_exists(pk)"}})
             items.extend({"Put": {"TableName": self.table, "Item": serialize(event_item(event))}}
                          for event in timeline_events(change, now, event_detail))
@@ -105,12 +105,14 @@ class TaskMoves(Table):
             expr.set("admissions", task.admissions + 1)
             expr.set("launched_at", now)
             expr.remove("instance_id")
+            expr.remove("gang_instances")
             for earlier in ("exit_code", "launch_token"):  # the attempt before's, not this one's
                 if earlier not in change.set_fields:
                     expr.remove(earlier)
         if change.revert_attempt:
             expr.set("attempt", task.attempt - 1)
             expr.remove("instance_id")
+            expr.remove("gang_instances")
         for name, value in change.set_fields.items():
             expr.set(name, value)
         for name in change.remove_fields:

@@ -105,6 +105,7 @@ class TaskStore(Table):
         expr.set("checkpoint", {
             "seq": checkpoint.seq, "key": checkpoint.key, "attempt": checkpoint.attempt, "size_bytes": checkpoint.size_bytes,
             "committed_at": iso(checkpoint.committed_at), "method": checkpoint.method, **measured,
+            **({"ranks": checkpoint.ranks} if checkpoint.ranks > 1 else {}),
         })
         expr.condition("{a} = {attempt} OR {d} = {attempt2}", a="@attempt", attempt=checkpoint.attempt,
                        d="@draining_attempt", attempt2=checkpoint.attempt)
