@@ -2,9 +2,9 @@
 
 `download_parts`: a HEAD pins the object's ETag and checks its size, then a pool of
 threads fetches the parts with ranged GETs (If-Match the ETag), verifies each against its CRC32 and
-writes it in place into `<dest>.part`. Verified parts are journaled in `<dest>.parts` (after the
-data is flushed), so an interrupted restore fetches only what is missing (journaled parts are checked
-again from the local disk first). `dest` appears only when every part is in and verified.
+writes it in place into `<dest>.part`. Verified parts are journaled in `<dest>.parts`, so an
+interrupted restore fetches only what is missing (journaled parts are checked again from the local
+disk first, which is why nothing is fsynced: a part the page cache lost fails its check and is fetched again). `dest` appears only when every part is in and verified.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def download_parts(s3: Any, bucket: str, key: str, dest: Path, size: int, parts:
         if failures:
             error = failures[0]
             raise error if isinstance(error, TransferError) else TransferError(f"{where}: {error}") from error
-        os.fsync(fd)
+        # No fsync: the image is read back at once by the restart, and a resumed download re-verifies every
+        # journaled part's CRC32 from the disk, so a part lost with the page cache is fetched again.
+        # (Flushing a multi-GB image cost seconds per restore and bought nothing.)
     finally:
         os.close(fd)
     os.replace(partial, dest)
