@@ -204,3 +204,30 @@ def test_a_ranks_agent_reports_and_heartbeats_as_its_rank(cp, env, aws, context,
     loop.send("reports", json.dumps(queue.bodies[1]))
     loop.drain()
     assert loop.task(accepted["job_id"]).state == TaskState.LAUNCHING  # rank 1's end is not the gang's
+
+
+def test_a_rank_lost_without_a_warning_returns_the_gang_to_its_last_checkpoint(cp, env, aws, context, clock):
+    """No warning, no report: rank 1's instance just goes. The gang's attempt is lost as a whole (its
+    other ranks cannot go on without it): every old instance is ended, and the next gang starts from the
+    last committed gang checkpoint."""
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", GANG)
+    job_id = accepted["job_id"]
+    loop.drain()
+    task = loop.task(job_id)
+    claim(cp, rank_ref(task, 0))
+    assert commit(cp, task.gang_instances[0], task.attempt, 1, 200, "signal", clock(), ranks=2)
+    clock.advance(30)
+    cp.compute.client.terminate_instances(InstanceIds=[task.gang_instances[1]])  # gone, without a warning
+    loop.send("interruptions", eventbridge_event("EC2 Instance State-change Notification",
+                                                 {"instance-id": task.gang_instances[1], "state": "shutting-down"},
+                                                 at=clock()))
+    loop.drain()
+    again = loop.task(job_id)
+    assert again.attempt == 2 and again.state in (TaskState.QUEUED, TaskState.LAUNCHING)
+    assert again.checkpoint is not None and again.checkpoint.seq == 1 and again.checkpoint.ranks == 2
+    assert all(loop.instance(i)["state"] in ("shutting-down", "terminated") for i in task.gang_instances)
+    if again.state == TaskState.LAUNCHING:  # relaunched at once: a whole new gang
+        assert len(again.gang_instances) == 2 and not set(again.gang_instances) & set(task.gang_instances)
+    first = [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0]
+    assert first.outcome in ("lost", "interrupted") and first.nodes == 2
