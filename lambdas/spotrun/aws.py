@@ -41,7 +41,7 @@ def control_plane_from_env(env: Mapping[str, str] = os.environ, session: Any = N
     return ControlPlane(
         settings=settings,
         store=DynamoStore(dynamo, settings.table),
-        compute=Ec2Compute(ec2, settings.launch_template_id, settings.subnets),
+        compute=Ec2Compute(ec2, settings.launch_template_id, settings.subnets, settings.placement_groups),
         bus=SnsBus(client("sns"), settings.control_topic_arn, settings.notify_topic_arn),
         blobs=S3Blobs(client("s3"), settings.bucket),
         prices=Ec2SpotPrices(ec2),

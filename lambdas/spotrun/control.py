@@ -30,6 +30,7 @@ class Settings:
     report_queue_url: str = ""
     launch_template_id: str = ""
     subnets: dict[str, str] = field(default_factory=dict)
+    placement_groups: dict[str, str] = field(default_factory=dict)  # zone -> cluster placement group
     instance_types: tuple[str, ...] = ("c6i.large", "m6i.large")
     account_max_instances: int = 100
     pool_max_instances: int = 20
@@ -67,6 +68,7 @@ class Settings:
             report_queue_url=env.get(EnvVar.REPORT_QUEUE_URL, ""),
             launch_template_id=env.get(EnvVar.LAUNCH_TEMPLATE_ID, ""),
             subnets=json.loads(env.get(EnvVar.SUBNETS) or "{}"),
+            placement_groups=json.loads(env.get(EnvVar.PLACEMENT_GROUPS) or "{}"),
             instance_types=tuple(json.loads(env.get(EnvVar.INSTANCE_TYPES) or '["c6i.large", "m6i.large"]')),
             account_max_instances=number(EnvVar.ACCOUNT_MAX_INSTANCES, 100),
             pool_max_instances=number(EnvVar.POOL_MAX_INSTANCES, 20),

@@ -77,6 +77,10 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         zone: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{n}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
         for n, zone in enumerate(zones)
     }
+    # Named, not created: moto has no placement groups (CreatePlacementGroup is not implemented and
+    # RunInstances ignores the group), and local instances, processes of one machine, are as close as
+    # nodes get. The launch still names the zone's group, as on AWS.
+    placement_groups = {zone: f"{prefix}-cluster-{zone}" for zone in zones}
     template = ec2.create_launch_template(
         LaunchTemplateName=f"{prefix}-worker",
         LaunchTemplateData={"ImageId": WORKER_IMAGE_ID, "MetadataOptions": {"HttpTokens": "required"}},
@@ -97,6 +101,7 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
         EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
         EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets), EnvVar.WORKER_IMAGE_ID: WORKER_IMAGE_ID,
         EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
+        EnvVar.PLACEMENT_GROUPS: json.dumps(placement_groups),
         EnvVar.TASK_LOG_GROUP: f"/{prefix}/tasks",
         "SPOTRUN_QUEUE_URLS": json.dumps({k: v["url"] for k, v in queues.items()}),
         "SPOTRUN_DLQ_URLS": json.dumps({k: v["dlq_url"] for k, v in queues.items()}),

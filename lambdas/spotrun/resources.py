@@ -42,6 +42,8 @@ class EnvVar:
     LAUNCH_TEMPLATE_ID = "SPOTRUN_LAUNCH_TEMPLATE_ID"
     # JSON object: availability zone -> subnet id the workers launch into.
     SUBNETS = "SPOTRUN_SUBNETS"
+    # JSON object: availability zone -> the cluster placement group gangs with `placement: cluster` use.
+    PLACEMENT_GROUPS = "SPOTRUN_PLACEMENT_GROUPS"
     # JSON list of instance types the broker may choose from (the pool catalogue).
     INSTANCE_TYPES = "SPOTRUN_INSTANCE_TYPES"
     ACCOUNT_MAX_INSTANCES = "SPOTRUN_ACCOUNT_MAX_INSTANCES"

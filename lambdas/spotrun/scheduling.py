@@ -225,7 +225,7 @@ def _launch(cp: ControlPlane, job: Job, pool: str, market: Market, tasks: Sequen
         tags={"spotrun:job": job.job_id, "Name": f"spotrun {job.name}", **_gang_tags(tasks[0])},
         per_instance_tags=[{"spotrun:task": str(single.index), "spotrun:attempt": str(single.attempt)}] if single
         else [{} for _ in range(count)],
-        token=token,
+        token=token, cluster=tasks[0].nodes > 1 and job.spec.get("placement") == "cluster",
     )
     result = cp.compute.launch(request)
     report.launch_calls += 1

@@ -59,6 +59,14 @@ class Fleet(Construct):
         super().__init__(scope, construct_id)
         self.vpc = self._vpc(max_azs, log_bucket)
         self.subnets = self.vpc.public_subnets
+        # One cluster placement group per zone, for gangs that ask for `placement: cluster`. A cluster group
+        # holds instances of one zone only; it is bound to the zone of its first instance, so each subnet's
+        # zone gets its own. Placement groups cost nothing while empty.
+        self.placement_groups = [
+            ec2.CfnPlacementGroup(self, f"Cluster{position}", strategy="cluster",
+                                  tags=[{"key": MANAGED_TAG_KEY, "value": MANAGED_TAG_VALUE}])
+            for position, _ in enumerate(self.subnets)
+        ]
         self.security_group = ec2.SecurityGroup(
             self,
             "SecurityGroup",
@@ -109,6 +117,14 @@ class Fleet(Construct):
         parts: list[str] = ["{"]
         for position, subnet in enumerate(self.subnets):
             parts += ["," if position else "", '"', subnet.availability_zone, '":"', subnet.subnet_id, '"']
+        parts.append("}")
+        return Fn.join("", parts)
+
+    def placement_groups_json(self) -> str:
+        """`{"<az>": "<placement group name>", ...}` for the PLACEMENT_GROUPS variable (deploy-time tokens)."""
+        parts: list[str] = ["{"]
+        for position, (subnet, group) in enumerate(zip(self.subnets, self.placement_groups, strict=True)):
+            parts += ["," if position else "", '"', subnet.availability_zone, '":"', group.ref, '"']
         parts.append("}")
         return Fn.join("", parts)
 

@@ -328,6 +328,8 @@ class Functions(Construct):
                     self._ec2_arn("network-interface"),
                     self._ec2_arn("spot-instances-request"),
                     self._ec2_arn("image", fleet.image.image_id, account=""),  # the worker image only
+                    # a gang placed together: only into the deployment's own cluster placement groups
+                    *(self._ec2_arn("placement-group", group.ref) for group in fleet.placement_groups),
                 ],
             ),
             iam.PolicyStatement(
@@ -416,6 +418,7 @@ def _environment(wired: FunctionWiring) -> dict[str, str]:
         EnvVar.LAUNCH_TEMPLATE_ID: fleet.launch_template_id,
         EnvVar.WORKER_IMAGE_ID: fleet.image.image_id,
         EnvVar.SUBNETS: fleet.subnets_json(),
+        EnvVar.PLACEMENT_GROUPS: fleet.placement_groups_json(),
         EnvVar.INSTANCE_TYPES: json.dumps(list(config.instance_types), separators=(",", ":")),
         EnvVar.ACCOUNT_MAX_INSTANCES: str(config.account_max_instances),
         EnvVar.POOL_MAX_INSTANCES: str(config.pool_max_instances),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -173,6 +174,27 @@ def test_subnets_variable_is_a_json_object_of_zone_to_subnet(query: StackTemplat
     assert {subnet for _, subnet in pairs} == set(subnets)
     for index, subnet in pairs:
         assert query.props(subnet)["AvailabilityZone"]["Fn::Select"][0] == int(index)
+
+
+def test_each_zone_has_a_cluster_placement_group_named_to_the_launchers(query: StackTemplate) -> None:
+    """`placement: cluster` gangs launch into their zone's group: one per subnet, named per zone in the
+    functions' PLACEMENT_GROUPS, and the only placement groups RunInstances may use."""
+    groups = query.of_type("AWS::EC2::PlacementGroup")
+    subnets = query.of_type("AWS::EC2::Subnet")
+    assert len(groups) == len(subnets) >= 2
+    assert all(query.props(group)["Strategy"] == "cluster" for group in groups)
+    props = query.props(next(iter(query.functions().values())))
+    rendered = render(props["Environment"]["Variables"][EnvVar.PLACEMENT_GROUPS])
+    pairs = dict(re.findall(r'"\$\{Select:(\d+):GetAZs\}":"\$\{(\w+)\}"', rendered))
+    assert set(pairs.values()) == set(groups) and len(pairs) == len(groups)  # one group per zone
+    launchers_naming_groups = 0
+    for key in query.functions():
+        for statement in query.function_statements(key):
+            named = [r for r in statement.resources if ":placement-group/" in json.dumps(r)]
+            if statement.allows("ec2:RunInstances") and named:
+                launchers_naming_groups += 1
+                assert sorted(g for r in named for g in groups if g in json.dumps(r)) == sorted(groups), (key, named)
+    assert launchers_naming_groups >= 1
 
 
 # --- api ---------------------------------------------------------------------------------------

@@ -231,3 +231,39 @@ def test_a_rank_lost_without_a_warning_returns_the_gang_to_its_last_checkpoint(c
         assert len(again.gang_instances) == 2 and not set(again.gang_instances) & set(task.gang_instances)
     first = [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0]
     assert first.outcome in ("lost", "interrupted") and first.nodes == 2
+
+
+def test_a_gang_asking_for_a_cluster_is_launched_into_its_zones_placement_group(cp, env, aws, context):
+    """moto ignores RunInstances' placement (and has no placement groups): the EC2 client records what
+    the launch asked for, on its way to moto."""
+    sent: list[dict[str, Any]] = []
+    client = cp.compute.client
+    run_instances = client.run_instances
+
+    def recorded(**params: Any) -> Any:
+        sent.append(params)
+        return run_instances(**params)
+
+    client.run_instances = recorded
+    cp.compute.placement_groups = {zone: f"cluster-{zone}" for zone in cp.compute.subnets}
+    loop = Loop(cp, env, aws, context)
+    _, together = loop.api("POST", "/jobs", {**GANG, "placement": "cluster"})
+    _, apart = loop.api("POST", "/jobs", GANG)
+    loop.drain()
+    placed = loop.task(together["job_id"])
+    assert placed.state == TaskState.LAUNCHING and len(placed.gang_instances) == 2
+    by_job = {p["TagSpecifications"][0]["Tags"][[t["Key"] for t in p["TagSpecifications"][0]["Tags"]].index(
+        "spotrun:job")]["Value"]: p for p in sent}
+    zone = placed.pool.split("@")[1]
+    assert by_job[together["job_id"]]["Placement"] == {"GroupName": f"cluster-{zone}"}
+    assert by_job[together["job_id"]]["MinCount"] == 2
+    assert "Placement" not in by_job[apart["job_id"]]  # one zone (its subnet) is placement enough
+
+    # a zone without a group refuses the launch, and the broker tries the next pool
+    cp.compute.placement_groups = {}
+    _, stranded = loop.api("POST", "/jobs", {**GANG, "placement": "cluster"})
+    loop.drain()
+    assert loop.task(stranded["job_id"]).state == TaskState.QUEUED
+    refused = [e for e in cp.store.timeline(stranded["job_id"], 100) if e.kind == "LaunchRefused"]
+    assert len(refused) == len(cp.compute.subnets) * 2  # every pool (2 types per zone) tried, none launched
+    assert all(e.detail["error"] == "Unsupported" for e in refused)

@@ -52,3 +52,15 @@ def test_the_instances_of_a_task_are_its_gangs_or_its_one():
                                gang_instances=("i-0", "i-1"))) == ("i-0", "i-1")
     assert task_instances(Task("j", 0, TaskState.RUNNING, 1, instance_id="i-9")) == ("i-9",)
     assert task_instances(Task("j", 0, TaskState.QUEUED, 0)) == ()
+
+
+def test_placement_cluster_is_for_gangs_and_zone_is_the_default():
+    gang = {"name": "g", "command": "x", "nodes": 2, "checkpoint": {"method": "signal"}}
+    assert parse_spec(gang).placement == "zone"
+    assert parse_spec({**gang, "placement": "cluster"}).placement == "cluster"
+    with pytest.raises(SpecError) as error:
+        parse_spec({**gang, "nodes": 1, "placement": "cluster"})
+    assert "nodes of 2 or more" in str(error.value)
+    with pytest.raises(SpecError) as error:
+        parse_spec({**gang, "placement": "spread"})
+    assert error.value.problems[0]["field"] == "placement"

@@ -23,12 +23,15 @@ MANAGED_TAG = "spotrun:managed"
 
 
 class Ec2Compute:
-    """Takes a boto3 EC2 client, the launch template id and the subnet per availability zone."""
+    """Takes a boto3 EC2 client, the launch template id, the subnet per availability zone and the cluster
+    placement group per availability zone (the deployment's, for gangs that ask to be placed together)."""
 
-    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str]):
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str],
+                 placement_groups: dict[str, str] | None = None):
         self.client = client
         self.launch_template_id = launch_template_id
         self.subnets = subnets
+        self.placement_groups = placement_groups or {}
 
     @property
     def zones(self) -> list[str]:
@@ -38,6 +41,9 @@ class Ec2Compute:
         subnet = self.subnets.get(request.zone)
         if subnet is None:
             return LaunchResult(error_code="Unsupported", error_message=f"no subnet in {request.zone}")
+        group = self.placement_groups.get(request.zone) if request.cluster else None
+        if request.cluster and group is None:
+            return LaunchResult(error_code="Unsupported", error_message=f"no cluster placement group in {request.zone}")
         tags = {MANAGED_TAG: "true", **request.tags}
         if request.count == 1:
             tags.update(request.per_instance_tags[0])
@@ -53,6 +59,8 @@ class Ec2Compute:
                 for kind in ("instance", "volume")
             ],
         }
+        if group is not None:
+            params["Placement"] = {"GroupName": group}
         if request.spot:
             params["InstanceMarketOptions"] = {
                 "MarketType": "spot",

@@ -30,6 +30,7 @@ class LaunchRequest:
     # instance): the store's WORKER item says which attempt an instance serves.
     per_instance_tags: list[dict[str, str]]
     token: str  # idempotency: the same request twice launches once (and answers with the same instances)
+    cluster: bool = False  # into the zone's cluster placement group (a gang that asked for `placement: cluster`)
 
     @property
     def count(self) -> int:

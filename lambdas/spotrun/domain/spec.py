@@ -197,6 +197,10 @@ class JobSpec(StrictModel):
         1, ge=1, le=MAX_NODES, description="Instances each task runs on together (a gang: one pool, one zone, "
         "checkpointed and replaced as one). 1: a task is one instance.",
     )
+    placement: Literal["zone", "cluster"] = Field(
+        "zone", description="Where a gang's instances go: 'zone' (one availability zone, the default) or "
+        "'cluster' (also one cluster placement group of that zone: low latency between nodes, less spot capacity).",
+    )
     max_concurrency: Int = Field(100, ge=1, le=10_000)
     timeout: Seconds | None = None
     deadline: datetime | None = None
@@ -259,6 +263,8 @@ class JobSpec(StrictModel):
         if self.nodes > 1 and self.checkpoint.method == "dmtcp":
             raise ValueError("checkpoint.method 'dmtcp' does not checkpoint a gang (nodes > 1) yet: stock DMTCP "
                              "4.2.0 cannot restore sockets between nodes (docs/gangs.md); use 'signal' or 'none'")
+        if self.placement == "cluster" and self.nodes == 1:
+            raise ValueError("placement 'cluster' places a gang's instances together: it needs nodes of 2 or more")
         if self.nodes > self.max_concurrency:
             raise ValueError(f"a task of {self.nodes} nodes needs max_concurrency of at least {self.nodes} (it counts "
                              f"instances), not {self.max_concurrency}")
