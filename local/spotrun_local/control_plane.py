@@ -72,7 +72,8 @@ class ControlPlaneHost:
         """A control plane from the environment, as a cold Lambda container builds it, on local compute."""
         cp = control_plane_from_env(self.env, session=session)
         cp.settings = dataclasses.replace(cp.settings, cooldown_seconds=self.options.cooldown_seconds)
-        cp.compute = LocalCompute(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets, self.market)
+        cp.compute = LocalCompute(cp.compute.client, cp.settings.launch_template_id, cp.settings.subnets, self.market,
+                                  placement_groups=cp.settings.placement_groups)
         cp.prices = self.market
         return cp
 

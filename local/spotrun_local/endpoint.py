@@ -80,8 +80,9 @@ class LocalCompute(moto_ec2.IdempotentEc2):
     """EC2 through moto (idempotent on client tokens, as EC2 is), with the replayed market deciding whether
     spot capacity exists."""
 
-    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], market: MarketReplay):
-        super().__init__(client, launch_template_id, subnets, REGION, ACCOUNT)
+    def __init__(self, client: Any, launch_template_id: str, subnets: dict[str, str], market: MarketReplay,
+                 placement_groups: dict[str, str] | None = None):
+        super().__init__(client, launch_template_id, subnets, REGION, ACCOUNT, placement_groups=placement_groups)
         self.market = market
         self.refused: list[str] = []
 

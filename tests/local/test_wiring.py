@@ -109,3 +109,13 @@ def test_the_api_worker_routes_and_dashboard_functions_are_found_by_how_they_are
     assert [invoked_by(k).key for k in (resources.API, resources.WORKER_ROUTES, resources.DASHBOARD)] == [
         "api", "worker-api", "console"]
     assert wiring.handler(invoked_by(resources.DASHBOARD).key).__module__ == "spotrun.handlers.console"
+
+
+def test_the_local_compute_launches_with_the_deployments_subnets_and_placement_groups(aws, env, tmp_path):
+    """Found trying `placement: cluster` on `make serve`: the local compute was built without the
+    deployment's placement groups, so every zone refused such a gang as 'Unsupported'."""
+    runtime = LocalRuntime(market=None, options=RuntimeOptions(root=tmp_path))  # type: ignore[arg-type]
+    runtime.env = env
+    compute = runtime.build_control_plane(aws).compute
+    assert set(compute.subnets) == set(compute.placement_groups) and compute.placement_groups
+    assert compute.placement_groups == json.loads(env["SPOTRUN_PLACEMENT_GROUPS"])
