@@ -32,7 +32,17 @@ from spotrun.domain.lifecycle import (
     run_seconds,
 )
 from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
-from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Job, Scope, Task, TaskState, TimelineEvent, task_instances
+from spotrun.domain.model import (
+    ACTIVE_STATES,
+    Checkpoint,
+    Job,
+    Scope,
+    Task,
+    TaskState,
+    TimelineEvent,
+    Worker,
+    task_instances,
+)
 from spotrun.domain.spec import from_stored
 from spotrun.images import note_image_fault
 from spotrun.resources import MessageType
@@ -302,7 +312,7 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
         if step == Reaction.REPLACE:
             cp.store.cool_down(worker.pool, cp.clock() + timedelta(seconds=cp.settings.cooldown_seconds),
                                "spot interruption warning", cp.clock())
-            replace_task(cp, task, event.reason, outcome.launches)
+            replace_task(cp, task, _of_member(event.reason, task, worker), outcome.launches)
             outcome.replaced.append(instance_id)
             outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
         elif step == Reaction.MOVE:
@@ -317,7 +327,7 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
         elif step == Reaction.LOSE_ATTEMPT:
             status = cp.compute.statuses([instance_id]).get(instance_id, GONE)
             reclaimed, reason = lost_instance(status, event.reason)
-            if lose_attempt(cp, task, reason, reclaimed=reclaimed):
+            if lose_attempt(cp, task, _of_member(reason, task, worker), reclaimed=reclaimed):
                 outcome.requeued.append(instance_id)
                 if reclaimed:  # a reclaim without a warning; any other loss is an environment fault
                     outcome.interrupted_pools[worker.pool] = outcome.interrupted_pools.get(worker.pool, 0) + 1
@@ -332,6 +342,11 @@ def handle_instance_event(cp: ControlPlane, event: InstanceEvent) -> Interruptio
         else:
             outcome.ignored.append(instance_id)
     return outcome
+
+
+def _of_member(reason: str, task: Task, worker: Worker) -> str:
+    """A gang's interruption is the whole gang's: its reason names the member it came to."""
+    return f"{reason}, at rank {worker.rank} of the gang ({worker.instance_id})" if task.nodes > 1 else reason
 
 
 def _move_before_the_change(cp: ControlPlane, task: Task, instance_id: str, event: InstanceEvent,

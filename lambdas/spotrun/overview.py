@@ -21,6 +21,7 @@ TASKS_SHOWN = 100  # tasks (with their attempts) in a job's detail and its chart
 EVENTS_SHOWN = 40  # the newest events of the timeline
 TAIL_LINES = 25  # of the focused task's log
 LOG_LINES = 2_000  # in the log popup; the whole log through the CLI
+GANG_CHECKPOINTS_SHOWN = 10  # the newest checkpoints of the focused gang task (its timeline's commits)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class JobDetail:
     focus: TaskHistory | None  # the task whose log tail is shown
     tail: jobs.LogPage | None
     logs_kept: bool
+    # The focused task's newest committed checkpoints, newest first, when it is a gang: S3 keeps only the
+    # last two, so they are read back from its timeline (CheckpointCommitted: seq, bytes, ranks).
+    gang_checkpoints: list[TimelineEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,13 @@ def job_detail(cp: ControlPlane, job_id: str, focus: int | None = None) -> JobDe
     tail = None
     if chosen is not None and chosen.task.attempt > 0:
         tail = jobs.task_log(cp, job_id, chosen.task.index, None, None, TAIL_LINES, newest=True)
+    gang_checkpoints = []
+    if chosen is not None and chosen.task.nodes > 1:
+        gang_checkpoints = cp.store.task_events(job_id, chosen.task.index, "CheckpointCommitted", GANG_CHECKPOINTS_SHOWN)
     return JobDetail(
         job=job, tasks=histories, more_tasks=token is not None,
         events=cp.store.timeline(job_id, EVENTS_SHOWN, newest=True), stats=jobs.statistics(cp, job_id),
-        focus=chosen, tail=tail, logs_kept=cp.logs is not None,
+        focus=chosen, tail=tail, logs_kept=cp.logs is not None, gang_checkpoints=gang_checkpoints,
     )
 
 

@@ -140,6 +140,10 @@ class Timeline(Protocol):
         """Events oldest first: the first `limit` after the cursor, or (`newest`) the newest `limit`."""
         ...
 
+    def task_events(self, job_id: str, index: int, kind: str, limit: int, pages: int = 4) -> list[TimelineEvent]:
+        """One task's newest `limit` events of one kind, newest first (reading at most `pages` pages)."""
+        ...
+
 
 class ImageFaults(Protocol):
     def record_image_fault(self, fault: ImageFault) -> bool:

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from spotrun.console.gangs import GangView
 from spotrun.console.views import (
     Bar,
     Chart,
@@ -163,7 +164,7 @@ def job_widget(view: JobView, endpoint: str) -> str:
     key = {"job_id": view.job_id}
     header = (f'<h2>{_e(view.name)} <span class="muted mono">{_e(view.job_id)}</span> '
               f'{_state(view.state, view.desired)}</h2>')
-    facts = '<div class="facts">' + "".join(
+    facts = '<div class="facts">' + " ".join(  # a space between: where a long line of facts may wrap
         f'<span title="{_e(hover)}"><b>{_e(label)}</b> {_e(value)}</span>' for label, value, hover in view.facts) + "</div>"
     actions = "".join(_button(a.label, {"action": a.name, **key}, endpoint, confirmation=a.confirmation, danger=a.danger)
                       for a in view.actions)
@@ -174,6 +175,8 @@ def job_widget(view: JobView, endpoint: str) -> str:
              "<h3>tasks</h3>", _tasks(view.tasks, view.job_id, endpoint)]
     if view.more_tasks:
         parts.append(f'<p class="muted">the first {len(view.tasks)} tasks are shown; the counts above are of all</p>')
+    if view.gang is not None:
+        parts.append(_gang(view.gang))
     left = ["<h3>timeline</h3>", _events(view)]
     right = ["<h3>costs and statistics</h3>", _stats(view), _chart(view.chart)]
     parts.append(f'<div class="cols"><div>{"".join(left)}</div><div>{"".join(right)}</div></div>')
@@ -196,14 +199,34 @@ def _tasks(tasks: Sequence[TaskRow], job_id: str, endpoint: str) -> str:
                                          confirmation=a.confirmation, kind="link") for a in t.actions)
         history = ""
         if t.attempts:
-            attempts = _table(["#", "pool", "market", "start", "end", "ran", "outcome", "scope", "restored", "cost"], [
-                [_e(a.number), _e(a.pool), _e(a.market), _when(a.start), _when(a.end), _e(a.ran), _e(a.outcome),
-                 _e(a.scope), _e(a.restored), _e(a.cost)] for a in t.attempts], [0, 9], cls="attempts")
+            instances = ["instances"] if t.gang else []  # each billed: the cost is theirs
+            attempts = _table(["#", "pool", "market", *instances, "start", "end", "ran", "outcome", "scope", "restored",
+                               "cost"], [
+                [_e(a.number), _e(a.pool), _e(a.market), *([_e(a.instances)] if t.gang else []), _when(a.start),
+                 _when(a.end), _e(a.ran), _e(a.outcome), _e(a.scope), _e(a.restored), _e(a.cost)] for a in t.attempts],
+                [0, 3, 10] if t.gang else [0, 9], cls="attempts")
             history = f"<details><summary>{len(t.attempts)} attempt{'s' if len(t.attempts) != 1 else ''}</summary>{attempts}</details>"
-        rows.append([_e(t.label), _state(t.state), _e(t.attempt), _e(t.pool), _bar(t.progress), _e(t.checkpoint),
+        gang_of = f' <span class="muted nowrap">{_e(t.gang)}</span>' if t.gang else ""
+        rows.append([_e(t.label) + gang_of, _state(t.state), _e(t.attempt), _e(t.pool), _bar(t.progress), _e(t.checkpoint),
                      _e(t.note) + history, buttons])
     return _table(["task", "state", "attempt", "pool", "progress", "checkpoint", "exit / reason / attempts", ""],
                   rows, [2], row_classes=["focus" if t.focused else "" for t in tasks])  # its tail is below
+
+
+def _gang(gang: GangView) -> str:
+    """The focused gang task: its ranks' instances now, its gang checkpoints, each attempt's instances."""
+    ranks = (_table(["rank", "instance"], [[_e(r.rank), f'<span class="mono">{_e(r.instance)}</span>'] for r in gang.ranks],
+                    [0], cls="attempts") if gang.ranks else "")
+    checkpoints = (_table(["checkpoint", "ranks", "size", "attempt", "committed"], [
+        [_e(c.seq), _e(c.ranks), _e(c.size), _e(c.attempt), _when(c.committed)] for c in gang.checkpoints],
+        [0, 1, 2, 3], cls="attempts") if gang.checkpoints else '<p class="muted">no gang checkpoint committed yet</p>')
+    attempts = _table(["attempt", "instances, by rank"], [
+        [_e(a.number), '<span class="mono">' + ", ".join(f"{_e(r.rank)}: {_e(r.instance)}" for r in a.instances)
+         + "</span>"] for a in gang.attempts], [0], cls="attempts") if gang.attempts else ""
+    return (f'<h3>gang of task {_e(gang.index)}: {_e(gang.nodes)} ranks</h3><div class="cols gang">'
+            f'<div><p class="muted">{_e(gang.note)}</p>{ranks}</div>'
+            f'<div><p class="muted">gang checkpoints (each names every rank\'s part)</p>{checkpoints}</div>'
+            f'<div><p class="muted">attempts and their instances</p>{attempts}</div></div>')
 
 
 def _events(view: JobView) -> str:
@@ -213,7 +236,7 @@ def _events(view: JobView) -> str:
 
 
 def _stats(view: JobView) -> str:
-    totals = '<div class="facts">' + "".join(f"<span><b>{_e(k)}</b> {_e(v)}</span>" for k, v in view.totals) + "</div>"
+    totals = '<div class="facts">' + " ".join(f"<span><b>{_e(k)}</b> {_e(v)}</span>" for k, v in view.totals) + "</div>"
     if not view.pools:
         return totals + '<p class="muted">no attempt has ended yet</p>'
     pools = _table(["pool", "runs", "failed", "interrupted", "ran", "spot", "on demand"], [

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from spotrun.console.gangs import GangView, gang_label, gang_view, instance_hours
 from spotrun.console.words import OUTCOMES as OUTCOMES
 from spotrun.console.words import Viewer as Viewer
 from spotrun.console.words import When as When
@@ -160,13 +161,15 @@ class AttemptRow:
     outcome: str
     scope: str
     restored: str
-    cost: str
+    cost: str  # its instances' (a gang's N)
+    instances: int = 1  # a gang attempt's N
 
 
 @dataclass(frozen=True)
 class TaskRow:
     index: int
     label: str
+    gang: str  # 'gang of 2', '' for a task of one instance
     state: str
     attempt: int
     pool: str
@@ -250,13 +253,16 @@ class JobView:
     tail: LogTail | None
     flash: Flash | None = None
     attempt_numbers: list[int] = field(default_factory=list)
+    gang: GangView | None = None  # the focused task's ranks, checkpoints and instances, when it is a gang
 
 
 def job_view(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], more_tasks: bool,
              events: Sequence[TimelineEvent], stats: Mapping[str, Any], viewer: Viewer,
              tail: tuple[Task, int, Sequence[LogLine], bool] | None, log_link: str | None = None,
-             flash: Flash | None = None) -> JobView:
-    """`tail` is (the focused task, its attempt, the newest lines, whether logs are kept at all)."""
+             flash: Flash | None = None,
+             gang: tuple[Task, Sequence[Attempt], Sequence[TimelineEvent]] | None = None) -> JobView:
+    """`tail` is (the focused task, its attempt, the newest lines, whether logs are kept at all); `gang` is
+    the focused task, its attempts and its newest CheckpointCommitted events, when it is a gang."""
     total = stats.get("total", {})
     finished = job.state in FINISHED_JOBS
     end = job.updated_at if finished else viewer.now
@@ -276,6 +282,7 @@ def job_view(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], more_tas
              for pool, row in sorted((stats.get("pools") or {}).items())]
     spot, on_demand = total.get("spot_cost_usd") or 0.0, total.get("on_demand_cost_usd") or 0.0
     totals = [("wall time", duration(total.get("wall_seconds"))), ("execution time", duration(total.get("exec_seconds"))),
+              ("instance time", duration(total.get("instance_seconds"))),  # a gang's N instances' each
               ("speedup", f"{total['speedup']}x" if total.get("speedup") else "-"),
               ("runs", str(total.get("executions", 0))), ("interruptions", str(total.get("interruptions", 0))),
               ("spot cost", money(spot)), ("on demand would cost", money(on_demand)),
@@ -286,6 +293,7 @@ def job_view(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], more_tas
         more_tasks=more_tasks, events=[EventLine(_when(e.at, viewer), e.kind, sentence(e)) for e in reversed(events)],
         pools=pools, totals=totals, chart=chart(job, tasks, viewer), flash=flash,
         tail=_tail(tail, viewer, log_link) if tail else None,
+        gang=gang_view(*gang, viewer) if gang and gang[0].nodes > 1 else None,
     )
 
 
@@ -301,14 +309,16 @@ def _task_row(task: Task, attempts: Sequence[Attempt], job: Job, viewer: Viewer,
     checkpoint = "-"
     if task.checkpoint is not None:
         point = task.checkpoint
-        checkpoint = f"#{point.seq}, {mib(point.size_bytes)}, {duration((viewer.now - point.committed_at).total_seconds())} ago"
+        ranks = f" of {point.ranks} ranks" if point.ranks > 1 else ""  # a gang's: every rank's part
+        checkpoint = (f"#{point.seq}{ranks}, {mib(point.size_bytes)}, "
+                      f"{duration((viewer.now - point.committed_at).total_seconds())} ago")
     note = "; ".join(p for p in (f"exit {task.exit_code}" if task.exit_code is not None else "", task.reason) if p)
     actions = []
     if task.state == TaskState.RUNNING and _checkpoints(job) and job.state not in FINISHED_JOBS:
         actions.append(Action("checkpoint", "checkpoint", f"Checkpoint task {task.index} now?", task=task.index))
     if task.state not in FINISHED_TASKS and job.state not in FINISHED_JOBS:
         actions.append(Action("cancel-task", "cancel", f"Cancel task {task.index}?", task=task.index, danger=True))
-    return TaskRow(task.index, label, task.state.value, task.attempt, task.pool or "-",
+    return TaskRow(task.index, label, gang_label(task.nodes), task.state.value, task.attempt, task.pool or "-",
                    Bar(fraction, f"{fraction:.0%}" if task.progress is not None or fraction else "-"), checkpoint, note,
                    [_attempt_row(a, viewer) for a in attempts], actions, task.index == focus)
 
@@ -316,7 +326,8 @@ def _task_row(task: Task, attempts: Sequence[Attempt], job: Job, viewer: Viewer,
 def _attempt_row(attempt: Attempt, viewer: Viewer) -> AttemptRow:
     end = attempt.ended_at
     ran = (end or viewer.now) - attempt.launched_at if attempt.launched_at else None
-    cost = ran.total_seconds() / 3600 * attempt.price_per_hour if ran and attempt.price_per_hour else None
+    hours = instance_hours(attempt, viewer.now)
+    cost = hours * attempt.price_per_hour if hours is not None and attempt.price_per_hour else None
     if attempt.outcome is None:
         outcome = "running"
     else:
@@ -326,7 +337,7 @@ def _attempt_row(attempt: Attempt, viewer: Viewer) -> AttemptRow:
     restored = f"#{attempt.restored_seq} of attempt {attempt.restored_from}" if attempt.restored_seq else "-"
     return AttemptRow(attempt.number, attempt.pool, attempt.market.value, when(attempt.launched_at, viewer),
                       when(end, viewer), duration(ran.total_seconds()) if ran else "-", outcome,
-                      attempt.scope.value if attempt.scope else "-", restored, money(cost))
+                      attempt.scope.value if attempt.scope else "-", restored, money(cost), attempt.nodes)
 
 
 def _tail(tail: tuple[Task, int, Sequence[LogLine], bool], viewer: Viewer, link: str | None) -> LogTail:
@@ -357,9 +368,8 @@ def chart(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], viewer: Vie
     def cost_at(moment: datetime) -> float:
         total = 0.0
         for attempt in attempts:
-            assert attempt.launched_at is not None and attempt.price_per_hour is not None
-            stop = min(moment, attempt.ended_at or end)
-            total += max(0.0, (stop - attempt.launched_at).total_seconds()) / 3600 * attempt.price_per_hour
+            assert attempt.price_per_hour is not None
+            total += (instance_hours(attempt, moment) or 0.0) * attempt.price_per_hour
         return total
 
     moments = [start + timedelta(seconds=span * n / CHART_POINTS) for n in range(CHART_POINTS + 1)]

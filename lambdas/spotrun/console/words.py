@@ -133,7 +133,16 @@ def sentence(event: TimelineEvent) -> str:
         return f"{task.capitalize()}{attempt} started on {d.get('instance', 'its instance')}"
     if kind == "CheckpointCommitted":
         size = f", {mib(int(d['bytes']))}" if isinstance(d.get("bytes"), int | float) else ""
+        if isinstance(d.get("ranks"), int) and d["ranks"] > 1:  # every rank's part, under one manifest
+            return f"{task.capitalize()}{attempt} saved gang checkpoint {d.get('seq', '?')} of all {d['ranks']} ranks{size}"
         return f"{task.capitalize()}{attempt} saved checkpoint {d.get('seq', '?')}{size}"
+    if kind == "GangLaunched":
+        return f"{task.capitalize()}{attempt}: {_gang_launched(d)}"
+    if kind == "RankEnded":
+        on = f" on {d['instance']}" if d.get("instance") else ""
+        return f"Rank {d.get('rank', '?')} of {task}{attempt}{on} ended: {OUTCOMES.get(str(d.get('outcome')), d.get('outcome'))}{reason}"
+    if kind == "TaskInterrupted" and d.get("replacement"):
+        return f"{task.capitalize()}{attempt} interrupted{reason}; attempt {d['replacement']} replaces it at once"
     if kind == "CheckpointRestored":
         return f"{task.capitalize()}{attempt} restored checkpoint {d.get('seq', '?')} of attempt {d.get('from_attempt', '?')}"
     if kind == "CheckpointRequested":
@@ -158,6 +167,18 @@ def sentence(event: TimelineEvent) -> str:
         return f"{task.capitalize()}{attempt} {words[kind]}{reason}"
     rest = ", ".join(f"{k} {v}" for k, v in d.items() if isinstance(v, str | int | float))
     return f"{kind} {task}{attempt}" + (f": {rest}" if rest else "")
+
+
+RANKS_NAMED = 4  # a gang's launch names this many ranks' instances on the timeline; the task's detail names all
+
+
+def _gang_launched(d: Mapping[str, Any]) -> str:
+    """'its gang of 2 launched in c6i.large@us-east-1a: rank 0 i-0a, rank 1 i-0b'."""
+    ranks = [str(r) for r in d.get("ranks") or []]
+    named = ", ".join(f"rank {n} {instance}" for n, instance in enumerate(ranks[:RANKS_NAMED]))
+    more = f" and {len(ranks) - RANKS_NAMED} more" if len(ranks) > RANKS_NAMED else ""
+    where = f" in {d['pool']}" if d.get("pool") else ""
+    return f"its gang of {len(ranks)} launched{where}" + (f": {named}{more}" if ranks else "")
 
 
 def _who(arn: Any) -> str:

@@ -135,8 +135,11 @@ def _job(cp: ControlPlane, job_id: str, task: int | None, viewer: views.Viewer, 
     if detail.focus is not None and detail.tail is not None:
         tail = (detail.focus.task, detail.tail.attempt, detail.tail.lines, detail.logs_kept)
         link = _log_link(cp, job_id, detail.focus.task.index, detail.tail.attempt)
+    gang = None
+    if detail.focus is not None and detail.focus.task.nodes > 1:
+        gang = (detail.focus.task, detail.focus.attempts, detail.gang_checkpoints)
     view = views.job_view(detail.job, [(h.task, h.attempts) for h in detail.tasks], detail.more_tasks, detail.events,
-                          detail.stats, viewer, tail, link, flash)
+                          detail.stats, viewer, tail, link, flash, gang)
     return html.job_widget(view, endpoint)
 
 
