@@ -174,3 +174,36 @@ def test_the_log_popup_shows_an_attempts_lines_and_the_whole_log_on_asking(cp, e
 
 def test_the_widget_describes_itself_when_asked(cp, context):
     assert console.handler({"describe": True}, context, control=cp).startswith("## spotrun console")
+
+
+def test_a_gang_task_shows_its_ranks_instances_and_its_gang_checkpoints_read_from_its_timeline(cp, env, aws, context,
+                                                                                              clock):
+    from spotrun.assignments import commit
+    from spotrun.attempts import claim
+    from spotrun.domain.model import TimelineEvent
+    from tests.integration.test_gang import GANG, rank_ref
+    from tests.integration.test_task_flow import Loop
+
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", {**GANG, "tasks": 17, "max_concurrency": 2})
+    job_id = accepted["job_id"]
+    loop.drain()
+    gang = loop.task(job_id, 0)
+    claim(cp, rank_ref(gang, 0))
+    for seq, size in ((1, 3 * 2**20), (2, 4 * 2**20)):
+        assert commit(cp, gang.gang_instances[0], gang.attempt, seq, size, "signal", clock(), ranks=2)
+    # task 16 shares task 0's shard of the timeline: its commit is not task 0's
+    cp.store.add_event(TimelineEvent(job_id, clock(), "CheckpointCommitted", "16-ckpt-9", 16, 1,
+                                     {"seq": 9, "bytes": 1, "ranks": 2}))
+    found = cp.store.task_events(job_id, 0, "CheckpointCommitted", 10)
+    assert [e.detail["seq"] for e in found] == [2, 1]  # newest first, task 0's only
+    assert [e.detail["seq"] for e in cp.store.task_events(job_id, 0, "CheckpointCommitted", 1)] == [2]
+
+    words = " ".join(text_of(show(cp, context, view="job", job_id=job_id, task=0)).split())
+    for expected in ("0 gang of 2", "#2 of 2 ranks, 4.0 MiB", "gang of task 0: 2 ranks",
+                     "the instances of attempt 1, by rank", f"0 {gang.gang_instances[0]} 1 {gang.gang_instances[1]}",
+                     "2 2 4.0 MiB 1", "1 2 3.0 MiB 1", f"1 0: {gang.gang_instances[0]}, 1: {gang.gang_instances[1]}",
+                     f"its gang of 2 launched in {gang.pool}: rank 0 {gang.gang_instances[0]}",
+                     "saved gang checkpoint 2 of all 2 ranks, 4.0 MiB"):
+        assert expected in words, expected
+    assert "9 2" not in words.split("gang checkpoints")[1].split("attempts and their instances")[0]

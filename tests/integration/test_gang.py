@@ -98,7 +98,10 @@ def test_a_warning_to_any_rank_replaces_the_gang_once_and_the_handover_ends_the_
     assert replaced.state == TaskState.LAUNCHING and replaced.attempt == 2 and replaced.draining_attempt == 1
     assert replaced.interruptions == 1 and len(replaced.gang_instances) == 2 and replaced.pool != task.pool
     assert not set(replaced.gang_instances) & set(task.gang_instances)
-    assert [e.kind for e in cp.store.timeline(job_id, 100)].count("TaskInterrupted") == 1
+    [interrupted] = [e for e in cp.store.timeline(job_id, 100) if e.kind == "TaskInterrupted"]
+    # the gang's interruption names the member the warning came to
+    assert interrupted.detail["reason"].endswith(f", at rank 1 of the gang ({task.gang_instances[1]})")
+    assert replaced.reason == interrupted.detail["reason"]
     assert cp.store.pool_stats([task.pool])[task.pool].interruptions == 1
     assert cp.store.get_job(job_id).active == 2  # the new gang's; the old one's freed with the move
 
