@@ -5,7 +5,12 @@ replayed market, the gateway) shared by both tests of this module:
 - headless Chromium (Debian's, driven by Selenium through /usr/bin/chromedriver; `make browser`
   installs both) opens the console page, finds a running job, opens it, sees its tasks, timeline, log
   and costs, presses Suspend and then Resume and sees the job suspend and resume, and the job then
-  succeeds with the right result. Screenshots go to bench/results/console/ (committed).
+  succeeds with the right result;
+- a gang task (`nodes: 2`, the ring all-reduce over TCP, `signal`) on the same page: its row says it is
+  a gang, its ranks' two instances are named, a checkpoint asked from its row's button shows as a gang
+  checkpoint of both ranks, and it succeeds with the uninterrupted run's result.
+Each page must fit the 1400 px window (no horizontal scroll: the costs panel once overflowed it).
+Screenshots go to bench/results/console/ (committed).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import pytest
 from spotrun.domain.model import JobState
 from spotrun_local import demo
 from spotrun_local.deployment import LocalDeployment, start_steady
+from spotrun_local.programs import ring
 from spotrun_local.runtime import REPO
 
 pytestmark = pytest.mark.slow
@@ -134,6 +140,11 @@ class Page:
         found = self.driver.find_elements(self.by.XPATH, "//div[@id='widget']//h2/span[contains(@class,'state')]")
         return str(found[0].text) if found else ""
 
+    def fits(self) -> bool:
+        """Nothing wider than the window: the page does not scroll sideways."""
+        return bool(self.driver.execute_script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+
     def shoot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         assert self.driver.save_screenshot(str(SCREENSHOTS / name))
@@ -202,9 +213,50 @@ def test_a_person_steers_a_running_job_from_the_console_in_a_real_browser(deploy
 
     wait_for(lambda: store.get_job(job_id).state in (JobState.SUCCEEDED, JobState.FAILED), 400, "the job to finish")
     wait_for(lambda: page.job_state() == "SUCCEEDED", 30, "the console to show it SUCCEEDED")
+    page.wait_text("on demand")  # the per-pool costs, once attempts ended: the panel that once overflowed
+    assert page.fits(), "the job's page scrolls sideways at 1400 px"
     page.shoot("06-job-succeeded.png")
     result = json.loads(deployment.runtime.session.client("s3").get_object(
         Bucket=deployment.runtime.cp.settings.bucket, Key=f"jobs/{job_id}/outputs/2/result.json")["Body"].read())
     assert result["primes"] == demo.sieve_count(limit)
     kinds = [e.kind for e in store.timeline(job_id, 1000)]
     assert kinds.index("JobSuspendRequested") < kinds.index("JobSuspended") < kinds.index("JobResumeRequested")
+
+
+RING_STEPS, RING_SIZE, RING_SLEEP = 300, 64, 0.1
+
+
+def test_a_gang_tasks_ranks_and_gang_checkpoints_show_in_a_real_browser(deployment: LocalDeployment,
+                                                                         browser: Any) -> None:
+    spec = {"name": "ring-console", "nodes": 2, "outputs": ["result.json"],
+            "command": [sys.executable, ring.__file__, "--steps", str(RING_STEPS), "--size", str(RING_SIZE),
+                        "--sleep", str(RING_SLEEP)],
+            "checkpoint": {"method": "signal", "interval": 3600}}
+    job_id = submit(deployment, spec)
+    store = deployment.runtime.cp.store
+    gang = wait_for(lambda: (t := store.get_task(job_id, 0)).state == "RUNNING" and t.progress and t, 180,
+                    "the gang to run")
+    page = Page(browser)
+    browser.get(deployment.gateway.ui_url)
+    page.click("ring-console")
+    for shown in ("gang of 2", "gang of task 0: 2 ranks", "the instances of attempt 1, by rank",
+                  f"0 {gang.gang_instances[0]}", f"1 {gang.gang_instances[1]}", "its gang of 2 launched",
+                  "no gang checkpoint committed yet"):
+        page.wait_text(shown)
+    page.click("checkpoint", confirm=True)  # the gang's row: both ranks save, one manifest
+    page.wait_text("checkpoint requested of task 0")
+    page.wait_text("saved gang checkpoint 1 of all 2 ranks", 120)
+    page.wait_text("#1 of 2 ranks")
+    assert store.get_task(job_id, 0).checkpoint.ranks == 2
+    assert page.fits(), "the gang's page scrolls sideways at 1400 px"
+    page.shoot("07-gang-running.png")
+
+    wait_for(lambda: store.get_job(job_id).state in (JobState.SUCCEEDED, JobState.FAILED), 300, "the gang to finish")
+    wait_for(lambda: page.job_state() == "SUCCEEDED", 30, "the console to show the gang SUCCEEDED")
+    page.wait_text(f"1 0: {gang.gang_instances[0]}, 1: {gang.gang_instances[1]}")  # attempt 1 ran on both
+    page.wait_text("the instances attempt 1 ran on, by rank (succeeded)")
+    assert page.fits(), "the gang's page scrolls sideways at 1400 px"
+    page.shoot("08-gang-succeeded.png")
+    result = json.loads(deployment.runtime.session.client("s3").get_object(
+        Bucket=deployment.runtime.cp.settings.bucket, Key=f"jobs/{job_id}/outputs/0/result.json")["Body"].read())
+    assert result == {"nodes": 2, "steps": RING_STEPS, "digest": ring.reference(2, RING_STEPS, RING_SIZE)}

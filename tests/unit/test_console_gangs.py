@@ -75,12 +75,15 @@ def test_the_focused_gang_shows_its_ranks_instances_checkpoints_and_each_attempt
     assert all(instance in rendered for instance in (*RANKS, "i-01", "i-02"))
 
 
-def test_a_gang_between_attempts_says_it_holds_no_instances():
+def test_a_gang_between_attempts_or_ended_says_so():
     queued = gang_task(state=TaskState.QUEUED, gang_instances=(), instance_id=None)
     gang = gang_detail(queued, commits=[]).gang
     assert gang is not None and gang.ranks == [] and gang.checkpoints == []
     assert gang.note == "no instances now: attempt 2 holds none (queued)"
     assert "no gang checkpoint committed yet" in html.job_widget(gang_detail(queued, commits=[]), ARN)
+    ended = gang_detail(gang_task(state=TaskState.SUCCEEDED)).gang
+    assert ended is not None and [r.instance for r in ended.ranks] == list(RANKS)
+    assert ended.note == "the instances attempt 2 ran on, by rank (succeeded)"
     fresh = gang_detail(gang_task(state=TaskState.QUEUED, attempt=0, gang_instances=(), checkpoint=None), [], []).gang
     assert fresh is not None and fresh.note == "no instances yet: the gang has not been launched"
 

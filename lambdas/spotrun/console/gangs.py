@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from spotrun.console.words import Viewer, When, mib, when
-from spotrun.domain.model import Attempt, Task, TimelineEvent
+from spotrun.domain.model import ACTIVE_STATES, Attempt, Task, TimelineEvent
 
 
 def gang_label(nodes: int) -> str:
@@ -56,7 +56,7 @@ class GangView:
     index: int
     nodes: int
     attempt: int  # whose instances `ranks` are
-    ranks: list[RankRow]  # the current attempt's, by rank; empty while none runs
+    ranks: list[RankRow]  # the current (or last) attempt's, by rank; empty while it has none
     checkpoints: list[GangCheckpointRow]  # newest first
     attempts: list[GangAttemptRow]  # newest first
     note: str  # what `ranks` are, or why there are none
@@ -65,8 +65,10 @@ class GangView:
 def gang_view(task: Task, attempts: Sequence[Attempt], commits: Sequence[TimelineEvent], viewer: Viewer) -> GangView:
     """`commits` are the task's CheckpointCommitted events, newest first (`spotrun.overview`)."""
     ranks = [RankRow(rank, instance) for rank, instance in enumerate(task.gang_instances)]
-    if ranks:
+    if ranks and task.state in ACTIVE_STATES:
         note = f"the instances of attempt {task.attempt}, by rank"
+    elif ranks:  # they ended with it
+        note = f"the instances attempt {task.attempt} ran on, by rank ({task.state.value.lower()})"
     elif task.attempt:
         note = f"no instances now: attempt {task.attempt} holds none ({task.state.value.lower()})"
     else:
