@@ -239,7 +239,8 @@ def test_a_gang_tasks_ranks_and_gang_checkpoints_show_in_a_real_browser(deployme
     page = Page(browser)
     browser.get(deployment.gateway.ui_url)
     page.click("ring-console")
-    for shown in ("gang of 2", "gang of task 0: 2 ranks", "the instances of attempt 1, by rank",
+    for shown in ("tasks 1, each a gang of 2", "0 gang of 2", "gang of task 0: 2 ranks",
+                  "the instances of attempt 1, by rank",
                   f"0 {gang.gang_instances[0]}", f"1 {gang.gang_instances[1]}", "its gang of 2 launched",
                   "no gang checkpoint committed yet"):
         page.wait_text(shown)

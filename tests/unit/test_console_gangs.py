@@ -44,6 +44,9 @@ def gang_detail(t=None, attempts=None, commits=COMMITS) -> views.JobView:
 
 
 def test_a_gang_tasks_row_says_it_is_a_gang_and_its_checkpoint_names_its_ranks():
+    facts = {label: value for label, value, _ in views.job_view(
+        job(spec={"nodes": 2, "checkpoint": {"method": "signal"}}), [], False, [], STATS, VIEWER, None).facts}
+    assert facts["tasks"] == "2, each a gang of 2"
     row = gang_detail().tasks[0]
     assert row.gang == "gang of 2"
     assert row.checkpoint.startswith("#3 of 2 ranks, 5.0 MiB, ")
@@ -55,6 +58,7 @@ def test_a_one_instance_task_reads_as_before():
     t = task(0, checkpoint=Checkpoint(3, "k", 2, 5 * 2**20, NOW - timedelta(minutes=2), "signal"))
     view = one_instance_detail(job(), [(t, [attempt(1, launched_at=NOW - timedelta(hours=1))])])
     row = view.tasks[0]
+    assert dict((label, value) for label, value, _ in view.facts)["tasks"] == "2"
     assert row.gang == "" and row.checkpoint.startswith("#3, 5.0 MiB, ")
     assert view.gang is None and row.attempts[0].cost == "$0.0400" and row.attempts[0].instances == 1
     rendered = html.job_widget(view, ARN)

@@ -270,7 +270,7 @@ def job_view(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], more_tas
     assert created is not None
     facts = [("created", created.text, created.full),
              ("ran" if finished else "running for", duration((end - job.created_at).total_seconds()), ""),
-             ("tasks", f"{job.task_count}" + (" + combine" if job.has_combine else ""), ""),
+             ("tasks", f"{job.task_count}" + (" + combine" if job.has_combine else "") + _gangs(job), ""),
              ("cost so far" if not finished else "cost", money(total.get("spot_cost_usd")), "instances, billed per second"),
              ("owner", job.owner or "-", "")]
     if job.reason:
@@ -295,6 +295,12 @@ def job_view(job: Job, tasks: Sequence[tuple[Task, Sequence[Attempt]]], more_tas
         tail=_tail(tail, viewer, log_link) if tail else None,
         gang=gang_view(*gang, viewer) if gang and gang[0].nodes > 1 else None,
     )
+
+
+def _gangs(job: Job) -> str:
+    """', each a gang of 2' when the job's tasks run on several instances each."""
+    nodes = job.spec.get("nodes", 1)
+    return f", each a {gang_label(nodes)}" if isinstance(nodes, int) and nodes > 1 else ""
 
 
 def _when(moment: datetime, viewer: Viewer) -> When:
