@@ -42,7 +42,6 @@ class SpotrunStack(Stack):
             table=self.state.table,
             bucket=self.state.bucket,
             log_bucket=self.state.log_bucket,
-            heartbeat_queue=queues["heartbeats"],
             report_queue=queues["reports"],
             worker_api_url=self.api.base_url,
             worker_ami=config.worker_ami,

@@ -24,6 +24,11 @@ TAG_TASK = "task"  # the task index as in S3 keys: checkpoints/<job>/<index>/
 TAG_TASK_KEY = "task_key"  # the index as in the partition key: TASK#<job>#<index:06d>
 TAG_KIND = "kind"  # task | combine (the combine step reads every task's outputs)
 
+# The one attribute of its task item a worker writes itself: its liveness and progress
+# (`TaskStore.record_beat`), beside the table's key attributes.
+BEAT = "beat"
+KEY_ATTRIBUTES = ("pk", "sk")
+
 _JOB = "${aws:PrincipalTag/job}"
 _TASK = "${aws:PrincipalTag/task}"
 _TASK_KEY = "${aws:PrincipalTag/task_key}"
@@ -92,8 +97,8 @@ def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str], log_g
             },
             {
                 # The task's own item and attempt records (one partition): its desired state, its
-                # checkpoint pointer, the predecessor's handover. Every write goes through the
-                # worker-api function, which checks the attempt owns the task.
+                # checkpoint pointer, the predecessor's handover. Every write but the beat (below) goes
+                # through the worker-api function, which checks the attempt owns the task.
                 "Sid": "ReadOwnTaskItems",
                 "Effect": "Allow",
                 "Action": ["dynamodb:GetItem", "dynamodb:Query"],
@@ -101,6 +106,27 @@ def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str], log_g
                 "Condition": {
                     "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [f"TASK#{_JOB}#{_TASK_KEY}"]},
                     "Null": {"dynamodb:LeadingKeys": "false"},
+                },
+            },
+            {
+                # The agent's heartbeat: one UpdateItem of its own task's `beat` (no queue, no function).
+                # dynamodb:Attributes (every top-level name the request uses; IAM may or may not count a
+                # ConditionExpression's, and record_beat's names only `pk` and `beat` there) keeps the write
+                # off every other attribute: state, attempt, desired, checkpoint stay the control plane's.
+                # What a program holding the session can do with it: write `beat` on items of its own task's
+                # partition, or create items there holding only the key and `beat` (UpdateItem upserts; the
+                # readers skip them). Readers honour a beat only for the attempt it names while that attempt
+                # runs (`items.beat_of`), so at worst the session makes its own attempt look alive or silent,
+                # which it could do anyway by beating or not. ReturnValues NONE: the answer carries nothing.
+                "Sid": "WriteOwnBeat",
+                "Effect": "Allow",
+                "Action": ["dynamodb:UpdateItem"],
+                "Resource": [table_arn],
+                "Condition": {
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [f"TASK#{_JOB}#{_TASK_KEY}"],
+                                                  "dynamodb:Attributes": [*KEY_ATTRIBUTES, BEAT]},
+                    "Null": {"dynamodb:LeadingKeys": "false", "dynamodb:Attributes": "false"},
+                    "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
                 },
             },
             {
@@ -148,9 +174,9 @@ def task_policy(*, table_arn: str, bucket_arn: str, queue_arns: list[str], log_g
                               "StringEquals": {f"aws:PrincipalTag/{TAG_KIND}": "combine"}},
             },
             {
-                # Any heartbeat queue message is checked by its consumer against the SenderId
-                # (this session's name), so a worker cannot speak for another attempt.
-                "Sid": "SendHeartbeatsAndReports",
+                # The report queue: its consumer checks each message against the SenderId (this
+                # session's name), so a worker cannot speak for another attempt.
+                "Sid": "SendReports",
                 "Effect": "Allow",
                 "Action": ["sqs:SendMessage"],
                 "Resource": list(queue_arns),

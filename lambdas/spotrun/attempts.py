@@ -31,7 +31,7 @@ from spotrun.domain.lifecycle import (
     last_sign_of_life,
     run_seconds,
 )
-from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage
 from spotrun.domain.model import (
     ACTIVE_STATES,
     Checkpoint,
@@ -79,14 +79,6 @@ def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
             if claimed is not None:
                 return claimed
     raise ClaimRefused("the task kept changing while it was claimed")
-
-
-def record_heartbeat(cp: ControlPlane, beat: Heartbeat) -> bool:
-    """Liveness and progress. False when the heartbeat is stale (old attempt, or older than the last)."""
-    fields = {"progress": beat.progress, "phase": beat.phase, "cpu_percent": beat.cpu_percent,
-              "memory_bytes": beat.memory_bytes}
-    return bool(cp.store.record_heartbeat(beat.job_id, beat.index, beat.attempt, beat.sent_at,
-                                          {k: v for k, v in fields.items() if v is not None}))
 
 
 def commit_checkpoint(cp: ControlPlane, ref: AttemptRef, checkpoint: Checkpoint) -> bool:

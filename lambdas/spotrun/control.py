@@ -26,7 +26,6 @@ class Settings:
     bucket: str = ""
     control_topic_arn: str = ""
     notify_topic_arn: str = ""
-    heartbeat_queue_url: str = ""
     report_queue_url: str = ""
     launch_template_id: str = ""
     subnets: dict[str, str] = field(default_factory=dict)
@@ -64,7 +63,6 @@ class Settings:
             bucket=env.get(EnvVar.BUCKET, ""),
             control_topic_arn=env.get(EnvVar.CONTROL_TOPIC_ARN, ""),
             notify_topic_arn=env.get(EnvVar.NOTIFY_TOPIC_ARN, ""),
-            heartbeat_queue_url=env.get(EnvVar.HEARTBEAT_QUEUE_URL, ""),
             report_queue_url=env.get(EnvVar.REPORT_QUEUE_URL, ""),
             launch_template_id=env.get(EnvVar.LAUNCH_TEMPLATE_ID, ""),
             subnets=json.loads(env.get(EnvVar.SUBNETS) or "{}"),

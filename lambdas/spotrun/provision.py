@@ -92,13 +92,13 @@ def provision(session: Any, prefix: str = "spotrun", region: str = "us-east-1",
 
     roles = _worker_roles(client("iam"), prefix, region, table_arn=dynamodb.describe_table(TableName=table)["Table"]["TableArn"],
                           bucket_arn=f"arn:aws:s3:::{bucket}",
-                          queue_arns=[queues["heartbeats"]["arn"], queues["reports"]["arn"]], log_group_arn=log_group)
+                          queue_arns=[queues["reports"]["arn"]], log_group_arn=log_group)
 
     return {
         **roles,
         EnvVar.TABLE: table, EnvVar.BUCKET: bucket,
         EnvVar.CONTROL_TOPIC_ARN: topics["control"], EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"],
-        EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"]["url"], EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
+        EnvVar.REPORT_QUEUE_URL: queues["reports"]["url"],
         EnvVar.LAUNCH_TEMPLATE_ID: template, EnvVar.SUBNETS: json.dumps(subnets), EnvVar.WORKER_IMAGE_ID: WORKER_IMAGE_ID,
         EnvVar.INSTANCE_TYPES: json.dumps(list(instance_types)),
         EnvVar.PLACEMENT_GROUPS: json.dumps(placement_groups),

@@ -37,7 +37,6 @@ class EnvVar:
     BUCKET = "SPOTRUN_BUCKET"
     CONTROL_TOPIC_ARN = "SPOTRUN_CONTROL_TOPIC_ARN"
     NOTIFY_TOPIC_ARN = "SPOTRUN_NOTIFY_TOPIC_ARN"
-    HEARTBEAT_QUEUE_URL = "SPOTRUN_HEARTBEAT_QUEUE_URL"
     REPORT_QUEUE_URL = "SPOTRUN_REPORT_QUEUE_URL"
     LAUNCH_TEMPLATE_ID = "SPOTRUN_LAUNCH_TEMPLATE_ID"
     # JSON object: availability zone -> subnet id the workers launch into.
@@ -146,7 +145,8 @@ class FunctionDef:
     grants: tuple[str, ...] = field(default_factory=tuple)
     invoked_by: str | None = None  # API, WORKER_ROUTES or DASHBOARD (None: its queue or schedule only)
     # X-Ray active tracing. At light load X-Ray's reservoir (a request a second) traces every invocation, at
-    # $5 per million traces: a function invoked for every few heartbeats passes traces through instead.
+    # $5 per million traces: a function invoked that often would pass traces through instead (none is now:
+    # heartbeats no longer reach a function, the agent writes its beat itself).
     traced: bool = True
 
 
@@ -158,17 +158,8 @@ TOPICS = ("control", "notifications", "operations")
 # (plus the batching window), so a batch Lambda retries while throttled does not count its receives toward
 # maxReceiveCount and reach the dead-letter queue unprocessed. The stack refuses less (`VISIBILITY_FACTOR`).
 VISIBILITY_FACTOR = 6
-HEARTBEAT_BATCHING_WINDOW_SECONDS = 30
-
 QUEUES = (
     QueueDef("scheduler", consumer="scheduler", visibility_timeout_seconds=900, batch_size=10),
-    # Heartbeats wait up to 30 s for company: with N instances beating every minute an invocation takes
-    # about 1 + N/2 of them (bench/README.md, scale: cost). A beat stored 30 s late is still far inside the
-    # reaper's stale threshold (a live worker's stored beat is at most 60 + 30 s old of 180 s).
-    QueueDef(
-        "heartbeats", consumer="heartbeat", visibility_timeout_seconds=330, batch_size=100,
-        max_batching_window_seconds=HEARTBEAT_BATCHING_WINDOW_SECONDS,
-    ),
     QueueDef("reports", consumer="finisher", visibility_timeout_seconds=600, batch_size=10),
     QueueDef("interruptions", consumer="interruption", visibility_timeout_seconds=600, batch_size=10),
 )
@@ -229,10 +220,6 @@ FUNCTIONS = (
         "scheduler", "spotrun.handlers.scheduler.handler", "Admits queued tasks and launches spot workers",
         timeout_seconds=150, memory_mb=1024,
         grants=("table:rw", "ec2:launch", "ec2:terminate", "topic:control:publish", "topic:notifications:publish"),
-    ),
-    FunctionDef(
-        "heartbeat", "spotrun.handlers.heartbeat.handler", "Records worker heartbeats",
-        timeout_seconds=50, grants=("table:rw",), traced=False,
     ),
     FunctionDef(
         "interruption", "spotrun.handlers.interruption.handler",

@@ -18,8 +18,8 @@ Three layers:
   registered with the session tags moto drops).
 Condition keys supplied: aws:PrincipalTag/<key>, aws:PrincipalArn (the role), ec2:SourceInstanceARN,
 aws:ResourceTag/<key> (from `resource_tags`), and the translators' aws:ARN (EC2 instance actions),
-dynamodb:LeadingKeys, s3:prefix (listings), aws:RequestTag/<key> and aws:TagKeys (AssumeRole); any
-other key is missing.
+dynamodb:LeadingKeys, dynamodb:Attributes and dynamodb:ReturnValues (single-item requests), s3:prefix
+(listings), aws:RequestTag/<key> and aws:TagKeys (AssumeRole); any other key is missing.
 """
 
 from __future__ import annotations

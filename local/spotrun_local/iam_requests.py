@@ -4,7 +4,11 @@ Each translator reads one service's wire protocol from a WSGI request (`HttpRequ
 a body it read back intact) and returns every question that must be allowed for the request to be:
 - DynamoDB (`dynamodb_requests`): per item with dynamodb:LeadingKeys (the partition key values), per
   table of a batch, per transaction entry as its single-item action; a Query by the equalities on
-  its partition key (on an index: every equality);
+  its partition key (on an index: every equality). Single-item requests (and transaction entries)
+  also bring dynamodb:Attributes, every top-level attribute name the request uses (its key, item,
+  projection, update and condition expressions, legacy parameters: IAM's documentation leaves open
+  whether a condition's names count, so here they do, the stricter reading), and
+  dynamodb:ReturnValues when the request sets it;
 - S3 (`s3_requests`): per object, per key of a DeleteObjects, s3:GetObject on a CopyObject's source,
   s3:prefix for listings; a subresource it does not map (?tagging, ?acl, ...) becomes an action
   `s3:Unmapped(...)` that only `s3:*` allows;
@@ -132,6 +136,10 @@ def operation_of(request: HttpRequest) -> str:
 # DynamoDB --------------------------------------------------------------------------------------
 
 _EQUALITY = re.compile(r"(?P<name>#?[\w.-]+)\s*=\s*(?P<value>:\w+)")
+# A top-level name in an expression: not a path's later part (after '.'), a value (':v') or a function.
+_TOP_LEVEL_NAME = re.compile(r"(?<![\w.#:])(#?[A-Za-z_]\w*)(?!\w)(?!\s*\()")
+_EXPRESSION_WORDS = frozenset({"SET", "REMOVE", "ADD", "DELETE", "AND", "OR", "NOT", "BETWEEN", "IN"})
+_EXPRESSIONS = ("UpdateExpression", "ConditionExpression", "ProjectionExpression")
 _TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                      "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}
 
@@ -161,7 +169,7 @@ def dynamodb_requests(request: HttpRequest, region: str, account: str, partition
     action = f"dynamodb:{operation}"
     if operation in ("GetItem", "UpdateItem", "DeleteItem", "PutItem"):
         key = body["Item"] if operation == "PutItem" else body["Key"]
-        return [AccessRequest(action, table(body["TableName"]), leading_keys([key]))]
+        return [AccessRequest(action, table(body["TableName"]), {**leading_keys([key]), **item_context(body, key)})]
     if operation == "Query":
         index = body.get("IndexName")
         resource = table(body["TableName"]) + (f"/index/{index}" if index else "")
@@ -181,12 +189,34 @@ def dynamodb_requests(request: HttpRequest, region: str, account: str, partition
             ((kind, item),) = entry.items()
             key = item["Item"] if kind == "Put" else item["Key"]
             requests.append(AccessRequest(f"dynamodb:{_TRANSACT_ACTIONS[kind]}", table(item["TableName"]),
-                                          leading_keys([key])))
+                                          {**leading_keys([key]), **item_context(item, key)}))
         return requests
     resource = table(body["TableName"]) if "TableName" in body else "*"
     if "IndexName" in body:
         resource += f"/index/{body['IndexName']}"
     return [AccessRequest(action, resource)]  # Scan and the rest: no dynamodb:LeadingKeys
+
+
+def item_context(body: Mapping[str, Any], key: Mapping[str, Any]) -> dict[str, list[str]]:
+    """dynamodb:Attributes (sorted) and dynamodb:ReturnValues of a single-item request."""
+    names = body.get("ExpressionAttributeNames", {})
+    found = set(key)
+    for legacy in ("AttributesToGet", "AttributeUpdates", "Expected"):
+        found.update(body.get(legacy) or ())
+    for field_name in _EXPRESSIONS:
+        for match in _TOP_LEVEL_NAME.finditer(body.get(field_name) or ""):
+            token = match.group(1)
+            if token.upper() in _EXPRESSION_WORDS:
+                continue
+            if token.startswith("#"):
+                if token not in names:
+                    raise Unreadable(f"{field_name} uses {token}, which ExpressionAttributeNames does not define")
+                token = names[token]
+            found.add(token)
+    context = {"dynamodb:Attributes": sorted(found)}
+    if body.get("ReturnValues"):
+        context["dynamodb:ReturnValues"] = [str(body["ReturnValues"])]
+    return context
 
 
 def _query_partition_values(body: Mapping[str, Any], partition_key: str, *, on_index: bool) -> list[str]:

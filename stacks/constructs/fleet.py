@@ -50,7 +50,6 @@ class Fleet(Construct):
         table: dynamodb.ITable,
         bucket: s3.IBucket,
         log_bucket: s3.IBucket,
-        heartbeat_queue: sqs.IQueue,
         report_queue: sqs.IQueue,
         worker_api_url: str,
         task_log_group: str,
@@ -96,7 +95,6 @@ class Fleet(Construct):
                 {
                     EnvVar.TABLE: table.table_name,
                     EnvVar.BUCKET: bucket.bucket_name,
-                    EnvVar.HEARTBEAT_QUEUE_URL: heartbeat_queue.queue_url,
                     EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
                     EnvVar.WORKER_API_URL: worker_api_url,
                     EnvVar.TASK_LOG_GROUP: task_log_group,

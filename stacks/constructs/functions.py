@@ -207,11 +207,11 @@ class Functions(Construct):
     def _task_role(self, issuer: iam.Role) -> iam.Role:
         """The role of workers' task credentials: only the worker-api function may open sessions of it,
         each tagged with one task; its policy (`spotrun.access.task_policy`) confines a session to
-        that task's items, checkpoint and output prefixes, and the two worker queues."""
+        that task's items (reading them, writing its beat), checkpoint and output prefixes, and the report queue."""
         plane = self._wiring
         document = task_policy(
             table_arn=plane.table.table_arn, bucket_arn=plane.bucket.bucket_arn,
-            queue_arns=[plane.queues["heartbeats"].queue_arn, plane.queues["reports"].queue_arn],
+            queue_arns=[plane.queues["reports"].queue_arn],
             log_group_arn=self.task_log_group_arn(),
         )
         task_role = iam.Role(
@@ -260,8 +260,7 @@ class Functions(Construct):
         instance_role = self._wiring.fleet.role
         self.functions["worker-api"].add_environment(EnvVar.TASK_ROLE_ARN, self.task_role.role_arn)
         self.functions["worker-api"].add_environment(EnvVar.INSTANCE_ROLE_NAME, instance_role.role_name)
-        for key in ("heartbeat", "finisher"):
-            self.functions[key].add_environment(EnvVar.TASK_ROLE_ID, self.task_role.role_id)
+        self.functions["finisher"].add_environment(EnvVar.TASK_ROLE_ID, self.task_role.role_id)
 
     def _grant_presign(self, function: lambda_.Function, role: iam.Role) -> None:
         """Presigned URLs carry the signer's permissions, so the function holds exactly what the URLs
@@ -413,7 +412,6 @@ def _environment(wired: FunctionWiring) -> dict[str, str]:
         EnvVar.BUCKET: wired.bucket.bucket_name,
         EnvVar.CONTROL_TOPIC_ARN: topics["control"].topic_arn,
         EnvVar.NOTIFY_TOPIC_ARN: topics["notifications"].topic_arn,
-        EnvVar.HEARTBEAT_QUEUE_URL: queues["heartbeats"].queue_url,
         EnvVar.REPORT_QUEUE_URL: queues["reports"].queue_url,
         EnvVar.LAUNCH_TEMPLATE_ID: fleet.launch_template_id,
         EnvVar.WORKER_IMAGE_ID: fleet.image.image_id,

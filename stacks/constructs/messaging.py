@@ -25,7 +25,7 @@ DEAD_LETTER_RETENTION = Duration.days(14)  # the SQS maximum: time to look at wh
 
 class Messaging(Construct):
     """Topics and queues. Queues use SQS-managed SSE: SNS and EventBridge can deliver into them
-    without key grants, and the agent's role needs no KMS permission to send heartbeats."""
+    without key grants, and the agent's role needs no KMS permission to send its reports."""
 
     def __init__(self, scope: Construct, construct_id: str, *, notification_email: str | None,
                  operations_email: str | None = None) -> None:

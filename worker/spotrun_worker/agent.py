@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spotrun.attempts import ClaimRefused
-from spotrun.domain.messages import MAX_REASON, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.messages import MAX_REASON, CompletionReport, ProgramResult
 from spotrun.domain.model import Task
 from spotrun.domain.reasons import clip
 from spotrun.domain.spec import JobSpec
@@ -315,15 +315,17 @@ class Agent:
             return None
 
     def heartbeat(self) -> None:
+        """Liveness and progress, written by the agent itself on its task's item (`TaskStore.record_beat`,
+        allowed by the task session's WriteOwnBeat): one conditional UpdateItem, no queue, no function."""
         progress = None
         with contextlib.suppress(OSError, ValueError):
             progress = min(1.0, max(0.0, float(self.workspace.progress_path.read_text().strip())))
-        beat = Heartbeat(job_id=self.ref.job_id, index=self.ref.index, attempt=self.ref.attempt,
-                         instance_id=self.ref.instance_id, rank=self.ref.rank, sent_at=self.clock(), progress=progress)
         try:
-            self.sqs.send_message(QueueUrl=self.config.heartbeat_queue_url, MessageBody=beat.model_dump_json())
-        except Exception:  # noqa: BLE001 - a lost heartbeat is survivable; the reaper confirms with EC2
-            log.warning("heartbeat not sent", exc_info=True)
+            if not self.store.record_beat(self.ref.job_id, self.ref.index, self.ref.attempt, self.clock(), progress):
+                # A newer attempt has beaten (or the task is gone): the next control read ends this attempt.
+                log.warning("heartbeat refused: a newer attempt owns task %s", self.ref.index)
+        except Exception:  # noqa: BLE001 - a lost heartbeat is survivable (the next one comes); the reaper confirms with EC2
+            log.warning("heartbeat not written", exc_info=True)
 
     def report(self, outcome: str, reason: str = "", program: ProgramResult | None = None,
                checkpoint_seq: int | None = None, unsaved_seconds: float | None = None,

@@ -11,12 +11,11 @@ from pathlib import Path
 class AgentConfig:
     table: str
     bucket: str
-    heartbeat_queue_url: str
     report_queue_url: str
     region: str = "us-east-1"
     work_root: Path = Path("/var/lib/spotrun/work")
-    # A heartbeat a minute: liveness for the reaper (stale after 3 min) and progress for users; each
-    # one is an SQS message, a Lambda share and a DynamoDB write (bench/results/scale.json: cost).
+    # A heartbeat a minute: liveness for the reaper (stale after 3 min) and progress for users; each one
+    # is one DynamoDB write by the agent itself (bench/results/scale.json: cost).
     heartbeat_seconds: float = 60.0
     # How often the agent reads its task's desired state (cancel, suspend, checkpoint now): one
     # read, no write; half the heartbeat interval unless set.
@@ -42,7 +41,7 @@ class AgentConfig:
     def from_env(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> AgentConfig:
         return cls(
             table=env["SPOTRUN_TABLE"], bucket=env["SPOTRUN_BUCKET"],
-            heartbeat_queue_url=env["SPOTRUN_HEARTBEAT_QUEUE_URL"], report_queue_url=env["SPOTRUN_REPORT_QUEUE_URL"],
+            report_queue_url=env["SPOTRUN_REPORT_QUEUE_URL"],
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             work_root=Path(env.get("SPOTRUN_WORK_ROOT", "/var/lib/spotrun/work")),
             heartbeat_seconds=float(env.get("SPOTRUN_HEARTBEAT_SECONDS", 60)),

@@ -3,8 +3,8 @@
 On an instance the agent holds two identities. The instance role (from the metadata service) may
 only call the worker routes (`POST /worker/<operation>`, SigV4 for execute-api) and end its own
 instance. The routes answer with the attempt the instance serves and credentials of the task role
-tagged for that one task: its own items (read only), its own checkpoint and output prefixes, and
-the heartbeat and report queues. The agent's DynamoDB, S3 and SQS clients use those, renewed
+tagged for that one task: its own items (to read, and its beat to write), its own checkpoint and
+output prefixes, and the report queue. The agent's DynamoDB, S3 and SQS clients use those, renewed
 through the routes before they expire (botocore's refreshable credentials: 15 minutes ahead);
 a new task (instance reuse) gets new ones.
 

@@ -71,16 +71,6 @@ class AttemptRef(WireModel):
     rank: int = Field(0, ge=0, le=63)  # the instance's place in a gang task (0 for a task of one instance)
 
 
-class Heartbeat(AttemptRef):
-    kind: Literal["heartbeat"] = "heartbeat"
-    sent_at: WireTime
-    phase: Literal["staging", "restoring", "running", "checkpointing", "uploading"] = "running"
-    progress: Annotated[WireFloat, Field(ge=0, le=1)] | None = None
-    cpu_percent: Annotated[WireFloat, Field(ge=0)] | None = None  # 100 per busy vCPU
-    memory_bytes: int | None = Field(None, ge=0, le=2**63 - 1)
-    checkpoint_seq: Seq | None = None
-
-
 class ProgramResult(WireModel):
     """What the user's program did, reported apart from what happened to the attempt."""
 

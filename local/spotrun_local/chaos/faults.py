@@ -12,7 +12,10 @@
   before a write is sent, or just after a write succeeded (`before-call` / `after-call` raise
   `InjectedCrash`), so the invocation ends between two of its writes;
 - `kill_mid_checkpoint_upload` (agents only): right after a checkpoint file reached S3 the agent
-  process SIGKILLs itself, leaving files without a manifest or a commit.
+  process SIGKILLs itself, leaving files without a manifest or a commit;
+- `drop_beat` (agents only): a heartbeat's write (the agent's one DynamoDB write, an UpdateItem of
+  its task's beat) fails past the SDK's retries (`before-call`): the beat is lost, the agent logs it
+  and beats again at its next interval. Counted as `heartbeat_dropped`.
 
 Every fault is counted in a `FaultLog` (and appended to a JSON-lines file in agent processes).
 Only this module's dependencies (botocore, the standard library) are imported: it is loaded at the
@@ -64,11 +67,12 @@ class FaultRates:
     crash_before_write: float = 0.0
     crash_after_write: float = 0.0
     kill_mid_checkpoint_upload: float = 0.0
+    drop_beat: float = 0.0
     # Faults are injected only while this is true (the soak turns chaos off before its final checks).
     enabled: bool = True
 
     RATES = ("transient", "surfaced", "lost_response", "crash_before_write", "crash_after_write",
-             "kill_mid_checkpoint_upload")
+             "kill_mid_checkpoint_upload", "drop_beat")
 
     def env(self, prefix: str = "SPOTRUN_CHAOS_") -> dict[str, str]:
         return {f"{prefix}{name.upper()}": str(getattr(self, name)) for name in self.RATES}
@@ -198,6 +202,11 @@ class ServiceFaults:
         if operation in WRITE_OPERATIONS.get(service, ()) and self._roll(self.rates.crash_before_write, "crash_before_write"):
             self.log.add(f"{self.role}_crash_before_write", op=f"{service}.{operation}")
             raise InjectedCrash(f"injected crash before {service}.{operation}")
+        # An agent's only DynamoDB write is its beat (every other change goes through the worker routes).
+        if (self.role == "agent" and service == "dynamodb" and operation == "UpdateItem"
+                and self._roll(self.rates.drop_beat, "drop_beat")):
+            self.log.add("heartbeat_dropped", op=f"{service}.{operation}")
+            return _Status(500), _parsed_error(500, "InternalServerError")
         if service in TRANSIENT_SERVICES and self._roll(self.rates.surfaced, "surfaced"):
             status, code = self._choice(TRANSIENT_ANSWERS[service])
             self.log.add(f"{self.role}_surfaced_error", op=f"{service}.{operation}", code=code)
@@ -208,8 +217,8 @@ class ServiceFaults:
         service, operation = _split(event_name)
         if service not in TRANSIENT_SERVICES:
             return None
-        # Agents write no table item themselves (the worker routes do), so their ambiguous writes are
-        # S3 puts: checkpoint manifests, outputs, logs.
+        # Agents write one table attribute themselves (their beat); their other ambiguous writes are S3
+        # puts: checkpoint manifests, outputs, logs.
         if (((service == "dynamodb" and operation in WRITE_OPERATIONS["dynamodb"])
              or (service == "s3" and operation == "PutObject"))
                 and self._roll(self.rates.lost_response, "lost_response")):

@@ -36,7 +36,7 @@ class ChaosConfig:
     cp: FaultRates = field(default_factory=lambda: FaultRates(
         transient=0.03, surfaced=0.003, lost_response=0.005, crash_before_write=0.005, crash_after_write=0.005))
     agent: FaultRates = field(default_factory=lambda: FaultRates(
-        transient=0.03, surfaced=0.0, lost_response=0.005, kill_mid_checkpoint_upload=0.1))
+        transient=0.03, surfaced=0.0, lost_response=0.005, kill_mid_checkpoint_upload=0.1, drop_beat=0.1))
     queues: QueueRates = field(default_factory=QueueRates)
     # Per live agent (so the last task of a run is not hit by the whole fleet's share):
     agent_kill_every: float = 300.0  # mean seconds between SIGKILLs (no warning) of each agent
@@ -56,6 +56,10 @@ class ChaosConfig:
     # run restores at least one checkpoint after a kill whatever the other faults did (the short soak needs it
     # to put "no partial checkpoint is ever restored" to the test).
     ensure_restore: bool = False
+
+
+# The kind an agent's fault is counted as, where it is not agent_<rate name>.
+_AGENT_KIND = {"transient": "agent_transient_error", "drop_beat": "heartbeat_dropped"}
 
 
 @dataclass
@@ -112,9 +116,8 @@ class Chaos:
         env["SPOTRUN_CHAOS_LOG"] = str(path)
         if self.config.ensure_every_kind:
             seen, now = self.agent_faults(), time.monotonic()
-            owed = [name for name in ("transient", "lost_response", "kill_mid_checkpoint_upload")
-                    if getattr(self.config.agent, name) > 0 and not seen.get(f"agent_{name}" if name != "transient"
-                                                                              else "agent_transient_error")
+            owed = [name for name in ("transient", "lost_response", "kill_mid_checkpoint_upload", "drop_beat")
+                    if getattr(self.config.agent, name) > 0 and not seen.get(_AGENT_KIND.get(name, f"agent_{name}"))
                     and now - self._agent_ensure_given.get(name, -1e9) > (
                         10.0 if name == "kill_mid_checkpoint_upload" else 15.0)]
             for name in owed:

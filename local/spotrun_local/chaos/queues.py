@@ -1,10 +1,10 @@
 """At-least-once delivery at its worst: an SQS pump wrapper that delivers messages twice, late and
-out of order, and lets some heartbeats go unhandled.
+out of order. (Lost heartbeats are the agents' own failed beat writes: `chaos.faults`, drop_beat.)
 
 For each message received for the first time it may send a copy of the body back to the queue
 with a random delay (so the handler sees it twice, the copy late); any message may be held back
 on its first receive (its visibility pushed out, handled on a later receive, after newer ones); the batch the handler
-gets is shuffled; on the heartbeat queue some messages are deleted without being handled (lost).
+gets is shuffled.
 Every receive is recorded per message id, so a message that ends in a dead-letter queue can be
 explained (which faults, crashes or hold-backs used up its receives).
 """
@@ -27,7 +27,6 @@ class QueueRates:
     duplicate: float = 0.5  # a first delivery is also sent again, delayed
     max_delay_seconds: int = 8
     hold: float = 0.1  # a delivery is put back for later instead of handled now
-    drop_heartbeat: float = 0.1  # a heartbeat is deleted unhandled
     enabled: bool = True
 
 
@@ -57,7 +56,6 @@ class ChaosPump:
         self.rates = rates
         self.receipts = receipts
         self.generation = generation
-        self.heartbeats = pump.name == "heartbeats"
 
     def _roll(self, probability: float) -> bool:
         return self.rates.enabled and probability > 0 and self.rng.random() < probability
@@ -82,11 +80,6 @@ class ChaosPump:
                 sqs.send_message(QueueUrl=pump.queue_url, MessageBody=message["Body"], DelaySeconds=delay,
                                  MessageAttributes=attributes)
                 self.log.add("duplicate_delivery", queue=name, delay=delay)
-            if self.heartbeats and self._roll(self.rates.drop_heartbeat):
-                sqs.delete_message(QueueUrl=pump.queue_url, ReceiptHandle=message["ReceiptHandle"])
-                self.log.add("heartbeat_dropped", queue=name)
-                self.receipts.add(mid, "dropped")
-                continue
             # Late, not lost: SQS counts every receive against maxReceiveCount, so a message is held back on
             # its first receive only; holding it again would use up the receives that stand for real
             # failures and dead-letter it for lateness alone (seen in a long soak: held 4 times, failed once).

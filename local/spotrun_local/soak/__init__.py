@@ -10,8 +10,8 @@ from `random.Random(seed)`:
 - spot reclaims with warnings from the real traces (a window where zones keep losing capacity),
   agents killed with SIGKILL without warning, agents killing themselves right after a checkpoint
   file reached S3 (before its manifest and commit), rebalance recommendations;
-- every queue's messages delivered twice (the copy delayed), late (held back) and out of order,
-  some heartbeats dropped;
+- every queue's messages delivered twice (the copy delayed), late (held back) and out of order;
+- some of the agents' heartbeat writes failing (the beat lost);
 - control plane invocations crashing just before a write or just after one succeeded;
 - throttling and 5xx answers from DynamoDB and S3 to the control plane and to agents (retried by
   the SDK, or surfaced to the caller), and DynamoDB writes whose answer is lost after they applied;

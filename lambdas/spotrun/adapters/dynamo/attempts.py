@@ -24,7 +24,9 @@ class AttemptStore(Table):
             TableName=self.table, KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
             ExpressionAttributeValues=serialize({":p": task_pk(job_id, index), ":a": "ATTEMPT#"}),
         )
-        return [attempt_from(deserialize(i)) for i in answer.get("Items", [])]
+        # An attempt record has its number; an item holding only a key and a beat is not one (a task session
+        # may create such items in its own partition: spotrun.access, WriteOwnBeat).
+        return [attempt_from(item) for item in map(deserialize, answer.get("Items", [])) if "number" in item]
 
     def bind_instances(self, bindings: Sequence[tuple[str, int, int, str]], pool: str, now: datetime) -> None:
         """Record which instance serves which attempt (job, index, attempt, instance) after one launch

@@ -10,6 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from spotrun.access import BEAT
 from spotrun.adapters.dynamo.codec import iso, parse_time
 from spotrun.adapters.dynamo.keys import (
     attempt_key,
@@ -77,7 +78,36 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def beat_of(item: dict[str, Any]) -> tuple[datetime | None, float | None]:
+    """(last heartbeat, progress) from the agent's own `beat` (`TaskStore.record_beat`).
+
+    The agent writes it with its task session, which may touch nothing else, so here is the fencing:
+    the beat is a sign of life only for the attempt it names, and only while that attempt runs the task
+    (an older attempt's agent cannot make a newer one look alive). Progress is the last an agent
+    reported, whichever attempt (as before: it outlives the attempt, and the deadline policy weighs it
+    for a task requeued with a checkpoint). The session could write anything there, so a value of the
+    wrong shape counts as no beat. Items written before the beat existed keep their top-level
+    `last_heartbeat_at` and `progress`, read when there is no beat."""
+    legacy = parse_time(item.get("last_heartbeat_at")), item.get("progress")
+    beat = item.get(BEAT)
+    if beat is None:
+        return legacy
+    try:
+        attempt, at = int(beat["attempt"]), parse_time(beat["at"])
+        progress = beat.get("progress")
+        progress = None if progress is None else float(progress)
+    except (TypeError, KeyError, ValueError, AttributeError, ArithmeticError):
+        return legacy
+    if at is None or at.tzinfo is None:
+        return legacy
+    if progress is not None and not 0.0 <= progress <= 1.0:
+        progress = None
+    current = attempt == int(item.get("attempt", 0)) and item.get("state") == TaskState.RUNNING.value
+    return (at if current else legacy[0]), (progress if progress is not None else legacy[1])
+
+
 def task_from(item: dict[str, Any]) -> Task:
+    last_heartbeat_at, progress = beat_of(item)
     return Task(
         job_id=item["job_id"], index=int(item["index"]), state=TaskState(item["state"]), attempt=int(item.get("attempt", 0)),
         desired=Desired(item.get("desired", Desired.RUN)), desired_at=parse_time(item.get("desired_at")),
@@ -89,11 +119,11 @@ def task_from(item: dict[str, Any]) -> Task:
         consecutive_environment_failures=int(item.get("consecutive_environment_failures", 0)),
         avoid_pools=tuple(item.get("avoid_pools", ())), checkpoint=checkpoint_from(item.get("checkpoint")),
         draining_attempt=item.get("draining_attempt"),
-        checkpoint_requested_at=parse_time(item.get("checkpoint_requested_at")), last_heartbeat_at=parse_time(item.get("last_heartbeat_at")),
+        checkpoint_requested_at=parse_time(item.get("checkpoint_requested_at")), last_heartbeat_at=last_heartbeat_at,
         launch_token=item.get("launch_token"), launch_slot=int(item.get("launch_slot", 0)),
         launch_count=int(item.get("launch_count", 1)),
         nodes=int(item.get("nodes", 1)), gang_instances=tuple(item.get("gang_instances", ())),
-        progress=item.get("progress"), exit_code=item.get("exit_code"), reason=item.get("reason", ""),
+        progress=progress, exit_code=item.get("exit_code"), reason=item.get("reason", ""),
         log_tail=item.get("log_tail", ""), launched_at=parse_time(item.get("launched_at")),
         started_at=parse_time(item.get("started_at")), finished_at=parse_time(item.get("finished_at")),
         updated_at=parse_time(item.get("updated_at")),
