@@ -30,12 +30,6 @@ def _functions_without(grant: str) -> list[str]:
     return [f.key for f in resources.FUNCTIONS if grant not in f.grants]
 
 
-def test_heartbeat_function_cannot_touch_ec2_sns_or_s3(query: StackTemplate) -> None:
-    actions = _allowed(query.function_statements("heartbeat"))
-    assert not {a for a in actions if a.startswith(("ec2:", "s3:", "iam:"))}
-    assert "sns:Publish" not in actions
-
-
 def test_no_role_has_a_service_wide_or_global_action(query: StackTemplate) -> None:
     for role_id in query.of_type("AWS::IAM::Role"):
         for statement in query.statements_of_role(role_id):
@@ -165,16 +159,25 @@ def test_a_task_session_reaches_only_its_own_items_files_and_the_worker_queues(q
     queues = query.queues()
     statements = query.statements_of_role(_task_role(query))
     actions = _allowed(statements)
-    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem", "dynamodb:Query"}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:GetItem", "dynamodb:Query",
+                                                                 "dynamodb:UpdateItem"}
+    own_task = ["TASK#${aws:PrincipalTag/job}#${aws:PrincipalTag/task_key}"]
     for statement in (s for s in statements if any(a.startswith("dynamodb:") for a in s.actions)):
         assert not any("/index/" in r for r in statement.resources), "no index: they list other tasks"
-        assert statement.condition == {
-            "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["TASK#${aws:PrincipalTag/job}#${aws:PrincipalTag/task_key}"]},
-            "Null": {"dynamodb:LeadingKeys": "false"},
-        }
+        if statement.actions == ("dynamodb:UpdateItem",):  # the agent's beat: its own task's `beat` only
+            assert statement.condition == {
+                "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": own_task,
+                                              "dynamodb:Attributes": ["pk", "sk", "beat"]},
+                "Null": {"dynamodb:LeadingKeys": "false", "dynamodb:Attributes": "false"},
+                "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+            }
+        else:
+            assert sorted(statement.actions) == ["dynamodb:GetItem", "dynamodb:Query"]
+            assert statement.condition == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": own_task},
+                                           "Null": {"dynamodb:LeadingKeys": "false"}}
     assert {a for a in actions if a.startswith("sqs:")} == {"sqs:SendMessage"}
     sends = {r for s in statements if s.allows("sqs:SendMessage") for r in s.resources}
-    assert sends == {f"${{{queues['heartbeats']}.Arn}}", f"${{{queues['reports']}.Arn}}"}
+    assert sends == {f"${{{queues['reports']}.Arn}}"}
     assert not {a for a in actions if a.startswith(("ec2:", "iam:", "sns:", "sts:", "kms:"))}
     assert {a for a in actions if a.startswith("logs:")} == {"logs:PutLogEvents"}  # not even CreateLogStream
     writes = {r for s in statements if s.allows("logs:PutLogEvents") for r in s.resources}
@@ -217,9 +220,8 @@ def test_the_deployed_task_policy_is_spotrun_access_task_policy(query: StackTemp
 
 def test_workers_accept_messages_only_from_their_attempts_session(query: StackTemplate) -> None:
     task_role = _task_role(query)
-    for key in ("heartbeat", "finisher"):
-        variables = query.props(query.functions()[key])["Environment"]["Variables"]
-        assert variables[EnvVar.TASK_ROLE_ID] == {"Fn::GetAtt": [task_role, "RoleId"]}, key
+    variables = query.props(query.functions()["finisher"])["Environment"]["Variables"]
+    assert variables[EnvVar.TASK_ROLE_ID] == {"Fn::GetAtt": [task_role, "RoleId"]}
     worker_api_env = query.props(query.functions()["worker-api"])["Environment"]["Variables"]
     assert worker_api_env[EnvVar.TASK_ROLE_ARN] == {"Fn::GetAtt": [task_role, "Arn"]}
     assert worker_api_env[EnvVar.INSTANCE_ROLE_NAME] == {"Ref": _worker_role(query)}

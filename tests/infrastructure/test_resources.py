@@ -129,7 +129,6 @@ REQUIRED_ENVIRONMENT = {
     EnvVar.BUCKET,
     EnvVar.CONTROL_TOPIC_ARN,
     EnvVar.NOTIFY_TOPIC_ARN,
-    EnvVar.HEARTBEAT_QUEUE_URL,
     EnvVar.REPORT_QUEUE_URL,
     EnvVar.LAUNCH_TEMPLATE_ID,
     EnvVar.SUBNETS,
@@ -274,7 +273,6 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
     assert set(written) == {
         EnvVar.TABLE,
         EnvVar.BUCKET,
-        EnvVar.HEARTBEAT_QUEUE_URL,
         EnvVar.REPORT_QUEUE_URL,
         EnvVar.WORKER_API_URL,
         EnvVar.TASK_LOG_GROUP,

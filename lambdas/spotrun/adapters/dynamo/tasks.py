@@ -16,6 +16,7 @@ from spotrun.adapters.dynamo.items import MEASURED_FIELDS, task_from
 from spotrun.adapters.dynamo.keys import TASK_SHARDS, by_job_pk, by_state_pk, live_pk, task_key
 from spotrun.adapters.dynamo.table import Table, is_conflict
 from spotrun.domain.lifecycle import last_sign_of_life
+from spotrun.domain.messages import FLOAT_DECIMALS
 from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Desired, Task, TaskState
 
 
@@ -94,8 +95,8 @@ class TaskStore(Table):
         The expression is written out (no ExpressionAttributeNames) so that the request carries no other
         name at all; none of its words is reserved in DynamoDB."""
         beat: dict[str, Any] = {"attempt": attempt, "at": iso(at)}
-        if progress is not None:
-            beat["progress"] = progress
+        if progress is not None:  # read from the user's file: kept to what DynamoDB stores (1e-200 is 0)
+            beat["progress"] = round(min(1.0, max(0.0, float(progress))), FLOAT_DECIMALS) + 0.0
         try:
             self.client.update_item(
                 TableName=self.table, Key=serialize(task_key(job_id, index)),
