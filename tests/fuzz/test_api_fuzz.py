@@ -43,10 +43,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from spotrun.attempts import claim, commit_checkpoint
-from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, ProgramResult
 from spotrun.domain.model import Checkpoint
 from spotrun.domain.spec import MAX_PARAMETER_SETS, MAX_TASKS
-from spotrun.handlers import api, finisher, heartbeat, scheduler
+from spotrun.handlers import api, finisher, scheduler
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from tests.fuzz.support import item_count, sns_envelope, sqs_event
 from tests.support import LambdaContextStub
@@ -116,9 +116,7 @@ def make_busy(cp: Any, job_id: str) -> None:
     tasks = [claim(cp, AttemptRef(job_id=job_id, index=i, attempt=t.attempt, instance_id=t.instance_id))
              for i, t in enumerate(cp.store.get_task(job_id, i) for i in range(3))]
     at = cp.clock.advance(30)
-    beat = Heartbeat(job_id=job_id, index=0, attempt=tasks[0].attempt, instance_id=tasks[0].instance_id, sent_at=at,
-                     progress=0.5, cpu_percent=99.5, memory_bytes=2**30)
-    assert heartbeat.handler(sqs_event(beat.model_dump_json()), context, control=cp) == {"batchItemFailures": []}
+    assert cp.store.record_beat(job_id, 0, tasks[0].attempt, at, 0.5)
     assert commit_checkpoint(cp, AttemptRef(job_id=job_id, index=0, attempt=tasks[0].attempt,
                                             instance_id=tasks[0].instance_id),
                              Checkpoint(1, f"checkpoints/{job_id}/0/1", tasks[0].attempt, 4096, at, "signal"))

@@ -1,4 +1,4 @@
-"""Malformed and foreign messages on every queue: scheduler (SNS envelope), heartbeats, reports,
+"""Malformed and foreign messages on every queue: scheduler (SNS envelope), reports,
 interruptions (EventBridge). Each is dropped, never retried: the batch reports no failure for it, a
 malformed one is logged and counted in the "MalformedMessages" metric, and the good records of the
 same batch are processed.
@@ -20,9 +20,9 @@ import pytest
 
 from spotrun import jobs
 from spotrun.attempts import claim
-from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, Heartbeat, ProgramResult
+from spotrun.domain.messages import AttemptRef, CompletionReport, ControlMessage, ProgramResult
 from spotrun.domain.model import Task, TaskState
-from spotrun.handlers import common, finisher, heartbeat, interruption, scheduler
+from spotrun.handlers import common, finisher, interruption, scheduler
 from spotrun_local.pump import SqsPump
 from tests.fuzz.support import sns_envelope, sqs_event, table_items
 from tests.support import eventbridge_event
@@ -69,33 +69,11 @@ BAD_CONTROL: dict[str, tuple[str, str | None]] = {
     "a lone surrogate in the reason": (sns_envelope(json.dumps({"type": "JobControl", "job_id": UNKNOWN_JOB,
                                                                 "reason": "\ud800"})), MALFORMED),
 }
-BAD_HEARTBEATS: dict[str, tuple[str, str | None]] = {
-    "not JSON": ("not json at all", MALFORMED),
-    "NUL": ("\x00", MALFORMED),
-    "an array": ("[]", MALFORMED),
-    "null": ("null", MALFORMED),
-    "foreign JSON": (json.dumps({"hello": "world"}), MALFORMED),
-    "an SNS envelope": (sns_envelope(json.dumps(HEARTBEAT)), MALFORMED),
-    "no sent_at": (json.dumps({k: v for k, v in HEARTBEAT.items() if k != "sent_at"}), MALFORMED),
-    "a word index": (json.dumps({**HEARTBEAT, "index": "first"}), MALFORMED),
-    "a negative index": (json.dumps({**HEARTBEAT, "index": -1}), MALFORMED),
-    "attempt 0": (json.dumps({**HEARTBEAT, "attempt": 0}), MALFORMED),
-    "progress 2": (json.dumps({**HEARTBEAT, "progress": 2}), MALFORMED),
-    "NaN progress": (json.dumps(HEARTBEAT)[:-1] + ', "progress": NaN}', MALFORMED),
-    "an unknown phase": (json.dumps({**HEARTBEAT, "phase": "dancing"}), MALFORMED),
-    "a date that is not one": (json.dumps({**HEARTBEAT, "sent_at": "yesterday"}), MALFORMED),
-    "5,000 levels deep": (DEEP, MALFORMED),
-    "5,000 levels deep in an ignored field": ('{"extra": ' + DEEP + "," + json.dumps(HEARTBEAT)[1:], MALFORMED),
-    "a lone surrogate in the instance id": (json.dumps({**HEARTBEAT, "instance_id": "i-0abc\ud800"}), MALFORMED),
-    "a 5,000 digit number": (json.dumps(HEARTBEAT)[:-1] + ', "memory_bytes": 1' + "0" * 5000 + "}", MALFORMED),
-    "an unknown job": (json.dumps(HEARTBEAT), "StaleHeartbeats"),
-    "an unknown task of a known job": (None, "StaleHeartbeats"),  # filled in by the test
-}
 BAD_REPORTS: dict[str, tuple[str, str | None]] = {
     "not JSON": ("not json at all", MALFORMED),
     "an array": ("[1]", MALFORMED),
     "foreign JSON": (json.dumps({"hello": "world"}), MALFORMED),
-    "a heartbeat": (json.dumps(HEARTBEAT), MALFORMED),
+    "a heartbeat (as the agent once sent them)": (json.dumps(HEARTBEAT), MALFORMED),
     "an unknown outcome": (json.dumps({**REPORT, "outcome": "exploded"}), MALFORMED),
     "a word exit code": (json.dumps({**REPORT, "program": {"exit_code": "zero"}}), MALFORMED),
     "a 9 kB log tail": (json.dumps({**REPORT, "program": {"exit_code": 0, "log_tail": "x" * 9000}}), MALFORMED),
@@ -228,11 +206,6 @@ def running(cp: Any, context: Any) -> list[Task]:
     return [cp.store.get_task(t.job_id, t.index) for t in tasks]
 
 
-def beat(task: Task, at: Any, progress: float) -> str:
-    return Heartbeat(job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.instance_id,
-                     sent_at=at, progress=progress).model_dump_json()
-
-
 def test_the_scheduler_drops_bad_control_messages_and_reconciles_the_good_ones(
         module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
     first, second = submitted(module_cp), submitted(module_cp)
@@ -240,20 +213,6 @@ def test_the_scheduler_drops_bad_control_messages_and_reconciles_the_good_ones(
     for job_id in (first, second):
         states = {module_cp.store.get_task(job_id, i).state for i in range(JOB["tasks"])}
         assert states == {TaskState.LAUNCHING}, (job_id, states)
-
-
-def test_heartbeats_bad_ones_dropped_good_ones_recorded(
-        module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord]) -> None:
-    tasks = running(module_cp, context)
-    at = module_cp.clock.advance(30)
-    bad = {**BAD_HEARTBEATS,
-           "an unknown task of a known job": (beat(tasks[0], at, 0.5).replace('"index":0', '"index":99999'),
-                                              "StaleHeartbeats")}
-    run_mixed(heartbeat.handler, module_cp, context, [beat(tasks[0], at, 0.25), beat(tasks[1], at, 0.5)], bad,
-              capsys, dropped)
-    assert module_cp.store.get_task(tasks[0].job_id, 0).progress == 0.25
-    assert module_cp.store.get_task(tasks[1].job_id, 1).progress == 0.5
-    assert module_cp.store.get_task(tasks[0].job_id, 99_999) is None
 
 
 def test_reports_bad_ones_dropped_good_ones_applied(
@@ -285,10 +244,9 @@ def test_interruptions_bad_ones_dropped_good_ones_acted_on(
 
 @pytest.mark.parametrize(("handler", "body"), [
     *((scheduler.handler, body) for body, _ in BAD_CONTROL.values()),
-    *((heartbeat.handler, body) for body, _ in BAD_HEARTBEATS.values() if body is not None),
     *((finisher.handler, body) for body, _ in BAD_REPORTS.values()),
     *((interruption.handler, body) for body, _ in BAD_EVENTS.values()),
-], ids=[*(f"scheduler-{n}" for n in BAD_CONTROL), *(f"heartbeat-{n}" for n, (b, _) in BAD_HEARTBEATS.items() if b),
+], ids=[*(f"scheduler-{n}" for n in BAD_CONTROL), 
         *(f"report-{n}" for n in BAD_REPORTS), *(f"interruption-{n}" for n in BAD_EVENTS)])
 def test_a_batch_of_only_a_bad_record_is_acknowledged_not_raised(module_cp: Any, context: Any, handler: Any,
                                                                  body: str) -> None:
@@ -305,14 +263,14 @@ def test_through_the_real_queues_bad_messages_are_deleted_not_dead_lettered(modu
                     ControlMessage(type="JobSubmitted", job_id=UNKNOWN_JOB).model_dump_json()):
         sns.publish(TopicArn=module_cp.settings.control_topic_arn, Message=message,
                     MessageAttributes={"type": {"DataType": "String", "StringValue": "JobSubmitted"}})
-    for queue, bodies in (("heartbeats", BAD_HEARTBEATS), ("reports", BAD_REPORTS), ("interruptions", BAD_EVENTS)):
+    for queue, bodies in (("reports", BAD_REPORTS), ("interruptions", BAD_EVENTS)):
         for body, _ in bodies.values():
             if body:  # SQS refuses an empty body (and a NUL): the producer fails, nothing is queued
                 try:
                     sqs.send_message(QueueUrl=urls[queue], MessageBody=body)
                 except sqs.exceptions.ClientError:
                     assert "\x00" in body
-    handlers = {"scheduler": scheduler.handler, "heartbeats": heartbeat.handler, "reports": finisher.handler,
+    handlers = {"scheduler": scheduler.handler, "reports": finisher.handler,
                 "interruptions": interruption.handler}
     for queue, handler in handlers.items():
         pump = SqsPump(sqs, urls[queue], partial(handler, control=module_cp), queue, visibility_timeout=0)
@@ -326,15 +284,6 @@ def test_through_the_real_queues_bad_messages_are_deleted_not_dead_lettered(modu
 # Records for a real running task whose numbers DynamoDB cannot store (magnitude 0 or 1E-130..9.99E+125,
 # at most 38 digits) or that no honest agent sends: before their bounds, each failed its write on every
 # delivery and went to the dead-letter queue. Now each fails validation and is dropped: no write at all.
-UNSTORABLE_HEARTBEATS = {
-    "cpu_percent 1e300": {"cpu_percent": 1e300},
-    "memory_bytes 10**40": {"memory_bytes": 10**40},
-    "checkpoint_seq 10**40": {"checkpoint_seq": 10**40},
-    "NaN cpu_percent": {"cpu_percent": float("nan")},
-    "Infinity progress": {"progress": float("inf")},
-    "a negative attempt": {"attempt": -1},
-    "sent_at overflowing UTC": {"sent_at": "9999-12-31T23:59:59-01:00"},
-}
 UNSTORABLE_REPORTS = {
     "exit_code 10**40": {"program": {"exit_code": 10**40}},
     "exit_code -10**40": {"program": {"exit_code": -(10**40)}},
@@ -360,9 +309,8 @@ def _body(task: Task, at: Any, change: dict[str, Any], **base: Any) -> str:
 
 
 @pytest.mark.parametrize(("handler", "bad", "base"), [
-    (heartbeat.handler, UNSTORABLE_HEARTBEATS, {"progress": 0.5}),
     (finisher.handler, UNSTORABLE_REPORTS, {"outcome": "completed"}),
-], ids=["heartbeats", "reports"])
+], ids=["reports"])
 def test_numbers_the_store_cannot_keep_are_dropped_before_any_write(
         module_cp: Any, context: Any, capsys: pytest.CaptureFixture[str], dropped: list[logging.LogRecord],
         handler: Any, bad: dict[str, dict[str, Any]], base: dict[str, Any]) -> None:
@@ -384,12 +332,11 @@ def test_numbers_the_store_cannot_keep_are_dropped_before_any_write(
 
 def test_tiny_and_inexact_floats_are_rounded_and_stored(module_cp: Any, context: Any) -> None:
     """A progress of 1e-200 (the agent reads it from a file the program writes) is below DynamoDB's
-    smallest number: it is stored as 0, not retried; 0.1 + 0.2 is stored as 0.3."""
+    smallest number: the beat stores 0, not an error every beat; 0.1 + 0.2 is stored as 0.3."""
     tasks = running(module_cp, context)
     at = module_cp.clock.advance(30)
-    beats = [_body(tasks[0], at, {"progress": 1e-200, "cpu_percent": 1e-200}),
-             _body(tasks[1], at, {"progress": 0.1 + 0.2, "cpu_percent": 100 / 3})]
-    assert heartbeat.handler(sqs_event(*beats), context, control=module_cp) == {"batchItemFailures": []}
+    assert module_cp.store.record_beat(tasks[0].job_id, 0, tasks[0].attempt, at, 1e-200)
+    assert module_cp.store.record_beat(tasks[1].job_id, 1, tasks[1].attempt, at, 0.1 + 0.2)
     first, second = (module_cp.store.get_task(t.job_id, t.index) for t in tasks[:2])
     assert (first.progress, first.last_heartbeat_at) == (0, at)
     assert second.progress == 0.3

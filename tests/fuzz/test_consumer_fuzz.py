@@ -1,7 +1,7 @@
-"""Fuzz the four SQS consumers (scheduler, heartbeat, finisher, interruption) with generated record
+"""Fuzz the three SQS consumers (scheduler, finisher, interruption) with generated record
 bodies, as test_api_fuzz.py fuzzes the API: random JSON of every type, nested thousands of levels deep,
 numbers of thousands of digits, text with lone surrogates (which JSON's \\u escapes can spell and no
-UTF-8 can), NaN and Infinity, and real messages (an SNS envelope, a heartbeat, a completion report, an
+UTF-8 can), NaN and Infinity, and real messages (an SNS envelope, a completion report, an
 EventBridge instance event) with fields replaced by any of those.
 
 Whatever a record holds, its consumer acknowledges it: the batch never raises and reports no failure
@@ -21,16 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from spotrun.handlers import finisher, heartbeat, interruption, scheduler
+from spotrun.handlers import finisher, interruption, scheduler
 from tests.fuzz.support import item_count, sns_envelope, sqs_event
 from tests.support import eventbridge_event
 
 EXAMPLES = int(os.environ.get("SPOTRUN_FUZZ_EXAMPLES", "40"))
 SEED = int(os.environ.get("SPOTRUN_FUZZ_SEED", "20261205"))
 JOB = "j-0000000000000000f022"  # no such job
-HEARTBEAT = {"job_id": JOB, "index": 0, "attempt": 1, "instance_id": "i-0f022", "sent_at": "2026-12-05T12:00:00Z",
-             "progress": 0.5}
-REPORT = {**HEARTBEAT, "outcome": "completed", "program": {"exit_code": 0, "exec_seconds": 1.5, "log_tail": "ok"},
+ATTEMPT = {"job_id": JOB, "index": 0, "attempt": 1, "instance_id": "i-0f022", "sent_at": "2026-12-05T12:00:00Z"}
+REPORT = {**ATTEMPT, "outcome": "completed", "program": {"exit_code": 0, "exec_seconds": 1.5, "log_tail": "ok"},
           "outputs": ["result.json"], "checkpoint_seq": 3}
 CONTROL = {"type": "TasksRunnable", "job_id": JOB, "indexes": [0, 1], "reason": "fuzz"}
 EVENTS = [
@@ -109,7 +108,6 @@ CONSUMERS = {
     "scheduler": (scheduler.handler, st.one_of(bodies(CONTROL, sns_envelope), bodies({
         "Type": "Notification", "MessageId": "m", "Message": json.dumps(CONTROL),
         "MessageAttributes": {"type": {"Type": "String", "Value": "TasksRunnable"}}}))),
-    "heartbeat": (heartbeat.handler, bodies(HEARTBEAT)),
     "finisher": (finisher.handler, bodies(REPORT)),
     "interruption": (interruption.handler, st.one_of(*(bodies(event) for event in EVENTS))),
 }

@@ -194,8 +194,7 @@ def test_a_ranks_agent_reports_and_heartbeats_as_its_rank(cp, env, aws, context,
     loop.drain()
     task = loop.task(accepted["job_id"])
     queue = Queue()
-    config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, heartbeat_queue_url="h",
-                         report_queue_url="r", work_root=tmp_path)
+    config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, report_queue_url="r", work_root=tmp_path)
     agent = Agent(config, InProcessRoutes(cp, task.gang_instances[1], sqs=queue), None, clock=clock)
     assignment = agent.routes.session()
     assert assignment.ref.rank == 1

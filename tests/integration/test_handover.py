@@ -31,8 +31,7 @@ def test_a_replacement_waits_for_the_interrupted_attempt_to_hand_over(cp, env, a
 
     # The replacement's agent boots while the interrupted attempt is still taking its final checkpoint
     waits: list[float] = []
-    config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, heartbeat_queue_url="",
-                         report_queue_url="", handover_wait_seconds=1.0)
+    config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket, report_queue_url="", handover_wait_seconds=1.0)
     agent = Agent(config, InProcessRoutes(cp, replaced.instance_id), None, clock=clock, sleep=waits.append)
     agent.ref = ref(replaced)
     agent._await_handover(replaced)

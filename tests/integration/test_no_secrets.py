@@ -24,9 +24,9 @@ import requests
 from botocore.credentials import Credentials
 
 from spotrun.attempts import claim, commit_checkpoint
-from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
 from spotrun.domain.model import Checkpoint, TaskState
-from spotrun.handlers import api, common, console, finisher, heartbeat, interruption, reaper, scheduler
+from spotrun.handlers import api, common, console, finisher, interruption, reaper, scheduler
 from spotrun_cli.client import ApiClient, ApiError
 from spotrun_local.gateway import LocalCredentials, new_local_credentials, start_gateway
 from spotrun_local.pump import SqsPump
@@ -103,7 +103,7 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
                   Attributes={"RawMessageDelivery": "true"})
     urls = json.loads(env["SPOTRUN_QUEUE_URLS"])
     pumps = {name: SqsPump(sqs, urls[queue], partial(handler, control=cp), name) for name, queue, handler in (
-        ("scheduler", "scheduler", scheduler.handler), ("heartbeat", "heartbeats", heartbeat.handler),
+        ("scheduler", "scheduler", scheduler.handler),
         ("finisher", "reports", finisher.handler), ("interruption", "interruptions", interruption.handler))}
 
     def drain() -> None:
@@ -132,10 +132,9 @@ def test_secrets_in_a_jobs_environment_and_the_credentials_never_reach_logs_or_t
             claim(cp, ref(task))
         clock.advance(30)
         for task in tasks:
-            send("heartbeats", Heartbeat(**ref(task).model_dump(), sent_at=clock(), progress=0.4).model_dump_json())
+            cp.store.record_beat(job_id, task.index, task.attempt, clock(), 0.4)
         assert commit_checkpoint(cp, ref(tasks[0]), Checkpoint(1, f"checkpoints/{job_id}/0/1", 1, 2048, clock(), "signal"))
         # messages that are dropped carry the secrets in the fields that are wrong
-        send("heartbeats", json.dumps({**ref(tasks[0]).model_dump(), "sent_at": clock().isoformat(), "progress": password}))
         send("reports", json.dumps({**ref(tasks[1]).model_dump(), "sent_at": clock().isoformat(), "outcome": "completed",
                                     "program": {"exit_code": 0, "log_tail": f"{token} " + "x" * 9000}}))
         send("reports", json.dumps({**ref(tasks[1]).model_dump(), "sent_at": password, "outcome": "completed"}))
@@ -243,7 +242,7 @@ def test_the_handlers_neither_log_nor_trace_events_and_responses(monkeypatch: py
     logging.getLogger(common.logger.name).addHandler(keep)
     marker = f"marker-{uuid.uuid4().hex}"
     try:
-        for module in (api, heartbeat):  # decorated at import: re-import under the environment above
+        for module in (api, finisher):  # decorated at import: re-import under the environment above
             importlib.reload(module)
         from tests.support import LambdaContextStub, api_event
 
@@ -251,12 +250,12 @@ def test_the_handlers_neither_log_nor_trace_events_and_responses(monkeypatch: py
         assert answer["statusCode"] == 404
         from tests.fuzz.support import sqs_event
 
-        answer = heartbeat.handler(sqs_event(json.dumps({"marker": marker})), LambdaContextStub(), control=object())
+        answer = finisher.handler(sqs_event(json.dumps({"marker": marker})), LambdaContextStub(), control=object())
         assert answer == {"batchItemFailures": []}
     finally:
         logging.getLogger(common.logger.name).removeHandler(keep)
         monkeypatch.undo()
-        for module in (api, heartbeat):
+        for module in (api, finisher):
             importlib.reload(module)
     assert captured == [False, False]
     assert not any(marker in line for line in logged)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from spotrun.attempts import claim, record_heartbeat
+from spotrun.attempts import claim
 from spotrun.domain.launches import LaunchResult
-from spotrun.domain.messages import CompletionReport, Heartbeat
+from spotrun.domain.messages import CompletionReport
 from spotrun.handlers import finisher, interruption, reaper
 from spotrun_local.moto_ec2 import reclaim
 from tests.integration.test_scheduled_changes import health_event
@@ -179,8 +179,7 @@ def test_reclaims_the_reaper_finds_and_scheduled_moves_are_interruptions_of_thei
 
     reclaim(reclaimed.instance_id)
     clock.advance(max(cp.settings.heartbeat_stale_seconds + 1, 61))
-    record_heartbeat(cp, Heartbeat(job_id=moved_later.job_id, index=0, attempt=1, instance_id=moved_later.instance_id,
-                                   sent_at=clock()))
+    cp.store.record_beat(moved_later.job_id, 0, 1, clock())
     reaper.handler({}, context, control=cp)
     swept = points(capsys.readouterr().out)
     interrupted = Counter({p.dimensions["pool"]: int(p.value) for p in swept

@@ -32,7 +32,6 @@ class NoNotices:
 def run_agent(cp: Any, env: dict[str, str], aws: Any, instance_id: str, work_root: Any, image: Any = None,
               ec2: Any = None) -> int:
     config = AgentConfig(table=cp.settings.table, bucket=cp.settings.bucket,
-                         heartbeat_queue_url=env["SPOTRUN_HEARTBEAT_QUEUE_URL"],
                          report_queue_url=env["SPOTRUN_REPORT_QUEUE_URL"], work_root=work_root,
                          heartbeat_seconds=5, metadata_poll_seconds=1, reuse_instances=False,
                          claim_wait_seconds=5)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from spotrun.attempts import claim, record_heartbeat
-from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat
+from spotrun.attempts import claim
+from spotrun.domain.messages import AttemptRef, CompletionReport
 from spotrun.domain.model import Desired, JobState, TaskState
 from spotrun.handlers import reaper
 from spotrun.reaping import sweep
@@ -77,7 +77,7 @@ def test_instances_nobody_owns_are_terminated(cp, env, aws, context, clock):
     clock.now = launched["LaunchTime"]  # moto stamps launches with the real time
     assert stray not in sweep(cp).orphans  # too young: it may be a launch being recorded right now
     clock.advance(cp.settings.launch_stale_seconds + 1)
-    record_heartbeat(cp, Heartbeat(job_id=job_id, index=0, attempt=1, instance_id=owned, sent_at=clock()))
+    cp.store.record_beat(job_id, 0, 1, clock())
     report = sweep(cp)
     assert stray in report.orphans and owned not in report.orphans
     assert instance_state(cp, stray) in ("shutting-down", "terminated")
@@ -136,8 +136,7 @@ def test_cancel_ends_every_task_through_its_agent_or_after_a_grace_and_counts_th
         TaskState.CANCELLED, TaskState.CANCELLED, TaskState.RUNNING, TaskState.RUNNING]
     clock.advance(cp.settings.cancel_grace_seconds)  # the other two agents are gone: ended without them
     for task in tasks[2:]:
-        record_heartbeat(cp, Heartbeat(job_id=job_id, index=task.index, attempt=task.attempt,
-                                       instance_id=task.instance_id, sent_at=clock()))
+        cp.store.record_beat(job_id, task.index, task.attempt, clock())
     sweep(cp)
     job = cp.store.get_job(job_id)
     assert job.state == JobState.CANCELLED and job.counts.get("CANCELLED") == 4 and job.active == 0
@@ -262,8 +261,7 @@ def test_a_job_past_its_timeout_is_cancelled_by_the_sweep(cp, env, aws, context,
     assert cp.store.get_job(job_id).state == JobState.RUNNING
     clock.advance(2 * 60)
     for task in cp.store.list_tasks(job_id, None, 10, None)[0]:
-        record_heartbeat(cp, Heartbeat(job_id=job_id, index=task.index, attempt=task.attempt,
-                                       instance_id=task.instance_id, sent_at=clock()))
+        cp.store.record_beat(job_id, task.index, task.attempt, clock())
     report = sweep(cp)
     assert report.timed_out == [job_id]
     clock.advance(cp.settings.cancel_grace_seconds + 1)  # its agents did not carry the cancel out

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from spotrun.attempts import claim, record_heartbeat
-from spotrun.domain.messages import Heartbeat
+from spotrun.attempts import claim
 from spotrun.domain.model import TaskState
 from spotrun.reaping import sweep
 from tests.integration.test_task_flow import JOB, Loop, ref
@@ -39,8 +38,7 @@ def health_event(instance_id: str, starts: datetime, status: str = "upcoming",
 def beating(loop: Loop, job_id: str) -> None:
     """The attempt's agent heartbeats (the reaper would otherwise find it silent after the clock's leaps)."""
     task = loop.task(job_id)
-    record_heartbeat(loop.cp, Heartbeat(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.instance_id,
-                                        sent_at=loop.cp.clock()))
+    loop.cp.store.record_beat(job_id, 0, task.attempt, loop.cp.clock())
 
 
 def running(loop: Loop) -> tuple[str, Any]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from spotrun.attempts import claim, record_heartbeat
-from spotrun.domain.messages import Heartbeat
+from spotrun.attempts import claim
 from spotrun.domain.model import TaskState
 from spotrun.reaping import sweep
 from spotrun.scheduling import reconcile_job
@@ -50,11 +49,9 @@ def test_a_heartbeat_changes_no_index_key_and_the_reaper_still_finds_a_silent_wo
     # When it heartbeats, then its progress is stored and no index key moved (no index write)
     clock.advance(30)
     task = loop.task(job_id)
-    beat = Heartbeat(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.instance_id, sent_at=clock(),
-                     progress=0.5)
-    assert record_heartbeat(cp, beat)
+    assert cp.store.record_beat(job_id, 0, task.attempt, clock(), 0.5)
     after = raw_task(aws, env, job_id)
-    assert after["progress"] == {"N": "0.5"}
+    assert after["beat"]["M"]["progress"] == {"N": "0.5"} and loop.task(job_id).progress == 0.5
     for key in ("state_pk", "state_sk", "job_pk", "job_sk", "live_pk", "live_sk"):
         assert after[key] == before[key], key
 

@@ -1,5 +1,5 @@
 """One task through the whole event loop against moto, with every event shaped as AWS delivers it:
-API Gateway proxy -> SNS -> SQS (filter policy) -> scheduler -> EC2 instance -> heartbeats (SQS)
+API Gateway proxy -> SNS -> SQS (filter policy) -> scheduler -> EC2 instance -> the agent's beats (DynamoDB)
 -> spot interruption warning (EventBridge -> SQS) -> replacement -> completion (SQS) -> SUCCEEDED.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from spotrun.attempts import ClaimRefused, claim, commit_checkpoint
-from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
 from spotrun.domain.model import Checkpoint, JobState, TaskState
-from spotrun.handlers import api, finisher, heartbeat, interruption, scheduler
+from spotrun.handlers import api, finisher, interruption, scheduler
 from spotrun_local.pump import SqsPump
 from tests.support import api_event, eventbridge_event
 
@@ -31,7 +31,6 @@ class Loop:
         self.duplicate = duplicate
         self.pumps = {
             "scheduler": SqsPump(self.sqs, urls["scheduler"], self._twice(partial(scheduler.handler, control=cp)), "scheduler"),
-            "heartbeats": SqsPump(self.sqs, urls["heartbeats"], self._twice(partial(heartbeat.handler, control=cp)), "heartbeat"),
             "reports": SqsPump(self.sqs, urls["reports"], self._twice(partial(finisher.handler, control=cp)), "finisher"),
             "interruptions": SqsPump(self.sqs, urls["interruptions"], self._twice(partial(interruption.handler, control=cp)),
                                      "interruption"),
@@ -73,9 +72,9 @@ JOB = {"name": "pi", "command": ["python", "pi.py"], "checkpoint": {"method": "s
        "resources": {"vcpus": 2, "memory_gib": 4}}
 
 
-def heartbeat_body(task: Any, at: Any, progress: float) -> str:
-    return Heartbeat(job_id=task.job_id, index=task.index, attempt=task.attempt, instance_id=task.instance_id,
-                     sent_at=at, progress=progress).model_dump_json()
+def beat(loop: Loop, task: Any, at: Any, progress: float) -> bool:
+    """What the agent does every heartbeat interval: its own write of its task's beat (no message)."""
+    return bool(loop.cp.store.record_beat(task.job_id, task.index, task.attempt, at, progress))
 
 
 def completion(task: Any, at: Any, outcome: str = "completed", exit_code: int | None = 0, attempt: int | None = None,
@@ -112,8 +111,7 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
     # The agent claims its task and heartbeats
     claim(cp, ref(task))
     clock.advance(30)
-    loop.send("heartbeats", heartbeat_body(loop.task(job_id), clock(), 0.25))
-    loop.drain()
+    assert beat(loop, loop.task(job_id), clock(), 0.25)
     task = loop.task(job_id)
     assert task.state == TaskState.RUNNING and task.progress == 0.25 and task.last_heartbeat_at == clock()
     assert cp.store.get_job(job_id).state == JobState.RUNNING
@@ -151,7 +149,7 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
         claim(cp, ref(task))
     claim(cp, ref(replaced))
     clock.advance(60)
-    loop.send("heartbeats", heartbeat_body(loop.task(job_id), clock(), 0.9))
+    assert beat(loop, loop.task(job_id), clock(), 0.9)
     loop.send("reports", completion(loop.task(job_id), clock() + timedelta(seconds=1)))
     loop.drain()
 
@@ -269,19 +267,18 @@ def test_a_rebalance_recommendation_asks_for_a_checkpoint_and_keeps_the_instance
     assert after.checkpoint_requested_at == clock()
 
 
-def test_out_of_order_heartbeats_and_reports_of_old_attempts_change_nothing(cp, env, aws, context, clock):
+def test_beats_and_reports_of_old_attempts_change_nothing(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
     _, accepted = loop.api("POST", "/jobs", JOB)
     job_id = accepted["job_id"]
     loop.drain()
     task = loop.task(job_id)
     claim(cp, ref(task))
-    newer, older = clock() + timedelta(seconds=60), clock() + timedelta(seconds=30)
-    loop.send("heartbeats", heartbeat_body(loop.task(job_id), newer, 0.6))
-    loop.drain()
-    loop.send("heartbeats", heartbeat_body(loop.task(job_id), older, 0.3))
-    loop.drain()
-    assert loop.task(job_id).progress == 0.6 and loop.task(job_id).last_heartbeat_at == newer
+    now = clock() + timedelta(seconds=60)
+    assert beat(loop, loop.task(job_id), now, 0.6)
+    # An agent of an earlier attempt (a straggler) cannot overwrite the newer attempt's beat
+    assert not loop.cp.store.record_beat(job_id, 0, task.attempt - 1, now + timedelta(seconds=30), 0.3)
+    assert loop.task(job_id).progress == 0.6 and loop.task(job_id).last_heartbeat_at == now
     # A report naming an attempt that never owned the task is ignored
     loop.send("reports", completion(loop.task(job_id), clock(), exit_code=0, attempt=7))
     loop.drain()
@@ -290,12 +287,12 @@ def test_out_of_order_heartbeats_and_reports_of_old_attempts_change_nothing(cp, 
 
 def test_malformed_and_foreign_messages_are_dropped_not_retried(cp, env, aws, context):
     loop = Loop(cp, env, aws, context)
-    for queue in ("heartbeats", "reports", "interruptions"):
+    for queue in ("reports", "interruptions"):
         loop.send(queue, "not json at all")
         loop.send(queue, json.dumps({"hello": "world"}))
     loop.drain()
     dlqs = json.loads(env["SPOTRUN_DLQ_URLS"])
-    for queue in ("heartbeats", "reports", "interruptions"):
+    for queue in ("reports", "interruptions"):
         attributes = loop.sqs.get_queue_attributes(QueueUrl=loop.urls[queue], AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == "0"
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"

@@ -59,6 +59,15 @@ def test_an_agent_cannot_touch_another_task(tmp_path, monkeypatch):
         assert assignment is not None and (assignment.ref.index, assignment.ref.attempt) == (0, mine.attempt)
         s3, dynamodb, sqs = routes.s3, routes.store.client, routes.sqs
         assert routes.store.get_task(job.job_id, 0).index == 0  # its own item reads fine
+        assert routes.store.record_beat(job.job_id, 0, mine.attempt, runtime.cp.clock(), 0.5)  # and takes its beat
+        # Its own item's other attributes are the control plane's: refused, even beside the beat.
+        own_key = {"pk": {"S": f"TASK#{job.job_id}#000000"}, "sk": {"S": "TASK"}}
+        refused(lambda: dynamodb.update_item(TableName=table, Key=own_key, UpdateExpression="SET #s = :s",
+                                             ExpressionAttributeNames={"#s": "state"},
+                                             ExpressionAttributeValues={":s": {"S": "SUCCEEDED"}}), "AccessDeniedException")
+        refused(lambda: dynamodb.update_item(TableName=table, Key=own_key, UpdateExpression="SET beat = :b, attempt = :a",
+                                             ExpressionAttributeValues={":b": {"M": {}}, ":a": {"N": "99"}}),
+                "AccessDeniedException")
         s3.put_object(Bucket=bucket, Key=f"jobs/{job.job_id}/outputs/0/probe.txt", Body=b"mine")
 
         # The other task's item, state index, checkpoints, outputs and logs: refused.
@@ -66,6 +75,7 @@ def test_an_agent_cannot_touch_another_task(tmp_path, monkeypatch):
         refused(lambda: dynamodb.get_item(TableName=table, Key=other_key), "AccessDeniedException")
         refused(lambda: dynamodb.update_item(TableName=table, Key=other_key, UpdateExpression="SET desired = :c",
                                              ExpressionAttributeValues={":c": {"S": "CANCEL"}}), "AccessDeniedException")
+        refused(lambda: routes.store.record_beat(job.job_id, 1, other.attempt, runtime.cp.clock()), "AccessDeniedException")
         refused(lambda: dynamodb.query(TableName=table, KeyConditionExpression="pk = :p",
                                        ExpressionAttributeValues={":p": {"S": f"TASK#{job.job_id}#000001"}}),
                 "AccessDeniedException")
@@ -77,7 +87,7 @@ def test_an_agent_cannot_touch_another_task(tmp_path, monkeypatch):
         refused(lambda: s3.put_object(Bucket=bucket, Key=f"jobs/{job.job_id}/outputs/1/count.json", Body=b"{}"),
                 "AccessDenied")
         refused(lambda: s3.get_object(Bucket=bucket, Key=f"jobs/{job.job_id}/outputs/1/count.json"), "AccessDenied")
-        refused(lambda: sqs.receive_message(QueueUrl=runtime.cp.settings.heartbeat_queue_url), "AccessDenied")
+        refused(lambda: sqs.receive_message(QueueUrl=runtime.cp.settings.report_queue_url), "AccessDenied")
 
         # Speaking for the other attempt through the routes: the routes answer for the caller's own only.
         with pytest.raises(RouteError) as caught:

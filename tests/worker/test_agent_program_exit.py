@@ -68,7 +68,7 @@ class Quiet:
 # attempt as an environment error, and the task ran again although its program had succeeded.
 def test_a_program_that_exits_during_a_checkpoint_request_is_reported_as_finished(tmp_path):
     task = Task("j-1", 0, TaskState.RUNNING, 1, checkpoint_requested_at=NOW + timedelta(hours=1))
-    config = AgentConfig(table="t", bucket="b", heartbeat_queue_url="hb", report_queue_url="r", work_root=tmp_path)
+    config = AgentConfig(table="t", bucket="b", report_queue_url="r", work_root=tmp_path)
     routes = InProcessRoutes(None, "i-1", store=Store(task), sqs=Quiet())
     agent = Agent(config, routes, Quiet(), clock=lambda: NOW, sleep=lambda _: None)
     agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
@@ -90,7 +90,7 @@ def test_a_checkpoint_asked_for_before_the_program_handles_the_signal_costs_noth
     from spotrun_worker.checkpointers import SignalCheckpointer
 
     task = Task("j-1", 0, TaskState.RUNNING, 1, checkpoint_requested_at=NOW + timedelta(hours=1))
-    config = AgentConfig(table="t", bucket="b", heartbeat_queue_url="hb", report_queue_url="r", work_root=tmp_path)
+    config = AgentConfig(table="t", bucket="b", report_queue_url="r", work_root=tmp_path)
     routes = InProcessRoutes(None, "i-1", store=Store(task), sqs=Quiet())
     agent = Agent(config, routes, Quiet(), clock=lambda: NOW, sleep=lambda seconds: time.sleep(min(seconds, 0.05)))
     agent.ref = AttemptRef(job_id="j-1", index=0, attempt=1, instance_id="i-1")
@@ -129,7 +129,7 @@ def test_an_attempt_the_user_stops_reports_how_long_its_program_ran_and_a_cancel
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="spotrun-data")
     task = Task("j-1", 0, TaskState.RUNNING, 1, desired=wish)
-    config = AgentConfig(table="t", bucket="spotrun-data", heartbeat_queue_url="hb", report_queue_url="r",
+    config = AgentConfig(table="t", bucket="spotrun-data", report_queue_url="r",
                          work_root=tmp_path, checkpoint_timeout_seconds=5)
     sent = Sent()
     agent = Agent(config, InProcessRoutes(None, "i-1", store=Store(task), s3=s3, sqs=sent), Quiet(), clock=lambda: NOW,
