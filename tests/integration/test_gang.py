@@ -200,10 +200,13 @@ def test_a_ranks_agent_reports_and_heartbeats_as_its_rank(cp, env, aws, context,
     assert assignment.ref.rank == 1
     agent.ref = assignment.ref
     agent.workspace = type("W", (), {"progress_path": tmp_path / "progress"})()
-    agent.heartbeat()
+    agent.heartbeat()  # every rank beats its gang task's item: any rank's beat is the attempt's sign of life
+    stored = cp.store.client.get_item(TableName=cp.settings.table, Key={"pk": {"S": f"TASK#{task.job_id}#000000"},
+                                                                        "sk": {"S": "TASK"}})["Item"]
+    assert stored["beat"]["M"]["attempt"] == {"N": str(assignment.ref.attempt)}
     agent.report("completed", program=ProgramResult(exit_code=0))
-    assert [body["rank"] for body in queue.bodies] == [1, 1]
-    loop.send("reports", json.dumps(queue.bodies[1]))
+    assert [body["rank"] for body in queue.bodies] == [1]
+    loop.send("reports", json.dumps(queue.bodies[0]))
     loop.drain()
     assert loop.task(accepted["job_id"]).state == TaskState.LAUNCHING  # rank 1's end is not the gang's
 
