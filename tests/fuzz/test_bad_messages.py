@@ -325,8 +325,8 @@ def test_numbers_the_store_cannot_keep_are_dropped_before_any_write(
     assert emitted(capsys.readouterr().out, MALFORMED) == len(bad)
     assert _raw_items(module_cp, task.job_id) == before  # nothing written, not even half of a move
     # and the same task still takes a good one
-    assert handler(sqs_event(_body(task, at, {"program": {"exit_code": 0}} if handler is finisher.handler else {},
-                                   **base)), context, control=module_cp) == {"batchItemFailures": []}
+    assert handler(sqs_event(_body(task, at, {"program": {"exit_code": 0}}, **base)), context,
+                   control=module_cp) == {"batchItemFailures": []}
     assert _raw_items(module_cp, task.job_id) != before
 
 
