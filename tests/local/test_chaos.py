@@ -89,9 +89,29 @@ def test_crashes_come_before_a_write_is_sent_or_after_it_succeeded(endpoint):
     assert not reads.log.counts
 
 
-def test_the_queue_wrapper_duplicates_holds_drops_and_records_every_receive(endpoint):
+def test_an_agents_beat_write_is_dropped_and_nothing_else(endpoint):
+    """The soak's lost heartbeats: an agent's UpdateItem (its beat, its only table write) fails past the SDK's
+    retries, unapplied; its other calls and the control plane's writes are not dropped."""
+    table(endpoint, "beats")
+    dropping = ServiceFaults("agent", random.Random(1), FaultLog(), FaultRates(drop_beat=1.0))
+    ddb = client(endpoint, "dynamodb", dropping)
+    ddb.put_item(TableName="beats", Item={"pk": {"S": "t"}})
+    with pytest.raises(ClientError) as raised:
+        ddb.update_item(TableName="beats", Key={"pk": {"S": "t"}}, UpdateExpression="SET beat = :b",
+                        ExpressionAttributeValues={":b": {"N": "1"}})
+    assert raised.value.response["Error"]["Code"] == "InternalServerError"
+    assert "beat" not in client(endpoint, "dynamodb").get_item(TableName="beats", Key={"pk": {"S": "t"}})["Item"]
+    assert dropping.log.counts == {"heartbeat_dropped": 1}
+    control_plane = ServiceFaults("cp", random.Random(1), FaultLog(), FaultRates(drop_beat=1.0))
+    client(endpoint, "dynamodb", control_plane).update_item(
+        TableName="beats", Key={"pk": {"S": "t"}}, UpdateExpression="SET beat = :b", ExpressionAttributeValues={":b": {"N": "1"}})
+    assert not control_plane.log.counts
+    assert FaultRates.from_env(FaultRates(drop_beat=0.25).env()).drop_beat == 0.25  # how agents get the rate
+
+
+def test_the_queue_wrapper_duplicates_holds_and_records_every_receive(endpoint):
     sqs = client(endpoint, "sqs")
-    url = sqs.create_queue(QueueName="heartbeats", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    url = sqs.create_queue(QueueName="reports", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
     for n in range(6):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": n}))
     seen: list[int] = []
@@ -108,15 +128,15 @@ def test_the_queue_wrapper_duplicates_holds_drops_and_records_every_receive(endp
         return {"batchItemFailures": failed}
 
     receipts = Receipts()
-    pump = ChaosPump(SqsPump(sqs, url, handler, "heartbeats"), random.Random(3), log,
-                     QueueRates(duplicate=1.0, max_delay_seconds=0, hold=0.0, drop_heartbeat=0.3), receipts)
+    pump = ChaosPump(SqsPump(sqs, url, handler, "reports"), random.Random(3), log,
+                     QueueRates(duplicate=1.0, max_delay_seconds=0, hold=0.0), receipts)
     for _ in range(10):
         pump.poll_once()
     counts = log.snapshot()
-    assert counts["duplicate_delivery"] == 6 and counts.get("heartbeat_dropped", 0) >= 1
+    assert counts["duplicate_delivery"] == 6
     assert seen.count(0) >= 1 and len(seen) > 6  # copies were handled too
     histories = list(receipts.history.values())
-    assert any("dropped" in h for h in histories) and any("handled" in h for h in histories)
+    assert any("handled" in h for h in histories)
     assert any("failed (injected fault)" in h for h in histories)
 
 

@@ -53,12 +53,36 @@ def leading(*values: str) -> dict[str, list[str]]:
     return {"dynamodb:LeadingKeys": list(values)}
 
 
+def item(value: str, *attributes: str, returns: str | None = None) -> dict[str, list[str]]:
+    """A single-item request's context: its leading key, the attributes it names (sorted) and its ReturnValues."""
+    return {**leading(value), "dynamodb:Attributes": sorted({"pk", "sk", *attributes}),
+            **({"dynamodb:ReturnValues": [returns]} if returns else {})}
+
+
 DYNAMODB = [
-    ("GetItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:GetItem", TABLE, leading("A"))]),
+    ("GetItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:GetItem", TABLE, item("A"))]),
+    ("GetItem with a projection", {"TableName": "t", "Key": pk("A"), "ProjectionExpression": "#s, desired.x[0]",
+                                   "ExpressionAttributeNames": {"#s": "state"}},
+     [("dynamodb:GetItem", TABLE, item("A", "state", "desired"))]),
     ("PutItem by table ARN", {"TableName": TABLE, "Item": {**pk("A"), "x": {"N": "1"}}},
-     [("dynamodb:PutItem", TABLE, leading("A"))]),
-    ("UpdateItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:UpdateItem", TABLE, leading("A"))]),
-    ("DeleteItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:DeleteItem", TABLE, leading("A"))]),
+     [("dynamodb:PutItem", TABLE, item("A", "x"))]),
+    ("UpdateItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:UpdateItem", TABLE, item("A"))]),
+    # The agent's beat (spotrun.adapters.dynamo.tasks.record_beat): the condition's names count here too.
+    ("UpdateItem of a beat", {"TableName": "t", "Key": pk("A"), "UpdateExpression": "SET beat = :b",
+                              "ConditionExpression": "attribute_exists(pk) AND (attribute_not_exists(beat) "
+                                                     "OR beat.attempt <= :a)",
+                              "ExpressionAttributeValues": {":b": {"M": {}}, ":a": {"N": "1"}}, "ReturnValues": "NONE"},
+     [("dynamodb:UpdateItem", TABLE, item("A", "beat", returns="NONE"))]),
+    ("UpdateItem naming more through placeholders",
+     {"TableName": "t", "Key": pk("A"), "UpdateExpression": "SET #b = :b, #n1.#n2 = :v REMOVE x ADD y :one",
+      "ConditionExpression": "size(#s) > :z AND #a IN (:a, :b)", "ReturnValues": "ALL_NEW",
+      "ExpressionAttributeNames": {"#b": "beat", "#n1": "checkpoint", "#n2": "seq", "#s": "state", "#a": "attempt"}},
+     [("dynamodb:UpdateItem", TABLE, item("A", "beat", "checkpoint", "x", "y", "state", "attempt",
+                                          returns="ALL_NEW"))]),
+    ("UpdateItem, the legacy parameters", {"TableName": "t", "Key": pk("A"), "AttributeUpdates": {"u": {}},
+                                           "Expected": {"e": {"Exists": False}}},
+     [("dynamodb:UpdateItem", TABLE, item("A", "u", "e"))]),
+    ("DeleteItem", {"TableName": "t", "Key": pk("A")}, [("dynamodb:DeleteItem", TABLE, item("A"))]),
     ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
                "ExpressionAttributeValues": {":p": {"S": "A"}, ":s": {"S": "ATTEMPT#"}}},
      [("dynamodb:Query", TABLE, leading("A"))]),
@@ -84,10 +108,10 @@ DYNAMODB = [
                         {"Update": {"TableName": "t", "Key": pk("B")}},
                         {"ConditionCheck": {"TableName": "t", "Key": pk("C")}},
                         {"Delete": {"TableName": "t", "Key": pk("D")}}]},
-     [("dynamodb:PutItem", TABLE, leading("A")), ("dynamodb:UpdateItem", TABLE, leading("B")),
-      ("dynamodb:ConditionCheckItem", TABLE, leading("C")), ("dynamodb:DeleteItem", TABLE, leading("D"))]),
+     [("dynamodb:PutItem", TABLE, item("A")), ("dynamodb:UpdateItem", TABLE, item("B")),
+      ("dynamodb:ConditionCheckItem", TABLE, item("C")), ("dynamodb:DeleteItem", TABLE, item("D"))]),
     ("TransactGetItems", {"TransactItems": [{"Get": {"TableName": "t", "Key": pk("A")}}]},
-     [("dynamodb:GetItem", TABLE, leading("A"))]),
+     [("dynamodb:GetItem", TABLE, item("A"))]),
     ("Scan on an index: no leading keys", {"TableName": "t", "IndexName": "live"},
      [("dynamodb:Scan", f"{TABLE}/index/live", {})]),
     ("ListTables: on *", {}, [("dynamodb:ListTables", "*", {})]),
@@ -104,6 +128,8 @@ UNREADABLE = [
     ("a key that is not a string", "dynamodb", dynamodb("GetItem", {"TableName": "t", "Key": {"pk": {"L": []}}})),
     ("a Query without a partition key equality", "dynamodb", dynamodb("Query", {
         "TableName": "t", "KeyConditionExpression": "sk = :s", "ExpressionAttributeValues": {":s": {"S": "x"}}})),
+    ("an expression naming a placeholder it does not define", "dynamodb", dynamodb("UpdateItem", {
+        "TableName": "t", "Key": pk("A"), "UpdateExpression": "SET #nope = :v"})),
     ("a body that is not JSON", "dynamodb", environ("POST", body=b"{", x_amz_target="DynamoDB_20120810.GetItem")),
     ("a body that is not an object", "dynamodb", environ("POST", body=b"[]",
                                                         x_amz_target="DynamoDB_20120810.GetItem")),

@@ -112,7 +112,7 @@ def test_every_kind_of_change_moto_answered_comes_back_after_a_restart(tmp_path,
         url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "uploads/u/input.csv"})
         assert requests.put(url, data=b"1,2,3\n", timeout=10).status_code == 200  # as the CLI uploads inputs
 
-        sqs.send_message(QueueUrl=queues["heartbeats"], MessageBody="beat-1")
+        sqs.send_message(QueueUrl=json.loads(env["SPOTRUN_DLQ_URLS"])["reports"], MessageBody="dead-1")
         sqs.send_message_batch(QueueUrl=queues["reports"], Entries=[{"Id": str(n), "MessageBody": f"report-{n}"}
                                                                     for n in range(3)])
         received = sqs.receive_message(QueueUrl=queues["reports"], MaxNumberOfMessages=1)["Messages"][0]
@@ -127,13 +127,13 @@ def test_every_kind_of_change_moto_answered_comes_back_after_a_restart(tmp_path,
         assert journal.records_written > 0
 
     assert len(before["items"]) == 3 and "gone-1" not in before["objects"] and len(before["objects"]) == 5
-    assert sum(len(messages) for messages in before["queues"].values()) >= 5  # beat, 2 reports, SNS, EventBridge
+    assert sum(len(messages) for messages in before["queues"].values()) >= 5  # dead letter, 2 reports, SNS, EventBridge
     with local_aws(tmp_path, monkeypatch) as (session, env, journal):
         after = view(session, env)
         assert after == before
         # and the restored state is live: consumers can take the messages, writers go on
-        received = session.client("sqs").receive_message(QueueUrl=json.loads(env["SPOTRUN_QUEUE_URLS"])["heartbeats"])
-        assert [m["Body"] for m in received["Messages"]] == ["beat-1"]
+        received = session.client("sqs").receive_message(QueueUrl=json.loads(env["SPOTRUN_DLQ_URLS"])["reports"])
+        assert [m["Body"] for m in received["Messages"]] == ["dead-1"]
     assert {p.name for p in (tmp_path / "blobs").iterdir()} == {r["blob"] for r in journal.mirror["s3"].values()}
 
 
