@@ -47,7 +47,7 @@ TASK_POLICY = {"Version": "2012-10-17", "Statement": [
      "Resource": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}"},
     *(statement for statement in task_policy(table_arn=TABLE_ARN, bucket_arn=BUCKET_ARN, queue_arns=[],
                                              log_group_arn=LOG_GROUP_ARN)["Statement"]
-      if statement["Sid"] == "WriteOwnLogStreams"),  # the deployed statement itself
+      if statement["Sid"] in ("WriteOwnLogStreams", "WriteOwnBeat")),  # the deployed statements themselves
 ]}
 INSTANCE_POLICY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*",
@@ -157,6 +157,39 @@ def test_a_task_reads_its_own_items_only(stack: Stack) -> None:
     assert error_code(dynamodb.batch_get_item, RequestItems=mixed) == "AccessDeniedException"
     assert error_code(dynamodb.put_item, TableName=TABLE, Item=key("TASK#j-1#000003")) == "AccessDeniedException"
     assert error_code(dynamodb.scan, TableName=TABLE) == "AccessDeniedException"  # no LeadingKeys: Null refuses
+
+
+def test_a_task_writes_its_own_beat_and_nothing_else(stack: Stack) -> None:
+    """spotrun.access's WriteOwnBeat: one UpdateItem of its own task's `beat`, as the agent's store makes it."""
+    from datetime import UTC, datetime
+
+    from spotrun.adapters.dynamo import DynamoStore
+
+    dynamodb = stack.client("dynamodb", stack.worker)
+    at = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    assert DynamoStore(dynamodb, TABLE).record_beat("j-1", 3, 1, at, 0.5)
+    stored = stack.client("dynamodb").get_item(TableName=TABLE, Key=key("TASK#j-1#000003"))["Item"]
+    assert stored["beat"]["M"]["attempt"] == {"N": "1"} and stored["beat"]["M"]["progress"] == {"N": "0.5"}
+    # Another task's beat: refused.
+    assert error_code(DynamoStore(dynamodb, TABLE).record_beat, "j-1", 4, 1, at) == "AccessDeniedException"
+
+    def update(expression: str, values: dict[str, Any], **more: Any) -> str:
+        return error_code(dynamodb.update_item, TableName=TABLE, Key=key("TASK#j-1#000003"),
+                          UpdateExpression=expression, ExpressionAttributeValues=values, **more)
+
+    beat = {":b": {"M": {"attempt": {"N": "1"}}}}
+    # Any other attribute of its own item, named directly, through a placeholder, beside the beat, or in the
+    # condition (the stricter reading of dynamodb:Attributes, which the guard applies): refused.
+    assert update("SET #s = :s", {":s": {"S": "SUCCEEDED"}}, ExpressionAttributeNames={"#s": "state"}) \
+        == "AccessDeniedException"
+    assert update("SET beat = :b, attempt = :a", {**beat, ":a": {"N": "9"}}) == "AccessDeniedException"
+    assert update("REMOVE desired", {":unused": {"N": "1"}}) == "AccessDeniedException"
+    assert update("SET beat = :b", {**beat, ":r": {"S": "RUNNING"}}, ConditionExpression="#s = :r",
+                  ExpressionAttributeNames={"#s": "state"}) == "AccessDeniedException"
+    # Nor may the answer carry the item (its own item reads through GetItem anyway: the rule is plain NONE).
+    assert update("SET beat = :b", beat, ReturnValues="ALL_NEW") == "AccessDeniedException"
+    assert not [d for d in stack.guard.denials if d.action == "dynamodb:UpdateItem"
+                and d.resource != TABLE_ARN]  # every refusal was about this table
 
 
 def test_a_task_uses_its_own_checkpoints_only(stack: Stack) -> None:
