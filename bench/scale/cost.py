@@ -4,12 +4,13 @@ request counts measured in part 3 (the large job's steady state) and list prices
 Everything here is a model: the counts and units come from the lifecycle run, the prices and the
 assumptions below are stated in the results. Two delivery cases bound the SQS and Lambda request
 counts: 'one_per_message' (light load: each message is received, deleted and handled alone) and
-'full_batches' (busy: 10 messages per ReceiveMessage and DeleteMessageBatch, Lambda batches of 100
-heartbeats or 10 other messages). A third, 'windowed_20_instances', follows the stack's batching
-windows (spotrun.resources) at a small steady load: 20 instances, so a queue whose event source waits
-W seconds hands its function 1 + (20 x its messages per instance and second) x W messages per
-invocation (at most its batch size); each message is still received alone (sparse messages end a long
-poll one by one) and each invocation's messages are deleted 10 per DeleteMessageBatch.
+'full_batches' (busy: 10 messages per ReceiveMessage and DeleteMessageBatch, Lambda batches of 10
+messages). A third, 'windowed_20_instances', follows the stack's batching windows (spotrun.resources)
+at a small steady load: 20 instances, so a queue whose event source waits W seconds hands its function
+1 + (20 x its messages per instance and second) x W messages per invocation (at most its batch size);
+each message is still received alone (sparse messages end a long poll one by one) and each
+invocation's messages are deleted 10 per DeleteMessageBatch. (No queue has a window since heartbeats
+stopped being messages: the agent writes its beat to DynamoDB itself, the same in every case.)
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ ASSUMPTIONS = {
     "sns_to_sqs_and_eventbridge_delivery": "free (SNS deliveries to SQS; EC2 events on the default bus)",
     "lambda_duration": "sum of the modeled latencies of the function's own AWS calls + 10 ms per invocation",
     "lambda_logs": "measured structured log bytes + 0.4 KB of platform lines and 0.6 KB of EMF metrics per invocation",
-    "xray": "active tracing (not on the heartbeat function, spotrun.resources), default sampling: at light load "
-            "(one_per_message, windowed) the 1/s reservoir traces every invocation, busy (full_batches) 5%",
+    "heartbeat": "the agent's own conditional UpdateItem of its task item's beat (units from the item's size "
+                 "before and after) and its two reads of its desired state per interval: no message, no invocation",
+    "xray": "active tracing, default sampling: at light load (one_per_message, windowed) the 1/s reservoir "
+            "traces every invocation, busy (full_batches) 5%",
     "scheduler_reconciles": "one reconcile per task completion (no coalescing of completions in one SQS batch)",
     "reaper": "a sweep a minute: 3 eventually consistent item reads per running instance, batched 100 per "
               "BatchGetItem (its worker and task for the orphan check, its task from the live index), a reconcile "
@@ -63,7 +66,7 @@ ASSUMPTIONS = {
 INVOCATION_OVERHEAD_SECONDS = 0.010
 PLATFORM_LOG_BYTES, EMF_LOG_BYTES = 400, 600
 XRAY_SAMPLED = 0.05
-LAMBDA_BATCH = {"heartbeats": 100, "scheduler": 10, "reports": 10, "interruptions": 10}
+LAMBDA_BATCH = {"scheduler": 10, "reports": 10, "interruptions": 10}
 DELIVERY_CASES = ("one_per_message", "windowed_20_instances", "full_batches")
 
 
@@ -118,7 +121,7 @@ class Delivery:
         if self.name == "full_batches":
             return LAMBDA_BATCH[queue]
         definition = resources.queue(queue)
-        rate = LIGHT_LOAD_INSTANCES / self.heartbeat_seconds if queue == "heartbeats" else 0.0  # others: rare
+        rate = 0.0  # per instance and second: every queue's messages are rare (a few per task)
         return min(definition.batch_size, 1 + rate * definition.max_batching_window_seconds)
 
     @property
@@ -203,7 +206,7 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
                     }
                 results[case].setdefault(mode, {})[f"heartbeat_{beat}s"] = rows
     heartbeat = phase_bill(phases["heartbeat"], memory, alone)
-    index_writes = phases["heartbeat"]["by_actor"]["heartbeat"]["dynamodb_units"]["gsi_wru"]
+    index_writes = sum(used["dynamodb_units"]["gsi_wru"] for used in phases["heartbeat"]["by_actor"].values())
     return {
         "method": __doc__.split("\n\n", 1)[1].strip(),
         "prices": PRICES, "compute_prices_per_hour": COMPUTE, "assumptions": ASSUMPTIONS,
@@ -239,13 +242,14 @@ def _usd(bill: Bill) -> dict[str, float]:
 
 def fixed_per_month(idle_sweep: Bill) -> dict[str, Any]:
     """What a deployment costs with nothing to do: the reaper's sweep a minute, the event sources'
-    idle long polls (5 pollers per queue x 4 queues, 20 s polls), 10 alarms, the dashboard (free within
+    idle long polls (5 pollers per queue x 3 queues, 20 s polls), 10 alarms, the dashboard (free within
     an account's first 3), the topics' key, and the handlers' ~19 custom metrics (EMF; $0.30 a metric
     a month, prorated by the hours they are sent)."""
     minutes = 30 * 24 * 60
     out: dict[str, Any] = {
         "reaper_idle_sweeps": round((idle_sweep * minutes).dollars()["total"], 2),
-        "sqs_idle_long_polls": round(4 * 5 * 3 * minutes * PRICES["sqs_per_million_requests"] / 1e6, 2),
+        "sqs_idle_long_polls": round(len(resources.QUEUES) * 5 * 3 * minutes * PRICES["sqs_per_million_requests"] / 1e6,
+                                     2),
         "cloudwatch_alarms": 10 * 0.10,
         "cloudwatch_dashboard": 3.00,
         "kms_customer_key": 1.00,

@@ -1,8 +1,8 @@
 """Part 3: the AWS requests of one task's life, driven through the real handlers on moto.
 
 submit (API handler) -> scheduler (SNS -> SQS) admits and launches -> instance pending/running
-events (EventBridge -> SQS) -> the agent's boot reads and claim -> N heartbeats (SQS -> heartbeat
-function; the agent reads its task on each tick) -> one checkpoint commit -> completion report
+events (EventBridge -> SQS) -> the agent's boot reads and claim -> N heartbeats (the agent's own
+UpdateItem of its task's beat, and its two reads of its desired state per interval) -> one checkpoint commit -> completion report
 (SQS -> finisher, which terminates, refreshes the job and wakes the scheduler, whose reconcile admits
 the next queued task) -> shutting-down/terminated events -> one reaper sweep.
 
@@ -35,14 +35,14 @@ from spotrun.adapters.dynamo import DynamoStore
 from spotrun.attempts import claim, commit_checkpoint
 from spotrun.control import ControlPlane, Settings
 from spotrun.domain.lifecycle import TaskChange
-from spotrun.domain.messages import AttemptRef, CompletionReport, Heartbeat, ProgramResult
+from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
 from spotrun.domain.model import Checkpoint, TaskState
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
 
 CONTROL_POLLS_PER_HEARTBEAT = 2  # spotrun_worker.agent: control_poll_seconds defaults to heartbeat_seconds / 2
 LOG_TAIL_BYTES = 4096  # the agent sends up to this much of the program's log with its report
-QUEUE_FUNCTION = {"scheduler": "scheduler", "heartbeats": "heartbeat", "reports": "finisher", "interruptions": "interruption"}
+QUEUE_FUNCTION = {"scheduler": "scheduler", "reports": "finisher", "interruptions": "interruption"}
 
 
 class Clock:
@@ -192,12 +192,10 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
         life.phase("boot_and_claim", boot_and_claim)
         progress = iter(range(1, 1_000))
 
-        def heartbeat() -> None:  # Agent._supervise over one heartbeat interval
+        def heartbeat() -> None:  # Supervisor.watch over one heartbeat interval (Agent.heartbeat writes the beat)
             clock.advance(heartbeat_seconds)
-            beat = Heartbeat(job_id=job_id, index=ref.index, attempt=ref.attempt, instance_id=ref.instance_id,
-                             sent_at=clock(), progress=next(progress) / 1_000)
             with life.acting("agent"):
-                life.agent_sqs.send_message(QueueUrl=loop.urls["heartbeats"], MessageBody=beat.model_dump_json())
+                assert store.record_beat(job_id, ref.index, ref.attempt, clock(), next(progress) / 1_000)
                 for _ in range(CONTROL_POLLS_PER_HEARTBEAT):  # it reads its desired state every half interval
                     store.get_task(job_id, ref.index)
             loop.drain()

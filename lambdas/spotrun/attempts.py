@@ -1,4 +1,5 @@
-"""An attempt's life after launch: claim, heartbeats, checkpoints, completion, interruptions, loss.
+"""An attempt's life after launch: claim, checkpoints, completion, interruptions, loss (its liveness is the
+agent's own beat, `TaskStore.record_beat`, which the reaper reads).
 
 Each use case reads the task, asks the pure lifecycle what to do, and writes it guarded by the
 state and attempt it read; on a lost race it reads again, so duplicates and stragglers change
