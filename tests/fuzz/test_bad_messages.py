@@ -246,7 +246,7 @@ def test_interruptions_bad_ones_dropped_good_ones_acted_on(
     *((scheduler.handler, body) for body, _ in BAD_CONTROL.values()),
     *((finisher.handler, body) for body, _ in BAD_REPORTS.values()),
     *((interruption.handler, body) for body, _ in BAD_EVENTS.values()),
-], ids=[*(f"scheduler-{n}" for n in BAD_CONTROL), 
+], ids=[*(f"scheduler-{n}" for n in BAD_CONTROL),
         *(f"report-{n}" for n in BAD_REPORTS), *(f"interruption-{n}" for n in BAD_EVENTS)])
 def test_a_batch_of_only_a_bad_record_is_acknowledged_not_raised(module_cp: Any, context: Any, handler: Any,
                                                                  body: str) -> None:
