@@ -1,6 +1,6 @@
 """The agent's own heartbeat: `TaskStore.record_beat` writes one attribute, `beat`, of its task item (the
 task session may write nothing else: spotrun.access, WriteOwnBeat), so the fencing lives in the readers
-(`items.beat_of`): a beat is a sign of life only for the attempt it names while that attempt runs."""
+(`items.beat_of`): a beat is a sign of life only for the attempt it names, once that attempt has claimed."""
 
 from __future__ import annotations
 
@@ -76,15 +76,27 @@ def test_an_older_attempts_beat_neither_overwrites_nor_counts(cp, env, aws, cont
     assert (task.last_heartbeat_at, task.progress) == (now, 0.1)
 
 
-def test_a_beat_is_no_sign_of_life_unless_the_task_runs(cp, env, aws, context, clock):
-    loop, job_id = running(cp, env, aws, context)
-    assert cp.store.record_beat(job_id, 0, 1, clock.advance(10), 0.7)
+def test_a_beat_before_the_claim_is_no_sign_of_life_and_a_finished_task_keeps_its_last(cp, env, aws, context,
+                                                                                      clock):
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", JOB)
+    loop.drain()
+    job_id = accepted["job_id"]
+    launching = loop.task(job_id)
+    # A program on the launched instance holds the attempt's session before its agent claims: its beat
+    # does not make the launch look alive (the reaper ends launches that never start by their launch time)
+    assert launching.state == TaskState.LAUNCHING
+    assert cp.store.record_beat(job_id, 0, launching.attempt, clock.advance(10), 0.1)
+    assert loop.task(job_id).last_heartbeat_at is None
+    claim(cp, ref(launching))
+    at = clock.advance(10)
+    assert cp.store.record_beat(job_id, 0, launching.attempt, at, 0.7)
     cp.store.client.update_item(TableName=cp.settings.table, Key={"pk": {"S": f"TASK#{job_id}#000000"},
                                                                   "sk": {"S": "TASK"}},
                                 UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "state"},
                                 ExpressionAttributeValues={":s": {"S": "SUCCEEDED"}})
     task = loop.task(job_id)
-    assert task.last_heartbeat_at is None and task.progress == 0.7  # the last progress stays readable
+    assert (task.last_heartbeat_at, task.progress) == (at, 0.7)  # what the API shows of a finished task
 
 
 def test_a_beat_never_creates_an_item(cp, env, aws, context, clock):

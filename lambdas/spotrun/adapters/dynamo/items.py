@@ -82,8 +82,11 @@ def beat_of(item: dict[str, Any]) -> tuple[datetime | None, float | None]:
     """(last heartbeat, progress) from the agent's own `beat` (`TaskStore.record_beat`).
 
     The agent writes it with its task session, which may touch nothing else, so here is the fencing:
-    the beat is a sign of life only for the attempt it names, and only while that attempt runs the task
-    (an older attempt's agent cannot make a newer one look alive). Progress is the last an agent
+    the beat is the task's last heartbeat only when it names the task's current attempt, and never while
+    the task is launching (an agent beats once it has claimed its task; an older attempt's agent cannot
+    make a newer one look alive, nor anything make an unclaimed launch look alive). The reaper looks at
+    launching and running tasks only, so for it a beat counts while its attempt runs; a finished task
+    keeps showing its attempt's last heartbeat, as before. Progress is the last an agent
     reported, whichever attempt (as before: it outlives the attempt, and the deadline policy weighs it
     for a task requeued with a checkpoint). The session could write anything there, so a value of the
     wrong shape counts as no beat. Items written before the beat existed keep their top-level
@@ -102,7 +105,7 @@ def beat_of(item: dict[str, Any]) -> tuple[datetime | None, float | None]:
         return legacy
     if progress is not None and not 0.0 <= progress <= 1.0:
         progress = None
-    current = attempt == int(item.get("attempt", 0)) and item.get("state") == TaskState.RUNNING.value
+    current = attempt == int(item.get("attempt", 0)) and item.get("state") != TaskState.LAUNCHING.value
     return (at if current else legacy[0]), (progress if progress is not None else legacy[1])
 
 

@@ -89,7 +89,7 @@ class TaskStore(Table):
         It names no attribute but `beat` and the key (`pk`), so the policy can confine a session to them,
         whether or not IAM counts a ConditionExpression's attributes in dynamodb:Attributes; the fencing
         the old heartbeat function did (`attempt`, `state`) moves to the readers (`items.beat_of`): a beat
-        counts only for the attempt it names while that attempt runs its task. The condition only keeps an
+        counts only for the attempt it names, once that attempt has claimed its task. The condition only keeps an
         older attempt from overwriting a newer one's beat, and a beat from creating an item. No index
         projects `beat`: one write unit while the item stays under 1 KB (bench/scale measures it).
         The expression is written out (no ExpressionAttributeNames) so that the request carries no other
