@@ -3,7 +3,7 @@
 - moto in server mode is the AWS endpoint (spotrun_local.endpoint); every resource is created
   from `spotrun.resources` (the same declarations the CDK stack is built from);
 - the control plane (spotrun_local.control_plane): SQS pumps feed the handlers the events Lambda
-  would (SNS envelopes, EventBridge events routed by moto's rules, heartbeats, reports), with
+  would (SNS envelopes, EventBridge events routed by moto's rules, reports), with
   partial batch failures and dead-letter queues; the scheduled functions (the reaper) run on their
   (time-scaled) rates; all of it derived from `spotrun.resources` (`spotrun_local.wiring`); one
   *generation* of it can be dropped abruptly and rebuilt (the chaos soak does);
