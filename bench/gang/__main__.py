@@ -160,23 +160,24 @@ def main() -> int:
         parser.error(f"--methods: choose from {', '.join(METHODS)}")
     root = Path(tempfile.mkdtemp(prefix="spotrun-bench-gang-"))
     os.chdir(root)
-    options = RuntimeOptions(root=root / "run", zones=("us-east-1c", "us-east-1f"))
-    traces = load_traces(zones=options.zones)
-    market = MarketReplay(traces, steady_window(traces, options.zones, 400 * len(methods)), options.tick_seconds)
-    runtime = LocalRuntime(market, options).start()
     runs: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
-    try:
-        for method in methods:
+    for method in methods:  # a runtime each: the traces' steady windows are about 400 ticks long
+        options = RuntimeOptions(root=root / f"run-{method}", zones=("us-east-1c", "us-east-1f"))
+        traces = load_traces(zones=options.zones)
+        market = MarketReplay(traces, steady_window(traces, options.zones, 400), options.tick_seconds)
+        runtime = LocalRuntime(market, options).start()
+        try:
             for number in range(args.runs):
                 runs[method].append({"method": method, **one_run(runtime, method)})
                 print(json.dumps(runs[method][-1]), flush=True)
-                wait_for(lambda: runtime.cp.store.account_active() == 0, 60, f"{method} run {number}'s instances to end")
-    finally:
-        runtime.stop()
+                wait_for(lambda rt=runtime: rt.cp.store.account_active() == 0, 60,
+                         f"{method} run {number}'s instances to end")
+        finally:
+            runtime.stop()
     summary: dict[str, Any] = {method: summarize(method_runs) for method, method_runs in runs.items()}
     summary["setting"] = {
         "program": "spotrun_local.programs.ring", "steps": STEPS, "vector_size": SIZE,
-        "seconds_per_step": SLEEP, "warning_seconds": options.warning_seconds,
+        "seconds_per_step": SLEEP, "warning_seconds": RuntimeOptions(root=root).warning_seconds,
         "dmtcp": "4.2.0 with worker/image/dmtcp-gang.patch (one coordinator on rank 0, a DMTCP_TMPDIR per rank)",
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
