@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,9 @@ class GangDmtcpCheckpointer(DmtcpCheckpointer):
 
     # ---------------------------------------------------------- checkpoint
 
-    def checkpoint(self, into: Path, timeout: float, follow=None) -> list[Path]:  # type: ignore[no-untyped-def]
+    def checkpoint(self, into: Path, timeout: float,
+                   follow: Callable[[Path, str], None] | None = None) -> list[Path]:
+        """Rank 0: the gang's one `dmtcp_command -c`. Other ranks: what that checkpoint wrote here."""
         if self.gang.rank == 0:
             return super().checkpoint(into, timeout)
         return self.collect(into, timeout)
