@@ -194,6 +194,7 @@ def test_the_release_tag_must_be_the_pinned_commit(tmp_path):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     shutil.copy(IMAGE / "install-dmtcp.sh", scripts)
+    shutil.copy(IMAGE / PIN["DMTCP_PATCH"], scripts)
     pin = (IMAGE / "dmtcp.pin").read_text().replace(PIN["DMTCP_REPOSITORY"], f"file://{upstream}")
     (scripts / "dmtcp.pin").write_text(pin)
 
