@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONPATH := lambdas:worker:local:cli:.
-# DMTCP, built once from the vendored source into a cache keyed by the tarball's checksum (rebuilt only
-# when it changes) by the same script the worker image uses; the tests and the local runtime use it.
+# DMTCP, built once from the vendored source and spotrun's patch into a cache keyed by the checksum of
+# both (the tarball's bytes, then the patch's: rebuilt only when either changes, so an unpatched build
+# is never used) by the same script the worker image uses; the tests and the local runtime use it.
 DMTCP_TARBALL ?= $(abspath ../shared/vendor/dmtcp-4.2.0.tar.gz)
-DMTCP_SHA := $(shell test -f "$(DMTCP_TARBALL)" && sha256sum "$(DMTCP_TARBALL)" | cut -c1-16)
+DMTCP_PATCH_FILE := worker/image/dmtcp-gang.patch
+DMTCP_SHA := $(shell test -f "$(DMTCP_TARBALL)" && cat "$(DMTCP_TARBALL)" $(DMTCP_PATCH_FILE) | sha256sum | cut -c1-16)
 DMTCP_PREFIX := $(if $(DMTCP_SHA),$(CURDIR)/.cache/dmtcp/$(DMTCP_SHA))
 DMTCP_STAMP := $(if $(DMTCP_PREFIX),$(DMTCP_PREFIX)/.spotrun-dmtcp)
 ifneq ($(DMTCP_PREFIX),)
@@ -30,7 +32,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## create .venv and install everything spotrun needs
 
-$(DMTCP_PREFIX)/.spotrun-dmtcp: worker/image/install-dmtcp.sh worker/image/dmtcp.pin
+$(DMTCP_PREFIX)/.spotrun-dmtcp: worker/image/install-dmtcp.sh worker/image/dmtcp.pin $(DMTCP_PATCH_FILE)
 	@rm -rf "$(DMTCP_PREFIX)"
 	worker/image/install-dmtcp.sh --prefix "$(DMTCP_PREFIX)" --tarball "$(DMTCP_TARBALL)"
 

@@ -16,8 +16,12 @@ plane's timeline and the program's own logs (each step's end, wall clock):
 - `correct`: the result equals the uninterrupted run's (`ring.reference`: the same arithmetic with no
   network) and the new gang resumed at the final checkpoint's step.
 
-Method `dmtcp` is not run: spotrun refuses it for gangs (docs/gangs.md says why). Writes
-bench/results/gang.json (`--out`).
+Both methods run (`--methods`): `signal` (the program saves its own state at a step the ranks agree on)
+and `dmtcp` (every rank's processes under one DMTCP coordinator on rank 0, checkpointed together with
+their connections; needs DMTCP built with spotrun's gang patch, as `make dmtcp` builds it). Under `dmtcp`
+the program logs no "saved" line: the step DMTCP captured is the one before the new gang's first logged
+step (the restored processes go on mid-run, over their restored connections, without building the ring
+again), and the work lost is the old gang's steps past it. Writes bench/results/gang.json (`--out`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ NODES, STEPS, SIZE, SLEEP = 2, 300, 64, 0.1
 STEP_LINE = re.compile(r"rank 0: step (\d+) at ([0-9.]+)")
 SAVED_LINE = re.compile(r"rank 0: saved at step (\d+) at ([0-9.]+)")
 RESUMED_LINE = re.compile(r"rank 0: resumed at step (\d+)")
+METHODS = ("signal", "dmtcp")
 
 
 def wait_for(predicate: Any, seconds: float, what: str) -> Any:
@@ -61,11 +66,11 @@ def wait_for(predicate: Any, seconds: float, what: str) -> Any:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def job_spec() -> dict[str, Any]:
-    return {"name": "ring", "nodes": NODES, "outputs": ["result.json"],
+def job_spec(method: str = "signal") -> dict[str, Any]:
+    return {"name": f"ring-{method}", "nodes": NODES, "outputs": ["result.json"],
             "command": [sys.executable, ring.__file__, "--steps", str(STEPS), "--size", str(SIZE), "--sleep",
                         str(SLEEP), "--log-steps"],
-            "checkpoint": {"method": "signal", "interval": 3600}, "retries": {"environment": 3}}
+            "checkpoint": {"method": method, "interval": 3600}, "retries": {"environment": 3}}
 
 
 def explain(runtime: LocalRuntime, job_id: str) -> str:
@@ -74,9 +79,9 @@ def explain(runtime: LocalRuntime, job_id: str) -> str:
     return f"timeline {events}"
 
 
-def one_run(runtime: LocalRuntime) -> dict[str, Any]:
+def one_run(runtime: LocalRuntime, method: str = "signal") -> dict[str, Any]:
     store, s3, bucket = runtime.cp.store, runtime.session.client("s3"), runtime.cp.settings.bucket
-    job, _ = submit_job(runtime.cp, job_spec(), "bench")
+    job, _ = submit_job(runtime.cp, job_spec(method), "bench")
     first = wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t.progress and t, 180,
                      "the gang to run")
     store.request_checkpoint(job.job_id, 0, first.attempt, runtime.cp.clock())
@@ -105,12 +110,18 @@ def one_run(runtime: LocalRuntime) -> dict[str, Any]:
 
     old, new = log(first.attempt), log(final.attempt)
     old_steps = [(int(s), float(t)) for s, t in STEP_LINE.findall(old)]
-    saved_step, saved_at = [(int(s), float(t)) for s, t in SAVED_LINE.findall(old)][-1]
-    resumed = [int(s) for s in RESUMED_LINE.findall(new)]
-    new_steps = [float(t) for _, t in STEP_LINE.findall(new)]
+    new_logged = [(int(s), float(t)) for s, t in STEP_LINE.findall(new)]
+    new_steps = [t for _, t in new_logged]
+    if method == "dmtcp":  # the restored processes' first step follows the one DMTCP captured
+        saved_step = new_logged[0][0] - 1
+        saved_at = dict(old_steps)[saved_step]
+        resumed = [saved_step] if "ring up" not in new else []  # a fresh start would build the ring again
+    else:
+        saved_step, saved_at = [(int(s), float(t)) for s, t in SAVED_LINE.findall(old)][-1]
+        resumed = [int(s) for s in RESUMED_LINE.findall(new)]
     result = json.loads(s3.get_object(Bucket=bucket, Key=f"jobs/{job.job_id}/outputs/0/result.json")["Body"].read())
     correct = (done.state == JobState.SUCCEEDED and result["digest"] == ring.reference(NODES, STEPS, SIZE)
-               and result["steps"] == STEPS and resumed == [saved_step])
+               and result["steps"] == STEPS and resumed == [saved_step] and 0 < saved_step <= old_steps[-1][0])
     return {
         "job_id": job.job_id, "state": str(done.state), "correct": correct,
         "interruptions": sum(e.kind == "TaskInterrupted" for e in events),
@@ -123,51 +134,57 @@ def one_run(runtime: LocalRuntime) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="spotrun-bench-gang-"))
-    os.chdir(root)
-    options = RuntimeOptions(root=root / "run", zones=("us-east-1c", "us-east-1f"))
-    traces = load_traces(zones=options.zones)
-    market = MarketReplay(traces, steady_window(traces, options.zones, 400), options.tick_seconds)
-    runtime = LocalRuntime(market, options).start()
-    runs = []
-    try:
-        for number in range(args.runs):
-            runs.append(one_run(runtime))
-            print(json.dumps(runs[-1]), flush=True)
-            wait_for(lambda: runtime.cp.store.account_active() == 0, 60, f"run {number}'s instances to end")
-    finally:
-        runtime.stop()
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     lost = [r["work_lost_with_warning_seconds"] for r in runs]
     back = [r["warning_to_gang_running_seconds"] for r in runs]
-    summary = {
-        "signal": {
-            "nodes": NODES, "runs": len(runs),
-            "interruptions": sum(r["interruptions"] for r in runs),
-            "gang_checkpoints_committed": sum(r["gang_checkpoints_committed"] for r in runs),
-            "gang_restores": sum(r["gang_restores"] for r in runs),
-            "correct": all(r["correct"] for r in runs),
-            "warning_to_gang_running_seconds": {"mean": round(statistics.mean(back), 3), "max": max(back)},
-            "work_lost_with_warning_seconds": {"mean": round(statistics.mean(lost), 3), "max": max(lost)},
-            "per_run": runs,
-        },
-        "dmtcp": {
-            "nodes": NODES, "run": False,
-            "why": "spotrun refuses checkpoint.method dmtcp for gangs: stock DMTCP 4.2.0 cannot checkpoint or "
-                   "restore sockets between processes on separate hosts (docs/gangs.md)",
-        },
-        "setting": {"program": "spotrun_local.programs.ring", "steps": STEPS, "vector_size": SIZE,
-                    "seconds_per_step": SLEEP, "warning_seconds": options.warning_seconds,
-                    "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"},
+    return {
+        "nodes": NODES, "runs": len(runs),
+        "interruptions": sum(r["interruptions"] for r in runs),
+        "gang_checkpoints_committed": sum(r["gang_checkpoints_committed"] for r in runs),
+        "gang_restores": sum(r["gang_restores"] for r in runs),
+        "correct": all(r["correct"] for r in runs),
+        "warning_to_gang_running_seconds": {"mean": round(statistics.mean(back), 3), "max": max(back)},
+        "work_lost_with_warning_seconds": {"mean": round(statistics.mean(lost), 3), "max": max(lost)},
+        "per_run": runs,
     }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per method")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: signal,dmtcp")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - set(METHODS):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}")
+    root = Path(tempfile.mkdtemp(prefix="spotrun-bench-gang-"))
+    os.chdir(root)
+    runs: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
+    for method in methods:  # a runtime each: the traces' steady windows are about 400 ticks long
+        options = RuntimeOptions(root=root / f"run-{method}", zones=("us-east-1c", "us-east-1f"))
+        traces = load_traces(zones=options.zones)
+        market = MarketReplay(traces, steady_window(traces, options.zones, 400), options.tick_seconds)
+        runtime = LocalRuntime(market, options).start()
+        try:
+            for number in range(args.runs):
+                runs[method].append({"method": method, **one_run(runtime, method)})
+                print(json.dumps(runs[method][-1]), flush=True)
+                wait_for(lambda rt=runtime: rt.cp.store.account_active() == 0, 60,
+                         f"{method} run {number}'s instances to end")
+        finally:
+            runtime.stop()
+    summary: dict[str, Any] = {method: summarize(method_runs) for method, method_runs in runs.items()}
+    summary["setting"] = {
+        "program": "spotrun_local.programs.ring", "steps": STEPS, "vector_size": SIZE,
+        "seconds_per_step": SLEEP, "warning_seconds": RuntimeOptions(root=root).warning_seconds,
+        "dmtcp": "4.2.0 with worker/image/dmtcp-gang.patch (one coordinator on rank 0, a DMTCP_TMPDIR per rank)",
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in summary["signal"].items() if k != "per_run"}, indent=2))
-    return 0 if summary["signal"]["correct"] else 1
+    for method in methods:
+        print(method, json.dumps({k: v for k, v in summary[method].items() if k != "per_run"}, indent=2))
+    return 0 if all(summary[method]["correct"] for method in methods) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `make dmtcp` (a prerequisite of `make test` and `make run`) builds `../shared/vendor/dmtcp-4.2.0.tar.gz`
 with `worker/image/install-dmtcp.sh` (the script the worker image uses) into
-`.cache/dmtcp/<first 16 hex digits of the tarball's sha256>/`, and exports SPOTRUN_DMTCP_BIN. Started
+`.cache/dmtcp/<first 16 hex digits of the sha256 of the tarball's bytes followed by the gang patch's>/`
+(worker/image/dmtcp-gang.patch: a build without the patch, or with another one, is never used), and exports SPOTRUN_DMTCP_BIN. Started
 any other way (`python -m spotrun_local`, pytest by hand, the benchmarks), the same build is found
 here, or made (once, under a lock, about a minute), so `checkpoint.method: dmtcp`, the default,
 works locally out of the box. Order:
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 TARBALL = REPO.parent / "shared" / "vendor" / "dmtcp-4.2.0.tar.gz"  # the Makefile's DMTCP_TARBALL default
 CACHE = REPO / ".cache" / "dmtcp"
 INSTALL_SCRIPT = REPO / "worker" / "image" / "install-dmtcp.sh"
+PATCH = REPO / "worker" / "image" / "dmtcp-gang.patch"  # applied by install-dmtcp.sh; part of the cache key
 STAMP = ".spotrun-dmtcp"  # written by install-dmtcp.sh once the build is installed and verified
 
 
@@ -44,13 +46,21 @@ def tarball(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("DMTCP_TARBALL") or TARBALL)
 
 
-def cache_prefix(source: Path, cache: Path = CACHE) -> Path:
-    """Where `make dmtcp` installs the build of `source` (keyed by its checksum, as in the Makefile)."""
+def cache_prefix(source: Path, cache: Path = CACHE, patch: Path = PATCH) -> Path:
+    """Where `make dmtcp` installs the build of `source` with `patch` (keyed, as in the Makefile, by the
+    checksum of the tarball's bytes followed by the patch's: a change to either is a new build)."""
     digest = hashlib.sha256()
-    with source.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for part in (source, patch):
+        with part.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return cache / digest.hexdigest()[:16]
+
+
+def patched_stamp(stamp: Path, patch: Path = PATCH) -> bool:
+    """Whether an install's stamp says it was built with this very patch (older caches were not)."""
+    wanted = f"DMTCP_PATCH={patch.name} sha256:{hashlib.sha256(patch.read_bytes()).hexdigest()}"
+    return wanted in stamp.read_text().splitlines()
 
 
 def build(source: Path, prefix: Path) -> None:
@@ -89,7 +99,8 @@ def find_bin(env: Mapping[str, str] = os.environ, cache: Path = CACHE, allow_bui
                 raise DmtcpMissing(f"DMTCP is not built yet from {source}: run `make dmtcp`")
             build(source, prefix)
         return prefix / "bin"
-    built = sorted((p.parent for p in cache.glob(f"*/{STAMP}")), key=lambda p: (p / STAMP).stat().st_mtime)
+    built = sorted((p.parent for p in cache.glob(f"*/{STAMP}") if patched_stamp(p)),
+                   key=lambda p: (p / STAMP).stat().st_mtime)
     if built:
         return built[-1] / "bin"
     if all(shutil.which(tool, path=env.get("PATH")) for tool in TOOL_NAMES):

@@ -35,8 +35,9 @@ AGENT_UNIT = "spotrun-agent.service"
 AGENT_BINARY = "/opt/spotrun/bin/spotrun-agent"
 IMAGE_CHECK_FILE = "/run/spotrun/image-check.json"
 REPO_DIR = Path(__file__).resolve().parents[2]
-# The agent's bundles: code and the DMTCP pin it checks against; the image's build scripts stay out.
-BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests", "**/*.sh"]
+# The agent's bundles: code and the DMTCP pin it checks against; the image's build inputs (its scripts,
+# DMTCP's gang patch) stay out: they ship in the image build's own asset.
+BUNDLE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/tests", "**/*.sh", "**/*.patch"]
 
 
 class Fleet(Construct):

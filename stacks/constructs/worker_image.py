@@ -40,8 +40,8 @@ DMTCP_PREFIX = "/opt/dmtcp"
 PYTHON = "python3.11"  # Amazon Linux 2023's newest Python package; the agent needs 3.11+
 # Amazon Linux 2023 as Image Builder's managed parent image: always the latest release, no lookup.
 PARENT_IMAGE = "arn:${AWS::Partition}:imagebuilder:${AWS::Region}:aws:image/amazon-linux-2023-x86/x.x.x"
-# What the build needs beyond the parent image (compilers for DMTCP, git for the release tag).
-BUILD_PACKAGES = ("python3.11", "python3.11-pip", "gcc", "gcc-c++", "make", "git")  # pip: venv bootstraps it
+# What the build needs beyond the parent image (compilers for DMTCP, patch for its gang patch, git for the tag).
+BUILD_PACKAGES = ("python3.11", "python3.11-pip", "gcc", "gcc-c++", "make", "patch", "git")  # pip: venv bootstraps it
 BUILD_INSTANCE_TYPES = ("c6i.large",)
 BUILD_WORKDIR = "/tmp/spotrun-image"
 

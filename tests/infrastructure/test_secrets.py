@@ -103,12 +103,13 @@ def test_the_code_bundles_hold_only_code_and_data(synthesized: Synthesized) -> N
     assert bundles, "no code bundle in the assembly"
     shipped = [path for bundle in bundles for path in bundle.rglob("*") if path.is_file()]
     assert shipped
-    # Shell scripts ship only as the worker image's build scripts (that asset is worker/image itself).
+    # Shell scripts ship only as the worker image's build scripts (that asset is worker/image itself), and
+    # so does DMTCP's gang patch (dmtcp-gang.patch: the source changes the LGPL asks us to ship).
     image_scripts = {bundle for bundle in bundles if (bundle / "build-worker-image.sh").is_file()}
     assert len(image_scripts) == 1
     unexpected = sorted(str(p.relative_to(synthesized.assembly_dir)) for p in shipped
                         if p.suffix not in (".py", ".json", ".txt", ".md", ".typed", ".pin")
-                        and not (p.suffix == ".sh" and p.parent in image_scripts))
+                        and not (p.suffix in (".sh", ".patch") and p.parent in image_scripts))
     assert unexpected == [], "files that are not code or data are bundled"
     leaks = {}
     for path in shipped:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from spotrun_local.dmtcp_build import cache_prefix
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "worker" / "image"
 VENDORED = REPO.parent / "shared" / "vendor" / "dmtcp-4.2.0.tar.gz"
@@ -56,7 +58,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if not VENDORED.is_file():
         pytest.skip(f"the vendored DMTCP source {VENDORED} is absent")
     root = tmp_path_factory.mktemp("image")
-    cached = REPO / ".cache" / "dmtcp" / sha256(VENDORED)[:16]
+    cached = cache_prefix(VENDORED)
     dmtcp = cached if (cached / ".spotrun-dmtcp").is_file() else root / "dmtcp"
     done = run("bash", IMAGE / "build-worker-image.sh", "--prefix", root / "spotrun", "--dmtcp-prefix", dmtcp,
                "--tarball", VENDORED, "--python", sys.executable, timeout=900)
@@ -69,6 +71,8 @@ def test_the_build_installs_the_pinned_dmtcp_and_the_agents_venv(built):
     manifest = json.loads((built["prefix"] / "image.json").read_text())
     assert manifest["dmtcp_version"] == PIN["DMTCP_VERSION"]
     assert manifest["dmtcp_source"] == f"tarball sha256:{PIN['DMTCP_VENDOR_SHA256']}"
+    stamp = (built["dmtcp"] / ".spotrun-dmtcp").read_text().splitlines()
+    assert f"DMTCP_PATCH={PIN['DMTCP_PATCH']} sha256:{PIN['DMTCP_PATCH_SHA256']}" in stamp
     assert manifest["dmtcp_bin"] == f"{built['dmtcp']}/bin"
     assert manifest["requirements_sha256"] == sha256(IMAGE / "requirements.txt")
     assert tuple(int(part) for part in manifest["python"].split(".")[:2]) >= (3, 11)
@@ -135,12 +139,39 @@ def test_a_tarball_with_another_checksum_is_refused_before_anything_is_built(tmp
     assert not (tmp_path / "p").exists()
 
 
+def test_the_gang_patch_is_pinned_and_a_changed_patch_is_refused_before_anything_is_built(tmp_path):
+    assert sha256(IMAGE / PIN["DMTCP_PATCH"]) == PIN["DMTCP_PATCH_SHA256"]
+    scripts = tmp_path / "scripts"
+    shutil.copytree(IMAGE, scripts)
+    (scripts / PIN["DMTCP_PATCH"]).write_text((IMAGE / PIN["DMTCP_PATCH"]).read_text().replace("global", "local"))
+    for source in (["--tarball", VENDORED], ["--git"]):
+        done = run("bash", scripts / "install-dmtcp.sh", "--prefix", tmp_path / "p", *source)
+        assert done.returncode == 1 and f"expected {PIN['DMTCP_PATCH_SHA256']} (dmtcp.pin)" in done.stderr
+        assert not (tmp_path / "p").exists()
+
+
+@requires_vendored
+def test_a_patch_that_does_not_apply_is_refused_and_nothing_is_installed(tmp_path):
+    """A pinned patch whose hunks do not match the source (here: one aimed at a line 4.2.0 lacks)."""
+    scripts = tmp_path / "scripts"
+    shutil.copytree(IMAGE, scripts)
+    broken = (IMAGE / PIN["DMTCP_PATCH"]).read_text().replace('dmtcp_local_barrier("Socket::Drain")',
+                                                              'dmtcp_local_barrier("Socket::NoSuch")')
+    (scripts / PIN["DMTCP_PATCH"]).write_text(broken)
+    pin = (scripts / "dmtcp.pin").read_text().replace(PIN["DMTCP_PATCH_SHA256"], sha256(scripts / PIN["DMTCP_PATCH"]))
+    (scripts / "dmtcp.pin").write_text(pin)
+    done = run("bash", scripts / "install-dmtcp.sh", "--prefix", tmp_path / "p", "--tarball", VENDORED)
+    assert done.returncode == 1 and "does not apply to DMTCP 4.2.0" in done.stderr
+    assert not (tmp_path / "p").exists()
+
+
 @requires_vendored
 def test_a_prefix_whose_programs_disagree_with_its_stamp_is_refused_not_overwritten(tmp_path):
     prefix = tmp_path / "p"
     (prefix / "bin").mkdir(parents=True)
     (prefix / ".spotrun-dmtcp").write_text(
-        f"DMTCP_VERSION={PIN['DMTCP_VERSION']}\nDMTCP_SOURCE=tarball sha256:{PIN['DMTCP_VENDOR_SHA256']}\n")
+        f"DMTCP_VERSION={PIN['DMTCP_VERSION']}\nDMTCP_SOURCE=tarball sha256:{PIN['DMTCP_VENDOR_SHA256']}\n"
+        f"DMTCP_PATCH={PIN['DMTCP_PATCH']} sha256:{PIN['DMTCP_PATCH_SHA256']}\n")
     launch = prefix / "bin" / "dmtcp_launch"
     launch.write_text("#!/bin/sh\necho 'dmtcp_launch (DMTCP) 3.0.0'\n")
     launch.chmod(0o755)
@@ -163,6 +194,7 @@ def test_the_release_tag_must_be_the_pinned_commit(tmp_path):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     shutil.copy(IMAGE / "install-dmtcp.sh", scripts)
+    shutil.copy(IMAGE / PIN["DMTCP_PATCH"], scripts)
     pin = (IMAGE / "dmtcp.pin").read_text().replace(PIN["DMTCP_REPOSITORY"], f"file://{upstream}")
     (scripts / "dmtcp.pin").write_text(pin)
 

@@ -6,7 +6,9 @@
 #
 # The same script builds the test suite's cached DMTCP (from ../shared/vendor) and the worker image's
 # (from the release tag), so a wrong URL, flag or package cannot pass the tests and fail on AWS.
-# It needs a C/C++ compiler, make, tar (and git with --git). Nothing is left behind on failure:
+# Either way the source is patched with DMTCP_PATCH (sha256-checked; both hunks verified in the source
+# before building): spotrun ships DMTCP 4.2.0 with its gang patch (docs/gangs.md, docs/decisions.md).
+# It needs a C/C++ compiler, make, tar, patch (and git with --git). Nothing is left behind on failure:
 # the build runs in a temporary directory and the prefix is only written by `make install`. A prefix
 # it already filled from the same source is verified (version, programs) instead of rebuilt.
 set -euo pipefail
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --tarball) tarball=$2; shift 2 ;;
     --git) from_git=1; shift ;;
     --jobs) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install-dmtcp: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +34,15 @@ if [ -n "$tarball" ] && [ "$from_git" = 1 ]; then
 fi
 [ -n "$tarball" ] || [ "$from_git" = 1 ] || { echo "install-dmtcp: give --tarball FILE or --git" >&2; exit 2; }
 jobs=${jobs:-$(nproc 2>/dev/null || echo 2)}
+
+patch_file="$here/$DMTCP_PATCH"
+[ -f "$patch_file" ] || { echo "install-dmtcp: the patch $patch_file is missing" >&2; exit 1; }
+patch_sha=$(sha256sum "$patch_file" | cut -d' ' -f1)
+if [ "$patch_sha" != "$DMTCP_PATCH_SHA256" ]; then
+  echo "install-dmtcp: $patch_file has sha256 $patch_sha, expected $DMTCP_PATCH_SHA256 (dmtcp.pin)" >&2
+  exit 1
+fi
+patched="$DMTCP_PATCH sha256:$patch_sha"
 
 if [ -n "$tarball" ]; then
   [ -f "$tarball" ] || { echo "install-dmtcp: no such tarball: $tarball" >&2; exit 1; }
@@ -48,14 +59,15 @@ fi
 # A prefix this script already filled from the same source is verified, not rebuilt; one whose stamp
 # and programs disagree is refused rather than silently overwritten.
 stamp="$prefix/.spotrun-dmtcp"
-if [ -f "$stamp" ] && grep -qxF "DMTCP_SOURCE=$wanted" "$stamp" && grep -qxF "DMTCP_VERSION=$DMTCP_VERSION" "$stamp"; then
+if [ -f "$stamp" ] && grep -qxF "DMTCP_SOURCE=$wanted" "$stamp" && grep -qxF "DMTCP_VERSION=$DMTCP_VERSION" "$stamp" \
+   && grep -qxF "DMTCP_PATCH=$patched" "$stamp"; then
   version=$("$prefix/bin/dmtcp_launch" --version 2>&1 | head -n 1 || true)
   case "$version" in
     *"$DMTCP_VERSION"*)
       for tool in dmtcp_coordinator dmtcp_launch dmtcp_command dmtcp_restart; do
         [ -x "$prefix/bin/$tool" ] || { echo "install-dmtcp: $prefix/bin/$tool is missing; remove $prefix and run again" >&2; exit 1; }
       done
-      echo "install-dmtcp: DMTCP $DMTCP_VERSION ($wanted) is already installed in $prefix" >&2
+      echo "install-dmtcp: DMTCP $DMTCP_VERSION ($wanted, $patched) is already installed in $prefix" >&2
       exit 0 ;;
     *) echo "install-dmtcp: $prefix says it holds DMTCP $DMTCP_VERSION but dmtcp_launch --version says" \
             "'$version'; remove $prefix and run again" >&2; exit 1 ;;
@@ -81,7 +93,16 @@ else
 fi
 [ -x "$source_dir/configure" ] || { echo "install-dmtcp: $source_dir has no configure script" >&2; exit 1; }
 
-echo "install-dmtcp: building DMTCP $DMTCP_VERSION ($origin) into $prefix with $jobs jobs" >&2
+# The gang patch, applied and then checked hunk by hunk in the source that is built (a patch that
+# applied with fuzz somewhere else, or not at all, must not pass for a patched build).
+patch -p1 --batch --forward --no-backup-if-mismatch -d "$source_dir" <"$patch_file" >"$work/patch.log" 2>&1 \
+  || { cat "$work/patch.log" >&2; echo "install-dmtcp: $DMTCP_PATCH does not apply to DMTCP $DMTCP_VERSION" >&2; exit 1; }
+grep -qF 'dmtcp_global_barrier("Socket::Drain");' "$source_dir/src/plugin/ipc/socket/socketconnlist.cpp" \
+  && ! grep -qF 'dmtcp_local_barrier("Socket::Drain");' "$source_dir/src/plugin/ipc/socket/socketconnlist.cpp" \
+  && grep -qF 'dmtcp_get_local_ip_addr(&_ip4RestoreAddr.sin_addr);' "$source_dir/src/plugin/ipc/socket/connectionrewirer.cpp" \
+  || { echo "install-dmtcp: $DMTCP_PATCH applied but its hunks are not in the source" >&2; exit 1; }
+
+echo "install-dmtcp: building DMTCP $DMTCP_VERSION ($origin, $patched) into $prefix with $jobs jobs" >&2
 (
   cd "$source_dir"
   ./configure --prefix="$prefix" >"$work/configure.log" 2>&1 || { tail -n 40 "$work/configure.log" >&2; exit 1; }
@@ -97,5 +118,5 @@ esac
 for tool in dmtcp_coordinator dmtcp_launch dmtcp_command dmtcp_restart; do
   [ -x "$prefix/bin/$tool" ] || { echo "install-dmtcp: $prefix/bin/$tool is missing after install" >&2; exit 1; }
 done
-printf 'DMTCP_VERSION=%s\nDMTCP_SOURCE=%s\n' "$DMTCP_VERSION" "$origin" > "$prefix/.spotrun-dmtcp"
+printf 'DMTCP_VERSION=%s\nDMTCP_SOURCE=%s\nDMTCP_PATCH=%s\n' "$DMTCP_VERSION" "$origin" "$patched" > "$prefix/.spotrun-dmtcp"
 echo "install-dmtcp: DMTCP $DMTCP_VERSION installed in $prefix" >&2

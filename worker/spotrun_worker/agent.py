@@ -174,8 +174,11 @@ class Agent:
                 return 0
 
         try:
-            checkpointer = checkpointers.make_checkpointer(self.spec.checkpoint.method,
-                                                           signal_name=self.spec.checkpoint.signal)
+            checkpointer = checkpointers.make_checkpointer(
+                self.spec.checkpoint.method, signal_name=self.spec.checkpoint.signal,
+                # dmtcp in a gang: every rank's processes under one coordinator, on rank 0
+                gang=checkpointers.DmtcpGang(gang.rank, gang.nodes, gang.addresses[0], gang.coordinator_port)
+                if gang is not None else None)
         except CheckpointerUnavailable as unavailable:  # passed the boot check, gone since: the image's fault still
             return self._image_fault(str(unavailable))
         started = self.program_started = time.monotonic()

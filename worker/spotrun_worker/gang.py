@@ -22,6 +22,10 @@ only place every rank's task credentials reach), under `checkpoints/<job>/<task>
 - **Restore**: every rank reads the pointer and the manifest, which must name a part for each of the
   gang's N ranks (a manifest that does not is refused), and downloads its own part, verifying each file.
 
+With method `dmtcp` (checkpointers.dmtcp_gang) every rank's processes are under one DMTCP coordinator on
+rank 0, so rank 0's capture checkpoints the whole gang: it then writes `gang/<attempt>/captured.json`
+(the round), and only then do the other ranks collect the images they wrote as their parts.
+
 The programs save together: the signal reaches every rank in the same round, and a program of a gang
 must save at a point its ranks agree on (the way distributed training saves at a step boundary:
 docs/jobs.md, "Gangs"). See docs/decisions.md, "Gang tasks".
@@ -108,6 +112,7 @@ class Gang:
     nodes: int
     addresses: tuple[str, ...]
     port: int
+    coordinator_port: int = 0  # where rank 0 runs the gang's DMTCP coordinator (checkpoint.method dmtcp)
 
     def environment(self, hostfile: Path) -> dict[str, str]:
         return {
@@ -127,8 +132,9 @@ def rendezvous(s3: Any, bucket: str, ref: AttemptRef, nodes: int, address: str, 
     """Publish this rank's address (rank 0: and a free port), then wait for every rank's."""
     prefix = gang_prefix(ref)
     mine: dict[str, Any] = {"rank": ref.rank, "instance_id": ref.instance_id, "address": address}
-    if ref.rank == 0:
+    if ref.rank == 0:  # the program's rendezvous port, and the gang's DMTCP coordinator's (method dmtcp)
         mine["port"] = free_port(address)
+        mine["coordinator_port"] = free_port(address)
     _put_json(s3, bucket, f"{prefix}/rank-{ref.rank}.json", mine)
     deadline = time.monotonic() + timeout
     found: dict[int, dict[str, Any]] = {ref.rank: mine}
@@ -139,7 +145,8 @@ def rendezvous(s3: Any, bucket: str, ref: AttemptRef, nodes: int, address: str, 
                 if entry is not None:
                     found[rank] = entry
         if len(found) == nodes:
-            return Gang(ref.rank, nodes, tuple(found[r]["address"] for r in range(nodes)), int(found[0]["port"]))
+            return Gang(ref.rank, nodes, tuple(found[r]["address"] for r in range(nodes)), int(found[0]["port"]),
+                        int(found[0].get("coordinator_port", 0)))
         if time.monotonic() > deadline:
             missing = sorted(set(range(nodes)) - set(found))
             raise GangError(f"ranks {missing} of the gang did not publish their address within {timeout:g}s")
@@ -240,12 +247,20 @@ class GangCheckpointCycle(CheckpointCycle):
         into = self.workspace.state_dir / "outgoing" / str(seq)
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True)
+        on_rank0 = getattr(self.checkpointer, "captures_on_rank0", False)  # dmtcp: one checkpoint for the gang
         try:
+            if on_rank0 and self.rank != 0:
+                self._await_rank0_capture(round_id, deadline)
             files = self.checkpointer.checkpoint(into, max(1.0, deadline - time.monotonic()))
         except CheckpointError as error:
             if self.rank != 0:  # rank 0 hears of it at once instead of waiting out the round
                 self._put_part(seq, {"round": round_id, "rank": self.rank, "error": str(error)[:500]})
+            elif on_rank0:  # the other ranks hear of it at once instead of waiting out the round
+                _put_json(self.routes.s3, self.bucket, f"{gang_prefix(self.ref)}/captured.json",
+                          {"round": round_id, "error": str(error)[:500]})
             raise
+        if on_rank0 and self.rank == 0:  # every rank's images are written: the other ranks collect theirs
+            _put_json(self.routes.s3, self.bucket, f"{gang_prefix(self.ref)}/captured.json", {"round": round_id})
         captured_at = time.monotonic()
         if final:
             self.freeze()
@@ -257,6 +272,18 @@ class GangCheckpointCycle(CheckpointCycle):
         shutil.rmtree(into, ignore_errors=True)
         self.last_saved_at = captured_at  # as far as this rank knows: rank 0 commits it
         return part
+
+    def _await_rank0_capture(self, round_id: str, deadline: float) -> None:
+        """Method dmtcp: rank 0's one `dmtcp_command -c` checkpoints every rank; wait until it completed."""
+        while True:
+            captured = _read_json(self.routes.s3, self.bucket, f"{gang_prefix(self.ref)}/captured.json")
+            if captured is not None and captured.get("round") == round_id:
+                if captured.get("error"):
+                    raise CheckpointError(f"rank 0's checkpoint of the gang failed: {captured['error']}")
+                return
+            if time.monotonic() > deadline:
+                raise CheckpointError("rank 0 did not report the gang's checkpoint complete in time")
+            self.sleep(PART_POLL_SECONDS)
 
     def _put_part(self, seq: int, part: dict[str, Any]) -> None:
         _put_json(self.routes.s3, self.bucket, f"{checkpoint_prefix(self.ref, seq)}/rank-{self.rank}.json", part)

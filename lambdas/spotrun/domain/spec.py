@@ -260,9 +260,6 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _gang_method(self) -> JobSpec:
-        if self.nodes > 1 and self.checkpoint.method == "dmtcp":
-            raise ValueError("checkpoint.method 'dmtcp' does not checkpoint a gang (nodes > 1) yet: stock DMTCP "
-                             "4.2.0 cannot restore sockets between nodes (docs/gangs.md); use 'signal' or 'none'")
         if self.placement == "cluster" and self.nodes == 1:
             raise ValueError("placement 'cluster' places a gang's instances together: it needs nodes of 2 or more")
         if self.nodes > self.max_concurrency:

@@ -1,4 +1,4 @@
-"""A communicating gang program: a ring all-reduce over TCP, every step, checkpointed with `signal`.
+"""A communicating gang program: a ring all-reduce over TCP, every step, checkpointed with `signal` or `dmtcp`.
 
 Each rank holds a vector of integers; every step the ranks sum their vectors around the ring (each rank
 sends to the next and receives from the one before, N-1 hops, over TCP between their addresses from
@@ -10,6 +10,9 @@ program must: the signal only sets a flag; the flags travel with the data, and t
 first step at which every rank has been asked (the same step on each rank, since each sees the same
 sum of flags), so the gang's parts are one consistent cut. On restore (SPOTRUN_RESTORED=1) each rank
 resumes from its part and opens new connections (the new gang has new addresses).
+
+Under `dmtcp` the program does nothing of that (no SPOTRUN_CHECKPOINT_DIR, no signal): DMTCP checkpoints
+every rank's processes at once, their connections included, and restores them mid-step on the new gang.
 """
 
 from __future__ import annotations
@@ -107,14 +110,15 @@ def main() -> int:
     rank, nodes = int(os.environ["SPOTRUN_NODE_RANK"]), int(os.environ["SPOTRUN_NODES"])
     addresses = Path(os.environ["SPOTRUN_HOSTFILE"]).read_text().split()
     port = int(os.environ["SPOTRUN_MASTER_PORT"])
-    state_dir = Path(os.environ["SPOTRUN_CHECKPOINT_DIR"])
+    # set by the `signal` checkpointer only: under `dmtcp` there is nothing for the program to save
+    state_dir = Path(os.environ["SPOTRUN_CHECKPOINT_DIR"]) if "SPOTRUN_CHECKPOINT_DIR" in os.environ else None
     progress = os.environ.get("SPOTRUN_PROGRESS_FILE")
     asked = {"signals": 0}  # the handler only counts; the main loop decides when to save
     signal.signal(signal.SIGUSR1, lambda *_: asked.update(signals=asked["signals"] + 1))
     handled = 0
 
     step, vector, total = 0, initial(rank, args.size), []
-    if os.environ.get("SPOTRUN_RESTORED") == "1":
+    if os.environ.get("SPOTRUN_RESTORED") == "1" and state_dir is not None:
         saved = json.loads((state_dir / "state.json").read_text())
         step, vector, total = saved["step"], saved["vector"], saved["total"]
         print(f"rank {rank}: resumed at step {step}", flush=True)
@@ -136,7 +140,7 @@ def main() -> int:
         vector = advance(total, rank, step)
         step += 1
         time.sleep(args.sleep)
-        if flags == nodes:  # every rank was asked: all save this same step
+        if flags == nodes and state_dir is not None:  # every rank was asked: all save this same step
             temporary = state_dir / "state.json.tmp"
             with temporary.open("w") as handle:
                 json.dump({"step": step, "vector": vector, "total": total}, handle)

@@ -28,9 +28,7 @@ time for about 15% less data. The restart script is never used (it hard-codes ho
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -39,10 +37,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import CheckpointError, CheckpointerUnavailable, Command, Program, describe_status, shell_argv
+from .base import CheckpointError, Command, Program, describe_status, shell_argv
+from .dmtcp_tools import (  # noqa: F401 - re-exported: the tools used to live here
+    BIN_ENV,
+    PIN_FILE,
+    TOOL_NAMES,
+    DmtcpTools,
+    find_tools,
+    gconv_dir,
+    installed_version,
+    parse_version,
+    pinned_version,
+    verified_tools,
+    what_to_do,
+)
 
-BIN_ENV = "SPOTRUN_DMTCP_BIN"
-TOOL_NAMES = ("dmtcp_coordinator", "dmtcp_launch", "dmtcp_command", "dmtcp_restart")
 COMPLETE_LINE = "Checkpoint complete. Wrote restart script"
 IMAGE_GLOB = "ckpt_*.dmtcp"
 RESTART_SCRIPT_GLOB = "dmtcp_restart_script*.sh"
@@ -50,134 +59,42 @@ IMAGE_HEADER = b"DMTCP_CHECKPOINT_IMAGE_v"
 GZIP_HEADER = b"\x1f\x8b"
 DMTCP_SUBDIR = Path(".spotrun") / "dmtcp"
 COMMAND_TIMEOUT_SECONDS = 30.0
-PIN_FILE = Path(__file__).resolve().parents[2] / "image" / "dmtcp.pin"
 
 _CLIENT_LINE = re.compile(
     r"^\s*(?P<number>\d+),\s*(?P<program>.*?)\[(?P<virtual_pid>\d+):(?P<real_pid>\d+)\]@(?P<host>[^,]*),"
     r"\s*(?P<unique_pid>[^,]*),\s*(?P<state>[^,]*)"
 )
-_VERSION = re.compile(r"\b(\d+\.\d+(?:\.\d+)?)\b")
-
-
-# ------------------------------------------------------------------ tools
-
-
-@dataclass(frozen=True)
-class DmtcpTools:
-    coordinator: Path
-    launch: Path
-    command: Path
-    restart: Path
-
-    def version(self) -> str | None:
-        return _tool_version(str(self.launch))
-
-
-def pinned_version() -> str:
-    """The DMTCP version spotrun builds, tests and ships (worker/image/dmtcp.pin, in the agent's bundle)."""
-    return _pin()["DMTCP_VERSION"]
-
-
-@functools.cache
-def _pin() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in PIN_FILE.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def what_to_do() -> str:
-    return f"install DMTCP {pinned_version()} or choose checkpoint.method: signal|none"
-
-
-def find_tools(bin_dir: str | Path | None = None, search_path: str | None = None) -> DmtcpTools:
-    """The DMTCP programs: from `bin_dir` (else $SPOTRUN_DMTCP_BIN) when given, else from PATH."""
-    chosen = bin_dir if bin_dir is not None else os.environ.get(BIN_ENV) or None
-    found: dict[str, Path] = {}
-    for name in TOOL_NAMES:
-        if chosen is not None:
-            candidate = Path(chosen) / name
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                found[name] = candidate
-        else:
-            located = shutil.which(name, path=search_path)
-            if located:
-                found[name] = Path(located)
-    missing = [name for name in TOOL_NAMES if name not in found]
-    if missing:
-        where = f"in {chosen} ({BIN_ENV})" if chosen is not None else "on PATH"
-        names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
-        raise CheckpointerUnavailable(f"dmtcp: {names} not found {where}; {what_to_do()}")
-    return DmtcpTools(found["dmtcp_coordinator"], found["dmtcp_launch"], found["dmtcp_command"], found["dmtcp_restart"])
-
-
-def verified_tools(bin_dir: str | Path | None = None, expected: str | None = None) -> DmtcpTools:
-    """The DMTCP programs, checked to be the pinned version (`dmtcp_launch --version`).
-
-    A checkpoint image is only restored by the DMTCP that wrote it, so another version is as good
-    as none: CheckpointerUnavailable, saying which version was found and which one is needed.
-    """
-    tools = find_tools(bin_dir)
-    expected = expected or pinned_version()
-    found = tools.version()
-    if found != expected:
-        said = f"says {found}" if found else "gave no version"
-        raise CheckpointerUnavailable(f"dmtcp: {tools.launch} --version {said}, expected {expected}; {what_to_do()}")
-    return tools
-
-
-def parse_version(text: str) -> str | None:
-    match = _VERSION.search(text)
-    return match.group(1) if match else None
-
-
-@functools.cache
-def _tool_version(launch: str) -> str | None:
-    try:
-        done = subprocess.run([launch, "--version"], capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_version(done.stdout + done.stderr)
-
-
-def installed_version() -> str | None:
-    """The DMTCP version on this machine, or None when DMTCP is not installed."""
-    try:
-        return find_tools().version()
-    except CheckpointerUnavailable:
-        return None
-
-
-def gconv_dir(machine: str | None = None) -> str:
-    """Where glibc's gconv modules live; setting GCONV_PATH to it keeps the shared cache out of images."""
-    machine = machine or platform.machine()
-    triplet = {"x86_64": "x86_64-linux-gnu", "amd64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu",
-               "arm64": "aarch64-linux-gnu"}.get(machine, f"{machine}-linux-gnu")
-    candidates = [f"/usr/lib/{triplet}/gconv", "/usr/lib64/gconv", "/usr/lib/gconv"]
-    return next((c for c in candidates if os.path.isdir(c)), candidates[0])
 
 
 # ----------------------------------------------------------- command lines
 
 
-def coordinator_argv(tools: DmtcpTools, port_file: Path, log_file: Path, ckpt_dir: Path) -> list[str]:
-    return [str(tools.coordinator), "--daemon", "--exit-on-last", "-p", "0", "--port-file", str(port_file),
+def coordinator_argv(tools: DmtcpTools, port_file: Path, log_file: Path, ckpt_dir: Path, port: int = 0) -> list[str]:
+    return [str(tools.coordinator), "--daemon", "--exit-on-last", "-p", str(port), "--port-file", str(port_file),
             "--coord-logfile", str(log_file), "--ckptdir", str(ckpt_dir)]
 
 
-def launch_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, program: list[str], gzip: bool = False) -> list[str]:
+def _host(host: str | None) -> list[str]:
+    """`-h HOST` for a coordinator on another node (a gang's rank 0); none for this node's own."""
+    return ["-h", host] if host else []
+
+
+def launch_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, program: list[str], gzip: bool = False,
+                host: str | None = None) -> list[str]:
     # --ckpt-open-files is inherited by every process of the computation and survives restarts (DMTCP
     # keeps it in the program's environment, DMTCP_CKPT_OPEN_FILES).
-    return [str(tools.launch), "-j", "-p", str(port), "--ckptdir", str(ckpt_dir),
+    return [str(tools.launch), "-j", *_host(host), "-p", str(port), "--ckptdir", str(ckpt_dir),
             *([] if gzip else ["--no-gzip"]), "--ckpt-open-files", *program]
 
 
-def restart_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, images: list[Path]) -> list[str]:
+def restart_argv(tools: DmtcpTools, port: int, ckpt_dir: Path, images: list[Path], host: str | None = None) -> list[str]:
     if not images:
         raise ValueError("no checkpoint images to restart from")
-    return [str(tools.restart), "-j", "-p", str(port), "--ckptdir", str(ckpt_dir), *map(str, images)]
+    return [str(tools.restart), "-j", *_host(host), "-p", str(port), "--ckptdir", str(ckpt_dir), *map(str, images)]
 
 
-def command_argv(tools: DmtcpTools, port: int, *flags: str) -> list[str]:
-    return [str(tools.command), "-p", str(port), *flags]
+def command_argv(tools: DmtcpTools, port: int, *flags: str, host: str | None = None) -> list[str]:
+    return [str(tools.command), *_host(host), "-p", str(port), *flags]
 
 
 def program_env(env: dict[str, str], gzip: bool = False) -> dict[str, str]:
@@ -353,6 +270,9 @@ class DmtcpCheckpointer:
         self.poll_seconds = poll_seconds
         self.program: Program | None = None
         self.port: int | None = None
+        # Where the coordinator is: this node's own, on a free port (a gang's rank 0 overrides both).
+        self.coordinator_host: str | None = None
+        self.coordinator_port = 0
 
     # ---------------------------------------------------------------- life
 
@@ -372,9 +292,10 @@ class DmtcpCheckpointer:
             self.ckpt_dir.mkdir(parents=True)
         self.port = self._start_coordinator(prepared, base)
         if restore_from is not None:
-            argv = restart_argv(self.tools, self.port, self.ckpt_dir, images)
+            argv = restart_argv(self.tools, self.port, self.ckpt_dir, images, self.coordinator_host)
         else:
-            argv = launch_argv(self.tools, self.port, self.ckpt_dir, shell_argv(command), self.gzip)
+            argv = launch_argv(self.tools, self.port, self.ckpt_dir, shell_argv(command), self.gzip,
+                               self.coordinator_host)
         # dmtcp_launch execs the program, and dmtcp_restart becomes the restored process, so the
         # child is the program and leads its own process group either way.
         self.program = Program(argv, prepared, cwd, log_path)
@@ -387,7 +308,7 @@ class DmtcpCheckpointer:
             # --daemon: the command returns once the coordinator detached; its output goes to a file,
             # never a pipe, so a detached coordinator holding it open cannot block us.
             daemon = subprocess.Popen(  # noqa: S603
-                coordinator_argv(self.tools, self.port_file, self.coordinator_log, self.ckpt_dir),
+                coordinator_argv(self.tools, self.port_file, self.coordinator_log, self.ckpt_dir, self.coordinator_port),
                 cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 # No inherited descriptor beyond 0-2, ever: DMTCP takes any such fd for a socket, and two
                 # processes holding one hang at restart (docs/gangs.md, cause 1). Popen's default, said.
@@ -426,8 +347,8 @@ class DmtcpCheckpointer:
         if self.port is None:
             return
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(command_argv(self.tools, self.port, "-q"), capture_output=True, timeout=5,  # noqa: S603
-                           check=False)
+            subprocess.run(command_argv(self.tools, self.port, "-q", host=self.coordinator_host),  # noqa: S603
+                           capture_output=True, timeout=5, check=False)
 
     @property
     def pid(self) -> int | None:
@@ -442,8 +363,8 @@ class DmtcpCheckpointer:
 
     def _command(self, *flags: str) -> subprocess.CompletedProcess[str]:
         assert self.port is not None
-        return subprocess.run(command_argv(self.tools, self.port, *flags), capture_output=True, text=True,  # noqa: S603
-                              timeout=COMMAND_TIMEOUT_SECONDS, check=False)
+        return subprocess.run(command_argv(self.tools, self.port, *flags, host=self.coordinator_host),  # noqa: S603
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS, check=False)
 
     # ---------------------------------------------------------- checkpoint
 
