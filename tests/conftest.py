@@ -108,4 +108,8 @@ def dmtcp_bin() -> Any:
         found = dmtcp_build.find_bin()
     except dmtcp_build.DmtcpMissing as missing:
         pytest.fail(f"DMTCP should be available here but is not: {missing}")
-    return found if found is not None else Path(shutil.which("dmtcp_launch") or "").parent
+    bin_dir = found if found is not None else Path(shutil.which("dmtcp_launch") or "").parent
+    # The code under test finds DMTCP the way an agent does (SPOTRUN_DMTCP_BIN, as `make test` exports):
+    # a test run by hand gets the same build, not "no DMTCP version" in its checkpoints' facts.
+    os.environ.setdefault("SPOTRUN_DMTCP_BIN", str(bin_dir))
+    return bin_dir
