@@ -114,8 +114,23 @@ class Page:
 
         self.driver, self.by = driver, By
 
+    def fresh(self, read: Any) -> Any:
+        """`read()` again if the page re-rendered between finding an element and reading it (it refreshes
+        every few seconds, replacing its elements)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for _ in range(5):
+            try:
+                return read()
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        return read()
+
+    def text_of(self, element_id: str) -> str:
+        return str(self.fresh(lambda: self.driver.find_element(self.by.ID, element_id).text))
+
     def widget_text(self) -> str:
-        return str(self.driver.find_element(self.by.ID, "widget").text)
+        return self.text_of("widget")
 
     def wait_text(self, text: str, seconds: float = 60) -> None:
         wait_for(lambda: text in self.widget_text(), seconds, f"{text!r} in the console")
@@ -123,7 +138,7 @@ class Page:
     def click(self, label: str, confirm: bool = False, where: str = "widget") -> None:
         xpath = f"//div[@id='{where}']//a[normalize-space()='{label}']"
         wait_for(lambda: self.driver.find_elements(self.by.XPATH, xpath), 60, f"a {label!r} button")
-        self.driver.find_element(self.by.XPATH, xpath).click()
+        self.fresh(lambda: self.driver.find_element(self.by.XPATH, xpath).click())
         if confirm:
             alert = wait_for(lambda: self._alert(), 10, "the confirmation")
             alert.accept()
@@ -137,8 +152,11 @@ class Page:
             return None
 
     def job_state(self) -> str:
-        found = self.driver.find_elements(self.by.XPATH, "//div[@id='widget']//h2/span[contains(@class,'state')]")
-        return str(found[0].text) if found else ""
+        def read() -> str:
+            found = self.driver.find_elements(self.by.XPATH, "//div[@id='widget']//h2/span[contains(@class,'state')]")
+            return str(found[0].text) if found else ""
+
+        return str(self.fresh(read))
 
     def fits(self) -> bool:
         """Nothing wider than the window: the page does not scroll sideways."""
@@ -207,7 +225,7 @@ def test_a_person_steers_a_running_job_from_the_console_in_a_real_browser(deploy
     page.shoot("04-job-resumed.png")
 
     page.click("log")  # the first task's log, in a popup
-    wait_for(lambda: "attempt" in browser.find_element(page.by.ID, "popup-body").text, 30, "the log popup")
+    wait_for(lambda: "attempt" in page.text_of("popup-body"), 30, "the log popup")
     page.shoot("05-task-log.png")
     browser.find_element(page.by.ID, "popup-close").click()
 
