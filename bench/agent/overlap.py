@@ -96,7 +96,7 @@ class _Routes:
     def __init__(self, s3: Any):
         self.s3, self.store, self.seq, self.commits = s3, self, 0, []
 
-    def get_task(self, job_id: str, index: int) -> Any:
+    def get_task(self, job_id: str, index: int, consistent: bool = True) -> Any:
         return SimpleNamespace(checkpoint=SimpleNamespace(seq=self.seq) if self.seq else None)
 
     def commit(self, ref: Any, seq: int, size: int, method: str, at: datetime, measured: Any = None,

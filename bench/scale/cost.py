@@ -22,6 +22,7 @@ from typing import Any
 from bench.scale.lifecycle import QUEUE_FUNCTION
 from bench.scale.model import latency
 from spotrun import resources
+from spotrun.adapters.sts import SESSION_SECONDS
 
 # us-east-1 list prices (USD), after the free tiers.
 PRICES = {
@@ -43,11 +44,19 @@ COMPUTE = {  # spot $/h of the instances being managed (assumed typical prices)
 }
 ASSUMPTIONS = {
     "heartbeat_seconds": {"agent_default": 60, "twice_as_often": 30},
-    "control_poll_seconds": "30: the agent reads its task's desired state twice per heartbeat (one GetItem each)",
+    "control_poll_seconds": "30: the agent reads its task's desired state twice per heartbeat (one eventually "
+                            "consistent GetItem each)",
     "checkpoint_interval_seconds": 600,  # the agent's 'auto' interval with its defaults (Young, 5 s cost, 0.1/h)
     "task_lengths_seconds": {"1 minute": 60, "10 minutes": 600, "1 hour": 3600},
     "heartbeats_per_task": "ceil(task length / heartbeat interval): the agent beats when the program starts",
-    "checkpoints_per_task": "floor(task length / checkpoint interval)",
+    "checkpoints_per_task": "floor(task length / checkpoint interval): each the agent's read of its pointer and "
+                            "a `checkpoint` worker-route call",
+    "worker_routes": "the agent's calls (session at boot, claim, checkpoint, next, renewals) invoke the worker-api "
+                     "function through its function URL (IAM auth): a Lambda invocation, no API Gateway request; "
+                     "traced only if the function is",
+    "credential_renewals_per_task": f"floor(task length / {SESSION_SECONDS - 900} s): botocore renews the "
+                                    f"{SESSION_SECONDS} s task credentials 15 minutes before they end, by a "
+                                    "`session` call",
     "sqs_enqueues": "every message delivered to a queue is one request, also those SNS and EventBridge send",
     "sns_to_sqs_and_eventbridge_delivery": "free (SNS deliveries to SQS; EC2 events on the default bus)",
     "lambda_duration": "sum of the modeled latencies of the function's own AWS calls + 10 ms per invocation",
@@ -64,6 +73,7 @@ ASSUMPTIONS = {
                    "GET /jobs polling",
 }
 INVOCATION_OVERHEAD_SECONDS = 0.010
+RENEWAL_SECONDS = SESSION_SECONDS - 900  # botocore's refreshable credentials renew 15 minutes ahead
 PLATFORM_LOG_BYTES, EMF_LOG_BYTES = 400, 600
 XRAY_SAMPLED = 0.05
 LAMBDA_BATCH = {"scheduler": 10, "reports": 10, "interruptions": 10}
@@ -152,9 +162,10 @@ def phase_bill(phase: dict[str, Any], memory_mb: dict[str, int], delivery: Deliv
         bill.sqs += messages * delivery.sqs_requests_per_message(queue)  # enqueue + ReceiveMessage + DeleteMessageBatch
         invocations = messages / delivery.per_invocation(queue)
         bill = bill + _invocations(invocations, memory_mb[QUEUE_FUNCTION[queue]], QUEUE_FUNCTION[queue], delivery)
-    for direct in ("api", "reaper"):
+    for direct in ("api", "worker-api", "reaper"):
         if direct in phase["by_actor"]:
             bill = bill + _invocations(phase["by_actor"][direct]["invocations"], memory_mb[direct], direct, delivery)
+    # Only the users' API is behind API Gateway; the worker routes are the worker-api function's own URL.
     bill.api += phase["by_actor"].get("api", {}).get("invocations", 0)
     return bill
 
@@ -195,6 +206,7 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
                 for length_name, length in ASSUMPTIONS["task_lengths_seconds"].items():
                     task = (once + bills["heartbeat"] * math.ceil(length / beat)
                             + bills["checkpoint"] * math.floor(length / ASSUMPTIONS["checkpoint_interval_seconds"])
+                            + bills["credential_renewal"] * math.floor(length / RENEWAL_SECONDS)
                             + per_instance_minute * (length / 60))
                     per_task = task.dollars()
                     per_1000h = per_task["total"] * 1000 * 3600 / length
@@ -227,6 +239,7 @@ def estimate(lifecycle: dict[str, Any]) -> dict[str, Any]:
             "completion_and_next_admission": _usd(phase_bill(phases["completion"], memory, alone)),
             "completion_and_next_task_on_the_same_instance": _usd(phase_bill(phases["completion_with_reuse"], memory, alone)),
             "checkpoint_commit": _usd(phase_bill(phases["checkpoint"], memory, alone)),
+            "credential_renewal": _usd(phase_bill(phases["credential_renewal"], memory, alone)),
         },
         "reaper_usd": {"per_running_instance_hour": _usd(per_instance_minute * 60)["total"],
                        "per_open_job_hour": _usd(open_job_sweep * 60)["total"]},

@@ -1,16 +1,21 @@
 """Part 3: the AWS requests of one task's life, driven through the real handlers on moto.
 
 submit (API handler) -> scheduler (SNS -> SQS) admits and launches -> instance pending/running
-events (EventBridge -> SQS) -> the agent's boot reads and claim -> N heartbeats (the agent's own
-UpdateItem of its task's beat, and its two reads of its desired state per interval) -> one checkpoint commit -> completion report
-(SQS -> finisher, which terminates, refreshes the job and wakes the scheduler, whose reconcile admits
-the next queued task) -> shutting-down/terminated events -> one reaper sweep.
+events (EventBridge -> SQS) -> the agent's boot: its `session` and `claim` worker-route calls and its own
+reads -> N heartbeats (the agent's own UpdateItem of its task's beat, and its two eventually consistent
+reads of its desired state per interval) -> one credential renewal (a `session` call) -> one checkpoint
+commit (a `checkpoint` call) -> completion report (SQS -> finisher, which terminates, refreshes the job and
+wakes the scheduler, whose reconcile admits the next queued task) -> the instance's state-change events
+(those the stack's rule passes) -> one reaper sweep. With instance reuse: the report, then the `next`,
+`session` and `claim` calls of the next task on the same instance.
 
 Measured: every DynamoDB, EC2, SNS and SQS request, by phase and by who made it (function or agent),
 the messages each queue delivered and the handler invocations (the test loop's pumps deliver in
 batches of at most 10, as a lightly loaded Lambda event source does). The agent is a stand-in that
-makes the same store and queue calls as spotrun_worker.agent (Agent.run, Supervisor.watch per tick,
-CheckpointCycle.take, Agent.report), without a program, S3 or metadata service.
+makes the same store, queue and worker-route calls as spotrun_worker.agent (Agent.run, Supervisor.watch
+per tick, CheckpointCycle.take, Agent.report, Agent._take_next_task), without a program, S3 or metadata
+service; each worker-route call is an invocation of the real worker-api handler (its STS and CloudWatch
+Logs calls counted too) with the event its function URL delivers.
 Also measured: the bytes of structured log lines the handlers write (Powertools logger at INFO, the
 deployed default). Estimated: DynamoDB request units (bench.scale.meter). Run twice: a one-task job, and the steady
 state of a large job (many queued tasks, a concurrency cap), where every completion makes the
@@ -32,11 +37,8 @@ from bench.scale.meter import CallLog, CountingClient, MeteredDynamo, Units
 from bench.scale.plane import MotoPlane, job_spec, moto_image, moto_plane, moto_session
 from spotrun import resources
 from spotrun.adapters.dynamo import DynamoStore
-from spotrun.attempts import claim, commit_checkpoint
-from spotrun.control import ControlPlane, Settings
-from spotrun.domain.lifecycle import TaskChange
 from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
-from spotrun.domain.model import Checkpoint, TaskState
+from spotrun.domain.model import TaskState
 from spotrun.handlers import reaper
 from spotrun.handlers.common import logger
 
@@ -69,8 +71,11 @@ class Lifecycle:
         self.agent_sqs = CountingClient(plane.session.client("sqs", region_name="us-east-1"), "sqs", plane.log)
         agent_dynamo = MeteredDynamo(plane.session.client("dynamodb", region_name="us-east-1"), plane.log, moto_image)
         self.agent_store = DynamoStore(agent_dynamo, self.cp.settings.table)
-        self.agent = ControlPlane(Settings(table=self.cp.settings.table), self.agent_store, None, None, clock=clock)
-        self.clients = [self.cp.store.client, self.cp.compute.client, self.cp.bus.client, self.agent_sqs, agent_dynamo]
+        # The worker-api function's own calls beside DynamoDB: task credentials (STS) and the attempt's log stream.
+        self.cp.credentials.client = CountingClient(self.cp.credentials.client, "sts", plane.log)
+        self.cp.logs.client = CountingClient(self.cp.logs.client, "logs", plane.log)
+        self.clients = [self.cp.store.client, self.cp.compute.client, self.cp.bus.client, self.agent_sqs, agent_dynamo,
+                        self.cp.credentials.client, self.cp.logs.client]
         self.messages: Counter[str] = Counter()
         self.invocations: Counter[str] = Counter()
         self.log_bytes: Counter[str] = Counter()
@@ -121,6 +126,19 @@ class Lifecycle:
         finally:
             self.log.actor = previous
 
+    def route(self, instance_id: str, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One worker-route call of the agent: the worker-api function invoked as its function URL invokes it,
+        signed by the instance's role session (the session name is the instance id)."""
+        from spotrun.handlers import worker_api
+
+        caller = f"arn:aws:sts::123456789012:assumed-role/{self.cp.settings.instance_role_name}/{instance_id}"
+        event = route_event(caller, operation, body or {})
+        self.invocations["worker-api"] += 1
+        with self.acting("worker-api"):
+            answer = worker_api.handler(event, self.loop.context, control=self.cp)
+        assert answer["statusCode"] == 200, answer
+        return dict(json.loads(answer["body"]))
+
     def event(self, instance_id: str, state: str) -> None:
         """An EC2 state-change notification, put on moto's EventBridge: the stack's rules (spotrun.provision
         made them from spotrun.resources) decide whether it reaches the interruptions queue."""
@@ -128,6 +146,12 @@ class Lifecycle:
             "Source": "aws.ec2", "DetailType": "EC2 Instance State-change Notification", "Time": self.clock(),
             "Detail": json.dumps({"instance-id": instance_id, "state": state}),
             "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"]}])
+
+
+def route_event(caller_arn: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The event of `POST /worker/<operation>` signed by `caller_arn`, as the worker-api function receives it."""
+    return {"httpMethod": "POST", "path": f"/worker/{operation}", "body": json.dumps(body), "isBase64Encoded": False,
+            "requestContext": {"identity": {"userArn": caller_arn}}}
 
 
 class _ByteCounter(io.TextIOBase):
@@ -181,13 +205,16 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
             for state in ("pending", "running"):
                 life.event(ref.instance_id, state)
             loop.drain()
-            with life.acting("agent"):  # Agent.run and _run_claimed, up to the program's start
-                store.worker(ref.instance_id)
-                store.get_job(job_id)
-                store.get_task(job_id, ref.index)
-                claim(life.agent, ref)
-                store.get_task(job_id, ref.index)  # _restore reads the checkpoint pointer
-                store.task_environment(job_id, ref.index)
+            boot(ref)
+
+        def boot(at: AttemptRef) -> None:  # Agent.run and _run_claimed, up to the program's start
+            assert life.route(at.instance_id, "session")["attempt"] == at.attempt
+            with life.acting("agent"):
+                store.get_task(job_id, at.index)  # _serve: the predecessor's handover
+            assert life.route(at.instance_id, "claim", {"attempt": at.attempt})["claimed"]
+            with life.acting("agent"):
+                store.get_task(job_id, at.index)  # the claimed task, whose checkpoint pointer _restore reads
+                store.task_environment(job_id, at.index)
 
         life.phase("boot_and_claim", boot_and_claim)
         progress = iter(range(1, 1_000))
@@ -197,17 +224,23 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
             with life.acting("agent"):
                 assert store.record_beat(job_id, ref.index, ref.attempt, clock(), next(progress) / 1_000)
                 for _ in range(CONTROL_POLLS_PER_HEARTBEAT):  # it reads its desired state every half interval
-                    store.get_task(job_id, ref.index)
+                    store.get_task(job_id, ref.index, consistent=False)
             loop.drain()
 
         life.phase("heartbeat", heartbeat, repeat=heartbeats)
 
+        def credential_renewal() -> None:  # botocore refreshes the task credentials 15 minutes before they end
+            assert life.route(ref.instance_id, "session")["attempt"] == ref.attempt
+
+        life.phase("credential_renewal", credential_renewal)
+
         def checkpoint() -> None:  # Agent._checkpoint; its files and manifest go to S3 first (not counted)
             with life.acting("agent"):
                 current = store.get_task(job_id, ref.index)
-                seq = (current.checkpoint.seq if current and current.checkpoint else 0) + 1
-                assert commit_checkpoint(life.agent, ref, Checkpoint(
-                    seq, f"checkpoints/{job_id}/{ref.index}/{seq:08d}", ref.attempt, 50 * 2**20, clock(), "signal"))
+            seq = (current.checkpoint.seq if current and current.checkpoint else 0) + 1
+            assert life.route(ref.instance_id, "checkpoint", {
+                "attempt": ref.attempt, "seq": seq, "size_bytes": 50 * 2**20, "method": "signal",
+                "committed_at": clock().isoformat(), "seconds": 4.0})["committed"]
 
         life.phase("checkpoint", checkpoint)
 
@@ -223,24 +256,12 @@ def drive(tasks: int, max_concurrency: int, heartbeats: int = 5, heartbeat_secon
             )
             with life.acting("agent"):
                 life.agent_sqs.send_message(QueueUrl=loop.urls["reports"], MessageBody=report.model_dump_json())
-            loop.drain()
-            with life.acting("agent"):
-                done = store.get_task(job_id, ref.index)
-                store.get_job(job_id)
-                nxt = min(store.tasks_in_state(job_id, TaskState.QUEUED, 10), key=lambda t: t.index)
-                change = TaskChange(nxt, TaskState.LAUNCHING, "TaskLaunching", new_attempt=True,
-                                    set_fields={"pool": done.pool, "market": done.market, "price_per_hour": done.price_per_hour},
-                                    remove_fields=("draining_attempt",))
-                assert store.apply_many([change], clock(), {"reused_instance": ref.instance_id},
-                                        {"max_active": max_concurrency})
-                store.bind_instance(job_id, nxt.index, nxt.attempt + 1, ref.instance_id, done.pool, clock())
-                store.worker(ref.instance_id)
-                ref = AttemptRef(job_id=job_id, index=nxt.index, attempt=nxt.attempt + 1, instance_id=ref.instance_id)
-                store.get_job(job_id)
-                store.get_task(job_id, ref.index)
-                claim(life.agent, ref)
-                store.get_task(job_id, ref.index)
-                store.task_environment(job_id, ref.index)
+            loop.drain()  # the finisher ends the task first, so `next` finds room at once (no "ask again")
+            answer = life.route(ref.instance_id, "next", {"attempt": ref.attempt})
+            assert answer["next"] is not None, answer
+            ref = AttemptRef(job_id=job_id, index=answer["next"]["index"], attempt=answer["next"]["attempt"],
+                             instance_id=ref.instance_id)
+            boot(ref)  # the new task's session (its own credentials), handover read, claim
             loop.drain()
 
         if tasks > max_concurrency:

@@ -16,6 +16,7 @@ LATENCY = {
     ("sns", "Publish"): 0.015, ("sns", "PublishBatch"): 0.020,
     ("ec2", "RunInstances"): 1.5, ("ec2", "CreateTags"): 0.15, ("ec2", "TerminateInstances"): 0.3,
     ("ec2", "DescribeInstances"): 0.3, ("ec2", "DescribeSpotPriceHistory"): 0.3,
+    ("sts", "AssumeRole"): 0.05, ("logs", "CreateLogStream"): 0.02,
 }
 DEFAULT_LATENCY = 0.010
 

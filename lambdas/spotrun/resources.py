@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotrun.domain.interruptions import INSTANCE_ENDED_STATES
+from spotrun.domain.interruptions import INSTANCE_ENDING_STATES
 
 # Message attribute that routes control messages (SNS filter policies match on it).
 MESSAGE_TYPE_ATTRIBUTE = "type"
@@ -181,7 +181,8 @@ RULES = (
             "detail-type": ["EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation"],
         },
     ),
-    # Only the states that end an instance: pending and running mean nothing to the handler, and each would
+    # Only the states that end an instance, and of those only the first of each pair (shutting-down before
+    # terminated, stopping before stopped): pending and running mean nothing to the handler, and each would
     # be a queue message and an invocation for every instance launched.
     RuleDef(
         "ec2-instance-ended",
@@ -189,7 +190,7 @@ RULES = (
         {
             "source": ["aws.ec2"],
             "detail-type": ["EC2 Instance State-change Notification"],
-            "detail": {"state": sorted(INSTANCE_ENDED_STATES)},
+            "detail": {"state": sorted(INSTANCE_ENDING_STATES)},
         },
     ),
     RuleDef(

@@ -215,7 +215,8 @@ class InstanceSupervisor:
         instance.reclaim_at = None
         moto_ec2.reclaim(instance_id, REGION, ACCOUNT)
         self._kill(instance)
-        self._put_event("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": "terminated"})
+        for state in ("shutting-down", "terminated"):  # EC2's two state changes (the stack's rule passes the first)
+            self._put_event("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": state})
         self.counters.reclaims += 1
         if not warned:
             self.counters.reclaims_without_warning += 1

@@ -23,6 +23,6 @@ def test_only_states_that_end_an_instance_and_spot_signals_reach_the_interruptio
             break
         delivered += [json.loads(m["Body"]) for m in answer["Messages"]]
     states = sorted(e["detail"]["state"] for e in delivered if e["detail-type"] == "EC2 Instance State-change Notification")
-    assert states == ["shutting-down", "stopped", "stopping", "terminated"]
+    assert states == ["shutting-down", "stopping"]  # terminated and stopped follow them: no news
     assert sorted(e["detail-type"] for e in delivered if "state" not in e["detail"]) == [
         "EC2 Instance Rebalance Recommendation", "EC2 Spot Instance Interruption Warning"]

@@ -226,6 +226,6 @@ def test_a_reclaim_looks_like_one_on_aws(tmp_path, aws, env):
     messages = aws.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     delivered = [json.loads(m["Body"]) for m in messages]
     assert [(e["detail-type"], e["detail"]) for e in delivered] == [
-        ("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": "terminated"})]
+        ("EC2 Instance State-change Notification", {"instance-id": instance_id, "state": "shutting-down"})]
     assert (runtime.counters.reclaims, runtime.counters.reclaims_without_warning) == (1, 1)
     assert runtime.instances[instance_id].killed

@@ -52,7 +52,7 @@ class Store:
     def __init__(self, task: Task):
         self.task = task
 
-    def get_task(self, job_id: str, index: int) -> Task:
+    def get_task(self, job_id: str, index: int, consistent: bool = True) -> Task:
         return self.task
 
 

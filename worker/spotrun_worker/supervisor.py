@@ -89,7 +89,9 @@ class Supervisor:
                 host.heartbeat()
             if now >= next_control:
                 next_control = now + config.control_every
-                current = host.store.get_task(host.ref.job_id, host.ref.index)
+                # Eventually consistent (half the read units, twice a heartbeat for the whole task): a
+                # suspend, cancel or checkpoint request reaches the program a moment later at worst.
+                current = host.store.get_task(host.ref.job_id, host.ref.index, consistent=False)
                 ended = self._follow_desired_state(current)
                 if ended is not None:
                     return ended

@@ -42,8 +42,13 @@ class InstanceEvent:
 
 IGNORED = InstanceEvent(Action.IGNORE, (), "unknown")
 
-# The instance states that end an attempt (the EventBridge rule delivers only these: spotrun.resources).
+# The instance states that end an attempt.
 INSTANCE_ENDED_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+# What the EventBridge rule delivers (spotrun.resources): the first state of each way an instance ends. EC2
+# takes a terminated instance through shutting-down, a stopped one through stopping (its documented state
+# changes), so the later state would only repeat the news, as one more message and invocation per instance.
+# A lost event is still found by the reaper (no heartbeat); the handler acts on any of the four.
+INSTANCE_ENDING_STATES = frozenset({"stopping", "shutting-down"})
 # An EC2 instance id: 'i-' and hex digits (8 or 17 today), at most 64 characters as the store keeps it.
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{1,62}")
 

@@ -74,8 +74,8 @@ class Table:
             raise
         return True
 
-    def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
-        answer = self.client.get_item(TableName=self.table, Key=serialize(key), ConsistentRead=True)
+    def _get(self, key: dict[str, str], consistent: bool = True) -> dict[str, Any] | None:
+        answer = self.client.get_item(TableName=self.table, Key=serialize(key), ConsistentRead=consistent)
         return deserialize(answer["Item"]) if "Item" in answer else None
 
     def _update(self, key: dict[str, str], expr: Expression) -> bool:

@@ -21,8 +21,10 @@ from spotrun.domain.model import ACTIVE_STATES, Checkpoint, Desired, Task, TaskS
 
 
 class TaskStore(Table):
-    def get_task(self, job_id: str, index: int) -> Task | None:
-        item = self._get(task_key(job_id, index))
+    def get_task(self, job_id: str, index: int, consistent: bool = True) -> Task | None:
+        """`consistent=False`: an eventually consistent read, at half the price (the agent's periodic look at its
+        desired state, which may trail a write by a moment)."""
+        item = self._get(task_key(job_id, index), consistent)
         return task_from(item) if item else None
 
     def task_environment(self, job_id: str, index: int) -> dict[str, str]:
