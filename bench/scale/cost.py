@@ -73,6 +73,10 @@ ASSUMPTIONS = {
                    "GET /jobs polling",
 }
 INVOCATION_OVERHEAD_SECONDS = 0.010
+# The stack's alarms, counted per metric each watches (what CloudWatch bills; a metric-math alarm pays for
+# each metric in its expression): one per function's errors, one per dead-letter queue, the operators' own
+# (stacks/constructs/observability.py). tests/infrastructure checks the count against the template.
+ALARM_METRICS = 19
 RENEWAL_SECONDS = SESSION_SECONDS - 900  # botocore's refreshable credentials renew 15 minutes ahead
 PLATFORM_LOG_BYTES, EMF_LOG_BYTES = 400, 600
 XRAY_SAMPLED = 0.05
@@ -255,7 +259,8 @@ def _usd(bill: Bill) -> dict[str, float]:
 
 def fixed_per_month(idle_sweep: Bill) -> dict[str, Any]:
     """What a deployment costs with nothing to do: the reaper's sweep a minute, the event sources'
-    idle long polls (5 pollers per queue x 3 queues, 20 s polls), 10 alarms, the dashboard (free within
+    idle long polls (5 pollers per queue x 3 queues, 20 s polls), the alarms ($0.10 a month per metric they
+    watch), the dashboard (free within
     an account's first 3), the topics' key, and the handlers' ~19 custom metrics (EMF; $0.30 a metric
     a month, prorated by the hours they are sent)."""
     minutes = 30 * 24 * 60
@@ -263,7 +268,7 @@ def fixed_per_month(idle_sweep: Bill) -> dict[str, Any]:
         "reaper_idle_sweeps": round((idle_sweep * minutes).dollars()["total"], 2),
         "sqs_idle_long_polls": round(len(resources.QUEUES) * 5 * 3 * minutes * PRICES["sqs_per_million_requests"] / 1e6,
                                      2),
-        "cloudwatch_alarms": 10 * 0.10,
+        "cloudwatch_alarms": round(ALARM_METRICS * 0.10, 2),
         "cloudwatch_dashboard": 3.00,
         "kms_customer_key": 1.00,
         "cloudwatch_custom_metrics": round(19 * 0.30, 2),

@@ -74,7 +74,9 @@ def claim(cp: ControlPlane, ref: AttemptRef) -> Task:
             raise ClaimRefused(f"task is {task.state}")
         change = TaskChange(task, TaskState.RUNNING, "TaskStarted", set_fields={"instance_id": ref.instance_id},
                             remove_fields=("draining_attempt",))
-        if cp.store.apply(change, cp.clock(), {"instance": ref.instance_id}):
+        # A gang's start names every rank's instance (rank 0's claim speaks for all of them).
+        started = {"instance": ref.instance_id, **({"ranks": list(task.gang_instances)} if task.gang_instances else {})}
+        if cp.store.apply(change, cp.clock(), started):
             refresh_state(cp, ref.job_id)
             claimed = cp.store.get_task(ref.job_id, ref.index)
             if claimed is not None:

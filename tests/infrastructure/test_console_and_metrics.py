@@ -145,3 +145,14 @@ def test_attempt_logs_are_kept_a_month_and_only_the_worker_api_opens_their_strea
         creates = any("logs:CreateLogStream" in s.actions and any(task_logs(query) in r for r in s.resources)
                       for s in query.function_statements(key))
         assert creates == (key == "worker-api"), key
+
+
+def test_the_cost_models_fixed_monthly_cost_counts_the_stacks_alarms(query: StackTemplate) -> None:
+    """bench/scale/cost.py prices a deployment's alarms per metric they watch (a metric-math alarm is
+    billed for each metric in its expression), so it must watch as many as the stack makes."""
+    from bench.scale.cost import ALARM_METRICS
+
+    alarms = [a["Properties"] for a in query.of_type("AWS::CloudWatch::Alarm").values()]
+    watched = sum(len([m for m in props["Metrics"] if "MetricStat" in m]) if "Metrics" in props else 1
+                  for props in alarms)
+    assert watched == ALARM_METRICS

@@ -81,6 +81,8 @@ def test_a_warning_to_any_rank_replaces_the_gang_once_and_the_handover_ends_the_
     claim(cp, rank_ref(task, 0))
     task = loop.task(job_id)
     assert task.state == TaskState.RUNNING
+    [started] = [e for e in cp.store.timeline(job_id, 100) if e.kind == "TaskStarted"]
+    assert started.detail["ranks"] == list(task.gang_instances)  # the timeline names every rank's instance
 
     # only rank 0 commits, and only a checkpoint naming every rank
     with pytest.raises(NotServing):

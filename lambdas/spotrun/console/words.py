@@ -130,6 +130,8 @@ def sentence(event: TimelineEvent) -> str:
         reused = " (reusing a finished task's instance)" if d.get("reused_instance") else ""
         return f"{task.capitalize()}{attempt} launching{where}{reused}"
     if kind == "TaskStarted":
+        if d.get("ranks"):
+            return f"{task.capitalize()}{attempt} started on its gang of {len(d['ranks'])}: {_ranks(d['ranks'])}"
         return f"{task.capitalize()}{attempt} started on {d.get('instance', 'its instance')}"
     if kind == "CheckpointCommitted":
         size = f", {mib(int(d['bytes']))}" if isinstance(d.get("bytes"), int | float) else ""
@@ -148,8 +150,6 @@ def sentence(event: TimelineEvent) -> str:
     if kind == "CheckpointRequested":
         asked = task if event.index is not None else f"{d.get('count', '?')} running tasks"
         return f"Checkpoint requested{by} of {asked}"
-    if kind == "TaskReplacing":
-        return f"{task.capitalize()} replaced after an interruption{reason}; attempt {event.attempt} launching in {d.get('pool', '?')}"
     if kind == "AttemptEnded":
         lost = f", {duration(d['unsaved_seconds'])} of work lost" if d.get("unsaved_seconds") is not None else ""
         saved = f" after its final checkpoint {d['checkpoint_seq']}" if d.get("checkpoint_seq") else ""
@@ -174,11 +174,16 @@ RANKS_NAMED = 4  # a gang's launch names this many ranks' instances on the timel
 
 def _gang_launched(d: Mapping[str, Any]) -> str:
     """'its gang of 2 launched in c6i.large@us-east-1a: rank 0 i-0a, rank 1 i-0b'."""
-    ranks = [str(r) for r in d.get("ranks") or []]
-    named = ", ".join(f"rank {n} {instance}" for n, instance in enumerate(ranks[:RANKS_NAMED]))
-    more = f" and {len(ranks) - RANKS_NAMED} more" if len(ranks) > RANKS_NAMED else ""
+    ranks = list(d.get("ranks") or [])
     where = f" in {d['pool']}" if d.get("pool") else ""
-    return f"its gang of {len(ranks)} launched{where}" + (f": {named}{more}" if ranks else "")
+    return f"its gang of {len(ranks)} launched{where}" + (f": {_ranks(ranks)}" if ranks else "")
+
+
+def _ranks(instances: Any) -> str:
+    """'rank 0 i-0a, rank 1 i-0b' (the first RANKS_NAMED, then how many more)."""
+    ranks = [str(r) for r in instances]
+    named = ", ".join(f"rank {n} {instance}" for n, instance in enumerate(ranks[:RANKS_NAMED]))
+    return named + (f" and {len(ranks) - RANKS_NAMED} more" if len(ranks) > RANKS_NAMED else "")
 
 
 def _who(arn: Any) -> str:
