@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from spotrun_local.programs import ring
 from spotrun_worker import gang, transfer
 from spotrun_worker.checkpointers.base import CheckpointError
 from spotrun_worker.checkpointers.cooperative import SignalCheckpointer
+from spotrun_worker.config import AgentConfig
 from spotrun_worker.routes import InProcessRoutes
+from spotrun_worker.supervisor import Supervisor
 from spotrun_worker.workspace import Workspace
 from tests.integration.test_gang import GANG
 from tests.integration.test_task_flow import Loop
@@ -131,3 +135,90 @@ def test_a_manifest_without_every_ranks_part_is_refused_at_restore(cp, env, aws,
     with pytest.raises(gang.GangError, match="not a whole gang checkpoint"):
         gang.restore_part(InProcessRoutes(cp, ref.instance_id, s3=s3), cp.settings.bucket, ref, loop.task(job_id),
                           Workspace(tmp_path / job_id / "0", 2).create(), 2)
+
+
+class Host:
+    """What a rank's supervisor works for (spotrun_worker.supervisor.Host): its agent, minus the agent's own I/O."""
+
+    def __init__(self, rank: Rank, clock: Any):
+        self.config = AgentConfig(table="", bucket="", report_queue_url="", checkpoint_timeout_seconds=20.0)
+        self.ref = rank.ref
+        self.program_started = time.monotonic()
+        self.store = rank.routes.store
+        self.clock = clock
+        self.reports: list[dict[str, Any]] = []
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def reclaim_notice(self) -> None:
+        return None
+
+    def heartbeat(self) -> None:
+        pass
+
+    def report(self, outcome: str, reason: str = "", program: Any = None, *, checkpoint_seq: int | None = None,
+               unsaved_seconds: float | None = None) -> None:
+        self.reports.append({"outcome": outcome, "reason": reason, "checkpoint_seq": checkpoint_seq})
+
+    def upload_log(self) -> None:
+        pass
+
+    def upload_outputs(self, task: Any) -> list[str]:
+        return []
+
+    def log_tail(self) -> str:
+        return ""
+
+    def terminate_self(self) -> None:
+        pass
+
+
+def test_a_warned_rank_waits_for_the_final_round_that_rank_0_opens_once_the_control_plane_tells_it(
+        cp, env, aws, context, clock, tmp_path):
+    """Rank 1's instance is warned (the local runtime's time-scaled 12 s); rank 0 hears of it only from the
+    control plane (the interruption handler replaces the task, rank 0's control read sees its attempt
+    draining), here 4 s later: later than the final-checkpoint budget of the warned rank (12 s less the
+    10 s margin) but long before the reclaim. The gang's final checkpoint must still commit: the warned
+    rank waits for rank 0's round until its instance goes, and does not stop its program before it came
+    (the ring program cannot save a step its other rank never reaches). bench/README.md, gang section:
+    once in 9 runs rank 0 came 0.75 s after the warned rank's 1.07 s budget had run out."""
+    loop = Loop(cp, env, aws, context)
+    _, accepted = loop.api("POST", "/jobs", GANG)
+    job_id = accepted["job_id"]
+    loop.drain()
+    task = loop.task(job_id)
+    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
+    s3 = aws.client("s3")
+    port = gang.free_port(ADDRESSES[0])
+    ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
+    hosts = [Host(rank, clock) for rank in ranks]
+    supervisors = [Supervisor(host, rank.checkpointer, rank.cycle) for host, rank in zip(hosts, ranks, strict=True)]
+    stop, errors = threading.Event(), []
+    follower = threading.Thread(target=serve, args=(ranks[1], stop, errors), daemon=True)
+    follower.start()
+    try:
+        wait_for(lambda: all(r.checkpointer.ready() for r in ranks), 10, "the programs' handlers")
+        assert ranks[0].cycle.take() == 1  # the early checkpoint the benchmark asks for
+        stop.set()
+        follower.join(10)
+
+        warned_at = time.monotonic()
+        reclaim_at = clock() + timedelta(seconds=12)  # the metadata notice's time (local: 12 s after the warning)
+        leaving = threading.Thread(target=supervisors[1].leave, daemon=True,
+                                   args=("interrupted", "spot terminate notice", reclaim_at))
+        leaving.start()
+        time.sleep(max(0.0, warned_at + 4.0 - time.monotonic()))  # rank 0's control read sees the replacement
+        assert supervisors[0].leave("interrupted", "replaced after an interruption notice", None) == 0
+        leaving.join(15)
+        assert not leaving.is_alive()
+    finally:
+        stop.set()
+        for rank in ranks:
+            rank.checkpointer.stop()
+
+    assert hosts[0].reports[-1]["checkpoint_seq"] == 2, hosts[0].reports
+    pointer = loop.task(job_id).checkpoint
+    assert pointer.seq == 2 and pointer.ranks == 2
+    assert [r["outcome"] for h in hosts for r in h.reports] == ["interrupted", "interrupted"]
+    assert not errors

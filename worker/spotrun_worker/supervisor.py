@@ -161,7 +161,7 @@ class Supervisor:
         if checkpoint and self.checkpointer.supports_checkpoint and self.checkpointer.poll() is None:
             budget = self.config.checkpoint_timeout_seconds
             if deadline is not None:
-                budget = max(1.0, (deadline - self.host.clock()).total_seconds() - FINAL_CHECKPOINT_MARGIN_SECONDS)
+                budget = max(1.0, (deadline - self.host.clock()).total_seconds() - self._final_margin())
             try:
                 seq = self.cycle.take(timeout=budget, final=True)
             except Exception:  # noqa: BLE001 - the last committed checkpoint still stands
@@ -180,6 +180,19 @@ class Supervisor:
         if outcome != "interrupted":
             self.host.terminate_self()
         return 0
+
+    def _final_margin(self) -> float:
+        """What a final checkpoint leaves before the reclaim: room to stop the program, upload the log, report.
+
+        A gang's rank > 0 keeps none. It does not take its final checkpoint, it waits for rank 0's final
+        round, and rank 0 hears of this instance's warning only from the control plane (interruption
+        handler, then its control read), not from a notice of its own: that round may come late. Giving
+        up the wait early stops this rank's program, and then no rank's part of the round can be taken
+        (a gang's programs save a step they all reach), so the gang's final checkpoint is lost for sure;
+        waiting on costs at most this rank's own wrap-up, if rank 0 never comes (its lines are shipped
+        live, and its report is only a note on the timeline: the gang's handover is rank 0's report).
+        docs/decisions.md, "A warned rank waits for rank 0's final round until its reclaim"."""
+        return 0.0 if getattr(self.cycle, "follows_rounds", False) else FINAL_CHECKPOINT_MARGIN_SECONDS
 
     def stop_program(self) -> None:
         pid = self.checkpointer.pid
