@@ -9,12 +9,11 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from stacks.config import SpotrunConfig, cdk_json_context
-from stacks.constructs.api import STAGE, Api
+from stacks.constructs.api import Api
 from stacks.constructs.events import Events
 from stacks.constructs.fleet import Fleet
 from stacks.constructs.functions import Functions, FunctionWiring
 from stacks.constructs.messaging import Messaging
-from stacks.constructs.nag import logical_ref
 from stacks.constructs.observability import Observability
 from stacks.constructs.state import State
 
@@ -43,7 +42,6 @@ class SpotrunStack(Stack):
             bucket=self.state.bucket,
             log_bucket=self.state.log_bucket,
             report_queue=queues["reports"],
-            worker_api_url=self.api.base_url,
             worker_ami=config.worker_ami,
             task_log_group=self.state.task_logs.log_group_name,
         )
@@ -62,12 +60,8 @@ class SpotrunStack(Stack):
             ),
         )
         self.events = Events(self, "Events", queues=queues, functions=self.functions.functions)
-        self.api.serve(self.functions.functions["api"], self.functions.functions["worker-api"])
-        self.fleet.allow_worker_routes(
-            self.api.worker_routes_arn,
-            "Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:"
-            f"<{logical_ref(self.api.rest_api)}>/{STAGE}/POST/worker/*",
-        )
+        self.api.serve(self.functions.functions["api"])
+        self.fleet.allow_worker_routes(self.functions.worker_routes)
         self.observability = Observability(
             self,
             "Observability",

@@ -145,8 +145,7 @@ class FunctionDef:
     grants: tuple[str, ...] = field(default_factory=tuple)
     invoked_by: str | None = None  # API, WORKER_ROUTES or DASHBOARD (None: its queue or schedule only)
     # X-Ray active tracing. At light load X-Ray's reservoir (a request a second) traces every invocation, at
-    # $5 per million traces: a function invoked that often would pass traces through instead (none is now:
-    # heartbeats no longer reach a function, the agent writes its beat itself).
+    # $5 per million traces: a function invoked per worker call passes traces through instead (worker-api).
     traced: bool = True
 
 
@@ -204,9 +203,10 @@ RULES = (
     ),
 )
 
-# How a function is invoked besides its queues and schedule: behind the users' API, behind the worker
-# routes, or by CloudWatch dashboards' custom widgets (with the viewer's own credentials).
+# How a function is invoked besides its queues and schedule: behind the users' API, through its own function
+# URL (the worker routes), or by CloudWatch dashboards' custom widgets (with the viewer's own credentials).
 API, WORKER_ROUTES, DASHBOARD = "api", "worker-routes", "dashboard"
+WORKER_API_CONCURRENCY = 100
 
 FUNCTIONS = (
     FunctionDef(
@@ -239,6 +239,14 @@ FUNCTIONS = (
         timeout_seconds=29,
         grants=("table:rw", "role:task:assume", "logs:streams", "topic:control:publish", "topic:notifications:publish"),
         invoked_by=WORKER_ROUTES,
+        # Not traced: every worker call (session and renewals, claim, each checkpoint commit) is an invocation,
+        # and at light load each would be a trace at $5 per million; its own logs and metrics stay.
+        traced=False,
+        # A function URL has no throttle of its own (API Gateway throttled these routes at 500 rps, burst 1000):
+        # at most this many at once, about those 500 rps at 0.2 s a call, so a fleet booting together cannot
+        # take the account's concurrency from the scheduler and the spot-warning handler. A throttled call is a
+        # 429, which the agent retries with jittered backoff.
+        reserved_concurrency=WORKER_API_CONCURRENCY,
     ),
     FunctionDef(
         "reaper", "spotrun.handlers.reaper.handler",

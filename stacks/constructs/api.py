@@ -1,9 +1,9 @@
-"""The HTTP API: API Gateway REST API, every method IAM-authorized. Users' routes are proxied to the
-api function; `POST /worker/{operation}` goes to the worker-api function (instances' own calls)."""
+"""The users' HTTP API: API Gateway REST API, every method IAM-authorized, proxied to the api function.
+The workers' own calls (`POST /worker/<operation>`) do not come here: they go to the worker-api
+function's own function URL (`Functions.worker_routes`), which costs nothing beyond the invocation."""
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Fn
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -16,8 +16,6 @@ STAGE = "v1"
 # A guard against a runaway client loop; the CLI and the web page need far less.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100
-WORKER_THROTTLE_RATE = 500
-WORKER_THROTTLE_BURST = 1000
 # What a user of spotrun calls (the CLI's every command), as (method, resource path) of the stage;
 # `/jobs/*` covers a job's own routes (its id is made at submission). Not the worker routes.
 USER_ROUTES = (("GET", "/jobs"), ("GET", "/jobs/*"), ("POST", "/jobs"), ("POST", "/jobs/*"), ("POST", "/uploads"),
@@ -56,12 +54,6 @@ class Api(Construct):
                 ),
                 throttling_rate_limit=THROTTLE_RATE,
                 throttling_burst_limit=THROTTLE_BURST,
-                # Thousands of workers boot, renew credentials and commit checkpoints through these.
-                method_options={
-                    "/worker/{operation}/POST": apigateway.MethodDeploymentOptions(
-                        throttling_rate_limit=WORKER_THROTTLE_RATE, throttling_burst_limit=WORKER_THROTTLE_BURST,
-                    ),
-                },
             ),
             # SigV4 with the caller's AWS credentials, on every method including {proxy+}.
             default_method_options=apigateway.MethodOptions(authorization_type=apigateway.AuthorizationType.IAM),
@@ -97,12 +89,10 @@ class Api(Construct):
                 "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
             )
 
-    def serve(self, handler: lambda_.IFunction, worker_handler: lambda_.IFunction) -> None:
+    def serve(self, handler: lambda_.IFunction) -> None:
         integration = apigateway.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
         self.rest_api.root.add_method("ANY", integration)
         self.rest_api.root.add_proxy(default_integration=integration, any_method=True)
-        workers = apigateway.LambdaIntegration(worker_handler, proxy=True, allow_test_invoke=False)
-        self.rest_api.root.add_resource("worker").add_resource("{operation}").add_method("POST", workers)
 
     def user_policies(self) -> dict[str, iam.ManagedPolicy]:
         """Managed policies to attach to the people (users, groups, roles) who use spotrun: `users` may call
@@ -131,14 +121,3 @@ class Api(Construct):
     @property
     def url(self) -> str:
         return self.rest_api.url
-
-    @property
-    def base_url(self) -> str:
-        """The stage URL from the API's id alone: what the workers' launch template names (the stage
-        itself depends on the functions, which depend on the template)."""
-        return Fn.join("", ["https://", self.rest_api.rest_api_id, ".execute-api.", Aws.REGION, ".",
-                            Aws.URL_SUFFIX, f"/{STAGE}"])
-
-    @property
-    def worker_routes_arn(self) -> str:
-        return self.rest_api.arn_for_execute_api("POST", "/worker/*", STAGE)

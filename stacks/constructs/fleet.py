@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsii
 from aws_cdk import Aws, Fn, Stack, Tags
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from spotrun.access import instance_policy
 from spotrun.resources import EnvVar
@@ -52,7 +54,6 @@ class Fleet(Construct):
         bucket: s3.IBucket,
         log_bucket: s3.IBucket,
         report_queue: sqs.IQueue,
-        worker_api_url: str,
         task_log_group: str,
         worker_ami: str | None = None,
     ) -> None:
@@ -89,21 +90,21 @@ class Fleet(Construct):
             actions=["s3:GetObject"],
             resources=[bundle.bucket.arn_for_objects(bundle.s3_object_key) for bundle in bundles],
         ))
-        self.launch_template = self._launch_template(
-            root_volume_gib,
-            _user_data(
-                bundles,
-                {
-                    EnvVar.TABLE: table.table_name,
-                    EnvVar.BUCKET: bucket.bucket_name,
-                    EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
-                    EnvVar.WORKER_API_URL: worker_api_url,
-                    EnvVar.TASK_LOG_GROUP: task_log_group,
-                    "AWS_REGION": Aws.REGION,
-                    "AWS_DEFAULT_REGION": Aws.REGION,
-                }
-            ),
-        )
+        self._bundles = bundles
+        self._agent_settings = {
+            EnvVar.TABLE: table.table_name,
+            EnvVar.BUCKET: bucket.bucket_name,
+            EnvVar.REPORT_QUEUE_URL: report_queue.queue_url,
+            EnvVar.TASK_LOG_GROUP: task_log_group,
+            "AWS_REGION": Aws.REGION,
+            "AWS_DEFAULT_REGION": Aws.REGION,
+        }
+        # Written by `allow_worker_routes`: the agent's settings name the worker routes' URL, which exists only
+        # once the functions do (and they are wired to this fleet). The template renders it at synthesis.
+        self._user_data = ec2.UserData.for_linux()
+        self._routes_url: str | None = None
+        self.launch_template = self._launch_template(root_volume_gib, self._user_data)
+        self.node.add_validation(_RoutesGiven(self))
 
     @property
     def launch_template_id(self) -> str:
@@ -160,18 +161,30 @@ class Fleet(Construct):
             restrict_default_security_group=False,
         )
 
-    def allow_worker_routes(self, routes_arn: str, *finding_ids: str) -> None:
-        """The instance role may call the worker routes (execute-api ARN of `POST /worker/*`)."""
-        self._agent_policy.add_statements(iam.PolicyStatement(
-            sid="CallWorkerRoutes", actions=["execute-api:Invoke"], resources=[routes_arn],
-        ))
-        acknowledge(
-            self._agent_policy,
-            "IAM5",
-            "The worker routes are POST /worker/<operation> of spotrun's own API stage; the operation is "
-            "the only wildcard.",
-            *finding_ids,
+    def allow_worker_routes(self, routes: lambda_.FunctionUrl) -> None:
+        """The workers call the worker routes at `routes` (their user data names its URL), and the instance role
+        may call them: the worker-api function through its URL, and only so.
+
+        A function URL needs both actions (since October 2025). InvokeFunction is conditioned on
+        lambda:InvokedViaFunctionUrl: granted plainly, a program on the instance could call Invoke directly with
+        a made-up URL event naming another instance as the caller; through the URL, Lambda writes the signed
+        caller into the event itself. The function's ARN alone, no wildcard."""
+        self._agent_policy.add_statements(
+            iam.PolicyStatement(
+                sid="CallWorkerRoutesUrl", actions=["lambda:InvokeFunctionUrl"], resources=[routes.function_arn],
+                conditions={"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}},
+            ),
+            iam.PolicyStatement(
+                sid="InvokeWorkerApiOnlyThroughItsUrl", actions=["lambda:InvokeFunction"],
+                resources=[routes.function_arn],
+                conditions={"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
+            ),
         )
+        if self._routes_url is not None:
+            raise ValueError("the workers' routes are given once")
+        self._routes_url = routes.url
+        _write_user_data(self._user_data, self._bundles,
+                         {**self._agent_settings, EnvVar.WORKER_API_URL: routes.url})
 
     def _instance_role(self) -> iam.Role:
         role = iam.Role(
@@ -245,7 +258,18 @@ class Fleet(Construct):
         return template
 
 
-def _user_data(bundles: list[s3_assets.Asset], settings: dict[str, str]) -> ec2.UserData:
+@jsii.implements(IValidation)
+class _RoutesGiven:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def validate(self) -> list[str]:
+        if self._fleet._routes_url is None:  # noqa: SLF001 - the fleet's own check
+            return ["the workers' launch template has no user data: call Fleet.allow_worker_routes"]
+        return []
+
+
+def _write_user_data(user_data: ec2.UserData, bundles: list[s3_assets.Asset], settings: dict[str, str]) -> None:
     """Install the agent's code, check what the image provides, write the agent's wiring, start it.
 
     No compiler, no package manager: DMTCP and the agent's Python come with the worker image
@@ -255,7 +279,6 @@ def _user_data(bundles: list[s3_assets.Asset], settings: dict[str, str]) -> ec2.
     fault). Credentials come from the instance role, never from here.
     """
     python = f"{SPOTRUN_PREFIX}/venv/bin/python"
-    user_data = ec2.UserData.for_linux()
     user_data.add_commands(
         "set -euo pipefail",
         f"test -x {python} || {{ echo 'spotrun: this image has no {SPOTRUN_PREFIX}/venv; build it with "
@@ -301,4 +324,3 @@ def _user_data(bundles: list[s3_assets.Asset], settings: dict[str, str]) -> ec2.
         "systemctl daemon-reload",
         f"systemctl enable --now {AGENT_UNIT}",
     )
-    return user_data

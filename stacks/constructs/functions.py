@@ -77,10 +77,14 @@ class Functions(Construct):
         self._environment = _environment(wiring)
         self._acknowledged: set[tuple[str, str]] = set()
         self.task_role: iam.Role | None = None
+        self._routes: lambda_.FunctionUrl | None = None
         self.functions: dict[str, lambda_.Function] = {
             definition.key: self._function(definition) for definition in resources.FUNCTIONS
         }
         self._wire_worker_identities()
+        if self._routes is None:
+            raise ValueError(f"no function is invoked by {resources.WORKER_ROUTES}: the workers would have no routes")
+        self.worker_routes: lambda_.FunctionUrl = self._routes  # the worker-api function's own URL
         for queue in resources.QUEUES:
             self._consume(queue)
 
@@ -111,7 +115,7 @@ class Functions(Construct):
             handler=definition.handler,
             timeout=Duration.seconds(definition.timeout_seconds),
             memory_size=definition.memory_mb,
-            environment=dict(self._environment),
+            environment=_environment_of(definition, self._environment),
             layers=[self._powertools],
             tracing=TRACING if definition.traced else lambda_.Tracing.PASS_THROUGH,
             role=role,
@@ -134,12 +138,16 @@ class Functions(Construct):
         acknowledge(
             role,
             "IAM5",
-            "X-Ray (active tracing) has no resource-level permissions: PutTraceSegments and "
-            "PutTelemetryRecords only accept Resource '*'.",
+            "X-Ray (active tracing, or passing a sampled caller's trace through) has no resource-level "
+            "permissions: PutTraceSegments and PutTelemetryRecords only accept Resource '*'.",
             "Resource::*",
         )
         for grant in definition.grants:
             self._grant(grant, function, role)
+        if definition.invoked_by == resources.WORKER_ROUTES:
+            # The workers' routes: the function's own URL, every request SigV4-signed and authorized by IAM
+            # (the instance role's policy, `Fleet.allow_worker_routes`). No API Gateway request, no trace.
+            self._routes = function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.AWS_IAM)
         return function
 
     def _grant(self, grant: str, function: lambda_.Function, role: iam.Role) -> None:
@@ -402,6 +410,15 @@ def _describe_instances_statement() -> iam.PolicyStatement:
         actions=["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"],
         resources=["*"],
     )
+
+
+def _environment_of(definition: resources.FunctionDef, shared: Mapping[str, str]) -> dict[str, str]:
+    """The shared wiring, less the launch template for a function that launches nothing: the workers' launch
+    template names the worker-api function's URL, so that function naming the template would be a cycle."""
+    environment = dict(shared)
+    if "ec2:launch" not in definition.grants:
+        environment.pop(EnvVar.LAUNCH_TEMPLATE_ID)
+    return environment
 
 
 def _environment(wired: FunctionWiring) -> dict[str, str]:
