@@ -29,6 +29,33 @@ def api_event(method: str, path: str, body: Any = None, query: dict[str, str] | 
     }
 
 
+def function_url_event(method: str, path: str, body: Any = None, signer: str | None = None,
+                       base64_encoded: bool = False) -> dict[str, Any]:
+    """A Lambda function URL event (payload format 2.0) as a URL with AuthType AWS_IAM delivers it: the SigV4
+    signer in requestContext.authorizer.iam (`signer` None: no authorizer, as no signed call would come)."""
+    context: dict[str, Any] = {
+        "accountId": "123456789012", "apiId": "abcdefghijklmnopqrstuvwxyz123456", "domainName":
+            "abcdefghijklmnopqrstuvwxyz123456.lambda-url.us-east-1.on.aws", "domainPrefix":
+            "abcdefghijklmnopqrstuvwxyz123456",
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "10.64.0.9",
+                 "userAgent": "spotrun-worker"},
+        "requestId": str(uuid.uuid4()), "routeKey": "$default", "stage": "$default", "time": "05/Dec/2026:12:00:00 +0000",
+        "timeEpoch": 0,
+    }
+    if signer is not None:
+        context["authorizer"] = {"iam": {"accessKey": "ASIAEXAMPLE", "accountId": "123456789012",
+                                         "callerId": "AROAEXAMPLE:i-0", "cognitoIdentity": None,
+                                         "principalOrgId": None, "userArn": signer, "userId": "AROAEXAMPLE:i-0"}}
+    event: dict[str, Any] = {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": context["domainName"]},
+        "requestContext": context, "isBase64Encoded": base64_encoded,
+    }
+    if body is not None:
+        event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
 def eventbridge_event(detail_type: str, detail: dict[str, Any], source: str = "aws.ec2",
                       at: datetime | None = None) -> dict[str, Any]:
     """An EventBridge event as the rule's SQS target receives it (the SQS body)."""

@@ -4,8 +4,8 @@ session name that ties a worker's messages to its attempt.
 One source for three users: the CDK stack deploys `task_policy` as the task role's policy, the
 `worker-api` function assumes that role with `session_tags` for each attempt, and the local runtime
 enforces the same document on its agents (`spotrun_local.iam_guard`), since moto does not
-evaluate IAM. The instance role itself may do almost nothing (call the worker routes, end its own
-instance): everything a program on the instance could reach through the metadata service is
+evaluate IAM. The instance role itself may do almost nothing (call the worker routes through the
+worker-api function's URL, end its own instance): everything a program on the instance could reach through the metadata service is
 scoped to the task the instance serves.
 """
 
@@ -57,8 +57,41 @@ def parse_session_name(name: str) -> tuple[str, int, int] | None:
     return match["job"], int(match["index"]), int(match["attempt"])
 
 
+# What a call through a function URL with AuthType AWS_IAM asks IAM, beside the action: Lambda authorizes
+# lambda:InvokeFunctionUrl with lambda:FunctionUrlAuthType and, since October 2025, lambda:InvokeFunction too,
+# with lambda:InvokedViaFunctionUrl true (a direct Invoke carries no such key: it is false or missing).
+FUNCTION_URL_CALL: tuple[tuple[str, dict[str, str]], ...] = (
+    ("lambda:InvokeFunctionUrl", {"lambda:FunctionUrlAuthType": "AWS_IAM"}),
+    ("lambda:InvokeFunction", {"lambda:InvokedViaFunctionUrl": "true"}),
+)
+
+
+def worker_routes_statements(function_arn: str) -> list[dict[str, Any]]:
+    """The instance role's grant of the worker routes: the worker-api function through its URL, and only so.
+
+    InvokeFunction is conditioned on lambda:InvokedViaFunctionUrl: granted plainly, a program on the instance
+    (which can read the instance role's credentials) could invoke the function directly with a made-up URL
+    event naming another instance as the caller; through the URL, Lambda writes the signed caller itself."""
+    return [
+        {
+            "Sid": "CallWorkerRoutesUrl",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunctionUrl",
+            "Resource": function_arn,
+            "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}},
+        },
+        {
+            "Sid": "InvokeWorkerApiOnlyThroughItsUrl",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": function_arn,
+            "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
+        },
+    ]
+
+
 def instance_policy(*, instances_arn: str, managed_tag: tuple[str, str]) -> dict[str, Any]:
-    """What the instance role may do besides calling the worker routes (granted with the API's ARN)."""
+    """What the instance role may do besides calling the worker routes (`worker_routes_statements`)."""
     key, value = managed_tag
     return {
         "Version": "2012-10-17",

@@ -15,6 +15,8 @@ from spotrun.resources import EnvVar
 
 # The image moto's launch template names; the local metadata stand-in serves it as every instance's ami-id.
 WORKER_IMAGE_ID = "ami-12c6146b"
+# Local wiring only (no function reads it): the ARN the instance role's worker-route grant names.
+WORKER_API_ARN = "SPOTRUN_WORKER_API_ARN"
 
 
 def create_table(dynamodb: Any, name: str) -> None:
@@ -136,10 +138,14 @@ def _worker_roles(iam: Any, prefix: str, region: str, *, table_arn: str, bucket_
 
     account = table_arn.split(":")[4]
     instance_role = f"{prefix}-instance"
-    instance_arn = role(instance_role, "ec2.amazonaws.com", access.instance_policy(
-        instances_arn=f"arn:aws:ec2:{region}:{account}:instance/*", managed_tag=("spotrun:managed", "true")))
+    # The worker-api function as the stack names it; locally its URL is spotrun_local.function_url's stand-in.
+    worker_api_arn = f"arn:aws:lambda:{region}:{account}:function:{prefix}-worker-api"
+    instance_document = access.instance_policy(
+        instances_arn=f"arn:aws:ec2:{region}:{account}:instance/*", managed_tag=("spotrun:managed", "true"))
+    instance_document["Statement"] += access.worker_routes_statements(worker_api_arn)
+    instance_arn = role(instance_role, "ec2.amazonaws.com", instance_document)
     task_arn = role(f"{prefix}-task", "lambda.amazonaws.com",
                     access.task_policy(table_arn=table_arn, bucket_arn=bucket_arn, queue_arns=queue_arns,
                                        log_group_arn=log_group_arn))
     return {EnvVar.TASK_ROLE_ARN: task_arn, EnvVar.INSTANCE_ROLE_NAME: instance_role,
-            "SPOTRUN_INSTANCE_ROLE_ARN": instance_arn}
+            "SPOTRUN_INSTANCE_ROLE_ARN": instance_arn, WORKER_API_ARN: worker_api_arn}

@@ -136,8 +136,8 @@ class ControlPlaneHost:
         return wiring.handler(wiring.invoked_by(resources.DASHBOARD).key)(event, context, control=self.cp)
 
     def workers_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """The worker routes (API Gateway runs one invocation per request, concurrently). An invocation
-        of a control plane that crashed meanwhile dies like the others: API Gateway answers 502."""
+        """The worker routes (the function URL runs one invocation per request, concurrently). An invocation
+        of a control plane that crashed meanwhile dies like the others: the URL answers 502."""
         try:
             return wiring.handler("worker-api")(event, context, control=self.cp)
         except ControlPlaneStopped as stopped:

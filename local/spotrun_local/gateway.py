@@ -91,10 +91,11 @@ class _Verifier(SigV4Auth):
 
 def verify_sigv4(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes,
                  credentials: LocalCredentials, now: datetime | None = None,
-                 max_skew: int = MAX_SKEW_SECONDS) -> str | None:
+                 max_skew: int = MAX_SKEW_SECONDS, service: str = SERVICE) -> str | None:
     """Why the request's SigV4 signature is not acceptable, or None when it is.
 
-    `target` is the request line's path and query as received; `headers` every received header.
+    `target` is the request line's path and query as received; `headers` every received header; `service`
+    the one the signature must be for (API Gateway's execute-api, or lambda for a function URL).
     """
     received = list(headers)
     lookup: dict[str, list[str]] = {}
@@ -102,18 +103,18 @@ def verify_sigv4(method: str, target: str, headers: Iterable[tuple[str, str]], b
         lookup.setdefault(name.lower(), []).append(value)
     authorization = (lookup.get("authorization") or [""])[-1]
     if not authorization:
-        return "missing Authorization header: requests must be signed with AWS SigV4 (service execute-api)"
+        return f"missing Authorization header: requests must be signed with AWS SigV4 (service {service})"
     match = _AUTHORIZATION.match(authorization)
     if not match:
         return "malformed Authorization header: expected an AWS4-HMAC-SHA256 signature"
     scope = match["credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
         return "malformed credential scope in the Authorization header"
-    key_id, day, region, service, _ = scope
+    key_id, day, region, _, _ = scope
     if not hmac.compare_digest(key_id.encode(), credentials.access_key_id.encode()):
         return f"unknown access key {key_id}: sign with the local credentials the runtime printed"
-    if service != SERVICE:
-        return f"the signature is for service {service!r}, not {SERVICE!r}"
+    if scope[3] != service:
+        return f"the signature is for service {scope[3]!r}, not {service!r}"
     stamp = (lookup.get("x-amz-date") or [""])[-1]
     try:
         signed_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
@@ -190,6 +191,10 @@ def proxy_event(method: str, target: str, headers: Iterable[tuple[str, str]], bo
 # Other signers a gateway accepts: access key id -> (their credentials, the identity's ARN), e.g. the
 # worker instances' role sessions (the local runtime's worker routes).
 Principals = Callable[[str], "tuple[LocalCredentials, str] | None"]
+# The event a handler gets for one request (`proxy_event`'s signature): API Gateway's or a function URL's.
+EventBuilder = Callable[..., dict[str, Any]]
+# After the signature: why IAM refuses this signer (by access key id) the call, or None when it may make it.
+Authorize = Callable[[str], "str | None"]
 
 
 def signing_key_id(headers: Iterable[tuple[str, str]]) -> str:
@@ -203,8 +208,15 @@ def signing_key_id(headers: Iterable[tuple[str, str]]) -> str:
 class Gateway:
     def __init__(self, handler: Handler, credentials: LocalCredentials, host: str = "127.0.0.1", port: int = 0,
                  ui_token: str | None = None, clock: Callable[[], datetime] | None = None,
-                 principals: Principals | None = None, function: str = "api", console: Handler | None = None):
+                 principals: Principals | None = None, function: str = "api", console: Handler | None = None,
+                 service: str = SERVICE, event: EventBuilder = proxy_event, serves_page: bool = True,
+                 authorize: Authorize | None = None, name: str = "api-gateway"):
         self.handler = handler
+        self.service = service  # the SigV4 service requests must be signed for
+        self.event = event
+        self.serves_page = serves_page  # the console page and its calls (the users' gateway only)
+        self.authorize = authorize
+        self.name = name
         self.function = resources.function(function)  # the function behind the gateway: its Lambda context
         self.console = console  # the console function (resources: invoked by dashboards), for the page
         self.credentials = credentials
@@ -234,7 +246,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="api-gateway", daemon=True)
+                                        name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -310,11 +322,11 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if body is None:
                 return
             parts = urlsplit(self.path)
-            if self.command in ("GET", "HEAD") and parts.path == "/":
+            if gateway.serves_page and self.command in ("GET", "HEAD") and parts.path == "/":
                 self._reply(200, console_page.PAGE.encode(), [("Content-Type", "text/html; charset=utf-8"),
                                                               *_PAGE_HEADERS.items()])
                 return
-            if parts.path == "/console/call":
+            if gateway.serves_page and parts.path == "/console/call":
                 self._serve_console(parts.query, body)
                 return
             credentials, user_arn = gateway.credentials, LOCAL_USER_ARN
@@ -324,7 +336,9 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 if found is not None:
                     credentials, user_arn = found
             refusal = verify_sigv4(self.command, self.path, self.headers.items(), body, credentials,
-                                   now=gateway.clock())
+                                   now=gateway.clock(), service=gateway.service)
+            if refusal is None and gateway.authorize is not None:
+                refusal = gateway.authorize(credentials.access_key_id)
             if refusal is not None:
                 log.info("refused %s %s: %s", self.command, parts.path, refusal)
                 self._json(403, {"message": refusal})
@@ -334,7 +348,7 @@ def _make_request_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             except UnicodeDecodeError:
                 self._json(400, {"message": "the request body must be UTF-8 text"})
                 return
-            event = proxy_event(self.command, self.path, self.headers.items(), text,
+            event = gateway.event(self.command, self.path, self.headers.items(), text,
                                 source_ip=self.client_address[0], access_key=credentials.access_key_id,
                                 user_arn=user_arn, caller=user_arn.rsplit("/", 1)[-1])
             status, headers, raw = gateway.invoke(event)

@@ -17,7 +17,8 @@ Three layers:
   and the WSGI plumbing (STS AssumeRole is watched so that the sessions of guarded roles are
   registered with the session tags moto drops).
 Condition keys supplied: aws:PrincipalTag/<key>, aws:PrincipalArn (the role), ec2:SourceInstanceARN,
-aws:ResourceTag/<key> (from `resource_tags`), and the translators' aws:ARN (EC2 instance actions),
+aws:ResourceTag/<key> (from `resource_tags`), lambda:FunctionUrlAuthType and lambda:InvokedViaFunctionUrl
+(calls through a function URL, `function_url_denial`), and the translators' aws:ARN (EC2 instance actions),
 dynamodb:LeadingKeys, dynamodb:Attributes and dynamodb:ReturnValues (single-item requests), s3:prefix
 (listings), aws:RequestTag/<key> and aws:TagKeys (AssumeRole); any other key is missing.
 """
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
+from spotrun.access import FUNCTION_URL_CALL
 from spotrun_local.iam_policy import Decision, check_supported, evaluate, uses_resource_tags
 from spotrun_local.iam_requests import FORM, AccessRequest, HttpRequest, access_requests, caller, sts_call
 
@@ -150,6 +152,24 @@ class IamGuard:
                             for key, value in self._resource_tags(request.resource).items()})
         context.update(request.context)
         return evaluate(self._policies[session.role_arn], request.action, request.resource, context)
+
+    def function_url_denial(self, access_key_id: str, function_arn: str) -> Denial | None:
+        """Why a call signed with this key through the function URL of `function_arn` is refused: IAM must allow
+        both questions Lambda asks for it (`spotrun.access.FUNCTION_URL_CALL`). A signer the guard does not
+        know has no policy here, so it is refused too (the local function URL serves guarded sessions only)."""
+        session = self.session(access_key_id)
+        if session is None:
+            denial: Denial | None = Denial(f"access key {access_key_id}", FUNCTION_URL_CALL[0][0], function_arn,
+                                           "because no identity-based policy of a known role allows it")
+        else:
+            denial = self._first_denial(session, (AccessRequest(action, function_arn, {key: [value]})
+                                                  for action, condition in FUNCTION_URL_CALL
+                                                  for key, value in condition.items()))
+        if denial is not None:
+            with self._lock:
+                self.denials.append(denial)
+            log.warning("denied %s %s on %s %s", denial.principal_arn, denial.action, denial.resource, denial.reason)
+        return denial
 
     def wrap(self, app: WsgiApp) -> WsgiApp:
         """The WSGI app that guards `app` (moto's server)."""

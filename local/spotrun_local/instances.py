@@ -10,7 +10,7 @@
   and is reclaimed after the (time-scaled) two minutes.
 
 `InstanceSupervisor` is a part of `LocalRuntime` (spotrun_local.runtime): it uses the runtime's
-clients, `env`, `options`, `market`, `metadata`, `guard`, `worker_gateway` and `counters`.
+clients, `env`, `options`, `market`, `metadata`, `guard`, `worker_routes` and `counters`.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class InstanceSupervisor:
             **{k: v for k, v in os.environ.items() if not k.startswith("SPOTRUN_")},
             **{k: v for k, v in self.env.items() if k.startswith("SPOTRUN_") or k == "AWS_REGION"},
             "AWS_ENDPOINT_URL": self.endpoint, **self._instance_identity(instance),
-            EnvVar.WORKER_API_URL: self.worker_gateway.url,
+            EnvVar.WORKER_API_URL: self.worker_routes.url,
             "SPOTRUN_IMDS_ENDPOINT": self.metadata.endpoint(instance.instance_id),
             "SPOTRUN_WORK_ROOT": str(WORK_PATH),  # in the instance's mount namespace: its own instances/<id>/work
             "SPOTRUN_HEARTBEAT_SECONDS": str(self.options.heartbeat_seconds),

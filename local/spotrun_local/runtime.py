@@ -28,13 +28,14 @@ from typing import Any
 
 import boto3
 
-from spotrun.provision import provision
+from spotrun.provision import WORKER_API_ARN, provision
 from spotrun.resources import EnvVar
 from spotrun_local import dmtcp_build
 from spotrun_local.control_plane import ControlPlaneHost, ControlPlaneStopped, Generation
 from spotrun_local.endpoint import ACCOUNT, REGION, moto_server
-from spotrun_local.gateway import Gateway, LocalCredentials, new_local_credentials
-from spotrun_local.iam_guard import IamGuard
+from spotrun_local.function_url import function_url
+from spotrun_local.gateway import LocalCredentials
+from spotrun_local.iam_guard import Denial, IamGuard
 from spotrun_local.instances import REPO, Instance, InstanceSupervisor
 from spotrun_local.market import MarketReplay
 from spotrun_local.metadata import MetadataService
@@ -44,6 +45,10 @@ from spotrun_local.pump import SqsPump
 
 __all__ = ["REPO", "Counters", "Instance", "LocalRuntime", "RuntimeOptions"]
 log = logging.getLogger("spotrun.local")
+
+
+def _reason(denial: Denial | None) -> str | None:
+    return None if denial is None else f"{denial.principal_arn} may not {denial.action} on {denial.resource} {denial.reason}"
 
 
 @dataclass
@@ -154,8 +159,11 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
             self.guard.add_role(arn_name, json.loads(document) if isinstance(document, str) else document)
         self.sts = self.session.client("sts")
         self._instance_credentials: dict[str, tuple[LocalCredentials, str]] = {}
-        self.worker_gateway = Gateway(self.workers_handler, new_local_credentials(),
-                                      principals=self._instance_credentials.get, function="worker-api").start()
+        # The worker-api function's URL (AuthType AWS_IAM): instance sessions sign for `lambda`, and the guard
+        # answers for IAM whether their role may call it (the instance role's grant, spotrun.access).
+        worker_api_arn = self.env[WORKER_API_ARN]
+        self.worker_routes = function_url(self.workers_handler, self._instance_credentials.get,
+                                          lambda key: _reason(self.guard.function_url_denial(key, worker_api_arn)))
         self.metadata = MetadataService().start()
         self.sqs = self.session.client("sqs")
         self.ec2 = self.session.client("ec2")
@@ -189,7 +197,7 @@ class LocalRuntime(ControlPlaneHost, InstanceSupervisor):
         for thread in [*self._threads, *(self.generation.threads if self.generation else [])]:
             thread.join(timeout=5)
         self.metadata.stop()
-        self.worker_gateway.stop()
+        self.worker_routes.stop()
         self.moto.stop()
         if self.journal is not None:
             self.journal.close()

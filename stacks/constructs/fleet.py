@@ -17,7 +17,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IValidation
 
-from spotrun.access import instance_policy
+from spotrun.access import instance_policy, worker_routes_statements
 from spotrun.resources import EnvVar
 from stacks.constructs.nag import acknowledge
 from stacks.constructs.worker_image import DMTCP_PREFIX, SPOTRUN_PREFIX, WorkerImage
@@ -163,23 +163,9 @@ class Fleet(Construct):
 
     def allow_worker_routes(self, routes: lambda_.FunctionUrl) -> None:
         """The workers call the worker routes at `routes` (their user data names its URL), and the instance role
-        may call them: the worker-api function through its URL, and only so.
-
-        A function URL needs both actions (since October 2025). InvokeFunction is conditioned on
-        lambda:InvokedViaFunctionUrl: granted plainly, a program on the instance could call Invoke directly with
-        a made-up URL event naming another instance as the caller; through the URL, Lambda writes the signed
-        caller into the event itself. The function's ARN alone, no wildcard."""
+        may call them: the worker-api function through its URL, and only so (`worker_routes_statements`)."""
         self._agent_policy.add_statements(
-            iam.PolicyStatement(
-                sid="CallWorkerRoutesUrl", actions=["lambda:InvokeFunctionUrl"], resources=[routes.function_arn],
-                conditions={"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}},
-            ),
-            iam.PolicyStatement(
-                sid="InvokeWorkerApiOnlyThroughItsUrl", actions=["lambda:InvokeFunction"],
-                resources=[routes.function_arn],
-                conditions={"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
-            ),
-        )
+            *(iam.PolicyStatement.from_json(statement) for statement in worker_routes_statements(routes.function_arn)))
         if self._routes_url is not None:
             raise ValueError("the workers' routes are given once")
         self._routes_url = routes.url

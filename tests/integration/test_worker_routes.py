@@ -1,6 +1,6 @@
 """The worker routes: an instance's own role gets its attempt, task credentials and the writes outside
 its task's items, and nothing for another instance's attempt. The caller is read from the signed
-identity (API Gateway's requestContext.identity.userArn), never from the body."""
+identity (the function URL's requestContext.authorizer.iam.userArn, payload 2.0), never from the body."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from spotrun.domain.model import TaskState
 from spotrun.handlers import finisher, worker_api
 from spotrun.resources import EnvVar
 from tests.integration.test_task_flow import JOB, Loop
-from tests.support import api_event
+from tests.support import function_url_event
 
 INSTANCE_ROLE = "spotrun-instance"
 
 
 def call(cp: Any, context: Any, operation: str, body: dict[str, Any], instance_id: str,
          role: str = INSTANCE_ROLE) -> tuple[int, dict[str, Any]]:
-    event = api_event("POST", f"/worker/{operation}", body)
-    event["requestContext"]["identity"]["userArn"] = f"arn:aws:sts::123456789012:assumed-role/{role}/{instance_id}"
+    event = function_url_event("POST", f"/worker/{operation}", body,
+                               signer=f"arn:aws:sts::123456789012:assumed-role/{role}/{instance_id}")
     answer = worker_api.handler(event, context, control=cp)
     return answer["statusCode"], json.loads(answer["body"])
 
@@ -54,6 +54,34 @@ def test_only_sessions_of_the_instance_role_named_after_an_instance_are_served(c
     assert status == 403
     status, answer = call(cp, context, "session", {}, "i-0123456789abcdef0")  # an instance spotrun never bound
     assert status == 409 and "no attempt names instance" in answer["error"]
+
+
+def test_an_unsigned_or_rest_shaped_request_names_no_caller_and_is_refused(cp, env, aws, context):
+    """Only Lambda's authorizer.iam names the caller: no signer, or an identity where API Gateway REST put it
+    (requestContext.identity) or in the body, is no instance."""
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    own = f"arn:aws:sts::123456789012:assumed-role/{INSTANCE_ROLE}/{task.instance_id}"
+    unsigned = function_url_event("POST", "/worker/claim", {"attempt": task.attempt})
+    rest_shaped = function_url_event("POST", "/worker/claim", {"attempt": task.attempt})
+    rest_shaped["requestContext"]["identity"] = {"userArn": own}
+    in_body = function_url_event("POST", "/worker/claim", {"attempt": task.attempt, "userArn": own})
+    for event in (unsigned, rest_shaped, in_body):
+        answer = worker_api.handler(event, context, control=cp)
+        assert answer["statusCode"] == 403, answer
+    assert cp.store.get_task(job_id, 0).state == TaskState.LAUNCHING
+
+
+def test_only_post_to_a_worker_operation_path_is_answered(cp, env, aws, context):
+    _, job_id = launched(cp, env, aws, context)
+    task = cp.store.get_task(job_id, 0)
+    signer = f"arn:aws:sts::123456789012:assumed-role/{INSTANCE_ROLE}/{task.instance_id}"
+    for method, path, status in (("GET", "/worker/session", 405), ("POST", "/session", 404),
+                                 ("POST", "/other/session", 404), ("POST", "/worker/session/x", 404),
+                                 ("POST", "/worker/session", 200)):
+        answer = worker_api.handler(function_url_event(method, path, {}, signer=signer), context, control=cp)
+        assert answer["statusCode"] == status, (method, path, answer)
+        assert answer["headers"]["Content-Type"] == "application/json"
 
 
 def test_an_instance_claims_and_commits_only_for_the_attempt_it_serves(cp, env, aws, context, clock):
@@ -141,15 +169,13 @@ def test_messages_count_only_when_sent_by_the_session_of_the_attempt_they_name(c
 
 
 def test_a_base64_encoded_body_is_decoded_and_bad_base64_is_a_400(cp, env, aws, context):
-    """API Gateway hands a body over base64-encoded (isBase64Encoded) for a binary media type."""
+    """A function URL hands a body over base64-encoded (isBase64Encoded) when its content type is not text."""
     _, job_id = launched(cp, env, aws, context)
     task = cp.store.get_task(job_id, 0)
 
     def claim(body: str) -> tuple[int, dict[str, Any]]:
-        event = api_event("POST", "/worker/claim", body)
-        event["isBase64Encoded"] = True
-        event["requestContext"]["identity"]["userArn"] = (
-            f"arn:aws:sts::123456789012:assumed-role/{INSTANCE_ROLE}/{task.instance_id}")
+        event = function_url_event("POST", "/worker/claim", body, base64_encoded=True,
+                                   signer=f"arn:aws:sts::123456789012:assumed-role/{INSTANCE_ROLE}/{task.instance_id}")
         answer = worker_api.handler(event, context, control=cp)
         return answer["statusCode"], json.loads(answer["body"])
 

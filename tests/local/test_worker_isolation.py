@@ -53,7 +53,7 @@ def test_an_agent_cannot_touch_another_task(tmp_path, monkeypatch):
         refused(lambda: instance.client("s3").list_objects_v2(Bucket=bucket, Prefix="checkpoints/"), "AccessDenied")
 
         # Through the worker routes, as the agent does: its own attempt and credentials for its own task.
-        routes = HttpRoutes(runtime.worker_gateway.url, instance, "us-east-1")
+        routes = HttpRoutes(runtime.worker_routes.url, instance, "us-east-1")
         routes.configure(table)
         assignment = routes.session()
         assert assignment is not None and (assignment.ref.index, assignment.ref.attempt) == (0, mine.attempt)

@@ -29,7 +29,7 @@ class AgentConfig:
     terminate_on_exit: bool = True
     reuse_instances: bool = True
     reuse_wait_seconds: float = 30.0
-    worker_api_url: str = ""  # the worker routes (`POST <url>/worker/<operation>`)
+    worker_api_url: str = ""  # the worker-api function's URL: the worker routes are `POST <url>/worker/<operation>`
     log_group: str = ""  # the attempts' log group: output shipped live to the attempt's stream (none: not shipped)
     log_ship_seconds: float = 1.0
 

@@ -1,8 +1,8 @@
 """The agent's view of the control plane: the worker routes, and AWS clients confined to one task.
 
 On an instance the agent holds two identities. The instance role (from the metadata service) may
-only call the worker routes (`POST /worker/<operation>`, SigV4 for execute-api) and end its own
-instance. The routes answer with the attempt the instance serves and credentials of the task role
+only call the worker routes (`POST /worker/<operation>` on the worker-api function's own URL, AuthType
+AWS_IAM: SigV4 for service `lambda`) and end its own instance. The routes answer with the attempt the instance serves and credentials of the task role
 tagged for that one task: its own items (to read, and its beat to write), its own checkpoint and
 output prefixes, and the report queue. The agent's DynamoDB, S3 and SQS clients use those, renewed
 through the routes before they expire (botocore's refreshable credentials: 15 minutes ahead);
@@ -30,6 +30,7 @@ from spotrun.domain.reasons import clip
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 20.0
+SIGNING_SERVICE = "lambda"  # a function URL with AuthType AWS_IAM verifies SigV4 for Lambda
 RETRY_CAP_SECONDS = 8.0
 
 
@@ -49,7 +50,8 @@ class RouteError(Exception):
 
 
 class HttpRoutes:
-    """The worker routes over HTTPS, signed with the instance's own credentials."""
+    """The worker routes over HTTPS (`base_url`: the worker-api function's URL), signed with the instance's own
+    credentials."""
 
     def __init__(self, base_url: str, session: Any, region: str, client_config: Any = None,
                  sleep: Any = time.sleep, jitter: random.Random | None = None):
@@ -174,7 +176,7 @@ class HttpRoutes:
         for attempt in range(6):
             request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
             frozen = self.instance_session.get_credentials().get_frozen_credentials()
-            SigV4Auth(frozen, "execute-api", self.region).add_auth(request)
+            SigV4Auth(frozen, SIGNING_SERVICE, self.region).add_auth(request)
             prepared = urllib.request.Request(url, data=data, method="POST", headers=dict(request.headers.items()))
             try:
                 with urllib.request.urlopen(prepared, timeout=REQUEST_TIMEOUT) as response:  # noqa: S310 - https API
@@ -187,7 +189,7 @@ class HttpRoutes:
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 last = error
             log.warning("worker route %s failed (try %d): %s", operation, attempt + 1, last)
-            # Full jitter: a fleet whose calls failed together (a throttled stage, a restarted function) must
+            # Full jitter: a fleet whose calls failed together (a throttled function, a restarted one) must
             # not come back together, on the same exponential beat.
             self.sleep(self.jitter.uniform(0.0, min(RETRY_CAP_SECONDS, 0.5 * 2**attempt)))
         raise RouteError(503, f"worker route {operation} kept failing: {last}")

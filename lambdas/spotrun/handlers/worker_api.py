@@ -1,6 +1,9 @@
-"""The worker routes (`POST /worker/<operation>`, IAM-authorised): the only control-plane calls an
-instance's own role may make. The caller's instance is read from its signed identity (the session
-name of an instance-profile session is the instance id), never from the request body.
+"""The worker routes (`POST /worker/<operation>` on this function's own URL, AuthType AWS_IAM): the only
+control-plane calls an instance's own role may make. The caller's instance is read from its signed
+identity (Lambda puts the SigV4 signer in `requestContext.authorizer.iam`; the session name of an
+instance-profile session is the instance id), never from the request body. The instance role may invoke
+this function only through its URL (`lambda:InvokedViaFunctionUrl`), so that identity is Lambda's, not
+a caller's made-up event.
 
     session     the attempt this instance serves, its job spec, and task-role credentials (renewal too)
     claim       LAUNCHING -> RUNNING for that attempt
@@ -9,10 +12,11 @@ name of an instance-profile session is the instance id), never from the request 
     next        instance reuse: the job's next queued task for this instance
 
 Each operation is declared once below (its request model, its use case, its answer model), and every
-refusal is mapped to its status code in one place (`_REFUSALS`). Not a Powertools resolver, unlike the
-users' API: a resolver keeps the request it is resolving on a class attribute shared by every resolver
-in the process, and these routes are answered concurrently in one process by the local runtime (as
-API Gateway answers them from concurrent invocations), which would mix requests up.
+refusal is mapped to its status code in one place (`_REFUSALS`). The event is a function URL's (payload
+format 2.0) and the answer its response (statusCode, headers, body). Not a Powertools resolver, unlike
+the users' API: a resolver keeps the request it is resolving on a class attribute shared by every
+resolver in the process, and these routes are answered concurrently in one process by the local runtime
+(as Lambda answers them from concurrent invocations), which would mix requests up.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ _ASSUMED_ROLE = re.compile(r"^arn:aws[\w-]*:sts::\d{12}:assumed-role/(?P<role>[\
                            r"(?P<session>[\w+=,.@-]{2,64})$")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 MAX_BODY_CHARS = 4096
+ROUTES_PREFIX = "/worker/"  # the operations' paths on the function URL: /worker/<operation>
 
 
 # ---------------------------------------------------------------- requests
@@ -233,9 +238,14 @@ def handler(event: dict[str, Any], context: LambdaContext, control: ControlPlane
 
 
 def caller_instance(event: dict[str, Any], instance_role_name: str) -> str:
-    """The instance a request was signed by: a session of the instance role named after the instance."""
-    identity = (event.get("requestContext") or {}).get("identity") or {}
-    match = _ASSUMED_ROLE.match(str(identity.get("userArn") or ""))
+    """The instance a request was signed by: a session of the instance role named after the instance.
+
+    A function URL with AuthType AWS_IAM names the signer in requestContext.authorizer.iam (payload 2.0)."""
+    context = event.get("requestContext")
+    authorizer = context.get("authorizer") if isinstance(context, dict) else None
+    identity = authorizer.get("iam") if isinstance(authorizer, dict) else None
+    signer = identity.get("userArn") if isinstance(identity, dict) else None
+    match = _ASSUMED_ROLE.match(signer if isinstance(signer, str) else "")
     if match is None or not instance_role_name or match["role"] != instance_role_name:
         raise Refused(HTTPStatus.FORBIDDEN, "the worker routes answer only to spotrun's worker instances")
     if not _INSTANCE_ID.match(match["session"]):
@@ -244,10 +254,13 @@ def caller_instance(event: dict[str, Any], instance_role_name: str) -> str:
 
 
 def _operation(event: dict[str, Any]) -> Operation[Any]:
-    if event.get("httpMethod") != "POST":
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    if not isinstance(http, dict) or http.get("method") != "POST":
         raise Refused(HTTPStatus.METHOD_NOT_ALLOWED, "the worker routes take POST")
-    name = str(event.get("path") or "").removeprefix("/worker/")
-    if name not in OPERATIONS:
+    path = str(event.get("rawPath") or "")
+    name = path.removeprefix(ROUTES_PREFIX)
+    if not path.startswith(ROUTES_PREFIX) or name not in OPERATIONS:
         raise Refused(HTTPStatus.NOT_FOUND, f"no worker operation {name[:40]!r}")
     return OPERATIONS[name]
 
@@ -257,7 +270,7 @@ def _body(event: dict[str, Any]) -> Any:
     if len(raw) > MAX_BODY_CHARS:
         raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "worker requests are small JSON objects")
     if event.get("isBase64Encoded") and event.get("body"):
-        # API Gateway hands a body of a binary media type over base64-encoded.
+        # A function URL hands over base64-encoded a body whose content type it does not take for text.
         try:
             raw = base64.b64decode(raw, validate=True).decode()
         except (binascii.Error, ValueError):
