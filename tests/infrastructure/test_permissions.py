@@ -135,9 +135,50 @@ def test_the_instance_role_reaches_no_task_data(query: StackTemplate) -> None:
     objects = [(s, r) for s in statements if any(a.startswith("s3:") for a in s.actions) for r in s.resources]
     assert objects and all("cdk-hnb659fds-assets" in r and r.endswith(".zip") and s.actions == ("s3:GetObject",)
                            for s, r in objects), objects  # only the agent's own code bundles, read at boot
-    invokes = [s for s in statements if s.allows("execute-api:Invoke")]
-    assert len(invokes) == 1 and len(invokes[0].resources) == 1
-    assert invokes[0].resources[0].endswith("/v1/POST/worker/*"), invokes[0].resources
+    assert not [s for s in statements if any(a.startswith("execute-api:") for a in s.actions)]
+    invokes = [s for s in statements if any(a.startswith("lambda:") for a in s.actions)]
+    [url] = query.of_type("AWS::Lambda::Url")
+    assert {(s.actions, s.resources) for s in invokes} == {
+        (("lambda:InvokeFunctionUrl",), (f"${{{url}.FunctionArn}}",)),
+        (("lambda:InvokeFunction",), (f"${{{url}.FunctionArn}}",)),
+    }
+
+
+def _instance_role_document(query: StackTemplate, arns: dict[str, str]) -> dict:
+    """The instance role's statements as one policy document, its deploy-time ARNs given sample values."""
+    statements = []
+    for statement in query.statements_of_role(_worker_role(query)):
+        resources_ = [arns.get(r, r) for r in statement.resources]
+        statements.append({"Effect": statement.effect, "Action": list(statement.actions), "Resource": resources_,
+                           **({"Condition": statement.condition} if statement.condition else {})})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def test_the_instance_role_invokes_the_worker_api_only_through_its_url(query: StackTemplate) -> None:
+    """Lambda asks both InvokeFunctionUrl (auth type AWS_IAM) and InvokeFunction (via the URL) for a call through
+    the URL. A direct Invoke carries no lambda:InvokedViaFunctionUrl: were it allowed, a program on the instance
+    could hand the function a made-up URL event naming another instance as its signer."""
+    from spotrun.access import FUNCTION_URL_CALL
+    from spotrun_local.iam_policy import evaluate
+
+    [url] = query.of_type("AWS::Lambda::Url")
+    worker_api = "arn:aws:lambda:eu-west-1:123456789012:function:Spotrun-worker-api"
+    policy = _instance_role_document(query, {f"${{{url}.FunctionArn}}": worker_api})
+    through_url = dict(FUNCTION_URL_CALL)
+    assert through_url == {"lambda:InvokeFunctionUrl": {"lambda:FunctionUrlAuthType": "AWS_IAM"},
+                           "lambda:InvokeFunction": {"lambda:InvokedViaFunctionUrl": "true"}}
+    for action, context in through_url.items():
+        assert evaluate(policy, action, worker_api, context).allowed, action
+    # A forged direct invoke (no URL: the key is absent, or false), or the URL of any other function: denied.
+    assert not evaluate(policy, "lambda:InvokeFunction", worker_api).allowed
+    assert not evaluate(policy, "lambda:InvokeFunction", worker_api, {"lambda:InvokedViaFunctionUrl": "false"}).allowed
+    assert not evaluate(policy, "lambda:InvokeFunctionUrl", worker_api, {"lambda:FunctionUrlAuthType": "NONE"}).allowed
+    other = "arn:aws:lambda:eu-west-1:123456789012:function:Spotrun-api"
+    for action, context in through_url.items():
+        assert not evaluate(policy, action, other, context).allowed, action
+        assert not evaluate(policy, action, f"{worker_api}:live", context).allowed, action
+    for action in ("lambda:InvokeAsync", "lambda:GetFunction", "lambda:UpdateFunctionCode"):
+        assert not evaluate(policy, action, worker_api, {}).allowed, action
 
 
 def test_only_the_worker_api_function_opens_tagged_task_sessions(query: StackTemplate) -> None:

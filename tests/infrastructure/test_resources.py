@@ -130,7 +130,6 @@ REQUIRED_ENVIRONMENT = {
     EnvVar.CONTROL_TOPIC_ARN,
     EnvVar.NOTIFY_TOPIC_ARN,
     EnvVar.REPORT_QUEUE_URL,
-    EnvVar.LAUNCH_TEMPLATE_ID,
     EnvVar.SUBNETS,
     EnvVar.INSTANCE_TYPES,
     EnvVar.ACCOUNT_MAX_INSTANCES,
@@ -160,6 +159,10 @@ def test_functions_share_runtime_tracing_powertools_layer_and_environment(synthe
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "spotrun"
         assert variables[EnvVar.ACCOUNT_MAX_INSTANCES] == str(config.account_max_instances)
         assert variables[EnvVar.POOL_MAX_INSTANCES] == str(config.pool_max_instances)
+        # The launch template only where something launches (the template names the worker-api's URL: a
+        # function naming the template would be a cycle for the worker-api, and needless for the rest).
+        launches = "ec2:launch" in resources.function(key).grants
+        assert (EnvVar.LAUNCH_TEMPLATE_ID in variables) == launches, key
         log_group = query.props(props["LoggingConfig"]["LogGroup"]["Ref"])
         assert log_group["RetentionInDays"] > 0, key
 
@@ -199,24 +202,39 @@ def test_each_zone_has_a_cluster_placement_group_named_to_the_launchers(query: S
 # --- api ---------------------------------------------------------------------------------------
 
 
-def test_every_api_method_requires_iam_and_proxies_to_its_function(query: StackTemplate) -> None:
-    """Users' routes go to the api function; POST /worker/{operation} (the instances' own calls) to worker-api."""
+def test_every_api_method_requires_iam_and_proxies_to_the_api_function(query: StackTemplate) -> None:
+    """The REST API serves the users' routes only: the workers' calls go to the worker-api function's URL."""
     methods = query.of_type("AWS::ApiGateway::Method")
     assert methods
-    functions = query.functions()
-    routed: dict[str, list[str]] = {}
+    api = query.functions()["api"]
     for logical_id, method in methods.items():
         props = method["Properties"]
         assert props["AuthorizationType"] == "AWS_IAM", logical_id
         assert props["Integration"]["Type"] == "AWS_PROXY", logical_id
-        uri = render(props["Integration"]["Uri"])
-        target = [key for key in ("api", "worker-api") if f"{{{functions[key]}.Arn}}" in uri]
-        assert len(target) == 1, (logical_id, uri)
-        routed.setdefault(target[0], []).append(props["HttpMethod"])
-    assert sorted(routed["worker-api"]) == ["POST"]
-    assert sorted(routed["api"]) == ["ANY", "ANY"]
+        assert f"{{{api}.Arn}}" in render(props["Integration"]["Uri"]), logical_id
+    assert sorted(method["Properties"]["HttpMethod"] for method in methods.values()) == ["ANY", "ANY"]
     paths = {render(r["Properties"]["PathPart"]) for r in query.of_type("AWS::ApiGateway::Resource").values()}
-    assert paths == {"{proxy+}", "worker", "{operation}"}
+    assert paths == {"{proxy+}"}
+    stage = _single(query, "AWS::ApiGateway::Stage")
+    assert all("worker" not in setting.get("ResourcePath", "") for setting in stage["MethodSettings"])
+
+
+def test_the_worker_routes_are_the_worker_api_functions_own_url_with_iam_auth(query: StackTemplate) -> None:
+    """One function URL, AuthType AWS_IAM, on the worker-api function (the function resources declare as
+    invoked by the worker routes); it is untraced (a trace per worker call would cost $5 per million), and
+    its reserved concurrency stands in for the throttle a URL lacks."""
+    urls = query.of_type("AWS::Lambda::Url")
+    assert len(urls) == 1
+    [url] = urls.values()
+    [worker_routes] = [f.key for f in resources.FUNCTIONS if f.invoked_by == resources.WORKER_ROUTES]
+    worker_api = query.functions()[worker_routes]
+    assert url["Properties"] == {"AuthType": "AWS_IAM", "TargetFunctionArn": {"Fn::GetAtt": [worker_api, "Arn"]}}
+    props = query.props(worker_api)
+    assert props["TracingConfig"] == {"Mode": "PassThrough"}
+    assert props["ReservedConcurrentExecutions"] == resources.WORKER_API_CONCURRENCY
+    # No resource-based policy opens it wider: callers need their own identity-based grant (the instance role's).
+    permissions = query.of_type("AWS::Lambda::Permission").values()
+    assert not [p for p in permissions if json.dumps(p["Properties"]["FunctionName"]).count(worker_api)]
 
 
 def test_api_stage_traces_and_writes_access_logs(query: StackTemplate) -> None:
@@ -283,9 +301,9 @@ def test_user_data_writes_only_non_secret_wiring_and_starts_the_agent(query: Sta
     }
     assert written.pop("SPOTRUN_DMTCP_BIN") == "/opt/dmtcp/bin"
     assert written.pop(EnvVar.IMAGE_CHECK) == "/run/spotrun/image-check.json"
-    # The worker routes: the stage URL built from the API's id (the stage itself would be a cycle).
-    assert re.fullmatch(r"https://\$\{ApiRestApi\w+\}\.execute-api\.\$\{AWS::Region\}\.\$\{AWS::URLSuffix\}/v1",
-                        written.pop(EnvVar.WORKER_API_URL))
+    # The worker routes: the worker-api function's URL.
+    [url] = query.of_type("AWS::Lambda::Url")
+    assert written.pop(EnvVar.WORKER_API_URL) == f"${{{url}.FunctionUrl}}"
     assert all(value.startswith("${") for value in written.values()), "only deploy-time references, no literals"
     assert "> /etc/spotrun/agent.env" in user_data
     # the agent's code comes from the stack's own assets, unpacked with the image's Python
