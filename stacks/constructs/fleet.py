@@ -164,10 +164,10 @@ class Fleet(Construct):
     def allow_worker_routes(self, routes: lambda_.FunctionUrl) -> None:
         """The workers call the worker routes at `routes` (their user data names its URL), and the instance role
         may call them: the worker-api function through its URL, and only so (`worker_routes_statements`)."""
-        self._agent_policy.add_statements(
-            *(iam.PolicyStatement.from_json(statement) for statement in worker_routes_statements(routes.function_arn)))
         if self._routes_url is not None:
             raise ValueError("the workers' routes are given once")
+        self._agent_policy.add_statements(
+            *(iam.PolicyStatement.from_json(statement) for statement in worker_routes_statements(routes.function_arn)))
         self._routes_url = routes.url
         _write_user_data(self._user_data, self._bundles,
                          {**self._agent_settings, EnvVar.WORKER_API_URL: routes.url})
