@@ -1,9 +1,12 @@
-"""Events shaped exactly as AWS delivers them, and small test doubles."""
+"""Events shaped exactly as AWS delivers them, small test doubles, and waiting on real processes with real
+clocks (the benchmarks under bench/ wait with it too)."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,3 +56,16 @@ class LambdaContextStub:
 
     def get_remaining_time_in_millis(self) -> int:
         return 60_000
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             explain: Callable[[], str] | None = None, *, every: float = 0.02) -> Any:
+    """The first truthy value of `condition`, asked every `every` seconds for up to `timeout` seconds; a failed
+    assertion naming `what` (and what `explain` says, asked only then) when it never comes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {explain()}" if explain else ""))

@@ -27,7 +27,7 @@ from spotrun_worker.supervisor import Supervisor
 from spotrun_worker.workspace import Workspace
 from tests.integration.test_gang import GANG
 from tests.integration.test_task_flow import Loop
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 ADDRESSES = ("127.77.201.2", "127.77.201.3")
 

@@ -26,7 +26,7 @@ from spotrun_worker.routes import InProcessRoutes
 from spotrun_worker.workspace import Workspace
 from tests.integration.test_gang import GANG
 from tests.integration.test_task_flow import Loop
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

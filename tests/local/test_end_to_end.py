@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 
 import pytest
 
@@ -15,6 +16,7 @@ from spotrun.domain.model import JobState
 from spotrun_local import demo
 from spotrun_local.market import MarketReplay, load_traces, steady_window
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions
+from tests import support
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +59,8 @@ def steady_runtime(tmp_path, monkeypatch):
         runtime.stop()
 
 
-def wait_for(predicate, seconds, what, explain=None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f": {explain()}" if explain else ""))
+# each look asks the store on moto's server: twice a second is enough
+wait_for = partial(support.wait_for, every=0.5)
 
 
 def explain(runtime, job_id):

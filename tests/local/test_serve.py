@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from spotrun_local.demo import Client
 from spotrun_local.instances import REPO
 from spotrun_local.market import load_traces
 from spotrun_local.runtime import RuntimeOptions
+from tests import support
 
 pytestmark = pytest.mark.slow
 
@@ -88,14 +89,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_for(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
+# each look is a signed call to the served API: once a second is enough
+wait_for = partial(support.wait_for, every=1.0)
 
 
 def test_kill_9_of_the_served_runtime_loses_nothing_and_the_job_goes_on_after_make_serve(
