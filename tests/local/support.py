@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import boto3
+import pytest
+import requests
+
+from spotrun.provision import provision
 from spotrun_local.deployment import LocalDeployment
+from spotrun_local.endpoint import REGION, moto_server
+from spotrun_local.persistence import StateJournal
 from spotrun_local.runtime import REPO
 
 TICKER = REPO / "local" / "spotrun_local" / "programs" / "ticker.py"
@@ -67,3 +76,32 @@ class LogFollower:
             self.process.kill()
             self.process.wait()
         self._stderr.close()
+
+
+@contextlib.contextmanager
+def provisioned_moto(monkeypatch: pytest.MonkeyPatch, journal: StateJournal | None = None
+                     ) -> Iterator[tuple[Any, dict[str, str]]]:
+    """One life of the local AWS as the runtime builds it: moto's server (journaling to `journal`, loaded
+    first, when one is given) reset, the resources provisioned, the journal's state put back and its
+    capture on. A boto3 session reaching it (AWS_ENDPOINT_URL and local credentials set through
+    `monkeypatch`) and the resources' environment; the server stops on leaving (the journal stays open)."""
+    if journal is not None:
+        journal.load()
+    server = moto_server(journal=journal)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local",
+                            "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        session = boto3.session.Session(region_name=REGION)
+        env = provision(session)
+        if journal is not None:
+            journal.restore()
+            journal.activate()
+        yield session, env
+    finally:
+        server.stop()
