@@ -1,14 +1,18 @@
-"""Events shaped exactly as AWS delivers them, small test doubles, and waiting on real processes with real
+"""Events shaped exactly as AWS delivers them, moto in this process, small test doubles, and waiting on real processes with real
 clocks (the benchmarks under bench/ wait with it too)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import boto3
+import pytest
 
 
 def api_event(method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
@@ -43,6 +47,20 @@ def eventbridge_event(detail_type: str, detail: dict[str, Any], source: str = "a
         "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance}"] if instance else [],
         "detail": detail,
     }
+
+
+@contextlib.contextmanager
+def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto in this process, reached with dummy credentials (set through `monkeypatch`; no endpoint, so
+    nothing real can be reached): a boto3 session for us-east-1."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name="us-east-1")
 
 
 class LambdaContextStub:
