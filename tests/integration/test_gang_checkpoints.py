@@ -179,11 +179,9 @@ def test_a_warned_rank_waits_for_the_final_round_that_rank_0_opens_once_the_cont
     (the ring program cannot save a step its other rank never reaches). bench/README.md, gang section:
     once in 9 runs rank 0 came 0.75 s after the warned rank's 1.07 s budget had run out."""
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
+    task = loop.launch(GANG)
+    job_id = task.job_id
+    claim(cp, rank_ref(task, 0))
     s3 = aws.client("s3")
     port = gang.free_port(ADDRESSES[0])
     ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
