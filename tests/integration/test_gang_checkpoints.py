@@ -48,6 +48,16 @@ class Rank:
                                 self.workspace.workdir, self.workspace.log_path)
 
 
+def running_gang(loop: Loop, aws: Any, clock: Any, tmp_path: Path) -> tuple[Any, Any, list[Rank]]:
+    """A gang of 2 launched and claimed by rank 0, each rank's ring program started under the signal
+    checkpointer: its task as launched, the S3 client, the ranks."""
+    task = loop.launch(GANG)
+    claim(loop.cp, rank_ref(task, 0))
+    s3 = aws.client("s3")
+    port = gang.free_port(ADDRESSES[0])
+    return task, s3, [Rank(loop.cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
+
+
 def serve(rank: Any, stop: threading.Event, errors: list[BaseException]) -> None:
     """A follower rank's part of the gang's checkpoint rounds, served until `stop`; its errors kept in `errors`."""
     while not stop.is_set():
@@ -61,12 +71,8 @@ def serve(rank: Any, stop: threading.Event, errors: list[BaseException]) -> None
 def test_a_gang_checkpoint_missing_one_ranks_part_is_never_committed_nor_restored(
         cp, env, aws, context, clock, tmp_path, monkeypatch):
     loop = Loop(cp, env, aws, context)
-    task = loop.launch(GANG)
+    task, s3, ranks = running_gang(loop, aws, clock, tmp_path)
     job_id = task.job_id
-    claim(cp, rank_ref(task, 0))
-    s3 = aws.client("s3")
-    port = gang.free_port(ADDRESSES[0])
-    ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
     stop, errors = threading.Event(), []
     follower = threading.Thread(target=serve, args=(ranks[1], stop, errors), daemon=True)
     follower.start()
@@ -179,12 +185,8 @@ def test_a_warned_rank_waits_for_the_final_round_that_rank_0_opens_once_the_cont
     (the ring program cannot save a step its other rank never reaches). bench/README.md, gang section:
     once in 9 runs rank 0 came 0.75 s after the warned rank's 1.07 s budget had run out."""
     loop = Loop(cp, env, aws, context)
-    task = loop.launch(GANG)
+    task, s3, ranks = running_gang(loop, aws, clock, tmp_path)
     job_id = task.job_id
-    claim(cp, rank_ref(task, 0))
-    s3 = aws.client("s3")
-    port = gang.free_port(ADDRESSES[0])
-    ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
     hosts = [Host(rank, clock) for rank in ranks]
     supervisors = [Supervisor(host, rank.checkpointer, rank.cycle) for host, rank in zip(hosts, ranks, strict=True)]
     stop, errors = threading.Event(), []
