@@ -1,11 +1,18 @@
-"""Events shaped exactly as AWS delivers them, and small test doubles."""
+"""Events shaped exactly as AWS delivers them, moto in this process, small test doubles, and waiting on real processes with real
+clocks (the benchmarks under bench/ wait with it too)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import boto3
+import pytest
 
 
 def api_event(method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
@@ -69,6 +76,20 @@ def eventbridge_event(detail_type: str, detail: dict[str, Any], source: str = "a
     }
 
 
+@contextlib.contextmanager
+def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto in this process, reached with dummy credentials (set through `monkeypatch`; no endpoint, so
+    nothing real can be reached): a boto3 session for us-east-1."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name="us-east-1")
+
+
 class LambdaContextStub:
     function_name = "test"
     function_version = "$LATEST"
@@ -80,3 +101,16 @@ class LambdaContextStub:
 
     def get_remaining_time_in_millis(self) -> int:
         return 60_000
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             explain: Callable[[], str] | None = None, *, every: float = 0.02) -> Any:
+    """The first truthy value of `condition`, asked every `every` seconds for up to `timeout` seconds; a failed
+    assertion naming `what` (and what `explain` says, asked only then) when it never comes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {explain()}" if explain else ""))

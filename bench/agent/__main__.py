@@ -29,7 +29,7 @@ from typing import Any
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
-from bench.agent.dmtcp import dmtcp_scenario  # noqa: E402
+from bench.agent.dmtcp import dmtcp_scenario, sample_stats  # noqa: E402
 from spotrun.domain.model import JobState  # noqa: E402
 from spotrun.jobs import submit_job  # noqa: E402
 from spotrun_local import demo  # noqa: E402
@@ -148,11 +148,11 @@ def interruption_scenario(rounds_limit: int = 40_000_000, tasks: int = 4) -> dic
         "job_state": final.state, "unfinished_tasks": unfinished, "warnings": len(warnings),
         "agents_killed": len(killed),
         "checkpoint_interval_seconds": interval,
-        "work_lost_with_warning_seconds": _stats(lost_warned),
+        "work_lost_with_warning_seconds": sample_stats(lost_warned),
         "per_warning": per_warning,
-        "work_lost_after_sigkill_seconds": _stats(lost_killed),
-        "warning_to_replacement_launched_seconds": _stats(replace_latency),
-        "warning_to_running_again_seconds": _stats(running_again),
+        "work_lost_after_sigkill_seconds": sample_stats(lost_killed),
+        "warning_to_replacement_launched_seconds": sample_stats(replace_latency),
+        "warning_to_running_again_seconds": sample_stats(running_again),
         "goals": {
             "lost_with_warning_is_zero": bool(lost_warned) and max(lost_warned) < 1.0,
             "lost_after_sigkill_within_interval": bool(lost_killed) and max(lost_killed) <= interval,
@@ -209,14 +209,6 @@ def throughput(size_mib: int = 256, repeats: int = 7) -> dict[str, Any]:
         "note": "plain copy = boto3 upload_file of the same files with default settings; the spotrun side also "
                 "includes asking the program for its state and snapshotting it (capture)",
     }
-
-
-def _stats(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-    return {"n": len(values), "median": round(statistics.median(ordered), 3), "max": round(ordered[-1], 3),
-            "min": round(ordered[0], 3), "values": [round(v, 3) for v in ordered]}
 
 
 def main() -> int:

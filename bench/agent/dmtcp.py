@@ -188,20 +188,21 @@ def _measure(job_id: str, events: list[Any], state: str, result: str, run: Path,
     return {
         "job_state": state, "result_matches_uninterrupted_run": result == expected_result(),
         "process_state_mib": SIZE_MIB, "checkpoint_interval_seconds": interval, "warnings": len(per_warning),
-        "checkpoints": checkpoints, "checkpoint_seconds": _stats([c["checkpoint_seconds"] for c in checkpoints]),
-        "capture_seconds": _stats([c["capture_seconds"] for c in checkpoints]),
-        "image_mib": _stats([c["image_mib"] for c in checkpoints]),
-        "restores": restores, "restore_seconds": _stats([r["restore_seconds"] for r in restores
+        "checkpoints": checkpoints, "checkpoint_seconds": sample_stats([c["checkpoint_seconds"] for c in checkpoints]),
+        "capture_seconds": sample_stats([c["capture_seconds"] for c in checkpoints]),
+        "image_mib": sample_stats([c["image_mib"] for c in checkpoints]),
+        "restores": restores, "restore_seconds": sample_stats([r["restore_seconds"] for r in restores
                                                          if r["restore_seconds"] is not None]),
-        "download_seconds": _stats([r["download_seconds"] for r in restores]),
-        "work_lost_with_warning_seconds": _stats(lost), "agent_reported_unsaved_seconds": _stats(reported),
+        "download_seconds": sample_stats([r["download_seconds"] for r in restores]),
+        "work_lost_with_warning_seconds": sample_stats(lost), "agent_reported_unsaved_seconds": sample_stats(reported),
         "per_warning": per_warning,
         "time_scale": {"warning_seconds": options.warning_seconds,
                        "note": "the two-minute warning is replayed as warning_seconds of wall time"},
     }
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
+def sample_stats(values: list[float]) -> dict[str, Any]:
+    """A sample's size, median, extremes and values (sorted, rounded); both agent benchmarks report with it."""
     if not values:
         return {"n": 0}
     ordered = sorted(values)

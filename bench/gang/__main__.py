@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from spotrun.jobs import submit_job  # noqa: E402
 from spotrun_local.market import MarketReplay, load_traces, steady_window  # noqa: E402
 from spotrun_local.programs import ring  # noqa: E402
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions  # noqa: E402
+from tests import support  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "gang.json"
 NODES, STEPS, SIZE, SLEEP = 2, 300, 64, 0.1
@@ -54,16 +56,8 @@ STEP_LINE = re.compile(r"rank 0: step (\d+) at ([0-9.]+)")
 SAVED_LINE = re.compile(r"rank 0: saved at step (\d+) at ([0-9.]+)")
 RESUMED_LINE = re.compile(r"rank 0: resumed at step (\d+)")
 METHODS = ("signal", "dmtcp")
-
-
-def wait_for(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
+# each look asks the store on moto's server: five times a second, not to load the machine it measures
+wait_for = partial(support.wait_for, every=0.2)
 
 
 def job_spec(method: str = "signal") -> dict[str, Any]:
@@ -104,7 +98,7 @@ def one_run(runtime: LocalRuntime, method: str = "signal") -> dict[str, Any]:
 
         try:
             wait_for(lambda: key in listed(), 30, key)
-        except TimeoutError:
+        except AssertionError:  # timed out
             raise RuntimeError(f"no {key}; the logs there: {listed()}; {explain(runtime, job.job_id)}") from None
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()  # type: ignore[no-any-return]
 

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
+import pytest
 
-from spotrun.provision import provision
-from spotrun_local.endpoint import REGION, moto_server
+from spotrun_local.endpoint import REGION
 from spotrun_local.persistence import StateJournal
+from tests.local.support import provisioned_moto
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "local_state.json"
@@ -93,36 +93,20 @@ def _timings(session: Any, env: dict[str, str], count: int, body: bytes) -> dict
 
 
 def requests_cost(count: int) -> dict[str, Any]:
-    os.environ.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION})
-    os.environ.pop("AWS_SESSION_TOKEN", None)
     body = os.urandom(1 << 20)
     results: dict[str, Any] = {}
     for variant in ("without journal", "with journal"):
         directory = Path(tempfile.mkdtemp(prefix="spotrun-bench-state-"))
         journal = StateJournal(directory) if variant == "with journal" else None
-        if journal is not None:
-            journal.load()
-        server = moto_server(journal=journal)
-        server.start()
         try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-            os.environ["AWS_ENDPOINT_URL"] = endpoint
-            session = boto3.session.Session(region_name=REGION)
-            env = provision(session)
-            if journal is not None:
-                journal.restore()
-                journal.activate()
-            results[variant] = _timings(session, env, count, body)
-            if journal is not None:
-                results[variant]["journal"] = {"records": journal.records_written, "bytes": journal.bytes_written,
-                                               "compactions": journal.compactions}
+            with pytest.MonkeyPatch.context() as monkeypatch, provisioned_moto(monkeypatch, journal) as (session, env):
+                results[variant] = _timings(session, env, count, body)
+                if journal is not None:
+                    results[variant]["journal"] = {"records": journal.records_written,
+                                                   "bytes": journal.bytes_written, "compactions": journal.compactions}
         finally:
-            server.stop()
             if journal is not None:
                 journal.close()
-            os.environ.pop("AWS_ENDPOINT_URL", None)
             shutil.rmtree(directory, ignore_errors=True)
     for name in results["without journal"]:
         if name != "journal":

@@ -15,10 +15,8 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,33 +25,20 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 from spotrun_local.deployment import start_steady  # noqa: E402
 from spotrun_local.runtime import REPO  # noqa: E402
-
-TICKER = REPO / "local" / "spotrun_local" / "programs" / "ticker.py"
+from tests.local.support import LogFollower, submit, ticker_job  # noqa: E402
 
 
 def run(seconds: float, interval: float, poll: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="spotrun-bench-logs-") as root:
         deployment = start_steady(Path(root) / "run")
         try:
-            status, accepted = deployment.client.call("POST", "/jobs", {
-                "name": "ticker", "command": [sys.executable, str(TICKER), str(seconds), str(interval)],
-                "checkpoint": {"method": "none"}, "resources": {"vcpus": 2, "memory_gib": 2}})
-            assert status == 202, accepted
+            job_id = submit(deployment, ticker_job(seconds, interval))
             started = time.monotonic()
-            follower = subprocess.Popen([sys.executable, "-m", "spotrun_cli", "logs", accepted["job_id"], "0",
-                                         "--follow", "--interval", str(poll)], stdout=subprocess.PIPE,
-                                        env=deployment.cli_env(), text=True)
-            arrivals: list[tuple[float, str]] = []
-
-            def read() -> None:
-                assert follower.stdout is not None
-                for line in follower.stdout:
-                    arrivals.append((time.time(), line.rstrip("\n")))
-
-            reader = threading.Thread(target=read, daemon=True)
-            reader.start()
-            code = follower.wait(timeout=seconds + 300)
-            reader.join(timeout=10)
+            with LogFollower(deployment, job_id, 0, poll_seconds=poll) as follower:
+                code = follower.wait(timeout=seconds + 300)
+                if code != 0:
+                    print(follower.errors(), file=sys.stderr)
+                arrivals = follower.arrivals
             elapsed = time.monotonic() - started
         finally:
             deployment.stop()

@@ -130,9 +130,10 @@ class Lifecycle:
         """One worker-route call of the agent: the worker-api function invoked as its function URL invokes it,
         signed by the instance's role session (the session name is the instance id)."""
         from spotrun.handlers import worker_api
+        from tests.support import function_url_event
 
         caller = f"arn:aws:sts::123456789012:assumed-role/{self.cp.settings.instance_role_name}/{instance_id}"
-        event = route_event(caller, operation, body or {})
+        event = function_url_event("POST", f"/worker/{operation}", body or {}, signer=caller)
         self.invocations["worker-api"] += 1
         with self.acting("worker-api"):
             answer = worker_api.handler(event, self.loop.context, control=self.cp)
@@ -146,12 +147,6 @@ class Lifecycle:
             "Source": "aws.ec2", "DetailType": "EC2 Instance State-change Notification", "Time": self.clock(),
             "Detail": json.dumps({"instance-id": instance_id, "state": state}),
             "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"]}])
-
-
-def route_event(caller_arn: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The event of `POST /worker/<operation>` signed by `caller_arn`, as the worker-api function receives it."""
-    return {"httpMethod": "POST", "path": f"/worker/{operation}", "body": json.dumps(body), "isBase64Encoded": False,
-            "requestContext": {"identity": {"userArn": caller_arn}}}
 
 
 class _ByteCounter(io.TextIOBase):

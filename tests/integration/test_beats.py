@@ -79,10 +79,8 @@ def test_an_older_attempts_beat_neither_overwrites_nor_counts(cp, env, aws, cont
 def test_a_beat_before_the_claim_is_no_sign_of_life_and_a_finished_task_keeps_its_last(cp, env, aws, context,
                                                                                       clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    loop.drain()
-    job_id = accepted["job_id"]
-    launching = loop.task(job_id)
+    launching = loop.launch(JOB)
+    job_id = launching.job_id
     # A program on the launched instance holds the attempt's session before its agent claims: its beat
     # does not make the launch look alive (the reaper ends launches that never start by their launch time)
     assert launching.state == TaskState.LAUNCHING

@@ -16,7 +16,6 @@ from spotrun.domain.launches import LaunchResult
 from spotrun.domain.messages import AttemptRef, CompletionReport, ProgramResult
 from spotrun.domain.model import TaskState
 from tests.integration.test_task_flow import Loop
-from tests.support import eventbridge_event
 
 GANG = {"name": "ring", "command": ["python", "ring.py"], "nodes": 2, "checkpoint": {"method": "signal"}}
 
@@ -24,11 +23,6 @@ GANG = {"name": "ring", "command": ["python", "ring.py"], "nodes": 2, "checkpoin
 def rank_ref(task: Any, rank: int) -> AttemptRef:
     return AttemptRef(job_id=task.job_id, index=task.index, attempt=task.attempt,
                       instance_id=task.gang_instances[rank], rank=rank)
-
-
-def warning(instance_id: str, at: Any) -> dict[str, Any]:
-    return eventbridge_event("EC2 Spot Instance Interruption Warning",
-                             {"instance-id": instance_id, "instance-action": "terminate"}, at=at)
 
 
 def test_a_gang_is_admitted_whole_in_one_pool_and_counts_its_instances(cp, env, aws, context):
@@ -59,10 +53,8 @@ def test_a_launch_giving_fewer_instances_than_the_gang_is_undone_and_the_next_po
 
     cp.compute.launch = short_first
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
+    task = loop.launch(GANG)
+    job_id = task.job_id
     assert len(calls) == 2 and task.pool == calls[1] != calls[0]
     assert task.state == TaskState.LAUNCHING and len(task.gang_instances) == 2 and task.attempt == 1
     refused = [e for e in cp.store.timeline(job_id, 100) if e.kind == "LaunchRefused"]
@@ -72,10 +64,8 @@ def test_a_launch_giving_fewer_instances_than_the_gang_is_undone_and_the_next_po
 
 def test_a_warning_to_any_rank_replaces_the_gang_once_and_the_handover_ends_the_old_gang(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
+    task = loop.launch(GANG)
+    job_id = task.job_id
     with pytest.raises(ClaimRefused):
         claim(cp, rank_ref(task, 1))  # rank 0 claims for the gang
     claim(cp, rank_ref(task, 0))
@@ -92,9 +82,9 @@ def test_a_warning_to_any_rank_replaces_the_gang_once_and_the_handover_ends_the_
     assert loop.task(job_id).checkpoint.ranks == 2
 
     clock.advance(60)
-    loop.send("interruptions", warning(task.gang_instances[1], clock()))  # rank 1 is warned
+    loop.send_warning(task.gang_instances[1], clock())  # rank 1 is warned
     loop.drain()
-    loop.send("interruptions", warning(task.gang_instances[0], clock()))  # and then rank 0 too: the same gang
+    loop.send_warning(task.gang_instances[0], clock())  # and then rank 0 too: the same gang
     loop.drain()
     replaced = loop.task(job_id)
     assert replaced.state == TaskState.LAUNCHING and replaced.attempt == 2 and replaced.draining_attempt == 1
@@ -127,10 +117,8 @@ def test_a_warning_to_any_rank_replaces_the_gang_once_and_the_handover_ends_the_
 
 def test_a_rank_failing_on_its_own_ends_the_gangs_attempt(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
+    task = loop.launch(GANG)
+    job_id = task.job_id
     claim(cp, rank_ref(task, 0))
     clock.advance(timedelta(seconds=20).total_seconds())
     loop.send("reports", report(loop.task(job_id), 1, "environment_error", clock(), reason="disk full"))
@@ -151,17 +139,13 @@ def report(task: Any, rank: int, outcome: str, at: Any, reason: str = "") -> str
 
 def test_an_old_gang_rank_reclaimed_before_rank_0_reported_is_no_handover(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
+    task = loop.launch(GANG)
+    job_id = task.job_id
     claim(cp, rank_ref(task, 0))
-    loop.send("interruptions", warning(task.gang_instances[1], clock()))
+    loop.send_warning(task.gang_instances[1], clock())
     loop.drain()
     clock.advance(10)
-    loop.send("interruptions", eventbridge_event("EC2 Instance State-change Notification",
-                                                 {"instance-id": task.gang_instances[1], "state": "terminated"},
-                                                 at=clock()))
+    loop.send_state_change(task.gang_instances[1], "terminated", clock())
     loop.drain()
     old = [a for a in cp.store.attempts(job_id, 0) if a.number == 1][0]
     assert old.drained_at is None  # rank 0 is still taking the final checkpoint: the new gang waits for it
@@ -218,17 +202,13 @@ def test_a_rank_lost_without_a_warning_returns_the_gang_to_its_last_checkpoint(c
     other ranks cannot go on without it): every old instance is ended, and the next gang starts from the
     last committed gang checkpoint."""
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
+    task = loop.launch(GANG)
+    job_id = task.job_id
     claim(cp, rank_ref(task, 0))
     assert commit(cp, task.gang_instances[0], task.attempt, 1, 200, "signal", clock(), ranks=2)
     clock.advance(30)
     cp.compute.client.terminate_instances(InstanceIds=[task.gang_instances[1]])  # gone, without a warning
-    loop.send("interruptions", eventbridge_event("EC2 Instance State-change Notification",
-                                                 {"instance-id": task.gang_instances[1], "state": "shutting-down"},
-                                                 at=clock()))
+    loop.send_state_change(task.gang_instances[1], "shutting-down", clock())
     loop.drain()
     again = loop.task(job_id)
     assert again.attempt == 2 and again.state in (TaskState.QUEUED, TaskState.LAUNCHING)

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from spotrun.attempts import claim
-from spotrun.domain.messages import AttemptRef
 from spotrun.domain.spec import JobSpec
 from spotrun_local.programs import ring
 from spotrun_worker import gang, transfer
@@ -25,9 +24,9 @@ from spotrun_worker.config import AgentConfig
 from spotrun_worker.routes import InProcessRoutes
 from spotrun_worker.supervisor import Supervisor
 from spotrun_worker.workspace import Workspace
-from tests.integration.test_gang import GANG
+from tests.integration.test_gang import GANG, rank_ref
 from tests.integration.test_task_flow import Loop
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 ADDRESSES = ("127.77.201.2", "127.77.201.3")
 
@@ -36,8 +35,7 @@ class Rank:
     """One rank of the gang: its program under the signal checkpointer, and its checkpoint cycle."""
 
     def __init__(self, cp: Any, s3: Any, task: Any, rank: int, root: Path, port: int, clock: Any):
-        self.ref = AttemptRef(job_id=task.job_id, index=task.index, attempt=task.attempt,
-                              instance_id=task.gang_instances[rank], rank=rank)
+        self.ref = rank_ref(task, rank)
         self.routes = InProcessRoutes(cp, self.ref.instance_id, s3=s3)
         self.workspace = Workspace(root / f"rank-{rank}" / task.job_id / "0", task.attempt).create()
         self.checkpointer = SignalCheckpointer()
@@ -50,7 +48,18 @@ class Rank:
                                 self.workspace.workdir, self.workspace.log_path)
 
 
-def serve(rank: Rank, stop: threading.Event, errors: list[BaseException]) -> None:
+def running_gang(loop: Loop, aws: Any, clock: Any, tmp_path: Path) -> tuple[Any, Any, list[Rank]]:
+    """A gang of 2 launched and claimed by rank 0, each rank's ring program started under the signal
+    checkpointer: its task as launched, the S3 client, the ranks."""
+    task = loop.launch(GANG)
+    claim(loop.cp, rank_ref(task, 0))
+    s3 = aws.client("s3")
+    port = gang.free_port(ADDRESSES[0])
+    return task, s3, [Rank(loop.cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
+
+
+def serve(rank: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+    """A follower rank's part of the gang's checkpoint rounds, served until `stop`; its errors kept in `errors`."""
     while not stop.is_set():
         try:
             rank.cycle.serve_rounds()
@@ -62,14 +71,8 @@ def serve(rank: Rank, stop: threading.Event, errors: list[BaseException]) -> Non
 def test_a_gang_checkpoint_missing_one_ranks_part_is_never_committed_nor_restored(
         cp, env, aws, context, clock, tmp_path, monkeypatch):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
-    s3 = aws.client("s3")
-    port = gang.free_port(ADDRESSES[0])
-    ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
+    task, s3, ranks = running_gang(loop, aws, clock, tmp_path)
+    job_id = task.job_id
     stop, errors = threading.Event(), []
     follower = threading.Thread(target=serve, args=(ranks[1], stop, errors), daemon=True)
     follower.start()
@@ -118,11 +121,9 @@ def test_a_gang_checkpoint_missing_one_ranks_part_is_never_committed_nor_restore
 
 def test_a_manifest_without_every_ranks_part_is_refused_at_restore(cp, env, aws, context, clock, tmp_path):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
+    task = loop.launch(GANG)
+    job_id = task.job_id
+    claim(cp, rank_ref(task, 0))
     s3 = aws.client("s3")
     key = f"checkpoints/{job_id}/0/00000001"
     s3.put_object(Bucket=cp.settings.bucket, Key=f"{key}/manifest.json", Body=json.dumps(
@@ -131,7 +132,7 @@ def test_a_manifest_without_every_ranks_part_is_refused_at_restore(cp, env, aws,
     from spotrun.assignments import commit
 
     assert commit(cp, task.gang_instances[0], task.attempt, 1, 0, "signal", clock(), ranks=2)
-    ref = AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[1], rank=1)
+    ref = rank_ref(task, 1)
     with pytest.raises(gang.GangError, match="not a whole gang checkpoint"):
         gang.restore_part(InProcessRoutes(cp, ref.instance_id, s3=s3), cp.settings.bucket, ref, loop.task(job_id),
                           Workspace(tmp_path / job_id / "0", 2).create(), 2)
@@ -184,14 +185,8 @@ def test_a_warned_rank_waits_for_the_final_round_that_rank_0_opens_once_the_cont
     (the ring program cannot save a step its other rank never reaches). bench/README.md, gang section:
     once in 9 runs rank 0 came 0.75 s after the warned rank's 1.07 s budget had run out."""
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", GANG)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
-    s3 = aws.client("s3")
-    port = gang.free_port(ADDRESSES[0])
-    ranks = [Rank(cp, s3, task, rank, tmp_path, port, clock) for rank in (0, 1)]
+    task, s3, ranks = running_gang(loop, aws, clock, tmp_path)
+    job_id = task.job_id
     hosts = [Host(rank, clock) for rank in ranks]
     supervisors = [Supervisor(host, rank.checkpointer, rank.cycle) for host, rank in zip(hosts, ranks, strict=True)]
     stop, errors = threading.Event(), []

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from spotrun.attempts import claim
-from spotrun.domain.messages import AttemptRef
 from spotrun.domain.spec import JobSpec
 from spotrun_local.programs import ring
 from spotrun_worker import gang
@@ -24,9 +23,10 @@ from spotrun_worker.checkpointers import CheckpointError, DmtcpGang, GangDmtcpCh
 from spotrun_worker.checkpointers.dmtcp_tools import find_tools, gang_patch_problem
 from spotrun_worker.routes import InProcessRoutes
 from spotrun_worker.workspace import Workspace
-from tests.integration.test_gang import GANG
+from tests.integration.test_gang import GANG, rank_ref
+from tests.integration.test_gang_checkpoints import serve
 from tests.integration.test_task_flow import Loop
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +40,7 @@ class Rank:
 
     def __init__(self, cp: Any, s3: Any, task: Any, rank: int, root: Path, ports: tuple[int, int], clock: Any,
                  dmtcp_bin: Path, restore_timeout: float = 60.0):
-        self.ref = AttemptRef(job_id=task.job_id, index=task.index, attempt=task.attempt,
-                              instance_id=task.gang_instances[rank], rank=rank)
+        self.ref = rank_ref(task, rank)
         self.routes = InProcessRoutes(cp, self.ref.instance_id, s3=s3)
         # the same absolute work path at a restore, as on every instance (DMTCP restores open files there)
         self.workspace = Workspace(root / f"rank-{rank}" / task.job_id / "0", task.attempt).create()
@@ -62,15 +61,6 @@ class Rank:
 
     def log(self) -> str:
         return self.workspace.log_path.read_text(errors="replace") if self.workspace.log_path.exists() else ""
-
-
-def serve(rank: Rank, stop: threading.Event, errors: list[BaseException]) -> None:
-    while not stop.is_set():
-        try:
-            rank.cycle.serve_rounds()
-        except Exception as error:  # noqa: BLE001 - the test reads them
-            errors.append(error)
-        stop.wait(0.05)
 
 
 def start_together(ranks: list[Rank], restore_from: list[Path]) -> None:
@@ -99,11 +89,9 @@ def test_the_gang_build_of_dmtcp_is_the_patched_one(dmtcp_bin):
 def test_one_dmtcp_checkpoint_of_the_gang_is_restored_on_a_new_gang_which_finishes_correctly(
         cp, env, aws, context, clock, tmp_path, dmtcp_bin):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", DMTCP_GANG)  # the spec takes dmtcp for a gang
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, AttemptRef(job_id=job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
+    task = loop.launch(DMTCP_GANG)  # the spec takes dmtcp for a gang
+    job_id = task.job_id
+    claim(cp, rank_ref(task, 0))
     s3 = aws.client("s3")
     ports = (gang.free_port(ADDRESSES[0]), gang.free_port(ADDRESSES[0]))
     ranks = [Rank(cp, s3, task, rank, tmp_path, ports, clock, dmtcp_bin) for rank in (0, 1)]
@@ -156,15 +144,13 @@ def test_a_rank_whose_gang_never_restores_is_killed_in_bounded_time_with_a_clear
     """Rank 0's images restored alone (rank 1 never comes): DMTCP waits for the missing rank forever; the
     checkpointer gives up at its timeout, kills what it started and says why."""
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", DMTCP_GANG)
-    loop.drain()
-    task = loop.task(accepted["job_id"])
+    task = loop.launch(DMTCP_GANG)
     s3 = aws.client("s3")
     ports = (gang.free_port(ADDRESSES[0]), gang.free_port(ADDRESSES[0]))
     ranks = [Rank(cp, s3, task, rank, tmp_path, ports, clock, dmtcp_bin) for rank in (0, 1)]
     follower_stop, errors = threading.Event(), []
     follower = threading.Thread(target=serve, args=(ranks[1], follower_stop, errors), daemon=True)
-    claim(cp, AttemptRef(job_id=task.job_id, index=0, attempt=task.attempt, instance_id=task.gang_instances[0]))
+    claim(cp, rank_ref(task, 0))
     try:
         for rank in ranks:
             rank.start()

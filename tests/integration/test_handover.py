@@ -7,24 +7,17 @@ was lost. Fixed: the replacement waits until the predecessor's final report arri
 
 from __future__ import annotations
 
-from spotrun.attempts import claim
 from spotrun.domain.model import TaskState
 from spotrun_worker.agent import Agent, AgentConfig
 from spotrun_worker.routes import InProcessRoutes
 from tests.integration.test_task_flow import JOB, Loop, ref
-from tests.support import eventbridge_event
 
 
 def test_a_replacement_waits_for_the_interrupted_attempt_to_hand_over(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    job_id = accepted["job_id"]
-    loop.drain()
-    first = loop.task(job_id)
-    claim(cp, ref(first))
-    loop.send("interruptions", eventbridge_event(
-        "EC2 Spot Instance Interruption Warning", {"instance-id": first.instance_id, "instance-action": "terminate"},
-        at=clock()))
+    first = loop.start(JOB)
+    job_id = first.job_id
+    loop.send_warning(first.instance_id, clock())
     loop.drain()
     replaced = loop.task(job_id)
     assert replaced.state == TaskState.LAUNCHING and replaced.draining_attempt == first.attempt

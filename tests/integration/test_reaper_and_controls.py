@@ -54,10 +54,8 @@ def test_a_silent_worker_ec2_calls_running_gets_more_time_before_it_is_declared_
 
 def test_a_launch_that_never_started_its_task_is_retried(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    loop.drain()
-    job_id = accepted["job_id"]
-    first = loop.task(job_id)
+    first = loop.launch(JOB)
+    job_id = first.job_id
     assert first.state == TaskState.LAUNCHING
     clock.advance(cp.settings.launch_stale_seconds + 1)
     report = sweep(cp)

@@ -60,6 +60,29 @@ class Loop:
     def task(self, job_id: str, index: int = 0) -> Any:
         return self.cp.store.get_task(job_id, index)
 
+    def launch(self, spec: dict[str, Any]) -> Any:
+        """Submits a job of `spec` and runs the scheduler: its task 0 as launched (its agent has not claimed it)."""
+        status, accepted = self.api("POST", "/jobs", spec)
+        assert status == 202, accepted
+        self.drain()
+        return self.task(accepted["job_id"])
+
+    def start(self, spec: dict[str, Any]) -> Any:
+        """`launch`, then the task's agent claims it (RUNNING): the task as launched."""
+        task = self.launch(spec)
+        claim(self.cp, ref(task))
+        return task
+
+    def send_warning(self, instance_id: str, at: Any = None) -> None:
+        """EC2's spot interruption warning for an instance, as EventBridge delivers it to the queue."""
+        self.send("interruptions", eventbridge_event(
+            "EC2 Spot Instance Interruption Warning", {"instance-id": instance_id, "instance-action": "terminate"}, at=at))
+
+    def send_state_change(self, instance_id: str, state: str, at: Any = None) -> None:
+        """EC2's notification that an instance changed state, as EventBridge delivers it to the queue."""
+        self.send("interruptions", eventbridge_event(
+            "EC2 Instance State-change Notification", {"instance-id": instance_id, "state": state}, at=at))
+
     def instance(self, instance_id: str) -> dict[str, Any]:
         ec2 = self.cp.compute.client
         found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
@@ -121,9 +144,7 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
 
     # When a spot interruption warning arrives for its instance
     clock.advance(60)
-    loop.send("interruptions", eventbridge_event(
-        "EC2 Spot Instance Interruption Warning", {"instance-id": task.instance_id, "instance-action": "terminate"},
-        at=clock()))
+    loop.send_warning(task.instance_id, clock())
     loop.drain()
 
     # Then a replacement attempt is launched at once, in another pool, keeping the checkpoint pointer
@@ -188,25 +209,19 @@ def test_one_task_survives_a_spot_interruption_and_succeeds(cp, env, aws, contex
 
 def test_a_program_failure_ends_failed_without_a_retry(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
+    task = loop.start(JOB)
+    loop.send("reports", completion(loop.task(task.job_id), clock(), exit_code=3))
     loop.drain()
-    task = loop.task(accepted["job_id"])
-    claim(cp, ref(task))
-    loop.send("reports", completion(loop.task(accepted["job_id"]), clock(), exit_code=3))
-    loop.drain()
-    failed = loop.task(accepted["job_id"])
+    failed = loop.task(task.job_id)
     assert failed.state == TaskState.FAILED and failed.exit_code == 3 and failed.attempt == 1
     assert "program exited with code 3" in failed.reason and failed.log_tail == "done"
-    assert cp.store.get_job(accepted["job_id"]).state == JobState.FAILED
+    assert cp.store.get_job(task.job_id).state == JobState.FAILED
     assert loop.instance(task.instance_id)["state"] in ("shutting-down", "terminated")
 
 
 def test_program_failures_are_retried_only_on_the_exit_codes_the_spec_names(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", {**JOB, "retries": {"program": 2, "exit_codes": [75]}})
-    job_id = accepted["job_id"]
-    loop.drain()
-    claim(cp, ref(loop.task(job_id)))
+    job_id = loop.start({**JOB, "retries": {"program": 2, "exit_codes": [75]}}).job_id
     loop.send("reports", completion(loop.task(job_id), clock(), exit_code=75))
     loop.drain()
     retried = loop.task(job_id)
@@ -219,11 +234,8 @@ def test_program_failures_are_retried_only_on_the_exit_codes_the_spec_names(cp, 
 
 def test_an_environment_failure_is_retried_on_another_pool_without_using_the_program_budget(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    job_id = accepted["job_id"]
-    loop.drain()
-    first = loop.task(job_id)
-    claim(cp, ref(first))
+    first = loop.start(JOB)
+    job_id = first.job_id
     loop.send("reports", completion(loop.task(job_id), clock(), outcome="environment_error", exit_code=None))
     loop.drain()
     retried = loop.task(job_id)
@@ -235,30 +247,22 @@ def test_an_environment_failure_is_retried_on_another_pool_without_using_the_pro
 
 def test_an_instance_that_terminates_without_warning_requeues_its_task(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, ref(task))
-    loop.send("interruptions", eventbridge_event(
-        "EC2 Instance State-change Notification", {"instance-id": task.instance_id, "state": "terminated"}))
+    task = loop.start(JOB)
+    job_id = task.job_id
+    loop.send_state_change(task.instance_id, "terminated")
     loop.drain()
     again = loop.task(job_id)
     assert again.attempt == 2 and again.state == TaskState.LAUNCHING and again.environment_failures == 1
     # The same event late, or a duplicate, changes nothing more
-    loop.send("interruptions", eventbridge_event(
-        "EC2 Instance State-change Notification", {"instance-id": task.instance_id, "state": "terminated"}))
+    loop.send_state_change(task.instance_id, "terminated")
     loop.drain()
     assert loop.task(job_id).attempt == 2
 
 
 def test_a_rebalance_recommendation_asks_for_a_checkpoint_and_keeps_the_instance(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, ref(task))
+    task = loop.start(JOB)
+    job_id = task.job_id
     loop.send("interruptions", eventbridge_event("EC2 Instance Rebalance Recommendation", {"instance-id": task.instance_id}))
     loop.drain()
     after = loop.task(job_id)
@@ -269,11 +273,8 @@ def test_a_rebalance_recommendation_asks_for_a_checkpoint_and_keeps_the_instance
 
 def test_beats_and_reports_of_old_attempts_change_nothing(cp, env, aws, context, clock):
     loop = Loop(cp, env, aws, context)
-    _, accepted = loop.api("POST", "/jobs", JOB)
-    job_id = accepted["job_id"]
-    loop.drain()
-    task = loop.task(job_id)
-    claim(cp, ref(task))
+    task = loop.start(JOB)
+    job_id = task.job_id
     now = clock() + timedelta(seconds=60)
     assert beat(loop, loop.task(job_id), now, 0.6)
     # An agent of an earlier attempt (a straggler) cannot overwrite the newer attempt's beat

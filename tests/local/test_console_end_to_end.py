@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,12 @@ from spotrun_local import demo
 from spotrun_local.deployment import LocalDeployment, start_steady
 from spotrun_local.programs import ring
 from spotrun_local.runtime import REPO
+from tests import support
+from tests.local.support import LogFollower, submit, ticker_job
 
 pytestmark = pytest.mark.slow
 
 SCREENSHOTS = REPO / "bench" / "results" / "console"
-TICKER = REPO / "local" / "spotrun_local" / "programs" / "ticker.py"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1900")
@@ -54,46 +54,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
         local.stop()
 
 
-def wait_for(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-
-
-def submit(deployment: LocalDeployment, spec: dict[str, Any]) -> str:
-    status, accepted = deployment.client.call("POST", "/jobs", spec)
-    assert status == 202, accepted
-    return str(accepted["job_id"])
+# each look asks moto's server or the browser: twice a second is enough
+wait_for = partial(support.wait_for, every=0.5)
 
 
 def test_logs_follow_shows_a_running_programs_output_within_seconds(deployment: LocalDeployment) -> None:
-    job_id = submit(deployment, {"name": "ticker", "command": [sys.executable, str(TICKER), "20", "0.5"],
-                                 "checkpoint": {"method": "none"}, "resources": {"vcpus": 2, "memory_gib": 2}})
-    follower = subprocess.Popen([sys.executable, "-m", "spotrun_cli", "logs", job_id, "0", "--follow",
-                                 "--interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=deployment.cli_env(), text=True)
-    arrivals: list[tuple[float, str]] = []
-
-    def read() -> None:
-        assert follower.stdout is not None
-        for line in follower.stdout:
-            arrivals.append((time.time(), line.rstrip("\n")))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+    job_id = submit(deployment, ticker_job(20, 0.5))
+    with LogFollower(deployment, job_id, 0, poll_seconds=0.5) as follower:
+        arrivals = follower.arrivals
         wait_for(lambda: len([a for a in arrivals if a[1].startswith("tick ")]) >= 8, 120, "eight ticks")
-        assert follower.poll() is None, "the follower runs while the program does"
+        assert follower.process.poll() is None, "the follower runs while the program does"
         code = follower.wait(timeout=120)  # the task ends: so does following, once its last lines are in
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-    reader.join(timeout=10)
-    assert code == 0, follower.stderr.read() if follower.stderr else ""
+        assert code == 0, follower.errors()
     ticks = [(arrived - float(line.split()[2]), int(line.split()[1])) for arrived, line in arrivals
              if line.startswith("tick ")]
     assert [n for _, n in ticks] == list(range(len(ticks))), "every line, in order, once"

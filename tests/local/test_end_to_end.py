@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 
 import pytest
 
@@ -15,6 +16,7 @@ from spotrun.domain.model import JobState
 from spotrun_local import demo
 from spotrun_local.market import MarketReplay, load_traces, steady_window
 from spotrun_local.runtime import LocalRuntime, RuntimeOptions
+from tests import support
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +59,8 @@ def steady_runtime(tmp_path, monkeypatch):
         runtime.stop()
 
 
-def wait_for(predicate, seconds, what, explain=None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f": {explain()}" if explain else ""))
+# each look asks the store on moto's server: twice a second is enough
+wait_for = partial(support.wait_for, every=0.5)
 
 
 def explain(runtime, job_id):
@@ -83,15 +79,22 @@ def explain(runtime, job_id):
     return "\n".join(lines)
 
 
+def one_counting_task_running(runtime, limit):
+    """Submits a job of one task counting the primes below `limit` (no combine step) and waits until it runs:
+    the job, and its task then."""
+    from spotrun.jobs import submit_job
+
+    spec = demo.job_spec(limit, 1)
+    del spec["combine"]
+    job, _ = submit_job(runtime.cp, spec, "test")
+    store = runtime.cp.store
+    return job, wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t, 90, "the task to run")
+
+
 def test_an_agent_killed_without_warning_is_found_by_the_reaper_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     with steady_runtime(tmp_path, monkeypatch) as (runtime, options):
-        spec = demo.job_spec(30_000_000, 1)
-        del spec["combine"]
-        from spotrun.jobs import submit_job
-
-        job, _ = submit_job(runtime.cp, spec, "test")
+        job, running = one_counting_task_running(runtime, 30_000_000)
         store = runtime.cp.store
-        running = wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t, 90, "the task to run")
         # ask for a checkpoint now (as a rebalance recommendation would) rather than wait for the interval
         store.request_checkpoint(job.job_id, 0, running.attempt, runtime.cp.clock())
         first = wait_for(lambda: (t := store.get_task(job.job_id, 0)).checkpoint and t, 90, "a first checkpoint",
@@ -151,13 +154,10 @@ def _running_over_time(events):
 
 def test_suspend_checkpoints_and_releases_the_instance_and_resume_continues_from_there(tmp_path, monkeypatch):
     with steady_runtime(tmp_path, monkeypatch) as (runtime, options):
-        from spotrun.jobs import control_job, submit_job
+        from spotrun.jobs import control_job
 
-        spec = demo.job_spec(12_000_000, 1)
-        del spec["combine"]
-        job, _ = submit_job(runtime.cp, spec, "test")
+        job, running = one_counting_task_running(runtime, 12_000_000)
         store = runtime.cp.store
-        running = wait_for(lambda: (t := store.get_task(job.job_id, 0)).state == "RUNNING" and t, 90, "the task to run")
         control_job(runtime.cp, job.job_id, "suspend")
         wait_for(lambda: store.get_job(job.job_id).state == JobState.SUSPENDED, 90, "the job to suspend",
                  lambda: explain(runtime, job.job_id))

@@ -16,39 +16,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from spotrun.provision import provision
-from spotrun_local.endpoint import ACCOUNT, REGION, moto_server
+from spotrun_local.endpoint import ACCOUNT, REGION
 from spotrun_local.persistence import JournalError, StateJournal
+from tests.local.support import provisioned_moto
 
 
 @contextlib.contextmanager
 def local_aws(state: Path, monkeypatch: pytest.MonkeyPatch, **journal_options: Any) -> Iterator[tuple[Any, dict, StateJournal]]:
     """One life of the local AWS: moto with a journal in `state`, resources provisioned, the state put back."""
     journal = StateJournal(state, **journal_options)
-    journal.load()
-    server = moto_server(journal=journal)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-        for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local",
-                            "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": REGION}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-        session = boto3.session.Session(region_name=REGION)
-        env = provision(session)
-        journal.restore()
-        journal.activate()
-        yield session, env, journal
+        with provisioned_moto(monkeypatch, journal) as (session, env):
+            yield session, env, journal
     finally:
-        server.stop()
         journal.close()
 
 

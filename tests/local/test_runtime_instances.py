@@ -16,7 +16,7 @@ import pytest
 
 from spotrun_local.namespaces import WORK_PATH, IsolationUnavailable, LocalInstance, require_isolation
 from spotrun_local.runtime import Instance, LocalRuntime, RuntimeOptions
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 FAKE_AGENT = Path(__file__).parent / "programs" / "fake_agent.py"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from spotrun_local.demo import Client
 from spotrun_local.instances import REPO
 from spotrun_local.market import load_traces
 from spotrun_local.runtime import RuntimeOptions
+from tests import support
+from tests.worker.support import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -80,22 +82,8 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_for(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
+# each look is a signed call to the served API: once a second is enough
+wait_for = partial(support.wait_for, every=1.0)
 
 
 def test_kill_9_of_the_served_runtime_loses_nothing_and_the_job_goes_on_after_make_serve(
@@ -140,9 +128,9 @@ def test_kill_9_of_the_served_runtime_loses_nothing_and_the_job_goes_on_after_ma
         main_pid = int((state / "serve.pid").read_text())
         leftovers = descendants(main_pid)
         assert any("spotrun_worker" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
-                   for pid in leftovers if alive(pid)), "the agent runs below the runtime's main process"
+                   for pid in leftovers if process_alive(pid)), "the agent runs below the runtime's main process"
         os.kill(main_pid, signal.SIGKILL)
-        wait_for(lambda: not alive(main_pid), 10, "the runtime's main process to die")
+        wait_for(lambda: not process_alive(main_pid), 10, "the runtime's main process to die")
         # The agents and programs of the killed runtime are not yet contained (issue 10's process containment):
         # end them here so that they cannot talk to the restarted runtime.
         for pid in leftovers:

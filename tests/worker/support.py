@@ -1,25 +1,13 @@
-"""Helpers for the worker tests: real programs in tests/worker/programs, waited on with real clocks."""
+"""Helpers for the worker tests: real programs in tests/worker/programs (waited on with tests.support.wait_for)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 PROGRAMS = Path(__file__).parent / "programs"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def read_int(path: Path) -> int:

@@ -54,7 +54,8 @@ from spotrun_worker.checkpointers.dmtcp import (
 )
 from spotrun_worker.parts import CheckpointUpload
 from spotrun_worker.ranges import download_parts
-from tests.worker.support import PROGRAMS, read_int, read_json, wait_for
+from tests.support import wait_for
+from tests.worker.support import PROGRAMS, read_int, read_json
 from tests.worker.test_transfer import BUCKET, MIB, moto_s3, s3  # noqa: F401 - shared fixtures
 
 HEADER = b"DMTCP_CHECKPOINT_IMAGE_v4.0\n"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from spotrun_worker import logship
-from tests.worker.support import wait_for
+from tests.support import wait_for
 
 GROUP, STREAM = "/spotrun/tasks", "j-1/0/1"
 

@@ -22,7 +22,8 @@ from spotrun_worker.checkpointers import (
     make_checkpointer,
 )
 from spotrun_worker.checkpointers.cooperative import COMPLETE_MARKER, checkpoint_dir_for
-from tests.worker.support import PROGRAMS, counter_argv, process_alive, read_int, read_json, wait_for
+from tests.support import wait_for
+from tests.worker.support import PROGRAMS, counter_argv, process_alive, read_int, read_json
 
 STEPS = 50
 

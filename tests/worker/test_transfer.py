@@ -14,6 +14,7 @@ from urllib3.exceptions import ProtocolError
 
 from spotrun_worker import transfer
 from spotrun_worker.transfer import FileEntry, TransferError, download_file, download_prefix, upload_files
+from tests.support import mocked_aws
 
 BUCKET = "spotrun-test"
 MIB = 1 << 20
@@ -74,15 +75,8 @@ class SpyS3:
 @pytest.fixture(scope="module")
 def moto_s3():
     """One moto S3 for the module (starting moto per test costs about half a second each)."""
-    from moto import mock_aws
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        with mock_aws():
-            yield boto3.session.Session(region_name="us-east-1").client("s3")
+    with pytest.MonkeyPatch.context() as patch, mocked_aws(patch) as session:
+        yield session.client("s3")
 
 
 @pytest.fixture
