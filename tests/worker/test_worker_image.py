@@ -207,3 +207,10 @@ def test_the_release_tag_must_be_the_pinned_commit(tmp_path):
     passed = run("bash", scripts / "install-dmtcp.sh", "--prefix", tmp_path / "p", "--git", env=git)
     assert passed.returncode == 1 and "has no configure script" in passed.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_a_missing_tarball_is_named_before_anything_is_built(tmp_path):
+    missing = tmp_path / "nowhere" / "dmtcp-4.2.0.tar.gz"
+    done = run("bash", IMAGE / "install-dmtcp.sh", "--prefix", tmp_path / "p", "--tarball", missing)
+    assert done.returncode == 1 and f"no such DMTCP {PIN['DMTCP_VERSION']} source tarball: {missing}" in done.stderr
+    assert not (tmp_path / "p").exists()

@@ -35,23 +35,24 @@ fi
 [ -n "$tarball" ] || [ "$from_git" = 1 ] || { echo "install-dmtcp: give --tarball FILE or --git" >&2; exit 2; }
 jobs=${jobs:-$(nproc 2>/dev/null || echo 2)}
 
-patch_file="$here/$DMTCP_PATCH"
-[ -f "$patch_file" ] || { echo "install-dmtcp: the patch $patch_file is missing" >&2; exit 1; }
-patch_sha=$(sha256sum "$patch_file" | cut -d' ' -f1)
-if [ "$patch_sha" != "$DMTCP_PATCH_SHA256" ]; then
-  echo "install-dmtcp: $patch_file has sha256 $patch_sha, expected $DMTCP_PATCH_SHA256 (dmtcp.pin)" >&2
-  exit 1
-fi
-patched="$DMTCP_PATCH sha256:$patch_sha"
-
-if [ -n "$tarball" ]; then
-  [ -f "$tarball" ] || { echo "install-dmtcp: no such tarball: $tarball" >&2; exit 1; }
-  actual=$(sha256sum "$tarball" | cut -d' ' -f1)
-  if [ "$actual" != "$DMTCP_VENDOR_SHA256" ]; then
-    echo "install-dmtcp: $tarball has sha256 $actual, expected $DMTCP_VENDOR_SHA256 (DMTCP $DMTCP_VERSION)" >&2
+# verified FILE EXPECTED_SHA256 WHAT: FILE exists and has the pinned checksum, or the script stops naming both.
+verified() {
+  [ -f "$1" ] || { echo "install-dmtcp: no such $3: $1" >&2; exit 1; }
+  local actual
+  actual=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$actual" != "$2" ]; then
+    echo "install-dmtcp: the $3 $1 has sha256 $actual, expected $2 (dmtcp.pin)" >&2
     exit 1
   fi
-  wanted="tarball sha256:$actual"
+}
+
+patch_file="$here/$DMTCP_PATCH"
+verified "$patch_file" "$DMTCP_PATCH_SHA256" "spotrun's DMTCP patch"
+patched="$DMTCP_PATCH sha256:$DMTCP_PATCH_SHA256"
+
+if [ -n "$tarball" ]; then
+  verified "$tarball" "$DMTCP_VENDOR_SHA256" "DMTCP $DMTCP_VERSION source tarball"
+  wanted="tarball sha256:$DMTCP_VENDOR_SHA256"
 else
   wanted="git $DMTCP_TAG $DMTCP_COMMIT"
 fi
@@ -80,7 +81,7 @@ trap 'rm -rf "$work"' EXIT
 if [ -n "$tarball" ]; then
   tar -xzf "$tarball" -C "$work"
   source_dir="$work/dmtcp-$DMTCP_VERSION"
-  origin="tarball sha256:$actual"
+  origin="tarball sha256:$DMTCP_VENDOR_SHA256"  # verified above
 else
   git clone --quiet --depth 1 --branch "$DMTCP_TAG" "$DMTCP_REPOSITORY" "$work/dmtcp-$DMTCP_VERSION"
   source_dir="$work/dmtcp-$DMTCP_VERSION"
